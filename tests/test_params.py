@@ -1,0 +1,32 @@
+"""TrialConfig parses Ray's config dict strictly and fills conditional parameters honestly."""
+
+import pytest
+
+from tune_tl.errors import TuneTLError
+from tune_tl.params import TrialConfig
+
+
+def test_missing_keys_take_defaults_and_inactive_conditionals_are_none():
+    cfg = TrialConfig.from_dict({"lr": 0.01, "optimizer": "adamw", "head": "linear"})
+    assert cfg.lr == 0.01 and cfg.batch_size == 64
+    assert cfg.momentum is None and cfg.head_hidden is None and cfg.head_dropout is None
+
+
+def test_active_conditionals_get_their_default_when_not_sampled():
+    cfg = TrialConfig.from_dict({"optimizer": "sgd", "head": "mlp"})
+    assert cfg.momentum == 0.9 and cfg.head_hidden == 256 and cfg.head_dropout == 0.0
+
+
+def test_conditional_values_are_dropped_when_their_parent_does_not_apply():
+    assert TrialConfig.from_dict({"head": "linear", "head_hidden": 128}).head_hidden is None
+
+
+def test_unknown_keys_and_wrong_types_are_errors():
+    with pytest.raises(TuneTLError, match=r"unknown parameter\(s\) \['learning_rate'\]"):
+        TrialConfig.from_dict({"learning_rate": 0.1})
+    with pytest.raises(TuneTLError, match="'batch_size': expected int"):
+        TrialConfig.from_dict({"batch_size": "64"})
+
+
+def test_integers_are_accepted_for_floats():
+    assert TrialConfig.from_dict({"weight_decay": 0}).weight_decay == 0.0

@@ -1,0 +1,18 @@
+"""tune_tl: hyperparameter search over transfer learning (Ray Tune + Optuna + ASHA → Parquet)."""
+
+from tune_tl.analysis import Results, load_results
+from tune_tl.errors import TuneTLError
+from tune_tl.search import SearchOptions, SearchSummary, run_search
+from tune_tl.space import SearchSpec, load_space
+
+__all__ = [
+    "Results",
+    "SearchOptions",
+    "SearchSpec",
+    "SearchSummary",
+    "TuneTLError",
+    "load_results",
+    "load_space",
+    "run_search",
+]
+__version__ = "0.1.0"

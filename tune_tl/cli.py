@@ -1,0 +1,111 @@
+"""``tune-tl`` command line: turn flags into typed options and call the library."""
+
+from __future__ import annotations
+
+import argparse
+import dataclasses
+import logging
+import sys
+
+from tune_tl.errors import TuneTLError
+
+
+def main(argv: list[str] | None = None) -> int:
+    parser = _parser()
+    args = parser.parse_args(argv)
+    logging.basicConfig(level=logging.INFO, format="%(asctime)s %(levelname)s %(name)s: %(message)s", datefmt="%H:%M:%S")
+    try:
+        return args.func(args)
+    except TuneTLError as exc:
+        print(f"tune-tl: error: {exc}", file=sys.stderr)
+        return 2
+
+
+def _parser() -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(prog="tune-tl", description="Hyperparameter search over transfer learning.")
+    sub = parser.add_subparsers(dest="command", required=True)
+
+    s = sub.add_parser("search", help="run a search (default: the bundled offline space)")
+    s.add_argument("space", nargs="?", help="search-space file (.yaml or .py); default: search_spaces/default.yaml")
+    s.add_argument("--samples", type=int, help="number of trials (overrides budget.samples)")
+    s.add_argument("--max-epochs", type=int, help="epoch budget per trial and ASHA max_t (overrides budget.max_epochs)")
+    s.add_argument("--grace-period", type=int, help="ASHA grace period in epochs (overrides budget.grace_period)")
+    s.add_argument("--reduction-factor", type=float, help="ASHA reduction factor (overrides budget.reduction_factor)")
+    s.add_argument("--seed", type=int, help="seed for the data split, the sampler and training (overrides seed)")
+    s.add_argument("--cpus-per-trial", type=float, default=1.0, help="CPUs per trial; also its torch threads (default 1)")
+    s.add_argument("--gpus-per-trial", type=float, default=0.0, help="GPUs per trial, fractions allowed (default 0)")
+    s.add_argument("--concurrency", type=int, help="max trials at once (default: as many as resources allow)")
+    s.add_argument("--output", default="results", help="folder for results (default ./results)")
+    s.add_argument("--name", help="search name, the subfolder of --output (default search-DATE-TIME)")
+    s.set_defaults(func=_search)
+
+    v = sub.add_parser("validate", help="check a search-space file without running anything")
+    v.add_argument("space", help="search-space file (.yaml or .py)")
+    v.set_defaults(func=_validate)
+    return parser
+
+
+def _search(args) -> int:
+    from tune_tl.search import SearchOptions, run_search
+    from tune_tl.space import load_space
+
+    spec = load_space(args.space)
+    budget = {k: getattr(args, k) for k in ("samples", "max_epochs", "grace_period", "reduction_factor") if getattr(args, k) is not None}
+    if budget:
+        spec = dataclasses.replace(spec, budget=dataclasses.replace(spec.budget, **budget))
+        spec = _revalidated(spec)
+    if args.seed is not None:
+        spec = dataclasses.replace(spec, seed=args.seed)
+    options = SearchOptions(
+        output=args.output,
+        name=args.name,
+        cpus_per_trial=args.cpus_per_trial,
+        gpus_per_trial=args.gpus_per_trial,
+        concurrency=args.concurrency,
+    )
+    summary = run_search(spec, options)
+    print(_format_summary(summary))
+    return 0
+
+
+def _revalidated(spec):
+    """Run the space loader's budget checks on CLI overrides (same messages, flag names)."""
+    from tune_tl.space import parse_settings
+
+    budget = dataclasses.asdict(spec.budget)
+    parse_settings({"budget": budget}, "command line", allow_params=False)
+    return spec
+
+
+def _validate(args) -> int:
+    from tune_tl.space import load_space
+
+    spec = load_space(args.space)
+    names = [p.name for p in spec.params] if spec.space_fn is None else ["space(trial)"]
+    print(f"{spec.source}: OK — data {spec.data.source}, backbone {spec.backbone.name} ({spec.backbone.weights}), "
+          f"{spec.budget.samples} trials × ≤{spec.budget.max_epochs} epochs; parameters: {', '.join(names)}")
+    return 0
+
+
+def _format_summary(summary) -> str:
+    c = summary.counts
+    lines = [
+        "",
+        f"Search finished: {c['completed']} completed, {c['pruned']} pruned, {c['diverged']} diverged, {c['error']} failed.",
+    ]
+    if summary.best:
+        best = summary.best
+        lines.append(f"Best trial {best['trial_id']}: val_acc {best['best_val_acc']:.4f} (epoch {best['best_epoch']}, {best['status']})")
+        skip = {"trial_id", "status", "best_val_acc", "last_val_acc", "best_epoch", "epochs_run", "wall_seconds", "error"}
+        lines.append("  config: " + ", ".join(f"{k}={_fmt(v)}" for k, v in best.items() if k not in skip))
+    lines.append(f"Results (Parquet): {summary.path / 'trials'}  and  {summary.path / 'epochs'}")
+    lines.append(f"Read them with: pandas.read_parquet('{summary.path / 'trials'}')")
+    return "\n".join(lines)
+
+
+def _fmt(v) -> str:
+    return f"{v:.4g}" if isinstance(v, float) else str(v)
+
+
+if __name__ == "__main__":
+    sys.exit(main())

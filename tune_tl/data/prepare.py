@@ -1,0 +1,44 @@
+"""Split once and resize once per resolution, in the driver, so trials only index arrays."""
+
+from __future__ import annotations
+
+import logging
+
+import numpy as np
+import torch
+import torch.nn.functional as F
+from sklearn.model_selection import train_test_split
+
+from tune_tl.data.types import LabelledImages, PreparedData, Split
+
+log = logging.getLogger(__name__)
+
+
+def stratified_split(labels: np.ndarray, val_fraction: float, seed: int) -> tuple[np.ndarray, np.ndarray]:
+    """Seeded, stratified train/val indices: every trial validates on the same images."""
+    idx = np.arange(len(labels))
+    train_idx, val_idx = train_test_split(idx, test_size=val_fraction, stratify=labels, random_state=seed)
+    return np.sort(train_idx), np.sort(val_idx)
+
+
+def resize_uint8(images: np.ndarray, resolution: int) -> np.ndarray:
+    """Resize uint8 ``(N, 3, H, W)`` to ``(N, 3, R, R)`` with antialiased bilinear interpolation."""
+    if images.shape[-2:] == (resolution, resolution):
+        return np.ascontiguousarray(images)
+    out = np.empty((len(images), 3, resolution, resolution), dtype=np.uint8)
+    for start in range(0, len(images), 512):  # bounded memory for large datasets
+        chunk = torch.from_numpy(images[start : start + 512]).float()
+        resized = F.interpolate(chunk, size=(resolution, resolution), mode="bilinear", antialias=True, align_corners=False)
+        out[start : start + 512] = resized.round_().clamp_(0, 255).to(torch.uint8).numpy()
+    return out
+
+
+def prepare(data: LabelledImages, resolutions: list[int], val_fraction: float, seed: int) -> PreparedData:
+    """Split ``data`` (seeded, stratified) and resize it to every resolution the space allows."""
+    train_idx, val_idx = stratified_split(data.labels, val_fraction, seed)
+    splits = {}
+    for r in sorted(set(resolutions)):
+        resized = resize_uint8(data.images, r)
+        splits[r] = Split(resized[train_idx], data.labels[train_idx], resized[val_idx], data.labels[val_idx])
+        log.info("prepared %d train / %d val images at %d px", len(train_idx), len(val_idx), r)
+    return PreparedData(list(data.classes), splits)

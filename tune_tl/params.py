@@ -1,0 +1,99 @@
+"""The hyperparameters a trial can have: names, types, defaults, and when each applies.
+
+One registry serves the space loader (which keys are allowed), the sampler (conditional
+parameters), the trainable (``TrialConfig.from_dict``) and the Parquet schema (column types), so
+the same name means the same thing in YAML, Optuna, the Ray config and the results.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+from dataclasses import dataclass
+from typing import Any, Mapping
+
+from tune_tl.errors import TuneTLError
+
+
+@dataclass(frozen=True)
+class Param:
+    """One known hyperparameter."""
+
+    type: type
+    default: Any
+    help: str
+    choices: tuple | None = None
+    #: ``(other_param, value)``: this parameter exists only when ``other_param == value``.
+    when: tuple[str, Any] | None = None
+
+
+PARAMS: dict[str, Param] = {
+    "resolution": Param(int, 64, "input image side in pixels; data is prepared once per value"),
+    "batch_size": Param(int, 64, "training batch size"),
+    "freeze_blocks": Param(int, 0, "leading backbone blocks frozen: 0 = full fine-tune, all = linear probe"),
+    "optimizer": Param(str, "adamw", "optimizer", choices=("adamw", "sgd")),
+    "lr": Param(float, 1e-3, "peak learning rate (cosine-annealed over max_epochs)"),
+    "weight_decay": Param(float, 1e-4, "decoupled (AdamW) or L2 (SGD) weight decay"),
+    "momentum": Param(float, 0.9, "SGD momentum", when=("optimizer", "sgd")),
+    "head": Param(str, "linear", "classifier head design", choices=("linear", "mlp")),
+    "head_hidden": Param(int, 256, "hidden width of the MLP head", when=("head", "mlp")),
+    "head_dropout": Param(float, 0.0, "dropout before the MLP head's last layer", when=("head", "mlp")),
+}
+
+
+def is_active(name: str, values: Mapping[str, Any]) -> bool:
+    """Whether ``name`` applies given the other parameters' values (conditional parameters)."""
+    when = PARAMS[name].when
+    return when is None or values.get(when[0], PARAMS[when[0]].default) == when[1]
+
+
+def coerce(name: str, value: Any, where: str) -> Any:
+    """Return ``value`` as parameter ``name``'s type, or raise naming ``where``."""
+    param = PARAMS[name]
+    if param.type is float and isinstance(value, (int, float)) and not isinstance(value, bool):
+        value = float(value)
+    elif param.type is int and isinstance(value, float) and value.is_integer():
+        value = int(value)
+    if not isinstance(value, param.type) or isinstance(value, bool):
+        raise TuneTLError(f"{where}: expected {param.type.__name__}, got {value!r}")
+    if param.choices is not None and value not in param.choices:
+        raise TuneTLError(f"{where}: {value!r} is not one of {list(param.choices)}")
+    return value
+
+
+@dataclass(frozen=True)
+class TrialConfig:
+    """One trial's hyperparameters, parsed strictly from Ray's config dict.
+
+    Inactive conditional parameters are ``None`` (for example ``momentum`` under AdamW).
+    """
+
+    resolution: int = 64
+    batch_size: int = 64
+    freeze_blocks: int = 0
+    optimizer: str = "adamw"
+    lr: float = 1e-3
+    weight_decay: float = 1e-4
+    momentum: float | None = None
+    head: str = "linear"
+    head_hidden: int | None = None
+    head_dropout: float | None = None
+
+    @classmethod
+    def from_dict(cls, config: Mapping[str, Any]) -> "TrialConfig":
+        """Parse a config dict; unknown keys and wrong types are errors, missing keys take defaults."""
+        unknown = sorted(set(config) - set(PARAMS))
+        if unknown:
+            raise TuneTLError(f"trial config: unknown parameter(s) {unknown}; known: {sorted(PARAMS)}")
+        values = {name: coerce(name, v, f"trial config key '{name}'") for name, v in config.items()}
+        for name, param in PARAMS.items():
+            if not is_active(name, values):
+                values[name] = None
+            elif name not in values:
+                values[name] = param.default
+        return cls(**values)
+
+    def to_dict(self) -> dict[str, Any]:
+        return dataclasses.asdict(self)
+
+
+assert set(PARAMS) == {f.name for f in dataclasses.fields(TrialConfig)}, "PARAMS and TrialConfig disagree"

@@ -1,0 +1,176 @@
+"""Build and run the Ray Tune search: data and weights once in the driver, then the Tuner.
+
+Everything that can be wrong with the user's input is checked here before Ray starts.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import logging
+import platform
+import time
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+from tune_tl.errors import TuneTLError
+from tune_tl.space import SearchSpec
+
+log = logging.getLogger(__name__)
+
+METRIC, MODE = "val_acc", "max"  # the one place the objective is named
+
+
+@dataclass(frozen=True)
+class SearchOptions:
+    """How to run a search (not what to search): resources, concurrency, where results go."""
+
+    output: str = "results"
+    name: str | None = None
+    cpus_per_trial: float = 1.0
+    gpus_per_trial: float = 0.0
+    concurrency: int | None = None
+    verbose: int = 1
+
+    def validate(self) -> None:
+        if self.cpus_per_trial <= 0:
+            raise TuneTLError(f"--cpus-per-trial must be positive, got {self.cpus_per_trial}")
+        if not 0 <= self.gpus_per_trial <= 1 and not float(self.gpus_per_trial).is_integer():
+            raise TuneTLError(f"--gpus-per-trial must be a fraction in (0, 1] or a whole number, got {self.gpus_per_trial}")
+        if self.gpus_per_trial < 0:
+            raise TuneTLError(f"--gpus-per-trial must not be negative, got {self.gpus_per_trial}")
+        if self.concurrency is not None and self.concurrency < 1:
+            raise TuneTLError(f"--concurrency must be at least 1, got {self.concurrency}")
+        if self.name is not None and (not self.name or "/" in self.name or self.name.startswith(".")):
+            raise TuneTLError(f"--name must be a plain folder name, got {self.name!r}")
+
+
+@dataclass(frozen=True)
+class SearchSummary:
+    """What a finished search produced, for the CLI summary and for callers."""
+
+    path: Path
+    counts: dict[str, int]
+    best: dict[str, Any] | None
+
+
+def run_search(spec: SearchSpec, options: SearchOptions = SearchOptions()) -> SearchSummary:
+    """Run ``spec`` with Ray Tune + Optuna + ASHA and return where the results are.
+
+    Example:
+        >>> from tune_tl import load_space, run_search, SearchOptions
+        >>> summary = run_search(load_space(), SearchOptions(output="results", name="demo"))
+        >>> summary.best["val_acc"]  # doctest: +SKIP
+    """
+    options.validate()
+    name = options.name or time.strftime("search-%Y%m%d-%H%M%S")
+    root = Path(options.output).expanduser().resolve() / name
+    if (root / "trials").exists() or (root / "epochs").exists():
+        raise TuneTLError(f"{root} already holds search results; choose another --name (or --output)")
+
+    context, num_blocks = _prepare_context(spec)  # before Ray: bad weights or data fail here
+    root.mkdir(parents=True, exist_ok=True)
+    metadata = _metadata(spec, options, name)
+    from tune_tl.results import write_json_atomic
+
+    write_json_atomic(metadata, root / "search.json")
+    log.info("search %r: %d trials, up to %d epochs each; results in %s", name, spec.budget.samples, spec.budget.max_epochs, root)
+
+    tuner = _build_tuner(spec, options, context, num_blocks, root)
+    tuner.fit()
+
+    write_json_atomic({**metadata, "end_time": time.strftime("%Y-%m-%dT%H:%M:%S%z")}, root / "search.json")
+    return summarize(root)
+
+
+def _prepare_context(spec: SearchSpec):
+    from tune_tl.data import load_source, prepare
+    from tune_tl.models import build_backbone
+    from tune_tl.trainable import TrialContext
+
+    backbone = build_backbone(spec.backbone.name, spec.backbone.weights)
+    spec.check_blocks(len(backbone.blocks))
+    images = load_source(spec.data.source, spec.data.path)
+    data = prepare(images, spec.resolutions(), spec.data.val_fraction, spec.seed)
+    log.info("backbone %s: %d blocks, %d features", backbone.name, len(backbone.blocks), backbone.num_features)
+    context = TrialContext(spec.backbone.name, backbone.features.state_dict(), data, spec.budget.max_epochs, spec.seed)
+    return context, len(backbone.blocks)
+
+
+def _build_tuner(spec: SearchSpec, options: SearchOptions, context, num_blocks: int, root: Path):
+    import optuna
+    import ray
+    from ray import tune
+    from ray.tune.schedulers import ASHAScheduler
+    from ray.tune.search.optuna import OptunaSearch
+
+    from tune_tl.results import ParquetSink
+    from tune_tl.trainable import run_trial
+
+    if not ray.is_initialized():
+        ray.init(include_dashboard=False, logging_level=logging.WARNING)
+    searcher = OptunaSearch(space=spec.define_by_run(num_blocks), sampler=optuna.samplers.TPESampler(seed=spec.seed))
+    scheduler = ASHAScheduler(
+        time_attr="epoch",
+        max_t=spec.budget.max_epochs,
+        grace_period=spec.budget.grace_period,
+        reduction_factor=spec.budget.reduction_factor,
+    )
+    resources = {"cpu": options.cpus_per_trial, "gpu": options.gpus_per_trial}
+    trainable = tune.with_resources(tune.with_parameters(run_trial, context=context), resources)
+    return tune.Tuner(
+        trainable,
+        tune_config=tune.TuneConfig(
+            metric=METRIC,
+            mode=MODE,
+            search_alg=searcher,
+            scheduler=scheduler,
+            num_samples=spec.budget.samples,
+            max_concurrent_trials=options.concurrency,
+        ),
+        run_config=tune.RunConfig(
+            name=root.name,
+            storage_path=str(root.parent),
+            callbacks=[ParquetSink(root, spec.budget.max_epochs)],
+            verbose=options.verbose,
+        ),
+    )
+
+
+def summarize(root: Path) -> SearchSummary:
+    """Counts by status and the best trial's row, read back from the Parquet results."""
+    from tune_tl.analysis import load_results
+
+    trials = load_results(root).trials
+    counts = {status: int((trials["status"] == status).sum()) for status in ("completed", "pruned", "diverged", "error")}
+    best = None
+    ok = trials[trials["status"].isin(["completed", "pruned"])]
+    if len(ok):
+        best = ok.sort_values("best_val_acc", ascending=False).iloc[0].dropna().to_dict()
+    return SearchSummary(root, counts, best)
+
+
+def _metadata(spec: SearchSpec, options: SearchOptions, name: str) -> dict[str, Any]:
+    import optuna
+    import ray
+    import timm
+    import torch
+    import torchvision
+
+    return {
+        "name": name,
+        "space_file": spec.source,
+        "space_text": spec.text,
+        "options": dataclasses.asdict(options),
+        "seed": spec.seed,
+        "start_time": time.strftime("%Y-%m-%dT%H:%M:%S%z"),
+        "host": platform.node(),
+        "versions": {
+            "python": platform.python_version(),
+            "torch": torch.__version__,
+            "torchvision": torchvision.__version__,
+            "timm": timm.__version__,
+            "ray": ray.__version__,
+            "optuna": optuna.__version__,
+        },
+    }

@@ -1,0 +1,342 @@
+"""Read and validate a search-space file; compile it to an Optuna define-by-run function.
+
+A space file is YAML (declarative, what users edit) or a Python file defining ``space(trial)``.
+Every mistake is reported with the file and the key, before any Ray work starts.
+
+Example:
+    >>> spec = load_space("search_spaces/default.yaml")
+    >>> spec.budget.max_epochs
+    4
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import difflib
+import functools
+import importlib.util
+import math
+import sys
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any, Callable, Mapping
+
+import yaml
+
+from tune_tl.errors import TuneTLError
+from tune_tl.params import PARAMS, TrialConfig, coerce, is_active
+
+DEFAULT_SPACE = Path(__file__).resolve().parent.parent / "search_spaces" / "default.yaml"
+ALL = "all"  # freeze_blocks upper bound meaning "every block" (a linear probe)
+
+
+@dataclass(frozen=True)
+class Fixed:
+    value: Any
+
+
+@dataclass(frozen=True)
+class Choice:
+    values: tuple
+
+
+@dataclass(frozen=True)
+class Range:
+    low: Any
+    high: Any
+    log: bool = False
+    step: Any = None
+
+
+@dataclass(frozen=True)
+class ParamSpec:
+    name: str
+    dist: Fixed | Choice | Range
+
+
+@dataclass(frozen=True)
+class DataSpec:
+    source: str = "digits"
+    path: str | None = None
+    val_fraction: float = 0.2
+
+
+@dataclass(frozen=True)
+class BackboneSpec:
+    name: str = "efficientnet_lite0"
+    weights: str = "imagenet"
+
+
+@dataclass(frozen=True)
+class BudgetSpec:
+    samples: int = 12
+    max_epochs: int = 4
+    grace_period: int = 1
+    reduction_factor: float = 3.0
+
+
+@dataclass(frozen=True)
+class SearchSpec:
+    """A validated search: what data, which backbone, how much budget, which parameters."""
+
+    data: DataSpec = DataSpec()
+    backbone: BackboneSpec = BackboneSpec()
+    budget: BudgetSpec = BudgetSpec()
+    seed: int = 0
+    params: tuple[ParamSpec, ...] = ()
+    #: A user's define-by-run function (Python space files); ``None`` for YAML spaces.
+    space_fn: Callable | None = field(default=None, compare=False)
+    #: Resolutions a Python space may sample (YAML spaces derive them from ``params``).
+    declared_resolutions: tuple[int, ...] = (64,)
+    source: str = "<built-in>"
+    text: str = ""
+
+    def resolutions(self) -> list[int]:
+        """Every input resolution a trial may ask for; data is prepared once for each."""
+        if self.space_fn is not None:
+            return sorted(self.declared_resolutions)
+        for p in self.params:
+            if p.name == "resolution":
+                d = p.dist
+                if isinstance(d, Fixed):
+                    return [d.value]
+                if isinstance(d, Choice):
+                    return sorted(d.values)
+        return [PARAMS["resolution"].default]
+
+    def define_by_run(self, num_blocks: int) -> Callable:
+        """A picklable ``fn(trial) -> constants`` for Ray's ``OptunaSearch``."""
+        if self.space_fn is not None:
+            return self.space_fn
+        return functools.partial(sample_params, resolve_all(self.params, num_blocks, self.source))
+
+    def check_blocks(self, num_blocks: int) -> None:
+        """Raise if ``freeze_blocks`` can exceed the backbone's block count."""
+        resolve_all(self.params, num_blocks, self.source)
+
+
+def sample_params(params: tuple[ParamSpec, ...], trial) -> dict[str, Any]:
+    """Optuna define-by-run: suggest active parameters, return fixed ones as constants.
+
+    Module-level (with the space bound by ``functools.partial``) so Ray can pickle it.
+    """
+    chosen: dict[str, Any] = {}
+    constants: dict[str, Any] = {}
+    for p in params:
+        if not is_active(p.name, chosen):
+            continue
+        d = p.dist
+        if isinstance(d, Fixed):
+            chosen[p.name] = constants[p.name] = d.value
+        elif isinstance(d, Choice):
+            chosen[p.name] = trial.suggest_categorical(p.name, list(d.values))
+        elif PARAMS[p.name].type is int:
+            chosen[p.name] = trial.suggest_int(p.name, d.low, d.high, log=d.log, step=d.step or 1)
+        else:
+            chosen[p.name] = trial.suggest_float(p.name, d.low, d.high, log=d.log, step=d.step)
+    return constants
+
+
+def resolve_all(params: tuple[ParamSpec, ...], num_blocks: int, source: str) -> tuple[ParamSpec, ...]:
+    """Replace ``all`` in ``freeze_blocks`` by the block count and check the range fits."""
+    out = []
+    for p in params:
+        d = p.dist
+        if p.name == "freeze_blocks":
+            where = f"{source}: params.freeze_blocks"
+            if isinstance(d, Range):
+                d = Range(_blocks(d.low, num_blocks, where), _blocks(d.high, num_blocks, where), d.log, d.step)
+            elif isinstance(d, Choice):
+                d = Choice(tuple(_blocks(v, num_blocks, where) for v in d.values))
+            else:
+                d = Fixed(_blocks(d.value, num_blocks, where))
+        out.append(ParamSpec(p.name, d))
+    return tuple(out)
+
+
+def _blocks(value: Any, num_blocks: int, where: str) -> int:
+    if value == ALL:
+        return num_blocks
+    if not 0 <= value <= num_blocks:
+        raise TuneTLError(f"{where}: {value} is outside 0..{num_blocks} (this backbone has {num_blocks} blocks)")
+    return value
+
+
+# ---------------------------------------------------------------- loading
+
+
+def load_space(path: str | Path | None = None) -> SearchSpec:
+    """Load ``path`` (YAML or ``.py``); ``None`` loads the bundled default space."""
+    path = Path(path) if path is not None else DEFAULT_SPACE
+    if not path.is_file():
+        raise TuneTLError(f"search space file {path} does not exist")
+    text = path.read_text()
+    if path.suffix == ".py":
+        return _load_python(path, text)
+    try:
+        raw = yaml.safe_load(text) or {}
+    except yaml.YAMLError as exc:
+        raise TuneTLError(f"{path}: not valid YAML: {exc}") from None
+    if not isinstance(raw, dict):
+        raise TuneTLError(f"{path}: expected a mapping at the top level, got {type(raw).__name__}")
+    spec = parse_settings(raw, str(path), allow_params=True)
+    return dataclasses.replace(spec, text=text)
+
+
+def parse_settings(raw: Mapping[str, Any], source: str, allow_params: bool) -> SearchSpec:
+    """Build a ``SearchSpec`` from a parsed mapping, rejecting unknown keys and bad values."""
+    top = {"seed", "data", "backbone", "budget"} | ({"params"} if allow_params else {"resolutions"})
+    _known_keys(raw, top, source, "")
+    seed = _typed(raw.get("seed", 0), int, source, "seed")
+    data = _section(raw, "data", DataSpec, source)
+    if data.source not in ("digits", "imagefolder", "cifar10"):
+        raise TuneTLError(f"{source}: data.source: {data.source!r} is not one of ['digits', 'imagefolder', 'cifar10']")
+    if not 0.0 < data.val_fraction < 1.0:
+        raise TuneTLError(f"{source}: data.val_fraction must be between 0 and 1, got {data.val_fraction}")
+    backbone = _section(raw, "backbone", BackboneSpec, source)
+    budget = _section(raw, "budget", BudgetSpec, source)
+    for key in ("samples", "max_epochs", "grace_period"):
+        if getattr(budget, key) < 1:
+            raise TuneTLError(f"{source}: budget.{key} must be at least 1, got {getattr(budget, key)}")
+    if budget.grace_period > budget.max_epochs:
+        raise TuneTLError(f"{source}: budget.grace_period ({budget.grace_period}) exceeds budget.max_epochs ({budget.max_epochs})")
+    if budget.reduction_factor <= 1:
+        raise TuneTLError(f"{source}: budget.reduction_factor must be greater than 1, got {budget.reduction_factor}")
+    params: tuple[ParamSpec, ...] = ()
+    resolutions: tuple[int, ...] = (PARAMS["resolution"].default,)
+    if allow_params:
+        params = _parse_params(raw.get("params") or {}, source)
+    elif "resolutions" in raw:
+        values = raw["resolutions"]
+        if not isinstance(values, list) or not values:
+            raise TuneTLError(f"{source}: resolutions must be a non-empty list of ints")
+        resolutions = tuple(coerce("resolution", v, f"{source}: resolutions") for v in values)
+    return SearchSpec(data, backbone, budget, seed, params, declared_resolutions=resolutions, source=source)
+
+
+def _parse_params(raw: Any, source: str) -> tuple[ParamSpec, ...]:
+    if not isinstance(raw, dict):
+        raise TuneTLError(f"{source}: params must be a mapping of parameter name to value, list or range")
+    _known_keys(raw, set(PARAMS), source, "params.")
+    # Keep registry order so a conditional parameter is always sampled after its parent.
+    return tuple(_parse_param(name, raw[name], source) for name in PARAMS if name in raw)
+
+
+def _parse_param(name: str, raw: Any, source: str) -> ParamSpec:
+    where = f"{source}: params.{name}"
+    if isinstance(raw, list):
+        if not raw:
+            raise TuneTLError(f"{where}: an empty list of choices")
+        return ParamSpec(name, Choice(tuple(_value(name, v, where) for v in raw)))
+    if not isinstance(raw, dict):
+        return ParamSpec(name, Fixed(_value(name, raw, where)))
+    _known_keys(raw, {"low", "high", "log", "step"}, source, f"params.{name}.")
+    if "low" not in raw or "high" not in raw:
+        raise TuneTLError(f"{where}: a range needs both 'low' and 'high'")
+    if PARAMS[name].type is str:
+        raise TuneTLError(f"{where}: a text parameter takes a value or a list of choices, not a range")
+    low, high = _value(name, raw["low"], where + ".low"), _value(name, raw["high"], where + ".high")
+    log = _typed(raw.get("log", False), bool, source, f"params.{name}.log")
+    step = raw.get("step")
+    if ALL not in (low, high) and low > high:
+        raise TuneTLError(f"{where}: low ({low}) is greater than high ({high})")
+    if log and (low == ALL or low <= 0):
+        raise TuneTLError(f"{where}: a log range needs low > 0, got {low}")
+    if step is not None:
+        step = _value(name, step, where + ".step")
+        if log:
+            raise TuneTLError(f"{where}: 'step' and 'log' cannot be combined (Optuna forbids it)")
+    return ParamSpec(name, Range(low, high, log, step))
+
+
+def _value(name: str, value: Any, where: str) -> Any:
+    if name == "freeze_blocks" and value == ALL:
+        return ALL
+    value = coerce(name, value, where)
+    if isinstance(value, float) and not math.isfinite(value):
+        raise TuneTLError(f"{where}: {value} is not a finite number")
+    if isinstance(value, (int, float)) and value < 0:
+        raise TuneTLError(f"{where}: must not be negative, got {value}")
+    if name in ("resolution", "batch_size", "head_hidden") and value < 1:
+        raise TuneTLError(f"{where}: must be at least 1, got {value}")
+    if name == "resolution" and value < 32:
+        raise TuneTLError(f"{where}: {value} px is too small for ImageNet backbones; use 32 or more")
+    return value
+
+
+def _section(raw: Mapping[str, Any], key: str, cls: type, source: str):
+    section = raw.get(key) or {}
+    if not isinstance(section, dict):
+        raise TuneTLError(f"{source}: {key} must be a mapping")
+    fields = {f.name: f for f in dataclasses.fields(cls)}
+    _known_keys(section, set(fields), source, f"{key}.")
+    values = {}
+    for name, value in section.items():
+        expected = type(getattr(cls(), name))
+        if name == "path":
+            expected = str
+        values[name] = _typed(value, expected, source, f"{key}.{name}")
+    return cls(**values)
+
+
+def _typed(value: Any, expected: type, source: str, key: str) -> Any:
+    if expected is float and isinstance(value, int) and not isinstance(value, bool):
+        return float(value)
+    if expected is int and isinstance(value, float) and value.is_integer():
+        return int(value)
+    if not isinstance(value, expected) or (expected is not bool and isinstance(value, bool)):
+        raise TuneTLError(f"{source}: {key}: expected {expected.__name__}, got {value!r}")
+    return value
+
+
+def _known_keys(raw: Mapping[str, Any], known: set[str], source: str, prefix: str) -> None:
+    for key in raw:
+        if key not in known:
+            close = difflib.get_close_matches(str(key), sorted(known), n=1)
+            hint = f" (did you mean '{prefix}{close[0]}'?)" if close else f"; known keys: {sorted(known)}"
+            raise TuneTLError(f"{source}: unknown key '{prefix}{key}'{hint}")
+
+
+def _load_python(path: Path, text: str) -> SearchSpec:
+    """A Python space: ``space(trial)`` plus an optional ``SETTINGS`` dict (YAML's keys, no params)."""
+    import cloudpickle
+
+    module_name = f"tune_tl_user_space_{abs(hash(str(path.resolve())))}"
+    spec = importlib.util.spec_from_file_location(module_name, path)
+    module = importlib.util.module_from_spec(spec)
+    try:
+        spec.loader.exec_module(module)
+    except Exception as exc:  # the user's code: report, don't crash with our traceback
+        raise TuneTLError(f"{path}: failed to import: {type(exc).__name__}: {exc}") from exc
+    fn = getattr(module, "space", None)
+    if not callable(fn):
+        raise TuneTLError(f"{path}: a Python search space must define a function space(trial)")
+    # The module is not importable by name elsewhere; pickle the function by value instead.
+    sys.modules[module_name] = module
+    cloudpickle.register_pickle_by_value(module)
+    settings = getattr(module, "SETTINGS", {}) or {}
+    parsed = parse_settings(settings, f"{path}: SETTINGS", allow_params=False)
+    parsed = dataclasses.replace(parsed, space_fn=fn, source=str(path), text=text)
+    probe_python_space(parsed)
+    return parsed
+
+
+def probe_python_space(spec: SearchSpec, draws: int = 8) -> None:
+    """Run a Python space on a throwaway study so bad parameter names fail before Ray starts."""
+    import optuna
+
+    optuna.logging.set_verbosity(optuna.logging.WARNING)
+    study = optuna.create_study(sampler=optuna.samplers.RandomSampler(seed=spec.seed))
+    for _ in range(draws):
+        trial = study.ask()
+        try:
+            constants = spec.space_fn(trial) or {}
+            config = TrialConfig.from_dict({**trial.params, **constants})
+        except TuneTLError as exc:
+            raise TuneTLError(f"{spec.source}: space(trial) produced a bad config: {exc}") from None
+        if config.resolution not in spec.declared_resolutions:
+            raise TuneTLError(
+                f"{spec.source}: space(trial) chose resolution {config.resolution}, which is not in "
+                f"SETTINGS['resolutions'] {list(spec.declared_resolutions)}; list every resolution it may choose"
+            )
+        study.tell(trial, 0.0)

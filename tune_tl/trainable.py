@@ -1,0 +1,84 @@
+"""The Ray Tune function trainable: config → model → ``fit`` → ``tune.report`` each epoch.
+
+The only module that calls ``tune.report``. Everything heavy (backbone weights, prepared images)
+arrives through ``TrialContext``, which ``tune.with_parameters`` puts in Ray's object store once
+for all trials: no trial reads a file or downloads anything.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import logging
+from dataclasses import dataclass
+from typing import Mapping
+
+import torch
+
+from tune_tl.data.types import PreparedData
+from tune_tl.models import TransferModel, build_backbone, build_head
+from tune_tl.params import TrialConfig
+from tune_tl.train import EpochMetrics, FitConfig, fit
+
+log = logging.getLogger(__name__)
+
+
+@dataclass(frozen=True)
+class TrialContext:
+    """What every trial shares: the backbone's weights, the data, the epoch budget, the seed."""
+
+    backbone_name: str
+    backbone_state: Mapping[str, torch.Tensor]
+    data: PreparedData
+    max_epochs: int
+    seed: int
+
+
+def build_model(cfg: TrialConfig, ctx: TrialContext) -> TransferModel:
+    """The trial's network: shared pretrained backbone + fresh head, first blocks frozen."""
+    torch.manual_seed(ctx.seed)
+    backbone = build_backbone(ctx.backbone_name, ctx.backbone_state)
+    head = build_head(cfg.head, backbone.num_features, ctx.data.num_classes, cfg.head_hidden, cfg.head_dropout or 0.0)
+    model = TransferModel(backbone, head)
+    model.freeze_blocks(cfg.freeze_blocks)
+    return model
+
+
+def fit_config(cfg: TrialConfig, ctx: TrialContext, model: TransferModel, device: str) -> FitConfig:
+    return FitConfig(
+        epochs=ctx.max_epochs,
+        batch_size=cfg.batch_size,
+        optimizer=cfg.optimizer,
+        lr=cfg.lr,
+        weight_decay=cfg.weight_decay,
+        momentum=cfg.momentum,
+        mean=model.backbone.mean,
+        std=model.backbone.std,
+        seed=ctx.seed,
+        device=device,
+    )
+
+
+def run_trial(config: dict, context: TrialContext) -> None:
+    """Ray Tune entry point (wrapped by ``tune.with_parameters``)."""
+    from ray import tune
+
+    cfg = TrialConfig.from_dict(config)
+    device = _trial_device()
+    split = context.data.splits[cfg.resolution]
+    model = build_model(cfg, context)
+
+    def report(metrics: EpochMetrics) -> None:
+        tune.report(dataclasses.asdict(metrics))
+
+    fit(model, split, fit_config(cfg, context, model, device), report)
+
+
+def _trial_device() -> str:
+    """CUDA when Ray gave this trial a GPU; otherwise CPU with torch threads = the trial's CPU share."""
+    import ray
+
+    if torch.cuda.is_available() and ray.get_gpu_ids():
+        return "cuda"
+    cpus = ray.get_runtime_context().get_assigned_resources().get("CPU", 1)
+    torch.set_num_threads(max(1, int(cpus)))
+    return "cpu"
