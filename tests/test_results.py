@@ -47,7 +47,7 @@ def test_statuses_follow_what_happened_to_each_trial(tmp_path):
     assert trials.loc["b", "epochs_run"] == 1
     assert trials.loc["d", "error"] == "RuntimeError: boom"
     assert trials.loc["a", "lr"] == 0.1 and trials.loc["a", "head"] == "linear"
-    assert pd.isna(trials.loc["b", "head_hidden"])
+    assert pd.isna(trials.loc["b", "head_hidden"]) and trials.loc["b", "batch_size"] == 64  # defaults filled in
 
     epochs = pd.read_parquet(tmp_path / "epochs")
     assert len(epochs) == 7

@@ -22,7 +22,8 @@ import pyarrow as pa
 import pyarrow.parquet as pq
 from ray.tune import Callback
 
-from tune_tl.params import PARAMS
+from tune_tl.errors import TuneTLError
+from tune_tl.params import PARAMS, TrialConfig
 
 log = logging.getLogger(__name__)
 
@@ -136,7 +137,7 @@ class ParquetSink(Callback):
             status = "completed"
         else:
             status = "pruned"
-        row = {name: trial.config.get(name) for name in PARAMS}
+        row = _effective_config(trial.config)
         row.update(
             trial_id=trial.trial_id,
             status=status,
@@ -161,6 +162,14 @@ class ParquetSink(Callback):
             write_table_atomic(self._trials, TRIAL_SCHEMA, self.root / "trials")
             self._trials = []
         self._last_flush = time.monotonic()
+
+
+def _effective_config(config: dict) -> dict:
+    """The parameters the trial actually trained with: defaults filled in, inactive ones null."""
+    try:
+        return TrialConfig.from_dict(config).to_dict()
+    except TuneTLError:  # a bad config errors in the trial; record what was asked for
+        return {name: config.get(name) for name in PARAMS}
 
 
 def _error_text(trial) -> str:

@@ -109,9 +109,13 @@ def _build_tuner(spec: SearchSpec, options: SearchOptions, context, num_blocks: 
 
     if not ray.is_initialized():
         ray.init(include_dashboard=False, logging_level=logging.WARNING)
-    searcher = OptunaSearch(space=spec.define_by_run(num_blocks), sampler=optuna.samplers.TPESampler(seed=spec.seed))
+    searcher = OptunaSearch(
+        space=spec.define_by_run(num_blocks), metric=METRIC, mode=MODE, sampler=optuna.samplers.TPESampler(seed=spec.seed)
+    )
     scheduler = ASHAScheduler(
         time_attr="epoch",
+        metric=METRIC,
+        mode=MODE,
         max_t=spec.budget.max_epochs,
         grace_period=spec.budget.grace_period,
         reduction_factor=spec.budget.reduction_factor,
@@ -121,8 +125,6 @@ def _build_tuner(spec: SearchSpec, options: SearchOptions, context, num_blocks: 
     return tune.Tuner(
         trainable,
         tune_config=tune.TuneConfig(
-            metric=METRIC,
-            mode=MODE,
             search_alg=searcher,
             scheduler=scheduler,
             num_samples=spec.budget.samples,
