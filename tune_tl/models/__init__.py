@@ -1,0 +1,20 @@
+"""Models for transfer learning: named backbones split into blocks, small heads, and block freezing.
+
+    >>> from tune_tl.models import TransferModel, build_backbone, build_head
+    >>> backbone = build_backbone("efficientnet_lite0")
+    >>> model = TransferModel(backbone, build_head("linear", backbone.num_features, 10))
+    >>> model.freeze_blocks(6)
+"""
+
+from tune_tl.models.backbones import Backbone, build_backbone
+from tune_tl.models.freezing import TransferModel, count_trainable_parameters
+from tune_tl.models.heads import HEAD_KINDS, build_head
+
+__all__ = [
+    "HEAD_KINDS",
+    "Backbone",
+    "TransferModel",
+    "build_backbone",
+    "build_head",
+    "count_trainable_parameters",
+]
