@@ -43,6 +43,7 @@ EPOCH_SCHEMA = pa.schema(
         ("trainable_params", pa.int64()),
         ("diverged", pa.bool_()),
         ("time", pa.timestamp("ms", tz="UTC")),
+        ("node_id", pa.string()),
     ],
     metadata=_META,
 )
@@ -57,6 +58,8 @@ TRIAL_SCHEMA = pa.schema(
         ("epochs_run", pa.int32()),
         ("wall_seconds", pa.float64()),
         ("error", pa.string()),
+        ("node_id", pa.string()),
+        ("node_ip", pa.string()),
     ]
     + [(name, _ARROW_TYPES[p.type]) for name, p in PARAMS.items()],
     metadata=_META,
@@ -109,6 +112,7 @@ class ParquetSink(Callback):
         row["trial_id"] = trial.trial_id
         row["time"] = int(time.time() * 1000)
         stats["history"].append((row["epoch"], row["val_acc"], bool(row["diverged"])))
+        stats["node"] = (result.get("node_id"), result.get("node_ip"))
         self._epochs.append(row)
         if len(self._epochs) >= self.flush_rows or time.monotonic() - self._last_flush > self.flush_seconds:
             self.flush()
@@ -147,6 +151,8 @@ class ParquetSink(Callback):
             epochs_run=epochs_run,
             wall_seconds=time.time() - stats["start"],
             error=error,
+            node_id=stats.get("node", (None, None))[0],
+            node_ip=stats.get("node", (None, None))[1],
         )
         self._trials.append(row)
         acc = f"{best_acc:.4f}" if best_acc is not None else "n/a"

@@ -7,6 +7,7 @@ from __future__ import annotations
 
 import dataclasses
 import logging
+import os
 import platform
 import time
 from dataclasses import dataclass
@@ -30,6 +31,8 @@ class SearchOptions:
     cpus_per_trial: float = 1.0
     gpus_per_trial: float = 0.0
     concurrency: int | None = None
+    #: Ray cluster to join (``ray://`` or ``host:port``); ``None`` = ``RAY_ADDRESS`` or a local Ray.
+    address: str | None = None
     verbose: int = 1
 
     def validate(self) -> None:
@@ -108,7 +111,11 @@ def _build_tuner(spec: SearchSpec, options: SearchOptions, context, num_blocks: 
     from tune_tl.trainable import run_trial
 
     if not ray.is_initialized():
-        ray.init(include_dashboard=False, logging_level=logging.WARNING)
+        address = options.address or os.environ.get("RAY_ADDRESS")
+        if address:
+            ray.init(address=address, logging_level=logging.WARNING)
+        else:  # a fresh local Ray; dashboard off, so nothing listens on the network
+            ray.init(include_dashboard=False, logging_level=logging.WARNING)
     searcher = OptunaSearch(
         space=spec.define_by_run(num_blocks), metric=METRIC, mode=MODE, sampler=optuna.samplers.TPESampler(seed=spec.seed)
     )

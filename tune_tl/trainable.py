@@ -67,10 +67,19 @@ def run_trial(config: dict, context: TrialContext) -> None:
     split = context.data.splits[cfg.resolution]
     model = build_model(cfg, context)
 
+    node = _node_info()
+
     def report(metrics: EpochMetrics) -> None:
-        tune.report(dataclasses.asdict(metrics))
+        tune.report({**dataclasses.asdict(metrics), **node})
 
     fit(model, split, fit_config(cfg, context, model, device), report)
+
+
+def _node_info() -> dict[str, str]:
+    """Which Ray node runs this trial (recorded on every row, so cluster runs can be audited)."""
+    import ray
+
+    return {"node_id": ray.get_runtime_context().get_node_id(), "node_ip": ray.util.get_node_ip_address()}
 
 
 def _trial_device() -> str:
