@@ -57,6 +57,7 @@ def test_statuses_follow_what_happened_to_each_trial(tmp_path):
 def test_parts_carry_the_explicit_schema_and_its_version(tmp_path):
     sink = ParquetSink(tmp_path, max_epochs=1)
     run(sink, trial("a", lr=0.1), [0.5])
+    sink.flush()
     for name, schema in (("epochs", EPOCH_SCHEMA), ("trials", TRIAL_SCHEMA)):
         (part,) = (tmp_path / name).glob("part-*.parquet")
         written = pq.read_schema(part)
@@ -74,7 +75,19 @@ def test_epoch_rows_are_flushed_in_batches_not_rewritten(tmp_path):
     parts = sorted((tmp_path / "epochs").glob("part-*.parquet"))
     assert [pq.read_metadata(p).num_rows for p in parts] == [4, 4]  # the 9th waits in the buffer
     sink.on_trial_complete(0, [], t)
+    sink.on_experiment_end([])
     assert len(load_results(tmp_path).epochs) == 9
+    assert len(list((tmp_path / "epochs").glob("part-*.parquet"))) == 1, "compacted at the end"
+
+
+def test_a_reader_never_sees_a_row_twice_while_parts_are_compacted(tmp_path):
+    sink = ParquetSink(tmp_path, max_epochs=2, flush_rows=1, compact_every=3)
+    for i in range(10):
+        run(sink, trial(f"t{i}"), [0.5, 0.6])
+        res = load_results(tmp_path)
+        assert not res.epochs.duplicated(["trial_id", "epoch"]).any()
+        assert len(res.trials) == i + 1
+    assert len(list((tmp_path / "trials").glob("part-*.parquet"))) < 10, "small parts were merged"
 
 
 def test_load_results_on_a_search_with_nothing_written_yet_gives_empty_tables(tmp_path):

@@ -30,11 +30,21 @@ def load_results(path: str | Path) -> Results:
     root = Path(path)
     if not root.is_dir():
         raise TuneTLError(f"{root} is not a search results folder (expected {root}/trials and {root}/epochs)")
-    return Results(_read(root / "trials", TRIAL_SCHEMA), _read(root / "epochs", EPOCH_SCHEMA))
+    trials = _read(root / "trials", TRIAL_SCHEMA, ["trial_id"])
+    epochs = _read(root / "epochs", EPOCH_SCHEMA, ["trial_id", "epoch"])
+    return Results(trials, epochs)
 
 
-def _read(directory: Path, schema) -> pd.DataFrame:
+def _read(directory: Path, schema, key: list[str], attempts: int = 3) -> pd.DataFrame:
     if not directory.is_dir():
         return schema.empty_table().to_pandas()
-    # An explicit schema lets parts written by older versions (fewer columns) read as nulls.
-    return ds.dataset(directory, schema=schema, format="parquet").to_table().to_pandas()
+    for attempt in range(attempts):
+        try:
+            # An explicit schema lets parts written by older versions (fewer columns) read as nulls.
+            frame = ds.dataset(directory, schema=schema, format="parquet").to_table().to_pandas()
+            break
+        except FileNotFoundError:  # a part was compacted away between listing and reading
+            if attempt == attempts - 1:
+                raise
+    # During a compaction a reader can see the merged part and its sources: keep one of each row.
+    return frame.drop_duplicates(key, keep="last", ignore_index=True)

@@ -35,6 +35,8 @@ def _parser() -> argparse.ArgumentParser:
     s.add_argument("--cpus-per-trial", type=float, default=1.0, help="CPUs per trial; also its torch threads (default 1)")
     s.add_argument("--gpus-per-trial", type=float, default=0.0, help="GPUs per trial, fractions allowed (default 0)")
     s.add_argument("--concurrency", type=int, help="max trials at once (default: as many as resources allow)")
+    s.add_argument("--scheduler", choices=["asha", "fifo"], default="asha", help="asha (default) or fifo: no early stopping, for comparison")
+    s.add_argument("--sampler", choices=["tpe", "random"], default="tpe", help="Optuna sampler: tpe (default) or random, for comparison")
     s.add_argument("--address", help="Ray cluster to join, e.g. 10.0.0.5:6379 or ray://head:10001 (default: $RAY_ADDRESS, else local Ray)")
     s.add_argument("--output", default="results", help="folder for results (default ./results)")
     s.add_argument("--name", help="search name, the subfolder of --output (default search-DATE-TIME)")
@@ -64,6 +66,8 @@ def _search(args) -> int:
         gpus_per_trial=args.gpus_per_trial,
         concurrency=args.concurrency,
         address=args.address,
+        scheduler=args.scheduler,
+        sampler=args.sampler,
     )
     summary = run_search(spec, options)
     print(_format_summary(summary))

@@ -79,6 +79,24 @@ def write_table_atomic(rows: list[dict[str, Any]], schema: pa.Schema, directory:
     return directory / name
 
 
+def compact(directory: Path, schema: pa.Schema, only_small: bool) -> None:
+    """Merge part files into one, so a long search reads as a few files, not thousands.
+
+    The merged part is renamed into place before the old parts are removed: a reader in between
+    sees rows twice (``load_results`` drops such duplicates), never a partial file.
+    """
+    parts = sorted(p for p in directory.glob("part-*.parquet") if not (only_small and p.name.startswith("part-c")))
+    if len(parts) < 2:
+        return
+    table = pa.concat_tables(pq.read_table(p, schema=schema) for p in parts)
+    name = f"part-c{time.time_ns()}-{uuid.uuid4().hex[:8]}.parquet"  # 'part-c': already compacted
+    tmp = directory / f".{name}.tmp"
+    pq.write_table(table, tmp)
+    os.replace(tmp, directory / name)
+    for p in parts:
+        p.unlink(missing_ok=True)
+
+
 def write_json_atomic(data: dict[str, Any], path: Path) -> None:
     tmp = path.with_name(f".{path.name}.tmp")
     tmp.write_text(json.dumps(data, indent=2, default=str))
@@ -86,13 +104,14 @@ def write_json_atomic(data: dict[str, Any], path: Path) -> None:
 
 
 class ParquetSink(Callback):
-    """Driver-side callback: buffers epoch rows, writes trial rows when trials end.
+    """Driver-side callback: buffers rows and writes them every ``flush_rows`` rows or
+    ``flush_seconds`` seconds, and at the end of the experiment.
 
     A trial's status is ``completed`` if it ran ``max_epochs``, ``diverged`` if its loss went
     non-finite, ``error`` if it raised, and ``pruned`` if it stopped earlier otherwise (ASHA).
     """
 
-    def __init__(self, root: str | Path, max_epochs: int, flush_rows: int = 256, flush_seconds: float = 10.0):
+    def __init__(self, root: str | Path, max_epochs: int, flush_rows: int = 256, flush_seconds: float = 10.0, compact_every: int = 128):
         self.root = Path(root)
         self.max_epochs = max_epochs
         self.flush_rows = flush_rows
@@ -101,6 +120,8 @@ class ParquetSink(Callback):
         self._trials: list[dict] = []
         self._stats: dict[str, dict] = {}
         self._last_flush = time.monotonic()
+        self.compact_every = compact_every
+        self._parts_since_compact = 0
 
     # -- Ray Tune hooks
     def on_trial_start(self, iteration, trials, trial, **info):
@@ -114,8 +135,7 @@ class ParquetSink(Callback):
         stats["history"].append((row["epoch"], row["val_acc"], bool(row["diverged"])))
         stats["node"] = (result.get("node_id"), result.get("node_ip"))
         self._epochs.append(row)
-        if len(self._epochs) >= self.flush_rows or time.monotonic() - self._last_flush > self.flush_seconds:
-            self.flush()
+        self._maybe_flush()
 
     def on_trial_complete(self, iteration, trials, trial, **info):
         self._finish(trial, error=None)
@@ -125,6 +145,9 @@ class ParquetSink(Callback):
 
     def on_experiment_end(self, trials, **info):
         self.flush()
+        for name, schema in (("epochs", EPOCH_SCHEMA), ("trials", TRIAL_SCHEMA)):
+            if (self.root / name).is_dir():
+                compact(self.root / name, schema, only_small=False)
 
     # -- internals
     def _finish(self, trial, error: str | None) -> None:
@@ -157,7 +180,13 @@ class ParquetSink(Callback):
         self._trials.append(row)
         acc = f"{best_acc:.4f}" if best_acc is not None else "n/a"
         log.info("trial %s %s after %d epoch(s), best val_acc %s", trial.trial_id, status, epochs_run, acc)
-        self.flush()
+        self._maybe_flush()
+
+    def _maybe_flush(self) -> None:
+        """Flush by size or age: a result costs an append, a flush amortises over many results."""
+        rows = len(self._epochs) + len(self._trials)
+        if rows >= self.flush_rows or time.monotonic() - self._last_flush > self.flush_seconds:
+            self.flush()
 
     def flush(self) -> None:
         """Write buffered rows now (also called on every trial end and at the experiment's end)."""
@@ -167,7 +196,13 @@ class ParquetSink(Callback):
         if self._trials:
             write_table_atomic(self._trials, TRIAL_SCHEMA, self.root / "trials")
             self._trials = []
+            self._parts_since_compact += 1
         self._last_flush = time.monotonic()
+        if self._parts_since_compact >= self.compact_every:
+            for name, schema in (("epochs", EPOCH_SCHEMA), ("trials", TRIAL_SCHEMA)):
+                if (self.root / name).is_dir():
+                    compact(self.root / name, schema, only_small=True)
+            self._parts_since_compact = 0
 
 
 def _effective_config(config: dict) -> dict:

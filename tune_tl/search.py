@@ -33,6 +33,10 @@ class SearchOptions:
     concurrency: int | None = None
     #: Ray cluster to join (``ray://`` or ``host:port``); ``None`` = ``RAY_ADDRESS`` or a local Ray.
     address: str | None = None
+    #: ``asha`` (early stopping) or ``fifo`` (every trial runs max_epochs: the baseline to compare).
+    scheduler: str = "asha"
+    #: ``tpe`` (Optuna's TPE) or ``random`` (Optuna's RandomSampler: the baseline to compare).
+    sampler: str = "tpe"
     verbose: int = 1
 
     def validate(self) -> None:
@@ -44,6 +48,10 @@ class SearchOptions:
             raise TuneTLError(f"--gpus-per-trial must not be negative, got {self.gpus_per_trial}")
         if self.concurrency is not None and self.concurrency < 1:
             raise TuneTLError(f"--concurrency must be at least 1, got {self.concurrency}")
+        if self.scheduler not in ("asha", "fifo"):
+            raise TuneTLError(f"--scheduler must be 'asha' or 'fifo', got {self.scheduler!r}")
+        if self.sampler not in ("tpe", "random"):
+            raise TuneTLError(f"--sampler must be 'tpe' or 'random', got {self.sampler!r}")
         if self.name is not None and (not self.name or "/" in self.name or self.name.startswith(".")):
             raise TuneTLError(f"--name must be a plain folder name, got {self.name!r}")
 
@@ -104,7 +112,7 @@ def _build_tuner(spec: SearchSpec, options: SearchOptions, context, num_blocks: 
     import optuna
     import ray
     from ray import tune
-    from ray.tune.schedulers import ASHAScheduler
+    from ray.tune.schedulers import ASHAScheduler, FIFOScheduler
     from ray.tune.search.optuna import OptunaSearch
 
     from tune_tl.results import ParquetSink
@@ -115,18 +123,20 @@ def _build_tuner(spec: SearchSpec, options: SearchOptions, context, num_blocks: 
         if address:
             ray.init(address=address, logging_level=logging.WARNING)
         else:  # a fresh local Ray; dashboard off, so nothing listens on the network
-            ray.init(include_dashboard=False, logging_level=logging.WARNING)
-    searcher = OptunaSearch(
-        space=spec.define_by_run(num_blocks), metric=METRIC, mode=MODE, sampler=optuna.samplers.TPESampler(seed=spec.seed)
-    )
-    scheduler = ASHAScheduler(
-        time_attr="epoch",
-        metric=METRIC,
-        mode=MODE,
-        max_t=spec.budget.max_epochs,
-        grace_period=spec.budget.grace_period,
-        reduction_factor=spec.budget.reduction_factor,
-    )
+            ray.init(address="local", include_dashboard=False, logging_level=logging.WARNING)
+    sampler = {"tpe": optuna.samplers.TPESampler, "random": optuna.samplers.RandomSampler}[options.sampler](seed=spec.seed)
+    searcher = OptunaSearch(space=spec.define_by_run(num_blocks), metric=METRIC, mode=MODE, sampler=sampler)
+    if options.scheduler == "asha":
+        scheduler = ASHAScheduler(
+            time_attr="epoch",
+            metric=METRIC,
+            mode=MODE,
+            max_t=spec.budget.max_epochs,
+            grace_period=spec.budget.grace_period,
+            reduction_factor=spec.budget.reduction_factor,
+        )
+    else:
+        scheduler = FIFOScheduler()
     resources = {"cpu": options.cpus_per_trial, "gpu": options.gpus_per_trial}
     trainable = tune.with_resources(tune.with_parameters(run_trial, context=context), resources)
     return tune.Tuner(

@@ -51,13 +51,14 @@ class TransferModel(nn.Module):
         Raises:
             TuneTLError: ``k`` is not an integer in [0, num_blocks].
         """
+        original = k
         try:
-            k = operator.index(k)
+            k = None if isinstance(k, bool) else operator.index(k)  # numpy ints pass; True and 1.5 do not
         except TypeError:
             k = None
-        if k is None or isinstance(k, bool) or not 0 <= k <= self.num_blocks:
+        if k is None or not 0 <= k <= self.num_blocks:
             raise TuneTLError(f"freeze_blocks must be an integer from 0 to {self.num_blocks} for backbone "
-                              f"{self.backbone.name!r}, got {k!r}")
+                              f"{self.backbone.name!r}, got {original!r}")
         for index, block in enumerate(self.backbone.blocks):
             for param in block.parameters():
                 param.requires_grad_(index >= k)

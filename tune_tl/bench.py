@@ -1,0 +1,215 @@
+"""Side-by-side benchmarks on the bundled default task; prints one markdown table.
+
+    python -m tune_tl.bench --quick     # a few minutes on 2 CPU cores
+    python -m tune_tl.bench             # larger searches, more trials
+
+Every comparison runs in the same process, on the same machine, with the same seed.
+"""
+
+from __future__ import annotations
+
+import argparse
+import dataclasses
+import logging
+import os
+import platform
+import tempfile
+import time
+from pathlib import Path
+from types import SimpleNamespace
+
+import numpy as np
+
+from tune_tl.space import SearchSpec, load_space, parse_settings
+
+log = logging.getLogger(__name__)
+
+
+@dataclasses.dataclass
+class Row:
+    comparison: str
+    variant: str
+    figures: str
+
+
+def machine() -> str:
+    import optuna
+    import ray
+    import timm
+    import torch
+
+    gpu = torch.cuda.get_device_name(0) if torch.cuda.is_available() else "none"
+    return (f"{platform.processor() or platform.machine()}, {os.cpu_count()} CPUs, GPU: {gpu}; python {platform.python_version()}, "
+            f"torch {torch.__version__}, timm {timm.__version__}, ray {ray.__version__}, optuna {optuna.__version__}")
+
+
+# ------------------------------------------------------------------ searches
+
+
+def search_figures(spec: SearchSpec, out: Path, name: str, **options) -> dict:
+    """Run one search and measure best accuracy, epochs trained, wall time, time to the best."""
+    from tune_tl.analysis import load_results
+    from tune_tl.search import SearchOptions, run_search
+
+    start = time.time()
+    run_search(spec, SearchOptions(output=str(out), name=name, verbose=0, **options))
+    wall = time.time() - start
+    res = load_results(out / name)
+    best = res.trials["best_val_acc"].max()
+    first_best = res.epochs.loc[res.epochs["val_acc"] >= best - 1e-12, "time"].min()
+    return {
+        "best": best,
+        "epochs": len(res.epochs),
+        "wall": wall,
+        "to_best": first_best.timestamp() - start,
+        "pruned": int((res.trials["status"] == "pruned").sum()),
+    }
+
+
+def fmt_search(f: dict) -> str:
+    return (f"best val_acc {f['best']:.4f} · {f['epochs']} epochs trained · {f['pruned']} pruned · "
+            f"wall {f['wall']:.0f} s · best first reached after {f['to_best']:.0f} s")
+
+
+def bench_schedulers_and_samplers(spec: SearchSpec, out: Path) -> list[Row]:
+    asha = search_figures(spec, out, "asha-tpe")
+    fifo = search_figures(spec, out, "fifo-tpe", scheduler="fifo")
+    rand = search_figures(spec, out, "asha-random", sampler="random")
+    n = spec.budget.samples
+    return [
+        Row(f"1. ASHA vs FIFO ({n} trials, TPE)", "ASHA", fmt_search(asha)),
+        Row("", "FIFO (no pruning)", fmt_search(fifo)),
+        Row("", "ASHA / FIFO", f"Δ best {100 * (asha['best'] - fifo['best']):+.2f} points · compute {asha['epochs'] / fifo['epochs']:.2f}× · wall {asha['wall'] / fifo['wall']:.2f}×"),
+        Row(f"2. TPE vs random ({n} trials, ASHA)", "TPE", f"best val_acc {asha['best']:.4f}"),
+        Row("", "random", f"best val_acc {rand['best']:.4f}"),
+    ]
+
+
+def fixed_spec(base: SearchSpec, epochs: int) -> SearchSpec:
+    """One fully fixed configuration (full fine-tune of lite0), for the overhead comparison."""
+    raw = {"seed": base.seed, "budget": {"samples": 1, "max_epochs": epochs, "grace_period": 1},
+           "params": {"resolution": 32, "batch_size": 64, "freeze_blocks": 0, "optimizer": "adamw", "lr": 1e-3, "head": "linear"}}
+    return parse_settings(raw, "benchmark", allow_params=True)
+
+
+def bench_overhead(base: SearchSpec, out: Path, epochs: int) -> list[Row]:
+    """One trial through tune_tl (Ray, Optuna, sink) vs the same training in a plain loop."""
+    import torch
+
+    from tune_tl.params import TrialConfig
+    from tune_tl.search import _prepare_context
+    from tune_tl.train import fit
+    from tune_tl.trainable import build_model, fit_config
+
+    spec = fixed_spec(base, epochs)
+    start = time.time()
+    f = search_figures(spec, out, "overhead", scheduler="fifo")
+    tuned = time.time() - start
+
+    start = time.time()
+    context, _ = _prepare_context(spec)
+    cfg = TrialConfig.from_dict({"resolution": 32, "batch_size": 64, "freeze_blocks": 0, "lr": 1e-3})
+    model = build_model(cfg, context)
+    torch.set_num_threads(1)  # the trial's share: --cpus-per-trial 1
+    history = fit(model, context.data.splits[32], fit_config(cfg, context, model, "cpu"))
+    plain = time.time() - start
+    return [
+        Row(f"4. Framework overhead ({epochs} epochs, full fine-tune, 1 CPU thread)", "tune_tl search (1 trial)", f"{tuned:.1f} s end to end, val_acc {f['best']:.4f}"),
+        Row("", "plain PyTorch loop", f"{plain:.1f} s (data + model + fit), val_acc {history[-1].val_acc:.4f}"),
+        Row("", "ratio", f"{tuned / plain:.2f}×"),
+    ]
+
+
+def bench_sink(n_trials: int = 10_000, epochs: int = 10) -> list[Row]:
+    """A simulated search through the Parquet callback's hooks: ms per result, then load time."""
+    from tune_tl.analysis import load_results
+    from tune_tl.results import ParquetSink
+
+    rng = np.random.default_rng(0)
+    with tempfile.TemporaryDirectory() as tmp:
+        sink = ParquetSink(Path(tmp), max_epochs=epochs)
+        start = time.perf_counter()
+        for i in range(n_trials):
+            t = SimpleNamespace(trial_id=f"t{i:05d}", config={"lr": float(rng.uniform(1e-4, 1e-1)), "head": "linear"}, error_file=None)
+            sink.on_trial_start(0, [], t)
+            for epoch in range(1, epochs + 1):
+                sink.on_trial_result(0, [], t, {"epoch": epoch, "train_loss": 0.5, "val_loss": 0.5, "val_acc": float(rng.uniform()),
+                                                "lr": 0.01, "epoch_seconds": 1.0, "trainable_params": 1000, "diverged": False})
+            sink.on_trial_complete(0, [], t)
+        sink.on_experiment_end([])
+        per_result = (time.perf_counter() - start) / (n_trials * epochs) * 1000
+        start = time.perf_counter()
+        res = load_results(tmp)
+        load = time.perf_counter() - start
+        assert len(res.trials) == n_trials and len(res.epochs) == n_trials * epochs
+    return [
+        Row("5. Results sink", "per result (trial rows and flushes included)", f"{per_result:.3f} ms"),
+        Row("", f"load {n_trials:,} trials × {epochs} epochs", f"{load:.2f} s"),
+    ]
+
+
+def bench_cache() -> list[Row]:
+    try:
+        from tune_tl.feature_cache import measure_feature_cache  # lands with the strategies work
+    except ImportError:
+        return [Row("3. Frozen-feature cache", "—", "not available in this build")]
+    f = measure_feature_cache()
+    return [
+        Row("3. Frozen-feature cache (head-only epoch)", "recompute backbone", f"{f['uncached_s']:.3f} s/epoch"),
+        Row("", "cached features", f"{f['cached_s']:.4f} s/epoch"),
+        Row("", "speed-up", f"{f['uncached_s'] / f['cached_s']:.0f}×"),
+    ]
+
+
+def bench_gpu(out: Path, spec: SearchSpec) -> list[Row]:
+    """Fine-tuning images/s, and trials/hour at 1, 0.5 and 0.25 GPU per trial (only with a GPU)."""
+    import torch
+
+    if not torch.cuda.is_available():
+        return [Row("6. GPU", "—", "no GPU on this machine: skipped")]
+    from tune_tl.params import TrialConfig
+    from tune_tl.search import _prepare_context
+    from tune_tl.train import fit
+    from tune_tl.trainable import build_model, fit_config
+
+    gspec = dataclasses.replace(fixed_spec(spec, 2), params=spec.params)
+    context, _ = _prepare_context(fixed_spec(spec, 2))
+    cfg = TrialConfig.from_dict({"resolution": 32, "batch_size": 128, "freeze_blocks": 0})
+    model = build_model(cfg, context)
+    history = fit(model, context.data.splits[32], fit_config(cfg, context, model, "cuda"))
+    images = len(context.data.splits[32].train_y)
+    rows = [Row("6. GPU fine-tuning (lite0, 32 px, batch 128)", "images/s", f"{images / history[-1].epoch_seconds:.0f}")]
+    for share in (1.0, 0.5, 0.25):
+        s = dataclasses.replace(gspec, budget=dataclasses.replace(gspec.budget, samples=8, max_epochs=2))
+        f = search_figures(s, out, f"gpu-{share}", scheduler="fifo", gpus_per_trial=share, cpus_per_trial=1)
+        rows.append(Row("", f"{share} GPU per trial", f"{8 / f['wall'] * 3600:.0f} trials/hour"))
+    return rows
+
+
+def main(argv: list[str] | None = None) -> None:
+    parser = argparse.ArgumentParser(prog="python -m tune_tl.bench", description=__doc__.splitlines()[0])
+    parser.add_argument("--quick", action="store_true", help="small searches: a few minutes on 2 CPU cores")
+    args = parser.parse_args(argv)
+    logging.basicConfig(level=logging.WARNING)
+    import ray
+
+    ray.init(include_dashboard=False, logging_level=logging.ERROR, log_to_driver=False)
+    base = load_space()
+    samples, epochs = (8, 3) if args.quick else (20, 6)
+    spec = dataclasses.replace(base, budget=dataclasses.replace(base.budget, samples=samples, max_epochs=epochs, reduction_factor=2))
+    rows: list[Row] = []
+    with tempfile.TemporaryDirectory() as tmp:
+        out = Path(tmp)
+        rows += bench_schedulers_and_samplers(spec, out)
+        rows += bench_cache()
+        rows += bench_overhead(base, out, epochs=2 if args.quick else 4)
+        rows += bench_sink()
+        rows += bench_gpu(out, spec)
+    print(f"\nMachine: {machine()}\nMode: {'quick' if args.quick else 'full'}\n")
+    print("| comparison | variant | figures |\n|---|---|---|")
+    for r in rows:
+        print(f"| {r.comparison} | {r.variant} | {r.figures} |")
+
+
+if __name__ == "__main__":
+    main()
