@@ -29,6 +29,7 @@ from tune_tl.errors import TuneTLError
 log = logging.getLogger(__name__)
 
 FORMATS = "JPEG, PNG, BMP, WebP, GIF, TIFF"
+CHUNK = 2048
 
 
 @dataclass(frozen=True)
@@ -90,15 +91,20 @@ def decode_all(files: list[str], resolutions: tuple[int, ...], keep: bool) -> tu
     good = np.zeros(len(files), dtype=bool)
     bad: list[BadImage] = []
     sizes = resolutions if keep else (min(resolutions),)  # validation still decodes every file
-    start = time.perf_counter()
+    start = last_log = time.perf_counter()
     with ThreadPoolExecutor(max_workers=os.cpu_count() or 1) as pool:
-        for i, out in enumerate(pool.map(lambda f: decode(f, sizes), files)):
-            if isinstance(out, BadImage):
-                bad.append(out)
-                continue
-            good[i] = True
-            for r, img in zip(resolutions if keep else (), out):
-                arrays[r][i] = img
+        for first in range(0, len(files), CHUNK):  # bounded number of pending results
+            chunk = files[first : first + CHUNK]
+            for i, out in enumerate(pool.map(lambda f: decode(f, sizes), chunk), start=first):
+                if isinstance(out, BadImage):
+                    bad.append(out)
+                    continue
+                good[i] = True
+                for r, img in zip(resolutions if keep else (), out):
+                    arrays[r][i] = img
+            if time.perf_counter() - last_log > 10:
+                last_log = time.perf_counter()
+                log.info("decoding: %d / %d images", first + len(chunk), len(files))
     log.info("decoded %d images in %.1f s (%d bad)", len(files), time.perf_counter() - start, len(bad))
     return arrays, good, bad
 

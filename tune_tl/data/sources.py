@@ -42,7 +42,8 @@ def load_data(data, resolutions: list[int], seed: int) -> LoadedData:
     else:
         images = load_source(data.source, data.path)
         prepared = prepare(images, resolutions, data.val_fraction, seed)
-        need_mb = len(images.labels) * 3 * sum(r * r for r in set(resolutions)) / 2**20
+        count = len(images.labels) + (0 if images.test_labels is None else len(images.test_labels))
+        need_mb = count * 3 * sum(r * r for r in set(resolutions)) / 2**20
         if need_mb > data.memory_budget_mb:  # nothing to stream from: say so rather than fail later
             log.warning("%s at %s px needs %.0f MB, above data.memory_budget_mb %g; kept in memory anyway",
                         data.source, sorted(set(resolutions)), need_mb, data.memory_budget_mb)
