@@ -1,5 +1,6 @@
 """A real tiny search over a user's image folder: decoded once in the driver, shared with every trial."""
 
+import json
 import logging
 
 import pandas as pd
@@ -59,6 +60,8 @@ def test_search_over_an_image_folder_runs_with_the_folder_gone_once_data_is_prep
     assert (trials["aug_jitter"] == 0.2).all()
     assert trials["best_val_acc"].max() > 0.5, "three solid colours are easy for pretrained features (chance 0.33)"
 
+    meta = json.loads((root / "search.json").read_text())
+    assert meta["skipped_images"] == 1 and "3 classes" in meta["data"] and "in memory" in meta["data"]
     assert (root / "skipped_images.txt").read_text() == f"{photos / 'b' / 'broken.jpg'}: is empty (0 bytes)\n"
     out = capsys.readouterr().out
     assert f"Skipped 1 bad image file(s); listed in {root / 'skipped_images.txt'}" in out

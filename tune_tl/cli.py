@@ -98,7 +98,8 @@ def _validate(args) -> int:
 
     spec = load_space(args.space)
     names = [p.name for p in spec.params] if spec.space_fn is None else ["space(trial)"]
-    print(f"{spec.source}: OK — data {spec.data.source}, backbone {spec.backbone.name} ({spec.backbone.weights}), "
+    data = spec.data.source + (f" ({spec.data.path})" if spec.data.path else "")
+    print(f"{spec.source}: OK — data {data}, backbone {spec.backbone.name} ({spec.backbone.weights}), "
           f"{spec.budget.samples} trials × ≤{spec.budget.max_epochs} epochs; parameters: {', '.join(names)}")
     return 0
 

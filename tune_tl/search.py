@@ -71,13 +71,14 @@ def run_search(spec: SearchSpec, options: SearchOptions = SearchOptions()) -> Se
     if (root / "trials").exists() or (root / "epochs").exists():
         raise TuneTLError(f"{root} already holds search results; choose another --name (or --output)")
 
-    context, num_blocks, skipped = _prepare_context(spec)  # before Ray: bad weights or data fail here
+    context, num_blocks, loaded = _prepare_context(spec)  # before Ray: bad weights or data fail here
+    skipped = loaded.skipped
     root.mkdir(parents=True, exist_ok=True)
     if skipped:
         from tune_tl.data.validate import write_skipped
 
         write_skipped(skipped, root / SKIPPED_FILE)
-    metadata = _metadata(spec, options, name)
+    metadata = {**_metadata(spec, options, name), "data": loaded.description, "skipped_images": len(skipped)}
     from tune_tl.results import write_json_atomic
 
     write_json_atomic(metadata, root / "search.json")
@@ -100,7 +101,7 @@ def _prepare_context(spec: SearchSpec):
     loaded = load_data(spec.data, spec.resolutions(), spec.seed)
     log.info("backbone %s: %d blocks, %d features", backbone.name, len(backbone.blocks), backbone.num_features)
     context = TrialContext(spec.backbone.name, backbone.features.state_dict(), loaded.data, spec.budget.max_epochs, spec.seed)
-    return context, len(backbone.blocks), loaded.skipped
+    return context, len(backbone.blocks), loaded
 
 
 def _build_tuner(spec: SearchSpec, options: SearchOptions, context, num_blocks: int, root: Path):
