@@ -80,7 +80,9 @@ def decode(path: str, resolutions: tuple[int, ...]) -> list[np.ndarray] | BadIma
         img = open_rgb(path)
     except UnidentifiedImageError:
         return BadImage(path, f"is not an image file Pillow can read (supported: {FORMATS})")
-    except (OSError, SyntaxError, ValueError, Image.DecompressionBombError) as exc:
+    except Image.DecompressionBombError as exc:
+        return BadImage(path, f"is too large to decode safely ({exc})")
+    except (OSError, SyntaxError, ValueError) as exc:
         return BadImage(path, f"is corrupt or truncated ({exc})")
     return [fit_square(img, r) for r in resolutions]
 
