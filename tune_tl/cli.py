@@ -31,6 +31,8 @@ def _parser() -> argparse.ArgumentParser:
     s.add_argument("--max-epochs", type=int, help="epoch budget per trial and ASHA max_t (overrides budget.max_epochs)")
     s.add_argument("--grace-period", type=int, help="ASHA grace period in epochs (overrides budget.grace_period)")
     s.add_argument("--reduction-factor", type=float, help="ASHA reduction factor (overrides budget.reduction_factor)")
+    s.add_argument("--data", metavar="PATH", help="image folder (or cifar-10-batches-py folder) to search on (overrides data.source and data.path)")
+    s.add_argument("--skip-bad-images", action="store_true", help="leave out bad image files (listed in skipped_images.txt) instead of stopping")
     s.add_argument("--seed", type=int, help="seed for the data split, the sampler and training (overrides seed)")
     s.add_argument("--cpus-per-trial", type=float, default=1.0, help="CPUs per trial; also its torch threads (default 1)")
     s.add_argument("--gpus-per-trial", type=float, default=0.0, help="GPUs per trial, fractions allowed (default 0)")
@@ -59,6 +61,7 @@ def _search(args) -> int:
         spec = _revalidated(spec)
     if args.seed is not None:
         spec = dataclasses.replace(spec, seed=args.seed)
+    spec = _data_overrides(spec, args)
     options = SearchOptions(
         output=args.output,
         name=args.name,
@@ -72,6 +75,19 @@ def _search(args) -> int:
     summary = run_search(spec, options)
     print(_format_summary(summary))
     return 0
+
+
+def _data_overrides(spec, args):
+    """``--data PATH``: an image folder, or CIFAR-10 when PATH holds the torchvision batch files."""
+    from tune_tl.data.cifar10 import find_root
+
+    data = spec.data
+    if args.data is not None:
+        source = "cifar10" if find_root(args.data) is not None else "imagefolder"
+        data = dataclasses.replace(data, source=source, path=args.data)
+    if args.skip_bad_images:
+        data = dataclasses.replace(data, skip_bad_images=True)
+    return dataclasses.replace(spec, data=data)
 
 
 def _revalidated(spec):
@@ -88,7 +104,8 @@ def _validate(args) -> int:
 
     spec = load_space(args.space)
     names = [p.name for p in spec.params] if spec.space_fn is None else ["space(trial)"]
-    print(f"{spec.source}: OK — data {spec.data.source}, backbone {spec.backbone.name} ({spec.backbone.weights}), "
+    data = spec.data.source + (f" ({spec.data.path})" if spec.data.path else "")
+    print(f"{spec.source}: OK — data {data}, backbone {spec.backbone.name} ({spec.backbone.weights}), "
           f"{spec.budget.samples} trials × ≤{spec.budget.max_epochs} epochs; parameters: {', '.join(names)}")
     return 0
 
@@ -104,6 +121,8 @@ def _format_summary(summary) -> str:
         lines.append(f"Best trial {best['trial_id']}: val_acc {best['best_val_acc']:.4f} (epoch {best['best_epoch']}, {best['status']})")
         skip = {"trial_id", "status", "best_val_acc", "last_val_acc", "best_epoch", "epochs_run", "wall_seconds", "error"}
         lines.append("  config: " + ", ".join(f"{k}={_fmt(v)}" for k, v in best.items() if k not in skip))
+    if summary.skipped_images:
+        lines.append(f"Skipped {summary.skipped_images} bad image file(s); listed in {summary.path / 'skipped_images.txt'}")
     lines.append(f"Results (Parquet): {summary.path / 'trials'}  and  {summary.path / 'epochs'}")
     lines.append(f"Read them with: pandas.read_parquet('{summary.path / 'trials'}')")
     return "\n".join(lines)

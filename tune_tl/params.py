@@ -37,6 +37,11 @@ PARAMS: dict[str, Param] = {
     "head": Param(str, "linear", "classifier head design", choices=("linear", "mlp")),
     "head_hidden": Param(int, 256, "hidden width of the MLP head", when=("head", "mlp")),
     "head_dropout": Param(float, 0.0, "dropout before the MLP head's last layer", when=("head", "mlp")),
+    # Training augmentation, applied per image on the trial's device; each default switches it off.
+    "aug_crop_scale": Param(float, 1.0, "random resized crop: smallest area fraction kept, in (0, 1]; 1.0 = off"),
+    "aug_flip": Param(int, 0, "random horizontal flip: 1 = on, 0 = off", choices=(0, 1)),
+    "aug_rotate": Param(float, 0.0, "random rotation within ±degrees, 0..180; 0 = off"),
+    "aug_jitter": Param(float, 0.0, "brightness and contrast factors drawn from 1 ± jitter, in [0, 1); 0 = off"),
 }
 
 
@@ -52,6 +57,8 @@ def coerce(name: str, value: Any, where: str) -> Any:
     if param.type is float and isinstance(value, (int, float)) and not isinstance(value, bool):
         value = float(value)
     elif param.type is int and isinstance(value, float) and value.is_integer():
+        value = int(value)
+    elif param.choices == (0, 1) and isinstance(value, bool):  # a switch: YAML's true/false/on/off
         value = int(value)
     if not isinstance(value, param.type) or isinstance(value, bool):
         raise TuneTLError(f"{where}: expected {param.type.__name__}, got {value!r}")
@@ -77,6 +84,10 @@ class TrialConfig:
     head: str = "linear"
     head_hidden: int | None = None
     head_dropout: float | None = None
+    aug_crop_scale: float = 1.0
+    aug_flip: int = 0
+    aug_rotate: float = 0.0
+    aug_jitter: float = 0.0
 
     @classmethod
     def from_dict(cls, config: Mapping[str, Any]) -> "TrialConfig":

@@ -20,6 +20,7 @@ from tune_tl.space import SearchSpec
 log = logging.getLogger(__name__)
 
 METRIC, MODE = "val_acc", "max"  # the one place the objective is named
+SKIPPED_FILE = "skipped_images.txt"
 
 
 @dataclass(frozen=True)
@@ -63,6 +64,8 @@ class SearchSummary:
     path: Path
     counts: dict[str, int]
     best: dict[str, Any] | None
+    #: Bad image files left out under ``skip_bad_images`` (listed in ``skipped_images.txt``).
+    skipped_images: int = 0
 
 
 def run_search(spec: SearchSpec, options: SearchOptions = SearchOptions()) -> SearchSummary:
@@ -79,9 +82,14 @@ def run_search(spec: SearchSpec, options: SearchOptions = SearchOptions()) -> Se
     if (root / "trials").exists() or (root / "epochs").exists():
         raise TuneTLError(f"{root} already holds search results; choose another --name (or --output)")
 
-    context, num_blocks = _prepare_context(spec)  # before Ray: bad weights or data fail here
+    context, num_blocks, loaded = _prepare_context(spec)  # before Ray: bad weights or data fail here
+    skipped = loaded.skipped
     root.mkdir(parents=True, exist_ok=True)
-    metadata = _metadata(spec, options, name)
+    if skipped:
+        from tune_tl.data.validate import write_skipped
+
+        write_skipped(skipped, root / SKIPPED_FILE)
+    metadata = {**_metadata(spec, options, name), "data": loaded.description, "skipped_images": len(skipped)}
     from tune_tl.results import write_json_atomic
 
     write_json_atomic(metadata, root / "search.json")
@@ -91,21 +99,20 @@ def run_search(spec: SearchSpec, options: SearchOptions = SearchOptions()) -> Se
     tuner.fit()
 
     write_json_atomic({**metadata, "end_time": time.strftime("%Y-%m-%dT%H:%M:%S%z")}, root / "search.json")
-    return summarize(root)
+    return dataclasses.replace(summarize(root), skipped_images=len(skipped))
 
 
 def _prepare_context(spec: SearchSpec):
-    from tune_tl.data import load_source, prepare
+    from tune_tl.data import load_data
     from tune_tl.models import build_backbone
     from tune_tl.trainable import TrialContext
 
     backbone = build_backbone(spec.backbone.name, spec.backbone.weights)
     spec.check_blocks(len(backbone.blocks))
-    images = load_source(spec.data.source, spec.data.path)
-    data = prepare(images, spec.resolutions(), spec.data.val_fraction, spec.seed)
+    loaded = load_data(spec.data, spec.resolutions(), spec.seed)
     log.info("backbone %s: %d blocks, %d features", backbone.name, len(backbone.blocks), backbone.num_features)
-    context = TrialContext(spec.backbone.name, backbone.features.state_dict(), data, spec.budget.max_epochs, spec.seed)
-    return context, len(backbone.blocks)
+    context = TrialContext(spec.backbone.name, backbone.features.state_dict(), loaded.data, spec.budget.max_epochs, spec.seed)
+    return context, len(backbone.blocks), loaded
 
 
 def _build_tuner(spec: SearchSpec, options: SearchOptions, context, num_blocks: int, root: Path):

@@ -59,6 +59,10 @@ class DataSpec:
     source: str = "digits"
     path: str | None = None
     val_fraction: float = 0.2
+    #: Decoded images above this size are streamed from files per epoch instead of shared in memory.
+    memory_budget_mb: float = 4096.0
+    #: Leave out corrupt/unreadable/non-image files (listed in skipped_images.txt) instead of failing.
+    skip_bad_images: bool = False
 
 
 @dataclass(frozen=True)
@@ -191,6 +195,8 @@ def parse_settings(raw: Mapping[str, Any], source: str, allow_params: bool) -> S
     data = _section(raw, "data", DataSpec, source)
     if data.source not in ("digits", "imagefolder", "cifar10"):
         raise TuneTLError(f"{source}: data.source: {data.source!r} is not one of ['digits', 'imagefolder', 'cifar10']")
+    if not data.memory_budget_mb > 0:
+        raise TuneTLError(f"{source}: data.memory_budget_mb must be positive, got {data.memory_budget_mb}")
     if not 0.0 < data.val_fraction < 1.0:
         raise TuneTLError(f"{source}: data.val_fraction must be between 0 and 1, got {data.val_fraction}")
     backbone = _section(raw, "backbone", BackboneSpec, source)
@@ -261,6 +267,11 @@ def _value(name: str, value: Any, where: str) -> Any:
         raise TuneTLError(f"{where}: must be at least 1, got {value}")
     if name == "resolution" and value < 32:
         raise TuneTLError(f"{where}: {value} px is too small for ImageNet backbones; use 32 or more")
+    limits = {"aug_crop_scale": (0.0, 1.0, "in (0, 1]"), "aug_jitter": (-1.0, 0.99999, "in [0, 1)"), "aug_rotate": (-1.0, 180.0, "in [0, 180]")}
+    if name in limits:
+        low, high, text = limits[name]
+        if not low < value <= high:
+            raise TuneTLError(f"{where}: must be {text}, got {value}")
     return value
 
 

@@ -19,7 +19,8 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-from tune_tl.data.types import Split
+from tune_tl.data.augment import Augment, AugmentConfig
+from tune_tl.data.types import FileSplit, Split
 
 IMAGENET_MEAN = (0.485, 0.456, 0.406)
 IMAGENET_STD = (0.229, 0.224, 0.225)
@@ -40,6 +41,10 @@ class FitConfig:
     seed: int = 0
     device: str = "cpu"
     eval_batch_size: int = 256
+    #: Training-time augmentation, applied to batches on ``device`` (validation never augments).
+    augment: AugmentConfig = AugmentConfig()
+    #: DataLoader worker processes for the streaming path (``FileSplit``); unused for in-memory arrays.
+    num_workers: int = 0
 
 
 @dataclass(frozen=True)
@@ -56,11 +61,13 @@ class EpochMetrics:
     diverged: bool = False
 
 
-def fit(model: nn.Module, split: Split, cfg: FitConfig, on_epoch: Callable[[EpochMetrics], None] | None = None) -> list[EpochMetrics]:
+def fit(model: nn.Module, split: Split | FileSplit, cfg: FitConfig, on_epoch: Callable[[EpochMetrics], None] | None = None) -> list[EpochMetrics]:
     """Train ``model`` for ``cfg.epochs`` epochs on ``split``; stop early if the loss diverges.
 
     Only parameters with ``requires_grad`` are optimised (freezing is the model's business).
-    The learning rate follows a per-epoch cosine schedule from ``cfg.lr`` towards zero.
+    The learning rate follows a per-epoch cosine schedule from ``cfg.lr`` towards zero. ``split``
+    is in-memory arrays or, on the streaming path, file lists decoded per epoch; both visit the
+    same images in the same order for the same seed.
     """
     device = torch.device(cfg.device)
     torch.manual_seed(cfg.seed)
@@ -72,6 +79,7 @@ def fit(model: nn.Module, split: Split, cfg: FitConfig, on_epoch: Callable[[Epoc
     mean = torch.tensor(cfg.mean, device=device).view(1, 3, 1, 1) * 255
     std = torch.tensor(cfg.std, device=device).view(1, 3, 1, 1) * 255
     rng = np.random.default_rng(cfg.seed)
+    augment = Augment(cfg.augment, cfg.seed)
     history = []
 
     for epoch in range(cfg.epochs):
@@ -82,21 +90,21 @@ def fit(model: nn.Module, split: Split, cfg: FitConfig, on_epoch: Callable[[Epoc
         model.train()
         total_loss, seen = 0.0, 0
         order = rng.permutation(len(split.train_y))
-        for batch in np.array_split(order, max(1, math.ceil(len(order) / cfg.batch_size))):
-            if len(batch) < 2:  # BatchNorm cannot train on a single image
-                continue
-            x, y = _batch(split.train_x, split.train_y, np.sort(batch), device, mean, std)
+        # BatchNorm cannot train on a single image, so a last batch of one is dropped.
+        batches = [np.sort(b) for b in np.array_split(order, max(1, math.ceil(len(order) / cfg.batch_size))) if len(b) >= 2]
+        for images, labels in _batches(split, "train", batches, cfg):
+            x, y = _to_device(images, labels, device, mean, std, augment)
             with autocast:
                 loss = F.cross_entropy(model(x), y)
             optimizer.zero_grad(set_to_none=True)
             scaler.scale(loss).backward()
             scaler.step(optimizer)
             scaler.update()
-            total_loss += loss.item() * len(batch)
-            seen += len(batch)
+            total_loss += loss.item() * len(y)
+            seen += len(y)
         train_loss = total_loss / max(seen, 1)
         diverged = not math.isfinite(train_loss)
-        val_loss, val_acc = evaluate(model, split.val_x, split.val_y, cfg, mean, std)
+        val_loss, val_acc = evaluate_split(model, split, cfg, mean, std)
         metrics = EpochMetrics(epoch + 1, train_loss, val_loss, val_acc, lr, time.perf_counter() - start, trainable, diverged)
         history.append(metrics)
         if on_epoch is not None:
@@ -106,18 +114,24 @@ def fit(model: nn.Module, split: Split, cfg: FitConfig, on_epoch: Callable[[Epoc
     return history
 
 
-@torch.no_grad()
 def evaluate(model: nn.Module, images: np.ndarray, labels: np.ndarray, cfg: FitConfig, mean=None, std=None) -> tuple[float, float]:
     """Mean cross-entropy and accuracy of ``model`` on uint8 ``images``."""
+    return evaluate_split(model, Split(images[:0], labels[:0], images, labels), cfg, mean, std)
+
+
+@torch.no_grad()
+def evaluate_split(model: nn.Module, split: Split | FileSplit, cfg: FitConfig, mean=None, std=None) -> tuple[float, float]:
+    """Mean cross-entropy and accuracy of ``model`` on ``split``'s validation images (never augmented)."""
     device = torch.device(cfg.device)
     if mean is None:
         mean = torch.tensor(cfg.mean, device=device).view(1, 3, 1, 1) * 255
         std = torch.tensor(cfg.std, device=device).view(1, 3, 1, 1) * 255
     model.eval()
     loss_sum, correct = 0.0, 0
-    for start in range(0, len(labels), cfg.eval_batch_size):
-        idx = np.arange(start, min(start + cfg.eval_batch_size, len(labels)))
-        x, y = _batch(images, labels, idx, device, mean, std)
+    labels = split.val_y
+    batches = [np.arange(s, min(s + cfg.eval_batch_size, len(labels))) for s in range(0, len(labels), cfg.eval_batch_size)]
+    for images, batch_labels in _batches(split, "val", batches, cfg):
+        x, y = _to_device(images, batch_labels, device, mean, std)
         logits = model(x).float()
         loss_sum += F.cross_entropy(logits, y, reduction="sum").item()
         correct += (logits.argmax(1) == y).sum().item()
@@ -133,11 +147,25 @@ def make_optimizer(params: list[nn.Parameter], cfg: FitConfig) -> torch.optim.Op
     raise ValueError(f"unknown optimizer {cfg.optimizer!r}")
 
 
-def _batch(images: np.ndarray, labels: np.ndarray, idx: np.ndarray, device, mean, std):
-    # Fancy indexing copies, so read-only arrays from Ray's object store are fine here.
-    x = torch.from_numpy(images[idx]).to(device, non_blocking=True).float()
-    y = torch.from_numpy(labels[idx]).to(device, non_blocking=True)
-    return (x - mean) / std, y
+def _batches(split: Split | FileSplit, part: str, batches: list[np.ndarray], cfg: FitConfig):
+    """uint8 image and label tensors for each batch of indices into ``split``'s ``part``."""
+    if isinstance(split, FileSplit):
+        from tune_tl.data.streaming import file_batches
+
+        files, labels = getattr(split, f"{part}_files"), getattr(split, f"{part}_y")
+        yield from file_batches(files, labels, split.resolution, batches, cfg.num_workers)
+        return
+    images, labels = getattr(split, f"{part}_x"), getattr(split, f"{part}_y")
+    for idx in batches:
+        # Fancy indexing copies, so read-only arrays from Ray's object store are fine here.
+        yield torch.from_numpy(images[idx]), torch.from_numpy(labels[idx])
+
+
+def _to_device(images: torch.Tensor, labels: torch.Tensor, device, mean, std, augment: Augment | None = None):
+    x = images.to(device, non_blocking=True).float()
+    if augment is not None:
+        x = augment(x)
+    return (x - mean) / std, labels.to(device, non_blocking=True)
 
 
 def _amp(device: torch.device):

@@ -2,7 +2,8 @@
 
 The only module that calls ``tune.report``. Everything heavy (backbone weights, prepared images)
 arrives through ``TrialContext``, which ``tune.with_parameters`` puts in Ray's object store once
-for all trials: no trial reads a file or downloads anything.
+for all trials: no trial reads a file or downloads anything (except on the streaming fallback,
+where the data did not fit ``data.memory_budget_mb`` and trials decode image files per epoch).
 """
 
 from __future__ import annotations
@@ -14,6 +15,7 @@ from typing import Mapping
 
 import torch
 
+from tune_tl.data.augment import AugmentConfig
 from tune_tl.data.types import PreparedData
 from tune_tl.models import TransferModel, build_backbone, build_head
 from tune_tl.params import TrialConfig
@@ -43,7 +45,12 @@ def build_model(cfg: TrialConfig, ctx: TrialContext) -> TransferModel:
     return model
 
 
-def fit_config(cfg: TrialConfig, ctx: TrialContext, model: TransferModel, device: str) -> FitConfig:
+def augment_config(cfg: TrialConfig) -> AugmentConfig:
+    """The trial's augmentation parameters as ``train.py`` takes them."""
+    return AugmentConfig(crop_scale=cfg.aug_crop_scale, flip=bool(cfg.aug_flip), rotate=cfg.aug_rotate, jitter=cfg.aug_jitter)
+
+
+def fit_config(cfg: TrialConfig, ctx: TrialContext, model: TransferModel, device: str, num_workers: int = 0) -> FitConfig:
     return FitConfig(
         epochs=ctx.max_epochs,
         batch_size=cfg.batch_size,
@@ -55,6 +62,8 @@ def fit_config(cfg: TrialConfig, ctx: TrialContext, model: TransferModel, device
         std=model.backbone.std,
         seed=ctx.seed,
         device=device,
+        augment=augment_config(cfg),
+        num_workers=num_workers,
     )
 
 
@@ -72,7 +81,7 @@ def run_trial(config: dict, context: TrialContext) -> None:
     def report(metrics: EpochMetrics) -> None:
         tune.report({**dataclasses.asdict(metrics), **node})
 
-    fit(model, split, fit_config(cfg, context, model, device), report)
+    fit(model, split, fit_config(cfg, context, model, device, _loader_workers()), report)
 
 
 def _node_info() -> dict[str, str]:
@@ -91,3 +100,11 @@ def _trial_device() -> str:
     cpus = ray.get_runtime_context().get_assigned_resources().get("CPU", 1)
     torch.set_num_threads(max(1, int(cpus)))
     return "cpu"
+
+
+def _loader_workers() -> int:
+    """Streaming path only: decode in as many worker processes as the trial has CPUs (none for one CPU)."""
+    import ray
+
+    cpus = int(ray.get_runtime_context().get_assigned_resources().get("CPU", 1))
+    return cpus if cpus >= 2 else 0

@@ -10,6 +10,7 @@ import torch.nn.functional as F
 from sklearn.model_selection import train_test_split
 
 from tune_tl.data.types import LabelledImages, PreparedData, Split
+from tune_tl.errors import TuneTLError
 
 log = logging.getLogger(__name__)
 
@@ -17,7 +18,10 @@ log = logging.getLogger(__name__)
 def stratified_split(labels: np.ndarray, val_fraction: float, seed: int) -> tuple[np.ndarray, np.ndarray]:
     """Seeded, stratified train/val indices: every trial validates on the same images."""
     idx = np.arange(len(labels))
-    train_idx, val_idx = train_test_split(idx, test_size=val_fraction, stratify=labels, random_state=seed)
+    try:
+        train_idx, val_idx = train_test_split(idx, test_size=val_fraction, stratify=labels, random_state=seed)
+    except ValueError as exc:  # too few images per class for a stratified split
+        raise TuneTLError(f"data.val_fraction: cannot split {len(labels)} images stratified by class: {exc}") from None
     return np.sort(train_idx), np.sort(val_idx)
 
 
@@ -39,6 +43,7 @@ def prepare(data: LabelledImages, resolutions: list[int], val_fraction: float, s
     splits = {}
     for r in sorted(set(resolutions)):
         resized = resize_uint8(data.images, r)
-        splits[r] = Split(resized[train_idx], data.labels[train_idx], resized[val_idx], data.labels[val_idx])
+        test_x = None if data.test_images is None else resize_uint8(data.test_images, r)
+        splits[r] = Split(resized[train_idx], data.labels[train_idx], resized[val_idx], data.labels[val_idx], test_x, data.test_labels)
         log.info("prepared %d train / %d val images at %d px", len(train_idx), len(val_idx), r)
     return PreparedData(list(data.classes), splits)

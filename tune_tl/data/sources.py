@@ -1,15 +1,58 @@
-"""Name → loader for the data sources a space file can name."""
+"""Name → loader for the data sources a space file can name, ending in prepared, shared data."""
 
 from __future__ import annotations
 
-from tune_tl.data.types import LabelledImages
+import logging
+
+from tune_tl.data.types import LabelledImages, LoadedData
 from tune_tl.errors import TuneTLError
+
+log = logging.getLogger(__name__)
+
+SOURCES = ("digits", "imagefolder", "cifar10")
 
 
 def load_source(source: str, path: str | None = None) -> LabelledImages:
-    """Load the images of ``source`` (``digits``; more sources plug in here)."""
+    """Load the in-memory images of ``source`` (``digits`` or ``cifar10``; image folders go through ``load_data``)."""
     if source == "digits":
         from tune_tl.data.digits import load_digits_images
 
         return load_digits_images()
-    raise TuneTLError(f"data.source: {source!r} is not supported yet; use 'digits'")
+    if source == "cifar10":
+        from tune_tl.data.cifar10 import load_cifar10
+
+        return load_cifar10(path)
+    raise TuneTLError(f"data.source: {source!r} has no in-memory loader; use one of {list(SOURCES)}")
+
+
+def load_data(data, resolutions: list[int], seed: int) -> LoadedData:
+    """The driver's one data step: load, validate, split and resize ``data`` (a ``DataSpec``).
+
+    Runs before Ray starts, so every bad file or folder is reported first. Logs which path the
+    data takes: in memory (shared zero-copy by all trials) or streamed from files per epoch.
+    """
+    from tune_tl.data.prepare import prepare
+
+    if data.source == "imagefolder":
+        if not data.path:
+            raise TuneTLError("data.path: data.source imagefolder needs the folder's path (or pass --data PATH)")
+        from tune_tl.data.imagefolder import load_imagefolder
+
+        loaded = load_imagefolder(data.path, resolutions, data.val_fraction, seed, data.memory_budget_mb, data.skip_bad_images)
+    else:
+        images = load_source(data.source, data.path)
+        prepared = prepare(images, resolutions, data.val_fraction, seed)
+        count = len(images.labels) + (0 if images.test_labels is None else len(images.test_labels))
+        need_mb = count * 3 * sum(r * r for r in set(resolutions)) / 2**20
+        if need_mb > data.memory_budget_mb:  # nothing to stream from: say so rather than fail later
+            log.warning("%s at %s px needs %.0f MB, above data.memory_budget_mb %g; kept in memory anyway",
+                        data.source, sorted(set(resolutions)), need_mb, data.memory_budget_mb)
+        split = next(iter(prepared.splits.values()))
+        description = (f"{data.source}: {prepared.num_classes} classes, {len(split.train_y)} train / {len(split.val_y)} val"
+                       + (f" / {len(split.test_y)} test" if split.test_y is not None else "")
+                       + f" images; in memory ({need_mb:.1f} MB) shared with every trial through Ray's object store")
+        loaded = LoadedData(prepared, (), description)
+    log.info("data: %s", loaded.description)
+    if loaded.skipped:
+        log.warning("skipped %d bad image(s), e.g. %s", len(loaded.skipped), loaded.skipped[0])
+    return loaded

@@ -9,16 +9,22 @@ import numpy as np
 
 @dataclass(frozen=True)
 class LabelledImages:
-    """Decoded images of one size: uint8 ``(N, 3, H, W)``, int64 labels, class names by label."""
+    """Decoded images of one size: uint8 ``(N, 3, H, W)``, int64 labels, class names by label.
+
+    ``test_images``/``test_labels`` hold a source's own held-out test set (CIFAR-10's test batch),
+    kept apart from the train/val split.
+    """
 
     images: np.ndarray
     labels: np.ndarray
     classes: list[str]
+    test_images: np.ndarray | None = None
+    test_labels: np.ndarray | None = None
 
 
 @dataclass(frozen=True)
 class Split:
-    """Train/val arrays at one resolution, uint8 ``(N, 3, R, R)``.
+    """Train/val (and optional test) arrays at one resolution, uint8 ``(N, 3, R, R)``.
 
     Plain numpy so Ray's object store hands them to every trial zero-copy (read-only).
     """
@@ -27,6 +33,8 @@ class Split:
     train_y: np.ndarray
     val_x: np.ndarray
     val_y: np.ndarray
+    test_x: np.ndarray | None = None
+    test_y: np.ndarray | None = None
 
     @property
     def resolution(self) -> int:
@@ -34,12 +42,54 @@ class Split:
 
 
 @dataclass(frozen=True)
+class FileSplit:
+    """Train/val (and optional test) *file lists* at one resolution: the streaming fallback.
+
+    Used only when the decoded images would not fit the memory budget; trials then decode the
+    files every epoch (``tune_tl.data.streaming``), so the paths must be readable where trials run.
+    """
+
+    train_files: tuple[str, ...]
+    train_y: np.ndarray
+    val_files: tuple[str, ...]
+    val_y: np.ndarray
+    resolution: int
+    test_files: tuple[str, ...] | None = None
+    test_y: np.ndarray | None = None
+
+
+@dataclass(frozen=True)
 class PreparedData:
-    """Everything trials need from the data: one ``Split`` per resolution and the class names."""
+    """Everything trials need from the data: one split per resolution and the class names."""
 
     classes: list[str]
-    splits: dict[int, Split]
+    splits: dict[int, Split | FileSplit]
 
     @property
     def num_classes(self) -> int:
         return len(self.classes)
+
+    @property
+    def streaming(self) -> bool:
+        """Whether trials decode files per epoch (the data did not fit the memory budget)."""
+        return any(isinstance(s, FileSplit) for s in self.splits.values())
+
+
+@dataclass(frozen=True)
+class BadImage:
+    """A file that could not be used, and why (shown to the user, listed in skipped_images.txt)."""
+
+    path: str
+    reason: str
+
+    def __str__(self) -> str:
+        return f"{self.path}: {self.reason}"
+
+
+@dataclass(frozen=True)
+class LoadedData:
+    """What the driver's data step produced: the prepared data plus what a person should know."""
+
+    data: PreparedData
+    skipped: tuple[BadImage, ...] = ()
+    description: str = ""

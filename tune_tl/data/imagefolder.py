@@ -1,0 +1,213 @@
+"""A folder of labelled images: ``<root>/train/<class>/*`` (+ ``val/``, optional ``test/``) or ``<root>/<class>/*``.
+
+The driver decodes every file once, in parallel threads (Pillow releases the GIL while decoding
+and resizing), converts it to RGB and resizes it to every resolution the space allows. Resizing
+keeps the aspect ratio: the shorter side is scaled to the resolution and the centre square is kept
+(the usual ImageNet evaluation crop), so a 4:3 photo is not squashed.
+
+When the decoded arrays would exceed ``data.memory_budget_mb`` the files are still decoded once to
+validate them, but trials get file lists instead and decode them per epoch (the streaming path).
+"""
+
+from __future__ import annotations
+
+import logging
+import os
+import time
+from concurrent.futures import ThreadPoolExecutor
+from dataclasses import dataclass
+from pathlib import Path
+
+import numpy as np
+from PIL import Image, ImageOps, UnidentifiedImageError
+
+from tune_tl.data import validate
+from tune_tl.data.prepare import stratified_split
+from tune_tl.data.types import BadImage, FileSplit, LoadedData, PreparedData, Split
+from tune_tl.errors import TuneTLError
+
+log = logging.getLogger(__name__)
+
+FORMATS = "JPEG, PNG, BMP, WebP, GIF, TIFF"
+CHUNK = 2048
+
+
+@dataclass(frozen=True)
+class FolderIndex:
+    """The files of an image folder, by part (``train``/``val``/``test``, or ``pool`` to be split)."""
+
+    root: Path
+    layout: str
+    classes: list[str]
+    parts: dict[str, tuple[list[str], np.ndarray]]
+    dirs: dict[str, Path]
+
+
+# ---------------------------------------------------------------- decoding
+
+
+def open_rgb(path: str) -> Image.Image:
+    """Decode ``path`` fully and return it as RGB (grey, palette, CMYK, alpha all converted).
+
+    Transparent pixels are composited on white, as a viewer shows them, rather than on the
+    arbitrary colour hidden under alpha 0.
+    """
+    with Image.open(path) as img:
+        img.load()  # decode everything now: truncated files fail here, not in a trial
+        if img.mode in ("RGBA", "LA", "PA") or (img.mode == "P" and "transparency" in img.info):
+            rgba = img.convert("RGBA")
+            background = Image.new("RGBA", rgba.size, (255, 255, 255, 255))
+            return Image.alpha_composite(background, rgba).convert("RGB")
+        return img.convert("RGB")
+
+
+def fit_square(img: Image.Image, resolution: int) -> np.ndarray:
+    """Shorter side to ``resolution``, centre crop: uint8 ``(3, R, R)``."""
+    square = ImageOps.fit(img, (resolution, resolution), method=Image.Resampling.BICUBIC)
+    return np.asarray(square, dtype=np.uint8).transpose(2, 0, 1)
+
+
+def decode(path: str, resolutions: tuple[int, ...]) -> list[np.ndarray] | BadImage:
+    """One file at every resolution, or the reason it cannot be used."""
+    try:
+        if os.stat(path).st_size == 0:
+            return BadImage(path, "is empty (0 bytes)")
+        with open(path, "rb") as fh:
+            fh.read(1)
+    except OSError as exc:
+        return BadImage(path, f"cannot be read ({exc.strerror or exc})")
+    try:
+        img = open_rgb(path)
+    except UnidentifiedImageError:
+        return BadImage(path, f"is not an image file Pillow can read (supported: {FORMATS})")
+    except Image.DecompressionBombError as exc:
+        return BadImage(path, f"is too large to decode safely ({exc})")
+    except (OSError, SyntaxError, ValueError) as exc:
+        return BadImage(path, f"is corrupt or truncated ({exc})")
+    return [fit_square(img, r) for r in resolutions]
+
+
+def decode_all(files: list[str], resolutions: tuple[int, ...], keep: bool) -> tuple[dict[int, np.ndarray], np.ndarray, list[BadImage]]:
+    """Decode ``files`` in parallel; returns arrays per resolution (empty unless ``keep``), a good-mask, bad files."""
+    arrays = {r: np.empty((len(files), 3, r, r), dtype=np.uint8) for r in resolutions} if keep else {}
+    good = np.zeros(len(files), dtype=bool)
+    bad: list[BadImage] = []
+    sizes = resolutions if keep else (min(resolutions),)  # validation still decodes every file
+    start = last_log = time.perf_counter()
+    with ThreadPoolExecutor(max_workers=os.cpu_count() or 1) as pool:
+        for first in range(0, len(files), CHUNK):  # bounded number of pending results
+            chunk = files[first : first + CHUNK]
+            for i, out in enumerate(pool.map(lambda f: decode(f, sizes), chunk), start=first):
+                if isinstance(out, BadImage):
+                    bad.append(out)
+                    continue
+                good[i] = True
+                for r, img in zip(resolutions if keep else (), out):
+                    arrays[r][i] = img
+            if time.perf_counter() - last_log > 10:
+                last_log = time.perf_counter()
+                log.info("decoding: %d / %d images", first + len(chunk), len(files))
+    log.info("decoded %d images in %.1f s (%d bad)", len(files), time.perf_counter() - start, len(bad))
+    return arrays, good, bad
+
+
+# ---------------------------------------------------------------- layout
+
+
+def scan(root: Path) -> FolderIndex:
+    """Find the layout and every file; structural problems raise here."""
+    validate.check_folder(root, "data.path")
+    train_dir = root / "train"
+    if not train_dir.is_dir():
+        if (root / "val").is_dir():
+            raise TuneTLError(f"{root} has a val/ folder but no train/ folder; add train/<class>/ images")
+        classes, files = _class_tree(root)
+        validate.check_classes(root, classes, files)
+        return FolderIndex(root, "class folders, split by data.val_fraction", classes, {"pool": _flatten(classes, files)}, {"pool": root})
+    classes, files = _class_tree(train_dir)
+    validate.check_classes(train_dir, classes, files)
+    parts = {}
+    for part in ("val", "test"):
+        part_dir = root / part
+        if part_dir.is_dir():
+            part_classes, part_files = _class_tree(part_dir)
+            validate.check_same_classes(train_dir, part_dir, classes, part_classes)
+            validate.check_classes(part_dir, part_classes, part_files)
+            parts[part] = _flatten(classes, part_files)
+    if "val" in parts:
+        parts = {"train": _flatten(classes, files), **parts}
+        layout = "train/ and val/" + (" and test/" if "test" in parts else "")
+    else:
+        parts = {"pool": _flatten(classes, files), **parts}
+        layout = "train/ split by data.val_fraction" + (", test/" if "test" in parts else "")
+    dirs = {n: train_dir if n in ("train", "pool") else root / n for n in parts}
+    return FolderIndex(root, layout, classes, parts, dirs)
+
+
+def _class_tree(folder: Path) -> tuple[list[str], dict[str, list[str]]]:
+    """Class names (sub-folders, sorted) and each one's files, recursively, hidden files left out."""
+    classes = [e.name for e in validate.list_dir(folder, "folder") if e.is_dir()]
+    return classes, {c: _files_under(folder / c) for c in classes}
+
+
+def _files_under(folder: Path) -> list[str]:
+    out = []
+    for entry in validate.list_dir(folder, "class folder"):
+        if entry.is_dir():
+            out.extend(_files_under(Path(entry.path)))
+        else:
+            out.append(entry.path)  # symlinks included; a dangling one is reported as unreadable
+    return out
+
+
+def _flatten(classes: list[str], files: dict[str, list[str]]) -> tuple[list[str], np.ndarray]:
+    paths = [f for c in classes for f in files.get(c, [])]
+    labels = np.array([i for i, c in enumerate(classes) for _ in files.get(c, [])], dtype=np.int64)
+    return paths, labels
+
+
+# ---------------------------------------------------------------- preparation
+
+
+def load_imagefolder(root: str | Path, resolutions: list[int], val_fraction: float, seed: int,
+                     memory_budget_mb: float, skip_bad_images: bool) -> LoadedData:
+    """Validate, decode once and split an image folder; stream instead if it exceeds the budget."""
+    index = scan(Path(root).expanduser().resolve())
+    resolutions = tuple(sorted(set(resolutions)))
+    names = list(index.parts)
+    files = [f for n in names for f in index.parts[n][0]]
+    need_mb = len(files) * 3 * sum(r * r for r in resolutions) / 2**20
+    streaming = need_mb > memory_budget_mb
+    arrays, good, bad = decode_all(files, resolutions, keep=not streaming)
+    skipped = validate.raise_or_skip(bad, skip_bad_images)
+
+    # Positions of each part's usable files within ``files``.
+    positions, offset = {}, 0
+    for n in names:
+        count = len(index.parts[n][0])
+        pos = np.arange(offset, offset + count)
+        labels = index.parts[n][1]
+        positions[n] = (pos[good[pos]], labels[good[pos]])
+        left = {c: int((positions[n][1] == i).sum()) for i, c in enumerate(index.classes)}
+        validate.check_left_after_skipping(left, index.dirs[n])
+        offset += count
+    if "pool" in positions:
+        pos, labels = positions.pop("pool")
+        tr, va = stratified_split(labels, val_fraction, seed)
+        positions = {"train": (pos[tr], labels[tr]), "val": (pos[va], labels[va]), **positions}
+
+    splits = {}
+    for r in resolutions:
+        if streaming:
+            pick = {n: (tuple(files[i] for i in p), y) for n, (p, y) in positions.items()}
+            test = pick.get("test", (None, None))
+            splits[r] = FileSplit(*pick["train"], *pick["val"], r, *test)
+        else:
+            pick = {n: (arrays[r][p], y) for n, (p, y) in positions.items()}
+            splits[r] = Split(*pick["train"], *pick["val"], *pick.get("test", (None, None)))
+    counts = ", ".join(f"{len(positions[n][0])} {n}" for n in positions)
+    path = (f"streaming from files: decoded arrays would need {need_mb:.3g} MB > data.memory_budget_mb "
+            f"{memory_budget_mb:g}; trials decode images every epoch") if streaming else (
+            f"in memory: {need_mb:.1f} MB of uint8 arrays shared with every trial through Ray's object store")
+    description = f"image folder {index.root} ({index.layout}): {len(index.classes)} classes, {counts} images; {path}"
+    return LoadedData(PreparedData(list(index.classes), splits), skipped, description)
