@@ -8,8 +8,9 @@ because the checkpoint was trained in TensorFlow: "same" padding, BatchNorm eps 
 [-1, 1] (mean = std = 0.5) are what the weights expect; with PyTorch padding and ImageNet statistics the
 same tensors give visibly worse ImageNet predictions.
 
-    >>> model = create_lite0()
-    >>> model.load_state_dict(lite0_state_dict(), strict=False)  # classifier keys are not in `model`
+    >>> state = lite0_state_dict()  # timm names, classifier included
+    >>> len(state), state["conv_stem.weight"].shape
+    (296, torch.Size([32, 3, 3, 3]))
 """
 
 from __future__ import annotations
