@@ -35,6 +35,8 @@ def _parser() -> argparse.ArgumentParser:
     s.add_argument("--cpus-per-trial", type=float, default=1.0, help="CPUs per trial; also its torch threads (default 1)")
     s.add_argument("--gpus-per-trial", type=float, default=0.0, help="GPUs per trial, fractions allowed (default 0)")
     s.add_argument("--concurrency", type=int, help="max trials at once (default: as many as resources allow)")
+    s.add_argument("--no-feature-cache", dest="feature_cache", action="store_false",
+                   help="always run the backbone, even when it is frozen (default: cache frozen features)")
     s.add_argument("--output", default="results", help="folder for results (default ./results)")
     s.add_argument("--name", help="search name, the subfolder of --output (default search-DATE-TIME)")
     s.set_defaults(func=_search)
@@ -62,6 +64,7 @@ def _search(args) -> int:
         cpus_per_trial=args.cpus_per_trial,
         gpus_per_trial=args.gpus_per_trial,
         concurrency=args.concurrency,
+        feature_cache=args.feature_cache,
     )
     summary = run_search(spec, options)
     print(_format_summary(summary))

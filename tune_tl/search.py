@@ -31,6 +31,8 @@ class SearchOptions:
     gpus_per_trial: float = 0.0
     concurrency: int | None = None
     verbose: int = 1
+    #: Share frozen-backbone features between epochs and trials (``<search>/feature_cache``).
+    feature_cache: bool = True
 
     def validate(self) -> None:
         if self.cpus_per_trial <= 0:
@@ -70,6 +72,8 @@ def run_search(spec: SearchSpec, options: SearchOptions = SearchOptions()) -> Se
 
     context, num_blocks = _prepare_context(spec)  # before Ray: bad weights or data fail here
     root.mkdir(parents=True, exist_ok=True)
+    if options.feature_cache:
+        context = dataclasses.replace(context, feature_cache=str(root / "feature_cache"))
     metadata = _metadata(spec, options, name)
     from tune_tl.results import write_json_atomic
 
@@ -102,15 +106,21 @@ def _build_tuner(spec: SearchSpec, options: SearchOptions, context, num_blocks: 
     import ray
     from ray import tune
     from ray.tune.schedulers import ASHAScheduler
-    from ray.tune.search.optuna import OptunaSearch
 
+    from tune_tl.optuna_bridge import HonestOptunaSearch, storage_url
     from tune_tl.results import ParquetSink
     from tune_tl.trainable import run_trial
 
     if not ray.is_initialized():
         ray.init(include_dashboard=False, logging_level=logging.WARNING)
-    searcher = OptunaSearch(
-        space=spec.define_by_run(num_blocks), metric=METRIC, mode=MODE, sampler=optuna.samplers.TPESampler(seed=spec.seed)
+    searcher = HonestOptunaSearch(
+        space=spec.define_by_run(num_blocks),
+        metric=METRIC,
+        mode=MODE,
+        max_epochs=spec.budget.max_epochs,
+        sampler=optuna.samplers.TPESampler(seed=spec.seed),
+        storage=storage_url(root / "optuna.db"),
+        study_name=root.name,
     )
     scheduler = ASHAScheduler(
         time_attr="epoch",

@@ -15,7 +15,7 @@ from typing import Mapping
 import torch
 
 from tune_tl.data.types import PreparedData
-from tune_tl.models import TransferModel, build_backbone, build_head
+from tune_tl.models import FreezePolicy, TransferModel, build_backbone, build_head, param_groups
 from tune_tl.params import TrialConfig
 from tune_tl.train import EpochMetrics, FitConfig, fit
 
@@ -31,16 +31,28 @@ class TrialContext:
     data: PreparedData
     max_epochs: int
     seed: int
+    #: Folder of the shared frozen-feature cache (``<search>/feature_cache``); ``None`` disables it.
+    feature_cache: str | None = None
 
 
 def build_model(cfg: TrialConfig, ctx: TrialContext) -> TransferModel:
-    """The trial's network: shared pretrained backbone + fresh head, first blocks frozen."""
+    """The trial's network: shared pretrained backbone + fresh head, frozen per the trial's policy."""
     torch.manual_seed(ctx.seed)
     backbone = build_backbone(ctx.backbone_name, ctx.backbone_state)
     head = build_head(cfg.head, backbone.num_features, ctx.data.num_classes, cfg.head_hidden, cfg.head_dropout or 0.0)
     model = TransferModel(backbone, head)
-    model.freeze_blocks(cfg.freeze_blocks)
+    model.apply_policy(freeze_policy(cfg))
     return model
+
+
+def freeze_policy(cfg: TrialConfig) -> FreezePolicy:
+    """The trial's :class:`FreezePolicy` from its flat parameters."""
+    return FreezePolicy(
+        cfg.freeze_policy,
+        freeze_blocks=cfg.freeze_blocks or 0,
+        train_block=cfg.train_block or 0,
+        bn_train=cfg.bn_train != "off",
+    )
 
 
 def fit_config(cfg: TrialConfig, ctx: TrialContext, model: TransferModel, device: str) -> FitConfig:
@@ -55,6 +67,8 @@ def fit_config(cfg: TrialConfig, ctx: TrialContext, model: TransferModel, device
         std=model.backbone.std,
         seed=ctx.seed,
         device=device,
+        lp_epochs=min(cfg.lp_epochs, ctx.max_epochs),
+        feature_cache=ctx.feature_cache,
     )
 
 
@@ -70,7 +84,8 @@ def run_trial(config: dict, context: TrialContext) -> None:
     def report(metrics: EpochMetrics) -> None:
         tune.report(dataclasses.asdict(metrics))
 
-    fit(model, split, fit_config(cfg, context, model, device), report)
+    groups = param_groups(model, cfg.head_lr_mult, cfg.layer_decay)
+    fit(model, split, fit_config(cfg, context, model, device), report, groups)
 
 
 def _trial_device() -> str:
