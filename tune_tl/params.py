@@ -36,8 +36,8 @@ PARAMS: dict[str, Param] = {
                            when=("freeze_policy", "prefix")),
     "train_block": Param(int, 0, "the one backbone block trained (0 = stem) under the surgical policy",
                          when=("freeze_policy", "surgical")),
-    "bn_train": Param(str, "on", "whether BatchNorm layers of trainable blocks update their running statistics",
-                      choices=("on", "off"), when=("freeze_policy", ("prefix", "surgical", "full"))),
+    "bn_stats": Param(str, "update", "whether BatchNorm layers of trainable blocks update their running statistics (update) or keep the pretrained ones (frozen)",
+                      choices=("update", "frozen"), when=("freeze_policy", ("prefix", "surgical", "full"))),
     "lp_epochs": Param(int, 0, "linear-probe epochs (head only) before the freeze policy applies; 0 = off"),
     "optimizer": Param(str, "adamw", "optimizer", choices=("adamw", "sgd")),
     "lr": Param(float, 1e-3, "peak learning rate (cosine-annealed over max_epochs)"),
@@ -89,7 +89,7 @@ class TrialConfig:
     freeze_policy: str = "prefix"
     freeze_blocks: int | None = 0
     train_block: int | None = None
-    bn_train: str | None = "on"
+    bn_stats: str | None = "update"
     lp_epochs: int = 0
     optimizer: str = "adamw"
     lr: float = 1e-3

@@ -51,7 +51,7 @@ def freeze_policy(cfg: TrialConfig) -> FreezePolicy:
         cfg.freeze_policy,
         freeze_blocks=cfg.freeze_blocks or 0,
         train_block=cfg.train_block or 0,
-        bn_train=cfg.bn_train != "off",
+        bn_train=cfg.bn_stats != "frozen",
     )
 
 
