@@ -36,14 +36,15 @@ PARAMS: dict[str, Param] = {
                            when=("freeze_policy", "prefix")),
     "train_block": Param(int, 0, "the one backbone block trained (0 = stem) under the surgical policy",
                          when=("freeze_policy", "surgical")),
-    "bn_stats": Param(str, "update", "whether BatchNorm layers of trainable blocks update their running statistics (update) or keep the pretrained ones (frozen)",
-                      choices=("update", "frozen"), when=("freeze_policy", ("prefix", "surgical", "full"))),
+    "bn_stats": Param(str, "update", "BatchNorm running statistics of trainable blocks: update, or keep the "
+                      "pretrained ones (frozen)", choices=("update", "frozen"), when=("freeze_policy", ("prefix", "surgical", "full"))),
     "lp_epochs": Param(int, 0, "linear-probe epochs (head only) before the freeze policy applies; 0 = off"),
     "optimizer": Param(str, "adamw", "optimizer", choices=("adamw", "sgd")),
     "lr": Param(float, 1e-3, "peak learning rate (cosine-annealed over max_epochs)"),
     "weight_decay": Param(float, 1e-4, "decoupled (AdamW) or L2 (SGD) weight decay"),
     "head_lr_mult": Param(float, 1.0, "the head's learning rate is lr × head_lr_mult"),
-    "layer_decay": Param(float, 1.0, "block learning rate = lr × layer_decay^depth (depth 1 = the block next to the head)"),
+    "layer_decay": Param(float, 1.0, "block learning rate = lr × layer_decay^depth (depth 1 = the block next "
+                         "to the head)"),
     "momentum": Param(float, 0.9, "SGD momentum", when=("optimizer", "sgd")),
     "head": Param(str, "linear", "classifier head design", choices=("linear", "mlp")),
     "head_hidden": Param(int, 256, "hidden width of the MLP head", when=("head", "mlp")),
