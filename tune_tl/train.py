@@ -190,8 +190,7 @@ def _frozen_features(model: nn.Module, split: Split, cfg: FitConfig, mean, std) 
 
 @torch.no_grad()
 def _encode(features: nn.Module, images: np.ndarray, cfg: FitConfig, mean, std) -> np.ndarray:
-    was_training = features.training
-    features.eval()
+    features.eval()  # fit calls model.train() afterwards, which keeps a frozen backbone in eval
     autocast, _ = _amp(mean.device)
     out = []
     for start in range(0, len(images), cfg.eval_batch_size):
@@ -199,7 +198,6 @@ def _encode(features: nn.Module, images: np.ndarray, cfg: FitConfig, mean, std) 
         x = (torch.from_numpy(images[idx]).to(mean.device).float() - mean) / std
         with autocast:
             out.append(features(x).float().cpu())
-    features.train(was_training)
     return torch.cat(out).numpy()
 
 
