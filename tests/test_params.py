@@ -30,3 +30,11 @@ def test_unknown_keys_and_wrong_types_are_errors():
 
 def test_integers_are_accepted_for_floats():
     assert TrialConfig.from_dict({"weight_decay": 0}).weight_decay == 0.0
+
+
+def test_policy_parameters_apply_only_under_their_policy():
+    surgical = TrialConfig.from_dict({"freeze_policy": "surgical", "train_block": 3, "freeze_blocks": 5})
+    assert (surgical.train_block, surgical.freeze_blocks, surgical.bn_stats) == (3, None, "update")
+    probe = TrialConfig.from_dict({"freeze_policy": "head_only", "bn_stats": "frozen"})
+    assert probe.bn_stats is None and probe.train_block is None and probe.freeze_blocks is None
+    assert TrialConfig.from_dict({}).freeze_blocks == 0  # old spaces: prefix policy, nothing frozen

@@ -53,6 +53,10 @@ def test_default_space_is_the_bundled_offline_search():
         ("params:\n  batch_size: [32, big]\n", "params.batch_size: expected int, got 'big'"),
         ("params:\n  resolution: 8\n", "params.resolution: 8 px is too small"),
         ("params:\n  head_hidden: []\n", "params.head_hidden: an empty list of choices"),
+        ("params:\n  freeze_policy: [prefix, thaw]\n", "params.freeze_policy: 'thaw' is not one of"),
+        ("params:\n  bn_stats: [on, off]\n", "params.bn_stats: expected str, got True"),
+        ("params:\n  layer_decay: {low: 0.5, high: 1.5}\n", "params.layer_decay.high: must be in (0, 1]"),
+        ("params:\n  head_lr_mult: 0\n", "params.head_lr_mult: must be positive"),
         ("data:\n  source: mnist\n", "data.source: 'mnist' is not one of"),
         ("data:\n  val_fraction: 1.5\n", "data.val_fraction must be between 0 and 1"),
         ("- just\n- a list\n", "expected a mapping at the top level"),
@@ -78,6 +82,24 @@ def test_freeze_blocks_beyond_the_backbone_is_rejected_once_blocks_are_known(tmp
         spec.check_blocks(9)
 
 
+def test_every_freeze_policy_is_in_a_shipped_space():
+    policies = set()
+    for path in SPACES:
+        for p in load_space(path).params:
+            if p.name == "freeze_policy":
+                policies |= set(p.dist.values) if isinstance(p.dist, Choice) else {p.dist.value}
+    assert policies == {"prefix", "surgical", "head_only", "full"}
+
+
+def test_train_block_last_means_the_last_block_and_larger_indices_are_rejected(tmp_path):
+    spec = load_space(write(tmp_path, "params:\n  freeze_policy: surgical\n  train_block: {low: 2, high: last}\n"))
+    fn = spec.define_by_run(num_blocks=9)
+    assert {c["train_block"] for c in sample_many(fn, 60)} == set(range(2, 9))
+    spec = load_space(write(tmp_path, "params:\n  train_block: [0, 9]\n"))
+    with pytest.raises(TuneTLError, match=r"params.train_block: 9 is outside 0..8 \(this backbone has 9 blocks\)"):
+        spec.check_blocks(9)
+
+
 def sample_many(fn, n=40):
     study = optuna.create_study(sampler=optuna.samplers.RandomSampler(seed=0))
     configs = []
@@ -95,7 +117,10 @@ def test_conditional_parameters_are_sampled_only_when_they_apply():
     for c in configs:
         assert ("head_hidden" in c) == (c["head"] == "mlp")
         assert ("momentum" in c) == (c["optimizer"] == "sgd")
-        assert 0 <= c["freeze_blocks"] <= 9
+        assert ("freeze_blocks" in c) == (c["freeze_policy"] == "prefix")
+        assert ("train_block" in c) == (c["freeze_policy"] == "surgical")
+        assert ("bn_stats" in c) == (c["freeze_policy"] != "head_only")
+        assert 0 <= c.get("freeze_blocks", 0) <= 9 and 0 <= c.get("train_block", 0) <= 8
         assert 1e-4 <= c["lr"] <= 3e-2
         assert c["resolution"] == 32  # fixed values come back as constants
 

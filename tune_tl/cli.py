@@ -40,6 +40,8 @@ def _parser() -> argparse.ArgumentParser:
     s.add_argument("--scheduler", choices=["asha", "fifo"], default="asha", help="asha (default) or fifo: no early stopping, for comparison")
     s.add_argument("--sampler", choices=["tpe", "random"], default="tpe", help="Optuna sampler: tpe (default) or random, for comparison")
     s.add_argument("--address", help="Ray cluster to join, e.g. 10.0.0.5:6379 or ray://head:10001 (default: $RAY_ADDRESS, else local Ray)")
+    s.add_argument("--no-feature-cache", dest="feature_cache", action="store_false",
+                   help="always run the backbone, even when it is frozen (default: cache frozen features)")
     s.add_argument("--output", default="results", help="folder for results (default ./results)")
     s.add_argument("--name", help="search name, the subfolder of --output (default search-DATE-TIME)")
     s.set_defaults(func=_search)
@@ -71,6 +73,7 @@ def _search(args) -> int:
         address=args.address,
         scheduler=args.scheduler,
         sampler=args.sampler,
+        feature_cache=args.feature_cache,
     )
     summary = run_search(spec, options)
     print(_format_summary(summary))

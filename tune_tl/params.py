@@ -22,17 +22,29 @@ class Param:
     default: Any
     help: str
     choices: tuple | None = None
-    #: ``(other_param, value)``: this parameter exists only when ``other_param == value``.
+    #: ``(other_param, value)``: this parameter exists only when ``other_param == value``;
+    #: ``value`` may be a tuple of values, any of which activates it.
     when: tuple[str, Any] | None = None
 
 
 PARAMS: dict[str, Param] = {
     "resolution": Param(int, 64, "input image side in pixels; data is prepared once per value"),
     "batch_size": Param(int, 64, "training batch size"),
-    "freeze_blocks": Param(int, 0, "leading backbone blocks frozen: 0 = full fine-tune, all = linear probe"),
+    "freeze_policy": Param(str, "prefix", "what is trained: prefix (blocks after freeze_blocks), surgical (one block), "
+                           "head_only (linear probe) or full", choices=("prefix", "surgical", "head_only", "full")),
+    "freeze_blocks": Param(int, 0, "leading backbone blocks frozen: 0 = full fine-tune, all = linear probe",
+                           when=("freeze_policy", "prefix")),
+    "train_block": Param(int, 0, "the one backbone block trained (0 = stem) under the surgical policy",
+                         when=("freeze_policy", "surgical")),
+    "bn_stats": Param(str, "update", "BatchNorm running statistics of trainable blocks: update, or keep the "
+                      "pretrained ones (frozen)", choices=("update", "frozen"), when=("freeze_policy", ("prefix", "surgical", "full"))),
+    "lp_epochs": Param(int, 0, "linear-probe epochs (head only) before the freeze policy applies; 0 = off"),
     "optimizer": Param(str, "adamw", "optimizer", choices=("adamw", "sgd")),
     "lr": Param(float, 1e-3, "peak learning rate (cosine-annealed over max_epochs)"),
     "weight_decay": Param(float, 1e-4, "decoupled (AdamW) or L2 (SGD) weight decay"),
+    "head_lr_mult": Param(float, 1.0, "the head's learning rate is lr × head_lr_mult"),
+    "layer_decay": Param(float, 1.0, "block learning rate = lr × layer_decay^depth (depth 1 = the block next "
+                         "to the head)"),
     "momentum": Param(float, 0.9, "SGD momentum", when=("optimizer", "sgd")),
     "head": Param(str, "linear", "classifier head design", choices=("linear", "mlp")),
     "head_hidden": Param(int, 256, "hidden width of the MLP head", when=("head", "mlp")),
@@ -48,7 +60,13 @@ PARAMS: dict[str, Param] = {
 def is_active(name: str, values: Mapping[str, Any]) -> bool:
     """Whether ``name`` applies given the other parameters' values (conditional parameters)."""
     when = PARAMS[name].when
-    return when is None or values.get(when[0], PARAMS[when[0]].default) == when[1]
+    if when is None:
+        return True
+    parent, wanted = when
+    if not is_active(parent, values):
+        return False
+    value = values.get(parent, PARAMS[parent].default)
+    return value in wanted if isinstance(wanted, tuple) else value == wanted
 
 
 def coerce(name: str, value: Any, where: str) -> Any:
@@ -76,10 +94,16 @@ class TrialConfig:
 
     resolution: int = 64
     batch_size: int = 64
-    freeze_blocks: int = 0
+    freeze_policy: str = "prefix"
+    freeze_blocks: int | None = 0
+    train_block: int | None = None
+    bn_stats: str | None = "update"
+    lp_epochs: int = 0
     optimizer: str = "adamw"
     lr: float = 1e-3
     weight_decay: float = 1e-4
+    head_lr_mult: float = 1.0
+    layer_decay: float = 1.0
     momentum: float | None = None
     head: str = "linear"
     head_hidden: int | None = None

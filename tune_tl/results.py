@@ -42,6 +42,8 @@ EPOCH_SCHEMA = pa.schema(
         ("epoch_seconds", pa.float64()),
         ("trainable_params", pa.int64()),
         ("diverged", pa.bool_()),
+        ("phase", pa.string()),  # probe | finetune
+        ("cached_features", pa.bool_()),
         ("time", pa.timestamp("ms", tz="UTC")),
         ("node_id", pa.string()),
     ],

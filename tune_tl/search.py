@@ -39,6 +39,8 @@ class SearchOptions:
     #: ``tpe`` (Optuna's TPE) or ``random`` (Optuna's RandomSampler: the baseline to compare).
     sampler: str = "tpe"
     verbose: int = 1
+    #: Share frozen-backbone features between epochs and trials (``<search>/feature_cache``).
+    feature_cache: bool = True
 
     def validate(self) -> None:
         if self.cpus_per_trial <= 0:
@@ -89,6 +91,8 @@ def run_search(spec: SearchSpec, options: SearchOptions = SearchOptions()) -> Se
         from tune_tl.data.validate import write_skipped
 
         write_skipped(skipped, root / SKIPPED_FILE)
+    if options.feature_cache:
+        context = dataclasses.replace(context, feature_cache=str(root / "feature_cache"))
     metadata = {**_metadata(spec, options, name), "data": loaded.description, "skipped_images": len(skipped)}
     from tune_tl.results import write_json_atomic
 
@@ -120,8 +124,8 @@ def _build_tuner(spec: SearchSpec, options: SearchOptions, context, num_blocks: 
     import ray
     from ray import tune
     from ray.tune.schedulers import ASHAScheduler, FIFOScheduler
-    from ray.tune.search.optuna import OptunaSearch
 
+    from tune_tl.optuna_bridge import HonestOptunaSearch, storage_url
     from tune_tl.results import ParquetSink
     from tune_tl.trainable import run_trial
 
@@ -132,7 +136,15 @@ def _build_tuner(spec: SearchSpec, options: SearchOptions, context, num_blocks: 
         else:  # a fresh local Ray; dashboard off, so nothing listens on the network
             ray.init(address="local", include_dashboard=False, logging_level=logging.WARNING)
     sampler = {"tpe": optuna.samplers.TPESampler, "random": optuna.samplers.RandomSampler}[options.sampler](seed=spec.seed)
-    searcher = OptunaSearch(space=spec.define_by_run(num_blocks), metric=METRIC, mode=MODE, sampler=sampler)
+    searcher = HonestOptunaSearch(
+        space=spec.define_by_run(num_blocks),
+        metric=METRIC,
+        mode=MODE,
+        max_epochs=spec.budget.max_epochs,
+        sampler=sampler,
+        storage=storage_url(root / "optuna.db"),
+        study_name=root.name,
+    )
     if options.scheduler == "asha":
         scheduler = ASHAScheduler(
             time_attr="epoch",

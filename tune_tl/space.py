@@ -28,6 +28,9 @@ from tune_tl.params import PARAMS, TrialConfig, coerce, is_active
 
 DEFAULT_SPACE = Path(__file__).resolve().parent.parent / "search_spaces" / "default.yaml"
 ALL = "all"  # freeze_blocks upper bound meaning "every block" (a linear probe)
+LAST = "last"  # train_block value meaning "the last block"
+#: Parameters that name backbone blocks: (symbolic value, what it stands for, highest valid index).
+BLOCK_PARAMS = {"freeze_blocks": (ALL, lambda n: n), "train_block": (LAST, lambda n: n - 1)}
 
 
 @dataclass(frozen=True)
@@ -115,7 +118,7 @@ class SearchSpec:
         return functools.partial(sample_params, resolve_all(self.params, num_blocks, self.source))
 
     def check_blocks(self, num_blocks: int) -> None:
-        """Raise if ``freeze_blocks`` can exceed the backbone's block count."""
+        """Raise if ``freeze_blocks`` or ``train_block`` can exceed the backbone's blocks."""
         resolve_all(self.params, num_blocks, self.source)
 
 
@@ -142,27 +145,31 @@ def sample_params(params: tuple[ParamSpec, ...], trial) -> dict[str, Any]:
 
 
 def resolve_all(params: tuple[ParamSpec, ...], num_blocks: int, source: str) -> tuple[ParamSpec, ...]:
-    """Replace ``all`` in ``freeze_blocks`` by the block count and check the range fits."""
+    """Replace ``all`` (``freeze_blocks``) and ``last`` (``train_block``) by block indices; check ranges fit."""
     out = []
     for p in params:
         d = p.dist
-        if p.name == "freeze_blocks":
-            where = f"{source}: params.freeze_blocks"
+        if p.name in BLOCK_PARAMS:
+            where = f"{source}: params.{p.name}"
+            symbol, high = BLOCK_PARAMS[p.name]
+            fix = functools.partial(_blocks, symbol=symbol, high=high(num_blocks), num_blocks=num_blocks, where=where)
             if isinstance(d, Range):
-                d = Range(_blocks(d.low, num_blocks, where), _blocks(d.high, num_blocks, where), d.log, d.step)
+                d = Range(fix(d.low), fix(d.high), d.log, d.step)
+                if d.low > d.high:
+                    raise TuneTLError(f"{where}: low ({d.low}) is greater than high ({d.high}) for this backbone")
             elif isinstance(d, Choice):
-                d = Choice(tuple(_blocks(v, num_blocks, where) for v in d.values))
+                d = Choice(tuple(fix(v) for v in d.values))
             else:
-                d = Fixed(_blocks(d.value, num_blocks, where))
+                d = Fixed(fix(d.value))
         out.append(ParamSpec(p.name, d))
     return tuple(out)
 
 
-def _blocks(value: Any, num_blocks: int, where: str) -> int:
-    if value == ALL:
-        return num_blocks
-    if not 0 <= value <= num_blocks:
-        raise TuneTLError(f"{where}: {value} is outside 0..{num_blocks} (this backbone has {num_blocks} blocks)")
+def _blocks(value: Any, symbol: str, high: int, num_blocks: int, where: str) -> int:
+    if value == symbol:
+        return high
+    if not 0 <= value <= high:
+        raise TuneTLError(f"{where}: {value} is outside 0..{high} (this backbone has {num_blocks} blocks)")
     return value
 
 
@@ -244,9 +251,9 @@ def _parse_param(name: str, raw: Any, source: str) -> ParamSpec:
     low, high = _value(name, raw["low"], where + ".low"), _value(name, raw["high"], where + ".high")
     log = _typed(raw.get("log", False), bool, source, f"params.{name}.log")
     step = raw.get("step")
-    if ALL not in (low, high) and low > high:
+    if not {ALL, LAST} & {low, high} and low > high:
         raise TuneTLError(f"{where}: low ({low}) is greater than high ({high})")
-    if log and (low == ALL or low <= 0):
+    if log and (low in (ALL, LAST) or low <= 0):
         raise TuneTLError(f"{where}: a log range needs low > 0, got {low}")
     if step is not None:
         step = _value(name, step, where + ".step")
@@ -256,8 +263,8 @@ def _parse_param(name: str, raw: Any, source: str) -> ParamSpec:
 
 
 def _value(name: str, value: Any, where: str) -> Any:
-    if name == "freeze_blocks" and value == ALL:
-        return ALL
+    if name in BLOCK_PARAMS and value == BLOCK_PARAMS[name][0]:
+        return value
     value = coerce(name, value, where)
     if isinstance(value, float) and not math.isfinite(value):
         raise TuneTLError(f"{where}: {value} is not a finite number")
@@ -265,6 +272,10 @@ def _value(name: str, value: Any, where: str) -> Any:
         raise TuneTLError(f"{where}: must not be negative, got {value}")
     if name in ("resolution", "batch_size", "head_hidden") and value < 1:
         raise TuneTLError(f"{where}: must be at least 1, got {value}")
+    if name == "head_lr_mult" and value <= 0:
+        raise TuneTLError(f"{where}: must be positive, got {value}")
+    if name == "layer_decay" and not 0 < value <= 1:
+        raise TuneTLError(f"{where}: must be in (0, 1] (1 = the same learning rate at every depth), got {value}")
     if name == "resolution" and value < 32:
         raise TuneTLError(f"{where}: {value} px is too small for ImageNet backbones; use 32 or more")
     limits = {"aug_crop_scale": (0.0, 1.0, "in (0, 1]"), "aug_jitter": (-1.0, 0.99999, "in [0, 1)"), "aug_rotate": (-1.0, 180.0, "in [0, 180]")}

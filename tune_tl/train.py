@@ -1,7 +1,11 @@
 """The fine-tuning loop: plain PyTorch, no Ray, readable top to bottom.
 
 ``fit`` trains a model on in-memory uint8 arrays and calls ``on_epoch`` after every epoch; Ray Tune
-wraps it in ``trainable.py``, and a user can call it directly:
+wraps it in ``trainable.py``, and a user can call it directly. With ``lp_epochs > 0`` the first epochs are
+a linear probe (head only) and the model's freeze policy applies afterwards; epochs count across both
+phases and each epoch's row says its ``phase``. Epochs whose backbone is entirely frozen and whose inputs
+are not augmented train the head on cached backbone features (``tune_tl.feature_cache``) when
+``FitConfig.feature_cache`` names a folder: same result, a fraction of the time.
 
     >>> metrics = fit(model, split, FitConfig(epochs=2, batch_size=64, lr=1e-3), print)
 """
@@ -45,6 +49,10 @@ class FitConfig:
     augment: AugmentConfig = AugmentConfig()
     #: DataLoader worker processes for the streaming path (``FileSplit``); unused for in-memory arrays.
     num_workers: int = 0
+    #: Epochs of linear probing (whole backbone frozen) before the model's freeze policy applies.
+    lp_epochs: int = 0
+    #: Folder of the shared frozen-feature cache; ``None`` always runs the backbone.
+    feature_cache: str | None = None
 
 
 @dataclass(frozen=True)
@@ -59,43 +67,75 @@ class EpochMetrics:
     epoch_seconds: float
     trainable_params: int
     diverged: bool = False
+    phase: str = "finetune"  # "probe" (head only, LP→FT's first phase) or "finetune"
+    cached_features: bool = False  # the head trained on cached frozen-backbone features
 
 
-def fit(model: nn.Module, split: Split | FileSplit, cfg: FitConfig, on_epoch: Callable[[EpochMetrics], None] | None = None) -> list[EpochMetrics]:
+def fit(
+    model: nn.Module,
+    split: Split | FileSplit,
+    cfg: FitConfig,
+    on_epoch: Callable[[EpochMetrics], None] | None = None,
+    param_groups: list[dict] | None = None,
+) -> list[EpochMetrics]:
     """Train ``model`` for ``cfg.epochs`` epochs on ``split``; stop early if the loss diverges.
 
-    Only parameters with ``requires_grad`` are optimised (freezing is the model's business).
-    The learning rate follows a per-epoch cosine schedule from ``cfg.lr`` towards zero. ``split``
-    is in-memory arrays or, on the streaming path, file lists decoded per epoch; both visit the
-    same images in the same order for the same seed.
+    Only parameters with ``requires_grad`` get gradients (freezing is the model's business).
+    The learning rate follows a per-epoch cosine schedule from ``cfg.lr`` towards zero, times each
+    parameter group's ``lr_scale`` (see ``tune_tl.models.param_groups``). ``split`` is in-memory
+    arrays or, on the streaming path, file lists decoded per epoch; both visit the same images in
+    the same order for the same seed.
+
+    Args:
+        model: Any module; LP→FT (``cfg.lp_epochs > 0``) and the feature cache need a
+            ``TransferModel`` (``set_probing``, ``backbone_frozen``, ``features``, ``head``).
+        param_groups: Optimizer groups (``params`` plus optional ``lr_scale``); by default one group
+            of the parameters that require gradients now.
     """
     device = torch.device(cfg.device)
     torch.manual_seed(cfg.seed)
     model.to(device)
-    params = [p for p in model.parameters() if p.requires_grad]
-    trainable = sum(p.numel() for p in params)
-    optimizer = make_optimizer(params, cfg)
+    if cfg.lp_epochs and not hasattr(model, "set_probing"):
+        raise ValueError("lp_epochs > 0 needs a TransferModel (it must be able to freeze its backbone)")
+    if param_groups is None:
+        param_groups = [{"params": [p for p in model.parameters() if p.requires_grad]}]
+    optimizer = make_optimizer(param_groups, cfg)
     autocast, scaler = _amp(device)
     mean = torch.tensor(cfg.mean, device=device).view(1, 3, 1, 1) * 255
     std = torch.tensor(cfg.std, device=device).view(1, 3, 1, 1) * 255
     rng = np.random.default_rng(cfg.seed)
     augment = Augment(cfg.augment, cfg.seed)
     history = []
+    cached = None  # (train features, val features) while the whole backbone stays frozen
 
     for epoch in range(cfg.epochs):
         start = time.perf_counter()
+        phase = "probe" if epoch < cfg.lp_epochs else "finetune"
+        if cfg.lp_epochs:
+            model.set_probing(phase == "probe")
+        trainable = sum(p.numel() for p in model.parameters() if p.requires_grad)
         lr = cfg.lr * 0.5 * (1 + math.cos(math.pi * epoch / cfg.epochs))
         for group in optimizer.param_groups:
-            group["lr"] = lr
+            group["lr"] = lr * group.get("lr_scale", 1.0)
+        if cfg.feature_cache is None or isinstance(split, FileSplit) or not features_cacheable(model, cfg):
+            cached = None
+        elif cached is None:
+            cached = _frozen_features(model, split, cfg, mean, std)
         model.train()
         total_loss, seen = 0.0, 0
         order = rng.permutation(len(split.train_y))
         # BatchNorm cannot train on a single image, so a last batch of one is dropped.
         batches = [np.sort(b) for b in np.array_split(order, max(1, math.ceil(len(order) / cfg.batch_size))) if len(b) >= 2]
-        for images, labels in _batches(split, "train", batches, cfg):
-            x, y = _to_device(images, labels, device, mean, std, augment)
+        loaded = _batches(split, "train", batches, cfg) if cached is None else ((None, None) for _ in batches)
+        for batch, (images, labels) in zip(batches, loaded):
             with autocast:
-                loss = F.cross_entropy(model(x), y)
+                if cached is None:
+                    x, y = _to_device(images, labels, device, mean, std, augment)
+                    logits = model(x)
+                else:
+                    x, y = cached[0][batch], torch.from_numpy(split.train_y[batch]).to(device)
+                    logits = model.head(x)
+                loss = F.cross_entropy(logits, y)
             optimizer.zero_grad(set_to_none=True)
             scaler.scale(loss).backward()
             scaler.step(optimizer)
@@ -104,8 +144,12 @@ def fit(model: nn.Module, split: Split | FileSplit, cfg: FitConfig, on_epoch: Ca
             seen += len(y)
         train_loss = total_loss / max(seen, 1)
         diverged = not math.isfinite(train_loss)
-        val_loss, val_acc = evaluate_split(model, split, cfg, mean, std)
-        metrics = EpochMetrics(epoch + 1, train_loss, val_loss, val_acc, lr, time.perf_counter() - start, trainable, diverged)
+        if cached is None:
+            val_loss, val_acc = evaluate_split(model, split, cfg, mean, std)
+        else:
+            val_loss, val_acc = _evaluate_head(model.head, cached[1], split.val_y, cfg)
+        seconds = time.perf_counter() - start
+        metrics = EpochMetrics(epoch + 1, train_loss, val_loss, val_acc, lr, seconds, trainable, diverged, phase, cached is not None)
         history.append(metrics)
         if on_epoch is not None:
             on_epoch(metrics)
@@ -114,6 +158,71 @@ def fit(model: nn.Module, split: Split | FileSplit, cfg: FitConfig, on_epoch: Ca
     return history
 
 
+def has_input_augmentation(cfg: FitConfig) -> bool:
+    """Whether training inputs are randomly transformed (then backbone outputs differ every epoch)."""
+    return cfg.augment.active
+
+
+def features_cacheable(model: nn.Module, cfg: FitConfig) -> bool:
+    """Whether this epoch's backbone output is a fixed function of each image, so it can be cached.
+
+    True when the whole backbone is frozen (so it runs in eval mode: no BatchNorm updates, no dropout)
+    and the inputs are not augmented.
+    """
+    return bool(getattr(model, "backbone_frozen", False)) and not has_input_augmentation(cfg)
+
+
+def _frozen_features(model: nn.Module, split: Split, cfg: FitConfig, mean, std) -> tuple[torch.Tensor, torch.Tensor]:
+    """Pooled backbone features of every train and val image, from the shared cache or computed once."""
+    from tune_tl.feature_cache import FeatureCache, fingerprint_arrays, fingerprint_module, make_key
+
+    device = mean.device
+    key = make_key(
+        backbone=getattr(getattr(model, "backbone", None), "name", type(model.features).__name__),
+        weights=fingerprint_module(model.features),
+        mean=list(cfg.mean), std=list(cfg.std),
+        resolution=split.resolution,
+        cut="pooled",  # after every block: the cut point
+        data=fingerprint_arrays(split.train_x, split.train_y, split.val_x, split.val_y),
+        device=device.type,  # GPU (AMP) and CPU features differ in the last bits
+    )
+
+    def compute() -> dict[str, np.ndarray]:
+        return {"train": _encode(model.features, split.train_x, cfg, mean, std),
+                "val": _encode(model.features, split.val_x, cfg, mean, std)}
+
+    arrays = FeatureCache(cfg.feature_cache).load_or_compute(key, compute, {"train": len(split.train_y), "val": len(split.val_y)})
+    return torch.from_numpy(arrays["train"]).to(device), torch.from_numpy(arrays["val"]).to(device)
+
+
+@torch.no_grad()
+def _encode(features: nn.Module, images: np.ndarray, cfg: FitConfig, mean, std) -> np.ndarray:
+    features.eval()  # fit calls model.train() afterwards, which keeps a frozen backbone in eval
+    autocast, _ = _amp(mean.device)
+    out = []
+    for start in range(0, len(images), cfg.eval_batch_size):
+        idx = np.arange(start, min(start + cfg.eval_batch_size, len(images)))
+        x = (torch.from_numpy(images[idx]).to(mean.device).float() - mean) / std
+        with autocast:
+            out.append(features(x).float().cpu())
+    return torch.cat(out).numpy()
+
+
+@torch.no_grad()
+def _evaluate_head(head: nn.Module, features: torch.Tensor, labels: np.ndarray, cfg: FitConfig) -> tuple[float, float]:
+    head.eval()
+    y = torch.from_numpy(labels).to(features.device)
+    loss_sum, correct = 0.0, 0
+    for start in range(0, len(labels), cfg.eval_batch_size):
+        logits = head(features[start : start + cfg.eval_batch_size]).float()
+        target = y[start : start + cfg.eval_batch_size]
+        loss_sum += F.cross_entropy(logits, target, reduction="sum").item()
+        correct += (logits.argmax(1) == target).sum().item()
+    n = max(len(labels), 1)
+    return loss_sum / n, correct / n
+
+
+@torch.no_grad()
 def evaluate(model: nn.Module, images: np.ndarray, labels: np.ndarray, cfg: FitConfig, mean=None, std=None) -> tuple[float, float]:
     """Mean cross-entropy and accuracy of ``model`` on uint8 ``images``."""
     return evaluate_split(model, Split(images[:0], labels[:0], images, labels), cfg, mean, std)
@@ -139,7 +248,8 @@ def evaluate_split(model: nn.Module, split: Split | FileSplit, cfg: FitConfig, m
     return loss_sum / n, correct / n
 
 
-def make_optimizer(params: list[nn.Parameter], cfg: FitConfig) -> torch.optim.Optimizer:
+def make_optimizer(params: list, cfg: FitConfig) -> torch.optim.Optimizer:
+    """AdamW or SGD over ``params`` (tensors or parameter-group dicts)."""
     if cfg.optimizer == "adamw":
         return torch.optim.AdamW(params, lr=cfg.lr, weight_decay=cfg.weight_decay)
     if cfg.optimizer == "sgd":

@@ -17,7 +17,7 @@ import torch
 
 from tune_tl.data.augment import AugmentConfig
 from tune_tl.data.types import PreparedData
-from tune_tl.models import TransferModel, build_backbone, build_head
+from tune_tl.models import FreezePolicy, TransferModel, build_backbone, build_head, param_groups
 from tune_tl.params import TrialConfig
 from tune_tl.train import EpochMetrics, FitConfig, fit
 
@@ -33,21 +33,33 @@ class TrialContext:
     data: PreparedData
     max_epochs: int
     seed: int
+    #: Folder of the shared frozen-feature cache (``<search>/feature_cache``); ``None`` disables it.
+    feature_cache: str | None = None
 
 
 def build_model(cfg: TrialConfig, ctx: TrialContext) -> TransferModel:
-    """The trial's network: shared pretrained backbone + fresh head, first blocks frozen."""
+    """The trial's network: shared pretrained backbone + fresh head, frozen per the trial's policy."""
     torch.manual_seed(ctx.seed)
     backbone = build_backbone(ctx.backbone_name, ctx.backbone_state)
     head = build_head(cfg.head, backbone.num_features, ctx.data.num_classes, cfg.head_hidden, cfg.head_dropout or 0.0)
     model = TransferModel(backbone, head)
-    model.freeze_blocks(cfg.freeze_blocks)
+    model.apply_policy(freeze_policy(cfg))
     return model
 
 
 def augment_config(cfg: TrialConfig) -> AugmentConfig:
     """The trial's augmentation parameters as ``train.py`` takes them."""
     return AugmentConfig(crop_scale=cfg.aug_crop_scale, flip=bool(cfg.aug_flip), rotate=cfg.aug_rotate, jitter=cfg.aug_jitter)
+
+
+def freeze_policy(cfg: TrialConfig) -> FreezePolicy:
+    """The trial's :class:`FreezePolicy` from its flat parameters."""
+    return FreezePolicy(
+        cfg.freeze_policy,
+        freeze_blocks=cfg.freeze_blocks or 0,
+        train_block=cfg.train_block or 0,
+        bn_train=cfg.bn_stats != "frozen",
+    )
 
 
 def fit_config(cfg: TrialConfig, ctx: TrialContext, model: TransferModel, device: str, num_workers: int = 0) -> FitConfig:
@@ -64,6 +76,8 @@ def fit_config(cfg: TrialConfig, ctx: TrialContext, model: TransferModel, device
         device=device,
         augment=augment_config(cfg),
         num_workers=num_workers,
+        lp_epochs=min(cfg.lp_epochs, ctx.max_epochs),
+        feature_cache=ctx.feature_cache,
     )
 
 
@@ -81,7 +95,8 @@ def run_trial(config: dict, context: TrialContext) -> None:
     def report(metrics: EpochMetrics) -> None:
         tune.report({**dataclasses.asdict(metrics), **node})
 
-    fit(model, split, fit_config(cfg, context, model, device, _loader_workers()), report)
+    groups = param_groups(model, cfg.head_lr_mult, cfg.layer_decay)
+    fit(model, split, fit_config(cfg, context, model, device, _loader_workers()), report, groups)
 
 
 def _node_info() -> dict[str, str]:

@@ -7,14 +7,18 @@
 """
 
 from tune_tl.models.backbones import Backbone, build_backbone
-from tune_tl.models.freezing import TransferModel, count_trainable_parameters
+from tune_tl.models.freezing import POLICIES, FreezePolicy, TransferModel, count_trainable_parameters
 from tune_tl.models.heads import HEAD_KINDS, build_head
+from tune_tl.models.param_groups import param_groups
 
 __all__ = [
     "HEAD_KINDS",
     "Backbone",
+    "FreezePolicy",
+    "POLICIES",
     "TransferModel",
     "build_backbone",
     "build_head",
     "count_trainable_parameters",
+    "param_groups",
 ]

@@ -1,0 +1,122 @@
+"""Ray's ``OptunaSearch`` with honest trial states and a study persisted in the search folder.
+
+Ray's searcher tells Optuna every finished trial as COMPLETE with its last value, so a trial that ASHA
+stopped after one epoch looks like a finished trial with a poor score, and TPE learns from partial
+results as if they were final. :class:`HonestOptunaSearch` instead:
+
+* reports every epoch's metric as an intermediate value (``trial.report(value, step=epoch)``);
+* tells a trial that ran ``max_epochs`` as COMPLETE with its **best** epoch's value (the same number as
+  ``best_val_acc`` in the Parquet ``trials`` table, i.e. the checkpoint one would keep);
+* tells a trial stopped earlier (by ASHA) as PRUNED; Optuna keeps its intermediate values, and TPE
+  ranks pruned trials by how far they got and what they reached;
+* tells a trial whose loss went non-finite (``diverged``; the training loop stops it at once) and a trial
+  that raised as FAIL: there is no honest objective value for them, and a made-up "worst value" would be
+  indistinguishable from a real poor result. TPE ignores FAIL trials.
+
+Each Optuna trial carries user attributes ``ray_trial_id`` and ``tune_tl_status`` (``completed`` |
+``pruned`` | ``diverged`` | ``error``, the Parquet ``status``). The study lives in
+``<search>/optuna.db`` (SQLite, study name = search name), so it can be opened while or after the search
+runs:
+
+    >>> study = optuna.load_study(study_name="demo", storage="sqlite:///results/demo/optuna.db")
+    >>> study.trials_dataframe()[["number", "state", "value", "user_attrs_tune_tl_status"]]
+
+or ``optuna-dashboard sqlite:///results/demo/optuna.db``.
+"""
+
+from __future__ import annotations
+
+import logging
+import math
+from typing import Any, Callable
+
+import optuna
+from optuna.trial import TrialState
+from ray.tune.search.optuna import OptunaSearch
+
+log = logging.getLogger(__name__)
+
+
+def storage_url(path) -> str:
+    """SQLAlchemy URL of an SQLite file at ``path`` (absolute, so it works from any working directory)."""
+    from pathlib import Path
+
+    return f"sqlite:///{Path(path).resolve()}"
+
+
+class HonestOptunaSearch(OptunaSearch):
+    """``OptunaSearch`` whose Optuna records say what happened to each trial (see the module docstring).
+
+    Args:
+        space: Define-by-run function (``fn(trial) -> constants``).
+        metric: Result key of the objective, reported every epoch.
+        mode: ``"max"`` or ``"min"``.
+        max_epochs: A trial that reached this many epochs completed; fewer means it was pruned.
+        sampler: Optuna sampler (e.g. seeded TPE).
+        storage: SQLAlchemy URL for the study (e.g. :func:`storage_url`); ``None`` keeps it in memory.
+        study_name: Name of the study in ``storage``.
+        time_attr: Result key counting epochs (the step of intermediate values).
+    """
+
+    def __init__(
+        self,
+        space: Callable,
+        metric: str,
+        mode: str,
+        max_epochs: int,
+        sampler: optuna.samplers.BaseSampler | None = None,
+        storage: str | None = None,
+        study_name: str | None = None,
+        time_attr: str = "epoch",
+    ):
+        rdb = optuna.storages.RDBStorage(storage) if storage else None
+        super().__init__(space=space, metric=metric, mode=mode, sampler=sampler, storage=rdb, study_name=study_name)
+        self._max_epochs = max_epochs
+        self._time_attr = time_attr
+        self._progress: dict[str, dict[str, Any]] = {}
+
+    def suggest(self, trial_id: str):
+        config = super().suggest(trial_id)
+        if trial_id in self._ot_trials:
+            self._ot_trials[trial_id].set_user_attr("ray_trial_id", trial_id)
+        return config
+
+    def on_trial_result(self, trial_id: str, result: dict) -> None:
+        if trial_id in self._completed_trials or trial_id not in self._ot_trials:
+            return
+        progress = self._progress.setdefault(trial_id, {"epoch": 0, "best": None, "diverged": False})
+        epoch = int(result.get(self._time_attr) or 0)
+        if epoch <= progress["epoch"]:
+            return  # already seen (e.g. the final result repeated at completion)
+        progress["epoch"] = epoch
+        progress["diverged"] = bool(result.get("diverged", False))
+        value = result.get(self.metric)
+        if isinstance(value, (int, float)) and math.isfinite(value):
+            value = float(value)
+            best = progress["best"]
+            progress["best"] = value if best is None else (max(best, value) if self.mode == "max" else min(best, value))
+            self._ot_trials[trial_id].report(value, step=epoch)
+
+    def on_trial_complete(self, trial_id: str, result: dict | None = None, error: bool = False) -> None:
+        if trial_id in self._completed_trials or trial_id not in self._ot_trials:
+            return
+        if result:
+            self.on_trial_result(trial_id, result)
+        status, state, value = self._verdict(self._progress.pop(trial_id, None), error)
+        ot_trial = self._ot_trials[trial_id]
+        ot_trial.set_user_attr("tune_tl_status", status)
+        try:
+            self._ot_study.tell(ot_trial, value, state=state)
+        except Exception as exc:  # never let bookkeeping kill the search
+            log.warning("could not record trial %s in Optuna: %s", trial_id, exc)
+        self._completed_trials.add(trial_id)
+
+    def _verdict(self, progress: dict | None, error: bool) -> tuple[str, TrialState, float | None]:
+        """(Parquet status, Optuna state, value): the same rule as ``results.ParquetSink``."""
+        if error:
+            return "error", TrialState.FAIL, None
+        if progress and progress["diverged"]:
+            return "diverged", TrialState.FAIL, None
+        if progress and progress["epoch"] >= self._max_epochs and progress["best"] is not None:
+            return "completed", TrialState.COMPLETE, progress["best"]
+        return "pruned", TrialState.PRUNED, None
