@@ -37,7 +37,13 @@ def _parser() -> argparse.ArgumentParser:
     s.add_argument("--concurrency", type=int, help="max trials at once (default: as many as resources allow)")
     s.add_argument("--output", default="results", help="folder for results (default ./results)")
     s.add_argument("--name", help="search name, the subfolder of --output (default search-DATE-TIME)")
+    s.add_argument("--max-failures", type=int, default=2, help="retries of a trial whose worker dies, each from its last epoch (default 2)")
     s.set_defaults(func=_search)
+
+    r = sub.add_parser("resume", help="continue an interrupted search, or extend a finished one")
+    r.add_argument("dir", help="the search's folder (<output>/<name>)")
+    r.add_argument("--samples", type=int, help="total number of trials wanted (default: the search's own budget)")
+    r.set_defaults(func=_resume)
 
     v = sub.add_parser("validate", help="check a search-space file without running anything")
     v.add_argument("space", help="search-space file (.yaml or .py)")
@@ -62,8 +68,17 @@ def _search(args) -> int:
         cpus_per_trial=args.cpus_per_trial,
         gpus_per_trial=args.gpus_per_trial,
         concurrency=args.concurrency,
+        max_failures=args.max_failures,
     )
     summary = run_search(spec, options)
+    print(_format_summary(summary))
+    return 0
+
+
+def _resume(args) -> int:
+    from tune_tl.resume import resume_search
+
+    summary = resume_search(args.dir, samples=args.samples)
     print(_format_summary(summary))
     return 0
 
@@ -91,7 +106,7 @@ def _format_summary(summary) -> str:
     c = summary.counts
     lines = [
         "",
-        f"Search finished: {c['completed']} completed, {c['pruned']} pruned, {c['diverged']} diverged, {c['error']} failed.",
+        f"Search finished: {c['completed']} completed, {c['pruned']} pruned, {c['diverged']} diverged, {c.get('oom', 0)} out of memory, {c['error']} failed.",
     ]
     if summary.best:
         best = summary.best

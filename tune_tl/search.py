@@ -31,6 +31,10 @@ class SearchOptions:
     gpus_per_trial: float = 0.0
     concurrency: int | None = None
     verbose: int = 1
+    max_failures: int = 2
+
+    #: Trial checkpoints kept on disk per trial (the last epoch's; resume needs nothing older).
+    keep_checkpoints = 1
 
     def validate(self) -> None:
         if self.cpus_per_trial <= 0:
@@ -39,6 +43,8 @@ class SearchOptions:
             raise TuneTLError(f"--gpus-per-trial must be a fraction in (0, 1] or a whole number, got {self.gpus_per_trial}")
         if self.gpus_per_trial < 0:
             raise TuneTLError(f"--gpus-per-trial must not be negative, got {self.gpus_per_trial}")
+        if self.max_failures < 0:
+            raise TuneTLError(f"--max-failures must be 0 or more, got {self.max_failures}")
         if self.concurrency is not None and self.concurrency < 1:
             raise TuneTLError(f"--concurrency must be at least 1, got {self.concurrency}")
         if self.name is not None and (not self.name or "/" in self.name or self.name.startswith(".")):
@@ -70,14 +76,14 @@ def run_search(spec: SearchSpec, options: SearchOptions = SearchOptions()) -> Se
 
     context, num_blocks = _prepare_context(spec)  # before Ray: bad weights or data fail here
     root.mkdir(parents=True, exist_ok=True)
-    metadata = _metadata(spec, options, name)
+    metadata = _metadata(spec, options, name, root)
     from tune_tl.results import write_json_atomic
 
     write_json_atomic(metadata, root / "search.json")
     log.info("search %r: %d trials, up to %d epochs each; results in %s", name, spec.budget.samples, spec.budget.max_epochs, root)
 
     tuner = _build_tuner(spec, options, context, num_blocks, root)
-    tuner.fit()
+    tuner.fit()  # a driver that dies here is continued by ``tune-tl resume`` (tune_tl.resume)
 
     write_json_atomic({**metadata, "end_time": time.strftime("%Y-%m-%dT%H:%M:%S%z")}, root / "search.json")
     return summarize(root)
@@ -97,22 +103,42 @@ def _prepare_context(spec: SearchSpec):
     return context, len(backbone.blocks)
 
 
-def _build_tuner(spec: SearchSpec, options: SearchOptions, context, num_blocks: int, root: Path):
-    import optuna
-    import ray
+def make_trainable(context, options: SearchOptions):
+    """The trainable a search runs; ``tune-tl resume`` must pass Ray the same one."""
     from ray import tune
-    from ray.tune.schedulers import ASHAScheduler
-    from ray.tune.search.optuna import OptunaSearch
 
-    from tune_tl.results import ParquetSink
     from tune_tl.trainable import run_trial
+
+    resources = {"cpu": options.cpus_per_trial, "gpu": options.gpus_per_trial}
+    return tune.with_resources(tune.with_parameters(run_trial, context=context), resources)
+
+
+def init_ray() -> None:
+    """Start a local Ray unless one is running; no dashboard (nothing listens beyond localhost)."""
+    import ray
 
     if not ray.is_initialized():
         ray.init(include_dashboard=False, logging_level=logging.WARNING)
+
+
+def _build_tuner(spec: SearchSpec, options: SearchOptions, context, num_blocks: int, root: Path):
+    import optuna
+    from ray import tune
+    from ray.tune.search import ConcurrencyLimiter
+    from ray.tune.search.optuna import OptunaSearch
+
+    from tune_tl.resume import SampleTarget
+    from tune_tl.results import ParquetSink
+    from tune_tl.scheduler import ReplayASHA
+
+    init_ray()
     searcher = OptunaSearch(
         space=spec.define_by_run(num_blocks), metric=METRIC, mode=MODE, sampler=optuna.samplers.TPESampler(seed=spec.seed)
     )
-    scheduler = ASHAScheduler(
+    if options.concurrency:
+        searcher = ConcurrencyLimiter(searcher, max_concurrent=options.concurrency)
+    scheduler = ReplayASHA(
+        root,
         time_attr="epoch",
         metric=METRIC,
         mode=MODE,
@@ -120,21 +146,20 @@ def _build_tuner(spec: SearchSpec, options: SearchOptions, context, num_blocks: 
         grace_period=spec.budget.grace_period,
         reduction_factor=spec.budget.reduction_factor,
     )
-    resources = {"cpu": options.cpus_per_trial, "gpu": options.gpus_per_trial}
-    trainable = tune.with_resources(tune.with_parameters(run_trial, context=context), resources)
     return tune.Tuner(
-        trainable,
+        make_trainable(context, options),
         tune_config=tune.TuneConfig(
-            search_alg=searcher,
+            search_alg=SampleTarget(searcher),  # a SearchGenerator whose target can grow on resume
             scheduler=scheduler,
             num_samples=spec.budget.samples,
-            max_concurrent_trials=options.concurrency,
         ),
         run_config=tune.RunConfig(
             name=root.name,
             storage_path=str(root.parent),
             callbacks=[ParquetSink(root, spec.budget.max_epochs)],
             verbose=options.verbose,
+            failure_config=tune.FailureConfig(max_failures=options.max_failures),
+            checkpoint_config=tune.CheckpointConfig(num_to_keep=SearchOptions.keep_checkpoints),
         ),
     )
 
@@ -144,7 +169,7 @@ def summarize(root: Path) -> SearchSummary:
     from tune_tl.analysis import load_results
 
     trials = load_results(root).trials
-    counts = {status: int((trials["status"] == status).sum()) for status in ("completed", "pruned", "diverged", "error")}
+    counts = {status: int((trials["status"] == status).sum()) for status in ("completed", "pruned", "diverged", "oom", "error")}
     best = None
     ok = trials[trials["status"].isin(["completed", "pruned"])]
     if len(ok):
@@ -152,7 +177,7 @@ def summarize(root: Path) -> SearchSummary:
     return SearchSummary(root, counts, best)
 
 
-def _metadata(spec: SearchSpec, options: SearchOptions, name: str) -> dict[str, Any]:
+def _metadata(spec: SearchSpec, options: SearchOptions, name: str, root: Path) -> dict[str, Any]:
     import optuna
     import ray
     import timm
@@ -165,6 +190,8 @@ def _metadata(spec: SearchSpec, options: SearchOptions, name: str) -> dict[str, 
         "space_text": spec.text,
         "options": dataclasses.asdict(options),
         "seed": spec.seed,
+        "budget": dataclasses.asdict(spec.budget),  # with command-line overrides: resume rebuilds from these
+        "root": str(root),
         "start_time": time.strftime("%Y-%m-%dT%H:%M:%S%z"),
         "host": platform.node(),
         "versions": {

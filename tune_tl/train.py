@@ -11,8 +11,8 @@ from __future__ import annotations
 import math
 import time
 from contextlib import nullcontext
-from dataclasses import dataclass
-from typing import Callable
+from dataclasses import asdict, dataclass
+from typing import Any, Callable
 
 import numpy as np
 import torch
@@ -56,11 +56,28 @@ class EpochMetrics:
     diverged: bool = False
 
 
-def fit(model: nn.Module, split: Split, cfg: FitConfig, on_epoch: Callable[[EpochMetrics], None] | None = None) -> list[EpochMetrics]:
+#: ``on_state(metrics, state)``: called after every epoch with everything needed to resume (see ``fit``).
+StateCallback = Callable[[EpochMetrics, dict[str, Any]], None]
+
+
+def fit(
+    model: nn.Module,
+    split: Split,
+    cfg: FitConfig,
+    on_epoch: Callable[[EpochMetrics], None] | None = None,
+    resume: dict[str, Any] | None = None,
+    on_state: StateCallback | None = None,
+) -> list[EpochMetrics]:
     """Train ``model`` for ``cfg.epochs`` epochs on ``split``; stop early if the loss diverges.
 
     Only parameters with ``requires_grad`` are optimised (freezing is the model's business).
     The learning rate follows a per-epoch cosine schedule from ``cfg.lr`` towards zero.
+
+    ``on_state`` receives, after every epoch, a state dict (model, optimizer, AMP scaler, torch and
+    numpy RNG states, epoch, history) made only of tensors and plain Python values, so it can be
+    saved with ``torch.save`` and read back with ``torch.load(weights_only=True)``. Passing it back
+    as ``resume`` continues at the next epoch exactly where the saved run would have gone on (same
+    LR schedule position, same batch order), which is how a killed trial is retried.
     """
     device = torch.device(cfg.device)
     torch.manual_seed(cfg.seed)
@@ -72,9 +89,13 @@ def fit(model: nn.Module, split: Split, cfg: FitConfig, on_epoch: Callable[[Epoc
     mean = torch.tensor(cfg.mean, device=device).view(1, 3, 1, 1) * 255
     std = torch.tensor(cfg.std, device=device).view(1, 3, 1, 1) * 255
     rng = np.random.default_rng(cfg.seed)
-    history = []
+    history: list[EpochMetrics] = []
+    first = 0
+    if resume is not None:
+        first = _load_state(resume, model, optimizer, scaler, rng)
+        history = [EpochMetrics(**m) for m in resume["history"]]
 
-    for epoch in range(cfg.epochs):
+    for epoch in range(first, cfg.epochs):
         start = time.perf_counter()
         lr = cfg.lr * 0.5 * (1 + math.cos(math.pi * epoch / cfg.epochs))
         for group in optimizer.param_groups:
@@ -101,9 +122,36 @@ def fit(model: nn.Module, split: Split, cfg: FitConfig, on_epoch: Callable[[Epoc
         history.append(metrics)
         if on_epoch is not None:
             on_epoch(metrics)
+        if on_state is not None:
+            on_state(metrics, _state(epoch + 1, model, optimizer, scaler, rng, history))
         if diverged:  # a NaN never recovers; stop rather than waste the budget
             break
     return history
+
+
+def _state(epoch: int, model, optimizer, scaler, rng: np.random.Generator, history: list[EpochMetrics]) -> dict[str, Any]:
+    return {
+        "epoch": epoch,  # epochs completed; training resumes at this 0-based index
+        "model": model.state_dict(),
+        "optimizer": optimizer.state_dict(),
+        "scaler": scaler.state_dict(),
+        "torch_rng": torch.get_rng_state(),
+        "cuda_rng": torch.cuda.get_rng_state_all() if torch.cuda.is_available() else [],
+        "numpy_rng": rng.bit_generator.state,
+        "history": [asdict(m) for m in history],
+    }
+
+
+def _load_state(state: dict[str, Any], model, optimizer, scaler, rng: np.random.Generator) -> int:
+    model.load_state_dict(state["model"])
+    optimizer.load_state_dict(state["optimizer"])
+    if state.get("scaler"):
+        scaler.load_state_dict(state["scaler"])
+    torch.set_rng_state(state["torch_rng"])
+    if state.get("cuda_rng") and torch.cuda.is_available():
+        torch.cuda.set_rng_state_all(state["cuda_rng"])
+    rng.bit_generator.state = state["numpy_rng"]
+    return int(state["epoch"])
 
 
 @torch.no_grad()
