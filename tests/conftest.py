@@ -1,5 +1,7 @@
 """Shared fixtures: one local Ray instance for the whole session (starting Ray costs seconds)."""
 
+import tempfile
+
 import pytest
 
 
@@ -7,6 +9,8 @@ import pytest
 def ray_local():
     import ray
 
-    ray.init(num_cpus=2, include_dashboard=False, log_to_driver=False)
+    # A private temp dir: ray.init() would otherwise join any Ray already running on this machine
+    # (it finds /tmp/ray/ray_current_cluster) and then refuses num_cpus.
+    ray.init(num_cpus=2, include_dashboard=False, log_to_driver=False, _temp_dir=tempfile.mkdtemp(prefix="ttl", dir="/tmp"))
     yield ray
     ray.shutdown()
