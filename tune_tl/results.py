@@ -136,6 +136,8 @@ class ParquetSink(Callback):
         if "trial_status" in result:  # the trainable's own verdict (oom), not an epoch
             stats["status"], stats["error"] = result["trial_status"], result.get("error")
             return
+        if result.get("epoch") is None:
+            return  # not an epoch result (nothing else reports today; be safe)
         key = (trial.trial_id, int(result["epoch"]))
         if key in self._seen:  # re-run after a restore from an older checkpoint
             return
