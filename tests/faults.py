@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import os
+import shutil
 import signal
 import subprocess
 import sys
@@ -21,11 +22,11 @@ class Driver:
     names this driver's private temp dir (and only those).
     """
 
-    def __init__(self, args: list[str], env: dict[str, str] | None = None):
+    def __init__(self, args: list[str], log: Path, env: dict[str, str] | None = None):
         self.ray_tmp = tempfile.mkdtemp(prefix="ttl", dir="/tmp")  # short: Ray's socket paths have a limit
         full_env = {k: v for k, v in os.environ.items() if k != "RAY_ADDRESS"}
         full_env.update(PYTHONPATH=str(REPO), RAY_TMPDIR=self.ray_tmp, **(env or {}))
-        self.log = Path(self.ray_tmp) / "driver.log"
+        self.log = log
         with open(self.log, "w") as out:
             self.proc = subprocess.Popen([sys.executable, "-m", "tune_tl.cli", *args], cwd=REPO, env=full_env,
                                          stdout=out, stderr=subprocess.STDOUT, start_new_session=True)
@@ -55,13 +56,14 @@ class Driver:
         for _ in range(20):
             left = _processes_mentioning(self.ray_tmp)
             if not left:
-                return
+                break
             for pid in left:
                 try:
                     os.kill(pid, signal.SIGKILL)
                 except ProcessLookupError:
                     pass
             time.sleep(0.25)
+        shutil.rmtree(self.ray_tmp, ignore_errors=True)
 
     def tail(self, n: int = 4000) -> str:
         return self.log.read_text()[-n:] if self.log.exists() else ""

@@ -64,7 +64,7 @@ def assert_one_row_per_trial_and_epoch(root: Path) -> tuple[pd.DataFrame, pd.Dat
 def test_a_search_whose_driver_is_killed_resumes_to_exactly_its_trials_then_extends(tmp_path):
     (tmp_path / "tiny.yaml").write_text(SPACE)
     root = tmp_path / "out" / "s"
-    driver = Driver(["search", str(tmp_path / "tiny.yaml"), "--output", str(tmp_path / "out"), "--name", "s", "--concurrency", "1"])
+    driver = Driver(["search", str(tmp_path / "tiny.yaml"), "--output", str(tmp_path / "out"), "--name", "s", "--concurrency", "1"], tmp_path / "search.log")
     try:  # kill it once the first trial has ended and the next one has started
         driver.wait_for(lambda: list(root.glob("trials/*.parquet")) and len(list(root.glob("run_trial_*"))) >= 2, timeout=240)
     finally:
@@ -73,14 +73,14 @@ def test_a_search_whose_driver_is_killed_resumes_to_exactly_its_trials_then_exte
     before = pd.read_parquet(root / "trials")
     assert 1 <= len(before) < 3
 
-    resumed = Driver(["resume", str(root)])
+    resumed = Driver(["resume", str(root)], tmp_path / "resume.log")
     assert resumed.wait(timeout=300) == 0, resumed.tail()
     assert "resuming search" in resumed.tail(100_000) and "ASHA: replayed" in resumed.tail(100_000)
     trials, _ = assert_one_row_per_trial_and_epoch(root)
     assert len(trials) == 3 and set(before["trial_id"]) <= set(trials["trial_id"])
     assert set(trials["status"]) <= {"completed", "pruned"}
 
-    extended = Driver(["resume", str(root), "--samples", "4"])
+    extended = Driver(["resume", str(root), "--samples", "4"], tmp_path / "extend.log")
     assert extended.wait(timeout=300) == 0, extended.tail()
     trials, _ = assert_one_row_per_trial_and_epoch(root)
     assert len(trials) == 4
@@ -106,7 +106,7 @@ def fault_search(tmp_path_factory):
     root = tmp / "out" / "f"
     env = {"TUNE_TL_TRACE_DIR": str(trace), "TUNE_TL_SIMULATE_OOM_AT_EPOCH": "3"}
     driver = Driver(["search", str(tmp / "space.py"), "--output", str(tmp / "out"), "--name", "f",
-                     "--concurrency", "1", "--max-failures", "2"], env)
+                     "--concurrency", "1", "--max-failures", "2"], tmp / "search.log", env)
     try:
         def second_trial_done_epoch_1():
             dirs = [d for d in root.glob("run_trial_*_2_*")]
