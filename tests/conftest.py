@@ -1,5 +1,7 @@
 """Shared fixtures: one local Ray instance for the whole session (starting Ray costs seconds)."""
 
+import tempfile
+
 import pytest
 
 
@@ -7,7 +9,8 @@ import pytest
 def ray_local():
     import ray
 
-    # address="local": a fresh instance even when another Ray cluster runs on this machine.
-    ray.init(address="local", num_cpus=2, include_dashboard=False, log_to_driver=False)
+    # address="local" and a private temp dir: a fresh instance even when another Ray runs on this machine.
+    ray.init(address="local", num_cpus=2, include_dashboard=False, log_to_driver=False,
+             _temp_dir=tempfile.mkdtemp(prefix="ttl", dir="/tmp"))
     yield ray
     ray.shutdown()

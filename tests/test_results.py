@@ -99,3 +99,48 @@ def test_load_results_on_a_search_with_nothing_written_yet_gives_empty_tables(tm
 def test_load_results_names_a_missing_folder(tmp_path):
     with pytest.raises(TuneTLError, match="is not a search results folder"):
         load_results(tmp_path / "missing")
+
+
+def test_a_resumed_sink_writes_each_trial_epoch_and_ending_once(tmp_path):
+    first = ParquetSink(tmp_path, max_epochs=3, flush_seconds=1e9)
+    first.setup()
+    a, b = trial("a", lr=0.1), trial("b", lr=0.2)
+    run(first, a, [0.5, 0.6, 0.7])
+    first.on_trial_start(0, [], b)
+    first.on_trial_result(0, [], b, result(1, 0.4))
+    first.get_state()  # Ray snapshots the experiment: buffered rows reach disk
+    first.on_trial_result(0, [], b, result(2, 0.45))  # lost with the driver
+
+    second = ParquetSink(tmp_path, max_epochs=3, flush_seconds=1e9)  # the restored copy
+    second.setup()
+    second.on_trial_start(0, [], b)
+    for epoch, acc in ((1, 0.4), (2, 0.45), (3, 0.5)):  # b re-runs from an older checkpoint
+        second.on_trial_result(0, [], b, result(epoch, acc))
+    second.on_trial_complete(0, [], b)
+    second.on_trial_complete(0, [], a)  # a's ending is replayed too; already written
+    second.on_experiment_end([])
+
+    res = load_results(tmp_path)
+    assert not res.epochs.duplicated(["trial_id", "epoch"]).any()
+    assert res.epochs.groupby("trial_id")["epoch"].apply(sorted).to_dict() == {"a": [1, 2, 3], "b": [1, 2, 3]}
+    trials = res.trials.set_index("trial_id")
+    assert len(trials) == 2 and trials.loc["b", "status"] == "completed"
+    assert trials.loc["b", "best_val_acc"] == 0.5 and trials.loc["b", "epochs_run"] == 3
+
+
+def test_oom_and_divergence_are_recorded_with_their_reason(tmp_path):
+    sink = ParquetSink(tmp_path, max_epochs=3)
+    sink.setup()
+    t = trial("o")
+    sink.on_trial_start(0, [], t)
+    sink.on_trial_result(0, [], t, result(1, 0.3))
+    sink.on_trial_result(0, [], t, {"val_acc": 0.3, "trial_status": "oom", "error": "OutOfMemoryError: CUDA out of memory"})
+    sink.on_trial_complete(0, [], t)
+    run(sink, trial("d"), [0.2, float("nan")], diverged_at=2)
+    sink.flush()
+    res = load_results(tmp_path)
+    trials = res.trials.set_index("trial_id")
+    assert trials.loc["o", "status"] == "oom" and trials.loc["o", "epochs_run"] == 1
+    assert trials.loc["o", "error"] == "OutOfMemoryError: CUDA out of memory"
+    assert trials.loc["d", "status"] == "diverged" and "non-finite" in trials.loc["d", "error"]
+    assert len(res.epochs) == 3, "the oom verdict is not an epoch row"

@@ -2,6 +2,7 @@
 
 from tune_tl.analysis import Results, load_results
 from tune_tl.errors import TuneTLError
+from tune_tl.resume import resume_search
 from tune_tl.search import SearchOptions, SearchSummary, run_search
 from tune_tl.space import SearchSpec, load_space
 
@@ -13,6 +14,7 @@ __all__ = [
     "TuneTLError",
     "load_results",
     "load_space",
+    "resume_search",
     "run_search",
 ]
 __version__ = "0.1.0"

@@ -44,7 +44,13 @@ def _parser() -> argparse.ArgumentParser:
                    help="always run the backbone, even when it is frozen (default: cache frozen features)")
     s.add_argument("--output", default="results", help="folder for results (default ./results)")
     s.add_argument("--name", help="search name, the subfolder of --output (default search-DATE-TIME)")
+    s.add_argument("--max-failures", type=int, default=2, help="retries of a trial whose worker dies, each from its last epoch (default 2)")
     s.set_defaults(func=_search)
+
+    r = sub.add_parser("resume", help="continue an interrupted search, or extend a finished one")
+    r.add_argument("dir", help="the search's folder (<output>/<name>)")
+    r.add_argument("--samples", type=int, help="total number of trials wanted (default: the search's own budget)")
+    r.set_defaults(func=_resume)
 
     v = sub.add_parser("validate", help="check a search-space file without running anything")
     v.add_argument("space", help="search-space file (.yaml or .py)")
@@ -74,6 +80,7 @@ def _search(args) -> int:
         scheduler=args.scheduler,
         sampler=args.sampler,
         feature_cache=args.feature_cache,
+        max_failures=args.max_failures,
     )
     summary = run_search(spec, options)
     print(_format_summary(summary))
@@ -91,6 +98,14 @@ def _data_overrides(spec, args):
     if args.skip_bad_images:
         data = dataclasses.replace(data, skip_bad_images=True)
     return dataclasses.replace(spec, data=data)
+
+
+def _resume(args) -> int:
+    from tune_tl.resume import resume_search
+
+    summary = resume_search(args.dir, samples=args.samples)
+    print(_format_summary(summary))
+    return 0
 
 
 def _revalidated(spec):
@@ -117,7 +132,7 @@ def _format_summary(summary) -> str:
     c = summary.counts
     lines = [
         "",
-        f"Search finished: {c['completed']} completed, {c['pruned']} pruned, {c['diverged']} diverged, {c['error']} failed.",
+        f"Search finished: {c['completed']} completed, {c['pruned']} pruned, {c['diverged']} diverged, {c.get('oom', 0)} out of memory, {c['error']} failed.",
     ]
     if summary.best:
         best = summary.best

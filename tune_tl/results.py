@@ -53,7 +53,7 @@ EPOCH_SCHEMA = pa.schema(
 TRIAL_SCHEMA = pa.schema(
     [
         ("trial_id", pa.string()),
-        ("status", pa.string()),  # completed | pruned | diverged | error
+        ("status", pa.string()),  # completed | pruned | diverged | oom | error
         ("best_val_acc", pa.float64()),
         ("last_val_acc", pa.float64()),
         ("best_epoch", pa.int32()),
@@ -67,7 +67,7 @@ TRIAL_SCHEMA = pa.schema(
     metadata=_META,
 )
 
-STATUSES = ("completed", "pruned", "diverged", "error")
+STATUSES = ("completed", "pruned", "diverged", "oom", "error")
 
 
 def write_table_atomic(rows: list[dict[str, Any]], schema: pa.Schema, directory: Path) -> Path:
@@ -110,7 +110,14 @@ class ParquetSink(Callback):
     ``flush_seconds`` seconds, and at the end of the experiment.
 
     A trial's status is ``completed`` if it ran ``max_epochs``, ``diverged`` if its loss went
-    non-finite, ``error`` if it raised, and ``pruned`` if it stopped earlier otherwise (ASHA).
+    non-finite, ``oom`` if the trainable reported running out of GPU memory (a final result with
+    ``trial_status``), ``error`` if it raised, and ``pruned`` if it stopped earlier otherwise (ASHA).
+
+    Idempotent per ``(trial_id, epoch)`` and per finished trial: at ``setup`` (a new or a resumed
+    run) it reads what is already on disk, and a result or ending it has already written is not
+    written again. Ray calls ``get_state`` whenever it snapshots the experiment; the sink flushes
+    there, so every result behind a trial checkpoint in that snapshot is on disk before the snapshot
+    is, and a driver crash loses only results that the resumed trials produce again.
     """
 
     def __init__(self, root: str | Path, max_epochs: int, flush_rows: int = 256, flush_seconds: float = 10.0, compact_every: int = 128):
@@ -124,13 +131,43 @@ class ParquetSink(Callback):
         self._last_flush = time.monotonic()
         self.compact_every = compact_every
         self._parts_since_compact = 0
+        self._seen: set[tuple[str, int]] = set()
+        self._finished: set[str] = set()
 
     # -- Ray Tune hooks
+    def setup(self, **info):
+        """Rebuild what is already written (a resumed search): seen epochs, histories, ended trials."""
+        from tune_tl.analysis import load_results
+
+        self._seen, self._finished = set(), set()
+        if not self.root.is_dir():
+            return
+        res = load_results(self.root)
+        self._finished = set(res.trials["trial_id"])
+        for trial_id, rows in res.epochs.sort_values(["trial_id", "epoch"]).groupby("trial_id"):
+            start = rows["time"].min().timestamp() - float(rows["epoch_seconds"].iloc[0])
+            history = [(int(r.epoch), r.val_acc, bool(r.diverged)) for r in rows.itertuples()]
+            self._stats[trial_id] = {"start": start, "history": history}
+            self._seen.update((trial_id, e) for e, _, _ in history)
+
+    def get_state(self):
+        self.flush()
+        return None  # the state lives in the Parquet files, rebuilt by ``setup``
+
     def on_trial_start(self, iteration, trials, trial, **info):
         self._stats.setdefault(trial.trial_id, {"start": time.time(), "history": []})
 
     def on_trial_result(self, iteration, trials, trial, result, **info):
         stats = self._stats.setdefault(trial.trial_id, {"start": time.time(), "history": []})
+        if "trial_status" in result:  # the trainable's own verdict (oom), not an epoch
+            stats["status"], stats["error"] = result["trial_status"], result.get("error")
+            return
+        if result.get("epoch") is None:
+            return  # not an epoch result (nothing else reports today; be safe)
+        key = (trial.trial_id, int(result["epoch"]))
+        if key in self._seen:  # re-run after a restore from an older checkpoint
+            return
+        self._seen.add(key)
         row = {name: result.get(name) for name in EPOCH_SCHEMA.names}
         row["trial_id"] = trial.trial_id
         row["time"] = int(time.time() * 1000)
@@ -154,14 +191,20 @@ class ParquetSink(Callback):
     # -- internals
     def _finish(self, trial, error: str | None) -> None:
         stats = self._stats.pop(trial.trial_id, {"start": time.time(), "history": []})
-        history = stats["history"]
+        if trial.trial_id in self._finished:
+            return
+        self._finished.add(trial.trial_id)
+        history = sorted(stats["history"])
         accs = [(acc if acc is not None and math.isfinite(acc) else -1.0, epoch) for epoch, acc, _ in history]
         best_acc, best_epoch = max(accs) if accs else (None, None)
         epochs_run = max((e for e, _, _ in history), default=0)
         if error is not None:
             status = "error"
+        elif stats.get("status"):
+            status, error = stats["status"], stats.get("error")
         elif history and history[-1][2]:
             status = "diverged"
+            error = f"non-finite training loss at epoch {history[-1][0]}"
         elif epochs_run >= self.max_epochs:
             status = "completed"
         else:

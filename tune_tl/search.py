@@ -41,6 +41,11 @@ class SearchOptions:
     verbose: int = 1
     #: Share frozen-backbone features between epochs and trials (``<search>/feature_cache``).
     feature_cache: bool = True
+    #: Retries of a trial whose worker died, each from its last checkpoint.
+    max_failures: int = 2
+
+    #: Trial checkpoints kept on disk per trial (the last epoch's; resume needs nothing older).
+    keep_checkpoints = 1
 
     def validate(self) -> None:
         if self.cpus_per_trial <= 0:
@@ -49,6 +54,8 @@ class SearchOptions:
             raise TuneTLError(f"--gpus-per-trial must be a fraction in (0, 1] or a whole number, got {self.gpus_per_trial}")
         if self.gpus_per_trial < 0:
             raise TuneTLError(f"--gpus-per-trial must not be negative, got {self.gpus_per_trial}")
+        if self.max_failures < 0:
+            raise TuneTLError(f"--max-failures must be 0 or more, got {self.max_failures}")
         if self.concurrency is not None and self.concurrency < 1:
             raise TuneTLError(f"--concurrency must be at least 1, got {self.concurrency}")
         if self.scheduler not in ("asha", "fifo"):
@@ -91,16 +98,15 @@ def run_search(spec: SearchSpec, options: SearchOptions = SearchOptions()) -> Se
         from tune_tl.data.validate import write_skipped
 
         write_skipped(skipped, root / SKIPPED_FILE)
-    if options.feature_cache:
-        context = dataclasses.replace(context, feature_cache=str(root / "feature_cache"))
-    metadata = {**_metadata(spec, options, name), "data": loaded.description, "skipped_images": len(skipped)}
+    context = with_feature_cache(context, options, root)
+    metadata = {**_metadata(spec, options, name, root), "data": loaded.description, "skipped_images": len(skipped)}
     from tune_tl.results import write_json_atomic
 
     write_json_atomic(metadata, root / "search.json")
     log.info("search %r: %d trials, up to %d epochs each; results in %s", name, spec.budget.samples, spec.budget.max_epochs, root)
 
     tuner = _build_tuner(spec, options, context, num_blocks, root)
-    tuner.fit()
+    tuner.fit()  # a driver that dies here is continued by ``tune-tl resume`` (tune_tl.resume)
 
     write_json_atomic({**metadata, "end_time": time.strftime("%Y-%m-%dT%H:%M:%S%z")}, root / "search.json")
     return dataclasses.replace(summarize(root), skipped_images=len(skipped))
@@ -119,22 +125,46 @@ def _prepare_context(spec: SearchSpec):
     return context, len(backbone.blocks), loaded
 
 
-def _build_tuner(spec: SearchSpec, options: SearchOptions, context, num_blocks: int, root: Path):
-    import optuna
-    import ray
-    from ray import tune
-    from ray.tune.schedulers import ASHAScheduler, FIFOScheduler
+def with_feature_cache(context, options: SearchOptions, root: Path):
+    """Point trials at the search's shared feature cache, unless the user turned it off."""
+    return dataclasses.replace(context, feature_cache=str(root / "feature_cache")) if options.feature_cache else context
 
-    from tune_tl.optuna_bridge import HonestOptunaSearch, storage_url
-    from tune_tl.results import ParquetSink
+
+def make_trainable(context, options: SearchOptions):
+    """The trainable a search runs; ``tune-tl resume`` must pass Ray the same one."""
+    from ray import tune
+
     from tune_tl.trainable import run_trial
 
-    if not ray.is_initialized():
-        address = options.address or os.environ.get("RAY_ADDRESS")
-        if address:
-            ray.init(address=address, logging_level=logging.WARNING)
-        else:  # a fresh local Ray; dashboard off, so nothing listens on the network
-            ray.init(address="local", include_dashboard=False, logging_level=logging.WARNING)
+    resources = {"cpu": options.cpus_per_trial, "gpu": options.gpus_per_trial}
+    return tune.with_resources(tune.with_parameters(run_trial, context=context), resources)
+
+
+def init_ray(address: str | None = None) -> None:
+    """Join ``address`` (or ``$RAY_ADDRESS``), else start a fresh local Ray with no dashboard."""
+    import ray
+
+    if ray.is_initialized():
+        return
+    address = address or os.environ.get("RAY_ADDRESS")
+    if address:
+        ray.init(address=address, logging_level=logging.WARNING)
+    else:  # address="local": never join a stray cluster; no dashboard, so nothing listens on the network
+        ray.init(address="local", include_dashboard=False, logging_level=logging.WARNING)
+
+
+def _build_tuner(spec: SearchSpec, options: SearchOptions, context, num_blocks: int, root: Path):
+    import optuna
+    from ray import tune
+    from ray.tune.schedulers import FIFOScheduler
+    from ray.tune.search import ConcurrencyLimiter
+
+    from tune_tl.optuna_bridge import HonestOptunaSearch, storage_url
+    from tune_tl.resume import SampleTarget
+    from tune_tl.results import ParquetSink
+    from tune_tl.scheduler import ReplayASHA
+
+    init_ray(options.address)
     sampler = {"tpe": optuna.samplers.TPESampler, "random": optuna.samplers.RandomSampler}[options.sampler](seed=spec.seed)
     searcher = HonestOptunaSearch(
         space=spec.define_by_run(num_blocks),
@@ -145,8 +175,11 @@ def _build_tuner(spec: SearchSpec, options: SearchOptions, context, num_blocks: 
         storage=storage_url(root / "optuna.db"),
         study_name=root.name,
     )
+    if options.concurrency:
+        searcher = ConcurrencyLimiter(searcher, max_concurrent=options.concurrency)
     if options.scheduler == "asha":
-        scheduler = ASHAScheduler(
+        scheduler = ReplayASHA(  # ASHA that re-learns its rungs from the Parquet results on resume
+            root,
             time_attr="epoch",
             metric=METRIC,
             mode=MODE,
@@ -156,21 +189,20 @@ def _build_tuner(spec: SearchSpec, options: SearchOptions, context, num_blocks: 
         )
     else:
         scheduler = FIFOScheduler()
-    resources = {"cpu": options.cpus_per_trial, "gpu": options.gpus_per_trial}
-    trainable = tune.with_resources(tune.with_parameters(run_trial, context=context), resources)
     return tune.Tuner(
-        trainable,
+        make_trainable(context, options),
         tune_config=tune.TuneConfig(
-            search_alg=searcher,
+            search_alg=SampleTarget(searcher),  # a SearchGenerator whose target can grow on resume
             scheduler=scheduler,
             num_samples=spec.budget.samples,
-            max_concurrent_trials=options.concurrency,
         ),
         run_config=tune.RunConfig(
             name=root.name,
             storage_path=str(root.parent),
             callbacks=[ParquetSink(root, spec.budget.max_epochs)],
             verbose=options.verbose,
+            failure_config=tune.FailureConfig(max_failures=options.max_failures),
+            checkpoint_config=tune.CheckpointConfig(num_to_keep=SearchOptions.keep_checkpoints),
         ),
     )
 
@@ -180,7 +212,7 @@ def summarize(root: Path) -> SearchSummary:
     from tune_tl.analysis import load_results
 
     trials = load_results(root).trials
-    counts = {status: int((trials["status"] == status).sum()) for status in ("completed", "pruned", "diverged", "error")}
+    counts = {status: int((trials["status"] == status).sum()) for status in ("completed", "pruned", "diverged", "oom", "error")}
     best = None
     ok = trials[trials["status"].isin(["completed", "pruned"])]
     if len(ok):
@@ -188,7 +220,7 @@ def summarize(root: Path) -> SearchSummary:
     return SearchSummary(root, counts, best)
 
 
-def _metadata(spec: SearchSpec, options: SearchOptions, name: str) -> dict[str, Any]:
+def _metadata(spec: SearchSpec, options: SearchOptions, name: str, root: Path) -> dict[str, Any]:
     import optuna
     import ray
     import timm
@@ -201,6 +233,9 @@ def _metadata(spec: SearchSpec, options: SearchOptions, name: str) -> dict[str, 
         "space_text": spec.text,
         "options": dataclasses.asdict(options),
         "seed": spec.seed,
+        "budget": dataclasses.asdict(spec.budget),  # with command-line overrides: resume rebuilds from these
+        "data_spec": dataclasses.asdict(spec.data),  # with --data / --skip-bad-images applied
+        "root": str(root),
         "start_time": time.strftime("%Y-%m-%dT%H:%M:%S%z"),
         "host": platform.node(),
         "versions": {

@@ -15,8 +15,8 @@ from __future__ import annotations
 import math
 import time
 from contextlib import nullcontext
-from dataclasses import dataclass
-from typing import Callable
+from dataclasses import asdict, dataclass
+from typing import Any, Callable
 
 import numpy as np
 import torch
@@ -71,12 +71,18 @@ class EpochMetrics:
     cached_features: bool = False  # the head trained on cached frozen-backbone features
 
 
+#: ``on_state(metrics, state)``: called after every epoch with everything needed to resume (see ``fit``).
+StateCallback = Callable[[EpochMetrics, dict[str, Any]], None]
+
+
 def fit(
     model: nn.Module,
     split: Split | FileSplit,
     cfg: FitConfig,
     on_epoch: Callable[[EpochMetrics], None] | None = None,
     param_groups: list[dict] | None = None,
+    resume: dict[str, Any] | None = None,
+    on_state: StateCallback | None = None,
 ) -> list[EpochMetrics]:
     """Train ``model`` for ``cfg.epochs`` epochs on ``split``; stop early if the loss diverges.
 
@@ -91,6 +97,12 @@ def fit(
             ``TransferModel`` (``set_probing``, ``backbone_frozen``, ``features``, ``head``).
         param_groups: Optimizer groups (``params`` plus optional ``lr_scale``); by default one group
             of the parameters that require gradients now.
+        resume: A state from ``on_state``: training continues at the next epoch exactly where the
+            saved run would have gone on (same LR schedule position, same batch order), which is
+            how a killed trial is retried.
+        on_state: Receives, after every epoch, a state dict (model, optimizer, AMP scaler, torch,
+            numpy and augmentation RNG states, epoch, history) made only of tensors and plain
+            Python values, so ``torch.load(weights_only=True)`` reads it back.
     """
     device = torch.device(cfg.device)
     torch.manual_seed(cfg.seed)
@@ -105,10 +117,14 @@ def fit(
     std = torch.tensor(cfg.std, device=device).view(1, 3, 1, 1) * 255
     rng = np.random.default_rng(cfg.seed)
     augment = Augment(cfg.augment, cfg.seed)
-    history = []
     cached = None  # (train features, val features) while the whole backbone stays frozen
+    history: list[EpochMetrics] = []
+    first = 0
+    if resume is not None:
+        first = _load_state(resume, model, optimizer, scaler, rng, augment)
+        history = [EpochMetrics(**m) for m in resume["history"]]
 
-    for epoch in range(cfg.epochs):
+    for epoch in range(first, cfg.epochs):
         start = time.perf_counter()
         phase = "probe" if epoch < cfg.lp_epochs else "finetune"
         if cfg.lp_epochs:
@@ -153,6 +169,8 @@ def fit(
         history.append(metrics)
         if on_epoch is not None:
             on_epoch(metrics)
+        if on_state is not None:
+            on_state(metrics, _state(epoch + 1, model, optimizer, scaler, rng, augment, history))
         if diverged:  # a NaN never recovers; stop rather than waste the budget
             break
     return history
@@ -220,6 +238,32 @@ def _evaluate_head(head: nn.Module, features: torch.Tensor, labels: np.ndarray, 
         correct += (logits.argmax(1) == target).sum().item()
     n = max(len(labels), 1)
     return loss_sum / n, correct / n
+def _state(epoch: int, model, optimizer, scaler, rng: np.random.Generator, augment: Augment, history: list[EpochMetrics]) -> dict[str, Any]:
+    return {
+        "epoch": epoch,  # epochs completed; training resumes at this 0-based index
+        "model": model.state_dict(),
+        "optimizer": optimizer.state_dict(),
+        "scaler": scaler.state_dict(),
+        "torch_rng": torch.get_rng_state(),
+        "cuda_rng": torch.cuda.get_rng_state_all() if torch.cuda.is_available() else [],
+        "numpy_rng": rng.bit_generator.state,
+        "augment_rng": augment.gen.get_state(),
+        "history": [asdict(m) for m in history],
+    }
+
+
+def _load_state(state: dict[str, Any], model, optimizer, scaler, rng: np.random.Generator, augment: Augment) -> int:
+    model.load_state_dict(state["model"])
+    optimizer.load_state_dict(state["optimizer"])
+    if state.get("scaler"):
+        scaler.load_state_dict(state["scaler"])
+    torch.set_rng_state(state["torch_rng"])
+    if state.get("cuda_rng") and torch.cuda.is_available():
+        torch.cuda.set_rng_state_all(state["cuda_rng"])
+    rng.bit_generator.state = state["numpy_rng"]
+    if state.get("augment_rng") is not None:
+        augment.gen.set_state(state["augment_rng"])
+    return int(state["epoch"])
 
 
 @torch.no_grad()

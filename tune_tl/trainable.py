@@ -10,6 +10,8 @@ from __future__ import annotations
 
 import dataclasses
 import logging
+import os
+import tempfile
 from dataclasses import dataclass
 from typing import Mapping
 
@@ -81,22 +83,49 @@ def fit_config(cfg: TrialConfig, ctx: TrialContext, model: TransferModel, device
     )
 
 
+CHECKPOINT_FILE = "state.pt"
+#: Test hook (documented in the README): raise a simulated CUDA out-of-memory error at this epoch.
+SIMULATE_OOM_ENV = "TUNE_TL_SIMULATE_OOM_AT_EPOCH"
+#: Test hook: a folder where each trial writes ``<trial_id>.pid`` (worker pid) and logs the epoch it starts at.
+TRACE_DIR_ENV = "TUNE_TL_TRACE_DIR"
+
+
 def run_trial(config: dict, context: TrialContext) -> None:
-    """Ray Tune entry point (wrapped by ``tune.with_parameters``)."""
+    """Ray Tune entry point (wrapped by ``tune.with_parameters``).
+
+    Every epoch is reported together with a checkpoint of the full training state, so a trial whose
+    worker dies is retried by Ray from its last epoch. Outcomes that a retry cannot fix end the trial
+    normally with a final ``trial_status`` result instead of raising: divergence (``fit`` stops by
+    itself) and CUDA out-of-memory (``trial_status="oom"`` plus the exception text).
+    """
     from ray import tune
 
     cfg = TrialConfig.from_dict(config)
     device = _trial_device()
     split = context.data.splits[cfg.resolution]
     model = build_model(cfg, context)
+    resume = _load_checkpoint(tune.get_checkpoint())
+    _trace(resume["epoch"] + 1 if resume else 1)
+    last: dict = {}
 
     node = _node_info()
 
-    def report(metrics: EpochMetrics) -> None:
-        tune.report({**dataclasses.asdict(metrics), **node})
+    def report(metrics: EpochMetrics, state: dict) -> None:
+        last.update(dataclasses.asdict(metrics))
+        with tempfile.TemporaryDirectory(prefix="tune_tl-ckpt-") as tmp:
+            _save_atomic(state, os.path.join(tmp, CHECKPOINT_FILE))
+            tune.report({**dataclasses.asdict(metrics), **node}, checkpoint=tune.Checkpoint.from_directory(tmp))
+        _maybe_simulate_oom(metrics.epoch + 1)
 
     groups = param_groups(model, cfg.head_lr_mult, cfg.layer_decay)
-    fit(model, split, fit_config(cfg, context, model, device, _loader_workers()), report, groups)
+    try:
+        _maybe_simulate_oom(resume["epoch"] + 1 if resume else 1)
+        fit(model, split, fit_config(cfg, context, model, device, _loader_workers()), param_groups=groups, resume=resume, on_state=report)
+    except torch.cuda.OutOfMemoryError as exc:
+        # Not retried: the same config on the same device would run out of memory again.
+        text = f"{type(exc).__name__}: {exc}".strip()[:2000]
+        log.warning("trial ran out of GPU memory: %s", text)
+        tune.report({"val_acc": last.get("val_acc", float("nan")), "trial_status": "oom", "error": text})
 
 
 def _node_info() -> dict[str, str]:
@@ -104,6 +133,40 @@ def _node_info() -> dict[str, str]:
     import ray
 
     return {"node_id": ray.get_runtime_context().get_node_id(), "node_ip": ray.util.get_node_ip_address()}
+
+
+def _save_atomic(state: dict, path: str) -> None:
+    """``torch.save`` under a temporary name, then rename: a crash never leaves a partial file."""
+    tmp = f"{path}.tmp"
+    torch.save(state, tmp)
+    os.replace(tmp, path)
+
+
+def _load_checkpoint(checkpoint) -> dict | None:
+    """The training state in Ray's checkpoint, loaded with ``weights_only=True`` (no pickle code runs)."""
+    if checkpoint is None:
+        return None
+    with checkpoint.as_directory() as path:
+        return torch.load(os.path.join(path, CHECKPOINT_FILE), map_location="cpu", weights_only=True)
+
+
+def _maybe_simulate_oom(epoch: int) -> None:
+    at = os.environ.get(SIMULATE_OOM_ENV)
+    if at and int(at) == epoch:
+        raise torch.cuda.OutOfMemoryError(f"CUDA out of memory (simulated by {SIMULATE_OOM_ENV}={at})")
+
+
+def _trace(start_epoch: int) -> None:
+    folder = os.environ.get(TRACE_DIR_ENV)
+    if not folder:
+        return
+    from ray import tune
+
+    trial_id = tune.get_context().get_trial_id()
+    with open(os.path.join(folder, f"{trial_id}.pid"), "w") as f:
+        f.write(str(os.getpid()))
+    with open(os.path.join(folder, "starts.log"), "a") as f:
+        f.write(f"{trial_id} {start_epoch}\n")
 
 
 def _trial_device() -> str:

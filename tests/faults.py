@@ -1,0 +1,84 @@
+"""Helpers for tests that really kill processes: a search driver in its own session with its own Ray."""
+
+from __future__ import annotations
+
+import os
+import shutil
+import signal
+import subprocess
+import sys
+import tempfile
+import time
+from pathlib import Path
+
+REPO = Path(__file__).resolve().parents[1]
+
+
+class Driver:
+    """``python -m tune_tl.cli ARGS`` in a new process group with a private Ray temp dir.
+
+    Ray's head processes (gcs_server, raylet, workers) are started by the driver; after a SIGKILL
+    of the driver they can outlive it, so ``kill`` also ends every process whose command line
+    names this driver's private temp dir (and only those).
+    """
+
+    def __init__(self, args: list[str], log: Path, env: dict[str, str] | None = None):
+        self.ray_tmp = tempfile.mkdtemp(prefix="ttl", dir="/tmp")  # short: Ray's socket paths have a limit
+        full_env = {k: v for k, v in os.environ.items() if k != "RAY_ADDRESS"}
+        full_env.update(PYTHONPATH=str(REPO), RAY_TMPDIR=self.ray_tmp, **(env or {}))
+        self.log = log
+        with open(self.log, "w") as out:
+            self.proc = subprocess.Popen([sys.executable, "-m", "tune_tl.cli", *args], cwd=REPO, env=full_env,
+                                         stdout=out, stderr=subprocess.STDOUT, start_new_session=True)
+
+    def wait(self, timeout: float) -> int:
+        try:
+            return self.proc.wait(timeout)
+        finally:
+            self.kill()
+
+    def wait_for(self, condition, timeout: float, poll: float = 0.5) -> None:
+        deadline = time.monotonic() + timeout
+        while not condition():
+            if self.proc.poll() is not None:
+                raise AssertionError(f"driver exited early ({self.proc.returncode}):\n{self.tail()}")
+            if time.monotonic() > deadline:
+                raise AssertionError(f"timed out waiting; driver log:\n{self.tail()}")
+            time.sleep(poll)
+
+    def kill(self) -> None:
+        """SIGKILL the driver's process group, then any Ray process of its private temp dir."""
+        try:
+            os.killpg(self.proc.pid, signal.SIGKILL)
+        except ProcessLookupError:
+            pass
+        self.proc.wait()
+        for _ in range(20):
+            left = _processes_mentioning(self.ray_tmp)
+            if not left:
+                break
+            for pid in left:
+                try:
+                    os.kill(pid, signal.SIGKILL)
+                except ProcessLookupError:
+                    pass
+            time.sleep(0.25)
+        shutil.rmtree(self.ray_tmp, ignore_errors=True)
+
+    def tail(self, n: int = 4000) -> str:
+        return self.log.read_text()[-n:] if self.log.exists() else ""
+
+
+def _processes_mentioning(text: str) -> list[int]:
+    pids = []
+    for entry in Path("/proc").iterdir():
+        if not entry.name.isdigit() or int(entry.name) == os.getpid():
+            continue
+        try:
+            cmdline = (entry / "cmdline").read_bytes().replace(b"\0", b" ").decode(errors="replace")
+            environ = (entry / "environ").read_bytes().decode(errors="replace")
+        except OSError:
+            continue
+        if text in cmdline or f"RAY_TMPDIR={text}" in environ:
+            pids.append(int(entry.name))
+    return pids
