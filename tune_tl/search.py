@@ -31,6 +31,8 @@ class SearchOptions:
     gpus_per_trial: float = 0.0
     concurrency: int | None = None
     verbose: int = 1
+    #: The command that started the search (recorded in search.json; empty when called from Python).
+    command_line: tuple[str, ...] = ()
 
     def validate(self) -> None:
         if self.cpus_per_trial <= 0:
@@ -79,7 +81,7 @@ def run_search(spec: SearchSpec, options: SearchOptions = SearchOptions()) -> Se
     tuner = _build_tuner(spec, options, context, num_blocks, root)
     tuner.fit()
 
-    write_json_atomic({**metadata, "end_time": time.strftime("%Y-%m-%dT%H:%M:%S%z")}, root / "search.json")
+    write_json_atomic({**metadata, "end_time": time.strftime("%Y-%m-%dT%H:%M:%S%z"), "node_ids": _node_ids()}, root / "search.json")
     return summarize(root)
 
 
@@ -165,6 +167,10 @@ def _metadata(spec: SearchSpec, options: SearchOptions, name: str) -> dict[str, 
         "space_text": spec.text,
         "options": dataclasses.asdict(options),
         "seed": spec.seed,
+        # The space as run (CLI overrides applied): retrain and report read these, not the text.
+        "data": dataclasses.asdict(spec.data),
+        "backbone": dataclasses.asdict(spec.backbone),
+        "budget": dataclasses.asdict(spec.budget),
         "start_time": time.strftime("%Y-%m-%dT%H:%M:%S%z"),
         "host": platform.node(),
         "versions": {
@@ -176,3 +182,13 @@ def _metadata(spec: SearchSpec, options: SearchOptions, name: str) -> dict[str, 
             "optuna": optuna.__version__,
         },
     }
+
+
+def _node_ids() -> list[str]:
+    """Ids of the Ray nodes alive at the end of the search (one on a laptop)."""
+    import ray
+
+    try:
+        return [n["NodeID"] for n in ray.nodes() if n.get("Alive")]
+    except Exception:  # metadata must never fail a finished search
+        return []
