@@ -1,6 +1,6 @@
 """tune_tl: hyperparameter search over transfer learning (Ray Tune + Optuna + ASHA → Parquet)."""
 
-from tune_tl.analysis import Results, load_results
+from tune_tl.analysis import Results, best_trial, leaderboard, load_results, param_summary
 from tune_tl.errors import TuneTLError
 from tune_tl.search import SearchOptions, SearchSummary, run_search
 from tune_tl.space import SearchSpec, load_space
@@ -11,8 +11,11 @@ __all__ = [
     "SearchSpec",
     "SearchSummary",
     "TuneTLError",
+    "best_trial",
+    "leaderboard",
     "load_results",
     "load_space",
+    "param_summary",
     "run_search",
 ]
 __version__ = "0.1.0"

@@ -123,7 +123,9 @@ def param_summary(results: Results, param: str) -> pd.DataFrame:
         raise TuneTLError(f"{param!r} is not a column of this search's trials; parameters: {known}")
     key = t[param]
     if pd.api.types.is_float_dtype(key) and key.nunique() > 6:
-        key = pd.qcut(key, q=min(5, key.nunique()), duplicates="drop").astype(str)
+        edges = key.quantile([i / 5 for i in range(6)]).unique()
+        labels = [f"{a:.3g}–{b:.3g}" for a, b in zip(edges[:-1], edges[1:])]
+        key = pd.cut(key, edges, include_lowest=True, labels=labels).astype(str)
     key = key.astype(object).where(t[param].notna(), "<n/a>").rename(param)
     ok = t["best_val_acc"].where(t["status"].isin(RANKED_STATUSES))
     grouped = ok.groupby(key, sort=True, dropna=False)
