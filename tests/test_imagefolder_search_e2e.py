@@ -61,7 +61,7 @@ def test_search_over_an_image_folder_runs_with_the_folder_gone_once_data_is_prep
     assert trials["best_val_acc"].max() > 0.5, "three solid colours are easy for pretrained features (chance 0.33)"
 
     meta = json.loads((root / "search.json").read_text())
-    assert meta["skipped_images"] == 1 and "3 classes" in meta["data"] and "in memory" in meta["data"]
+    assert meta["skipped_images"] == 1 and "3 classes" in meta["data_loaded"] and "in memory" in meta["data_loaded"]
     assert (root / "skipped_images.txt").read_text() == f"{photos / 'b' / 'broken.jpg'}: is empty (0 bytes)\n"
     out = capsys.readouterr().out
     assert f"Skipped 1 bad image file(s); listed in {root / 'skipped_images.txt'}" in out

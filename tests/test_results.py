@@ -73,7 +73,7 @@ def test_epoch_rows_are_flushed_in_batches_not_rewritten(tmp_path):
     for epoch in range(1, 10):
         sink.on_trial_result(0, [], t, result(epoch, 0.5))
     parts = sorted((tmp_path / "epochs").glob("part-*.parquet"))
-    assert [pq.read_metadata(p).num_rows for p in parts] == [4, 4]  # the 9th waits in the buffer
+    assert [pq.read_metadata(p).num_rows for p in parts] == [4, 4]  # two flushes of 4; the 9th waits in the buffer
     sink.on_trial_complete(0, [], t)
     sink.on_experiment_end([])
     assert len(load_results(tmp_path).epochs) == 9

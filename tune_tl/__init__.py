@@ -1,6 +1,6 @@
 """tune_tl: hyperparameter search over transfer learning (Ray Tune + Optuna + ASHA → Parquet)."""
 
-from tune_tl.analysis import Results, load_results
+from tune_tl.analysis import Results, best_trial, leaderboard, load_results, param_summary
 from tune_tl.errors import TuneTLError
 from tune_tl.resume import resume_search
 from tune_tl.search import SearchOptions, SearchSummary, run_search
@@ -12,8 +12,11 @@ __all__ = [
     "SearchSpec",
     "SearchSummary",
     "TuneTLError",
+    "best_trial",
+    "leaderboard",
     "load_results",
     "load_space",
+    "param_summary",
     "resume_search",
     "run_search",
 ]

@@ -13,6 +13,7 @@ from tune_tl.errors import TuneTLError
 def main(argv: list[str] | None = None) -> int:
     parser = _parser()
     args = parser.parse_args(argv)
+    args.argv = ["tune-tl", *(sys.argv[1:] if argv is None else argv)]  # recorded in search.json
     logging.basicConfig(level=logging.INFO, format="%(asctime)s %(levelname)s %(name)s: %(message)s", datefmt="%H:%M:%S")
     try:
         return args.func(args)
@@ -55,7 +56,51 @@ def _parser() -> argparse.ArgumentParser:
     v = sub.add_parser("validate", help="check a search-space file without running anything")
     v.add_argument("space", help="search-space file (.yaml or .py)")
     v.set_defaults(func=_validate)
+
+    r = sub.add_parser("report", help="leaderboard, PNG plots and an HTML page for a search (running or finished)")
+    r.add_argument("dir", help="the search's results folder (<output>/<name>)")
+    r.add_argument("--top", type=int, default=10, help="trials in the leaderboard (default 10)")
+    r.set_defaults(func=_report)
+
+    t = sub.add_parser("retrain", help="retrain a trial's config (default: the best) to the full budget and save it")
+    t.add_argument("dir", help="the search's results folder (<output>/<name>)")
+    t.add_argument("--trial", help="trial id to retrain (default: the best completed or pruned trial)")
+    t.add_argument("--device", help="cpu or cuda (default: cuda when available)")
+    t.set_defaults(func=_retrain)
+
+    p = sub.add_parser("predict", help="classify image files with a model saved by retrain")
+    p.add_argument("model", help="model folder (<search>/models/<trial_id>) or its model.pt")
+    p.add_argument("images", nargs="+", help="image files")
+    p.set_defaults(func=_predict)
     return parser
+
+
+def _report(args) -> int:
+    from tune_tl.report import write_report
+
+    text, files = write_report(args.dir, top=args.top)
+    print(text)
+    print("Report: " + ", ".join(str(f) for f in files))
+    return 0
+
+
+def _retrain(args) -> int:
+    from tune_tl.retrain import retrain
+
+    saved = retrain(args.dir, args.trial, args.device)
+    m = saved.metrics
+    note = "" if m["evaluated_on"] == "test" else " (no test split in this data: validation set, which the search also used)"
+    print(f"Retrained {m['epochs']} epoch(s): {m['evaluated_on']} accuracy {m['accuracy']:.4f}, loss {m['loss']:.4f}{note}")
+    print(f"Saved {saved.directory / 'model.pt'} and {saved.directory / 'model.json'}")
+    return 0
+
+
+def _predict(args) -> int:
+    from tune_tl.retrain import predict
+
+    for image, label, prob in predict(args.model, args.images):
+        print(f"{image}\t{label}\t{prob:.4f}")
+    return 0
 
 
 def _search(args) -> int:
@@ -81,6 +126,7 @@ def _search(args) -> int:
         sampler=args.sampler,
         feature_cache=args.feature_cache,
         max_failures=args.max_failures,
+        command_line=tuple(args.argv),
     )
     summary = run_search(spec, options)
     print(_format_summary(summary))

@@ -93,7 +93,7 @@ def spec_from_metadata(meta: dict, root: Path):
         file = Path(tmp) / f"space{suffix}"
         file.write_text(meta["space_text"])
         spec = load_space(file) if meta["space_text"].strip() else load_space()
-    data = DataSpec(**meta["data_spec"]) if "data_spec" in meta else spec.data
+    data = DataSpec(**meta["data"]) if isinstance(meta.get("data"), dict) else spec.data
     return dataclasses.replace(spec, data=data, budget=BudgetSpec(**meta["budget"]), seed=meta["seed"], source=meta.get("space_file", spec.source))
 
 

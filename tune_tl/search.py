@@ -43,6 +43,8 @@ class SearchOptions:
     feature_cache: bool = True
     #: Retries of a trial whose worker died, each from its last checkpoint.
     max_failures: int = 2
+    #: The command that started the search (recorded in search.json; empty when called from Python).
+    command_line: tuple[str, ...] = ()
 
     #: Trial checkpoints kept on disk per trial (the last epoch's; resume needs nothing older).
     keep_checkpoints = 1
@@ -99,7 +101,7 @@ def run_search(spec: SearchSpec, options: SearchOptions = SearchOptions()) -> Se
 
         write_skipped(skipped, root / SKIPPED_FILE)
     context = with_feature_cache(context, options, root)
-    metadata = {**_metadata(spec, options, name, root), "data": loaded.description, "skipped_images": len(skipped)}
+    metadata = {**_metadata(spec, options, name, root), "data_loaded": loaded.description, "skipped_images": len(skipped)}
     from tune_tl.results import write_json_atomic
 
     write_json_atomic(metadata, root / "search.json")
@@ -108,7 +110,7 @@ def run_search(spec: SearchSpec, options: SearchOptions = SearchOptions()) -> Se
     tuner = _build_tuner(spec, options, context, num_blocks, root)
     tuner.fit()  # a driver that dies here is continued by ``tune-tl resume`` (tune_tl.resume)
 
-    write_json_atomic({**metadata, "end_time": time.strftime("%Y-%m-%dT%H:%M:%S%z")}, root / "search.json")
+    write_json_atomic({**metadata, "end_time": time.strftime("%Y-%m-%dT%H:%M:%S%z"), "node_ids": _node_ids()}, root / "search.json")
     return dataclasses.replace(summarize(root), skipped_images=len(skipped))
 
 
@@ -233,8 +235,10 @@ def _metadata(spec: SearchSpec, options: SearchOptions, name: str, root: Path) -
         "space_text": spec.text,
         "options": dataclasses.asdict(options),
         "seed": spec.seed,
-        "budget": dataclasses.asdict(spec.budget),  # with command-line overrides: resume rebuilds from these
-        "data_spec": dataclasses.asdict(spec.data),  # with --data / --skip-bad-images applied
+        # The space as run (CLI overrides applied): resume, retrain and report read these, not the text.
+        "data": dataclasses.asdict(spec.data),
+        "backbone": dataclasses.asdict(spec.backbone),
+        "budget": dataclasses.asdict(spec.budget),
         "root": str(root),
         "start_time": time.strftime("%Y-%m-%dT%H:%M:%S%z"),
         "host": platform.node(),
@@ -247,3 +251,13 @@ def _metadata(spec: SearchSpec, options: SearchOptions, name: str, root: Path) -
             "optuna": optuna.__version__,
         },
     }
+
+
+def _node_ids() -> list[str]:
+    """Ids of the Ray nodes alive at the end of the search (one on a laptop)."""
+    import ray
+
+    try:
+        return [n["NodeID"] for n in ray.nodes() if n.get("Alive")]
+    except Exception:  # metadata must never fail a finished search
+        return []

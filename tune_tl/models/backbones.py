@@ -64,8 +64,8 @@ def build_backbone(name: str, weights: Weights = "imagenet") -> Backbone:
         name: ``efficientnet_lite0``; ``torchvision/<arch>`` or ``timm/<arch>`` to pick a library; or an
             unprefixed arch, which goes to torchvision when it has a supported model of that name, else timm.
         weights: ``"imagenet"``: the library's default pretrained weights, from the local cache only;
-            ``"none"``/``None``: random init; a path to a state-dict file (of ``features``, or of the whole
-            classifier, whose head keys are dropped); or an in-memory state dict of ``features``.
+            ``"none"``/``None``: random init; a path to a state-dict file (of ``features``, of the whole
+            classifier, whose head keys are dropped, or a ``model.pt`` saved by ``tune-tl retrain``); or an in-memory state dict of ``features``.
 
     Raises:
         TuneTLError: Unknown name, ImageNet weights not cached, or weights that do not fit.
@@ -77,7 +77,7 @@ def build_backbone(name: str, weights: Weights = "imagenet") -> Backbone:
     if isinstance(weights, Mapping):
         _load_features(backbone, weights, "the given state dict", head_prefixes)
     elif isinstance(weights, (str, os.PathLike)) and str(weights) not in ("imagenet", "none"):
-        state = _read_state_file(Path(weights))
+        state = _without_transfer_head(_read_state_file(Path(weights)))
         if library == "lite0" and lite0.is_original_naming(state):
             state = lite0.lite0_state_dict(state)
         _load_features(backbone, state, f"file {weights}", head_prefixes)
@@ -263,6 +263,13 @@ def _read_state_file(path: Path) -> dict[str, torch.Tensor]:
         raise TuneTLError(f"weights file {path} does not hold a state dict (name -> tensor); "
                           "save one with torch.save(model.state_dict(), path)")
     return dict(state)
+
+
+def _without_transfer_head(state: dict[str, torch.Tensor]) -> dict[str, torch.Tensor]:
+    """A ``TransferModel`` state dict (``features.*`` + ``head.*``, as ``tune-tl retrain`` saves) -> features only."""
+    if any(k.startswith("head.") for k in state) and all(k.startswith(("features.", "head.")) for k in state):
+        return {k[len("features."):]: v for k, v in state.items() if k.startswith("features.")}
+    return state
 
 
 def _load_features(backbone: Backbone, state: Mapping[str, torch.Tensor], source: str, heads: tuple[str, ...]) -> None:

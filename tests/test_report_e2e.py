@@ -1,0 +1,93 @@
+"""A real tiny search, then what people do with it: report, retrain the best trial, predict an image file."""
+
+import json
+import re
+
+import numpy as np
+import pytest
+import torch
+from PIL import Image
+
+from tune_tl.analysis import leaderboard, load_results
+from tune_tl.cli import main
+
+SPACE = """
+seed: 0
+data: {source: digits, val_fraction: 0.2}
+backbone: {name: efficientnet_lite0, weights: imagenet}
+budget: {samples: 5, max_epochs: 2, grace_period: 1, reduction_factor: 2}
+params:
+  resolution: 32
+  batch_size: 128
+  freeze_blocks: all                # a linear probe keeps the test fast
+  lr: {low: 1.0e-4, high: 3.0e-2, log: true}
+  head: [linear, mlp]
+  head_hidden: 32
+"""
+
+
+@pytest.fixture(scope="module")
+def search(ray_local, tmp_path_factory):
+    tmp = tmp_path_factory.mktemp("report")
+    (tmp / "tiny.yaml").write_text(SPACE)
+    assert main(["search", str(tmp / "tiny.yaml"), "--output", str(tmp), "--name", "tiny", "--concurrency", "2"]) == 0
+    return tmp / "tiny"
+
+
+@pytest.mark.slow
+def test_search_json_records_the_run_and_its_nodes(search):
+    info = json.loads((search / "search.json").read_text())
+    assert info["budget"] == {"samples": 5, "max_epochs": 2, "grace_period": 1, "reduction_factor": 2.0}
+    assert info["options"]["command_line"][:2] == ["tune-tl", "search"] and "--concurrency" in info["options"]["command_line"]
+    assert info["end_time"] and len(info["node_ids"]) >= 1 and "budget:" in info["space_text"]
+
+
+@pytest.mark.slow
+def test_report_prints_the_leaderboard_best_first_and_writes_plots_and_html(search, capsys):
+    assert main(["report", str(search)]) == 0
+    out = capsys.readouterr().out
+    res = load_results(search)
+    expected = leaderboard(res)["trial_id"].tolist()
+    printed = [m for m in re.findall(r"^\s*\d+\s+(\S+)\s+(?:completed|pruned|diverged|error)", out, re.M)]
+    assert printed == expected and len(expected) == 5
+    ranked = res.trials.set_index("trial_id").loc[expected[:2], "best_val_acc"]
+    assert ranked.iloc[0] >= ranked.iloc[1]
+    for name in ("learning_curves.png", "accuracy_vs_freeze.png", "accuracy_vs_lr.png", "importances.png", "index.html"):
+        assert (search / "report" / name).stat().st_size > 1000, name
+    page = (search / "report" / "index.html").read_text()
+    assert expected[0] in page and "learning_curves.png" in page
+
+
+@pytest.mark.slow
+def test_retrained_best_model_predicts_image_files_and_seeds_a_new_backbone(search, tmp_path, capsys):
+    from sklearn.datasets import load_digits
+
+    from tune_tl.models import build_backbone
+
+    assert main(["retrain", str(search)]) == 0
+    out = capsys.readouterr().out
+    best = leaderboard(load_results(search)).iloc[0]["trial_id"]
+    model_dir = search / "models" / best
+    info = json.loads((model_dir / "model.json").read_text())
+    assert info["classes"] == [str(i) for i in range(10)] and info["resolution"] == 32
+    assert info["metrics"]["evaluated_on"] == "val" and info["metrics"]["accuracy"] > 0.5
+    assert f"val accuracy {info['metrics']['accuracy']:.4f}" in out
+
+    digits = load_digits()
+    files = []
+    for index in (0, 1, 2, 3, 4, 5):
+        file = tmp_path / f"digit{index}.png"
+        Image.fromarray(np.uint8(digits.images[index] * 255 / 16)).resize((64, 64)).save(file)  # grey, other size
+        files.append(str(file))
+    assert main(["predict", str(model_dir), *files]) == 0
+    lines = capsys.readouterr().out.strip().splitlines()
+    assert len(lines) == 6
+    predicted = [line.split("\t") for line in lines]
+    assert all(p[0] == f and p[1] in info["classes"] and 0 < float(p[2]) <= 1 for p, f in zip(predicted, files))
+    correct = sum(p[1] == str(digits.target[i]) for i, p in enumerate(predicted))
+    assert correct >= 3, f"only {correct}/6 digits right: preprocessing differs from training?"
+
+    backbone = build_backbone("efficientnet_lite0", model_dir / "model.pt")  # transfer from your own model
+    saved = torch.load(model_dir / "model.pt", weights_only=True)
+    for key, value in backbone.features.state_dict().items():
+        assert torch.equal(value, saved[f"features.{key}"])
