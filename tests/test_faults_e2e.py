@@ -64,7 +64,8 @@ def assert_one_row_per_trial_and_epoch(root: Path) -> tuple[pd.DataFrame, pd.Dat
 def test_a_search_whose_driver_is_killed_resumes_to_exactly_its_trials_then_extends(tmp_path):
     (tmp_path / "tiny.yaml").write_text(SPACE)
     root = tmp_path / "out" / "s"
-    driver = Driver(["search", str(tmp_path / "tiny.yaml"), "--output", str(tmp_path / "out"), "--name", "s", "--concurrency", "1"], tmp_path / "search.log")
+    driver = Driver(["search", str(tmp_path / "tiny.yaml"), "--output", str(tmp_path / "out"), "--name", "s", "--concurrency", "1",
+                     "--no-feature-cache"], tmp_path / "search.log")  # uncached epochs: slow enough to kill mid-search
     try:  # kill it once the first trial has ended and the next one has started
         driver.wait_for(lambda: list(root.glob("trials/*.parquet")) and len(list(root.glob("run_trial_*"))) >= 2, timeout=240)
     finally:
@@ -90,7 +91,9 @@ def test_a_search_whose_driver_is_killed_resumes_to_exactly_its_trials_then_exte
 
     # The persisted study went on: the extended search's trials joined the same study.
     study = optuna.load_study(study_name=root.name, storage=f"sqlite:///{root / 'optuna.db'}")
-    assert len(study.trials) == 4
+    finished = [t for t in study.trials if t.user_attrs.get("tune_tl_status") != "orphaned"]
+    assert len(finished) == 4 and all(t.state != optuna.trial.TrialState.RUNNING for t in study.trials), \
+        "every Ray trial is in the study; trials the killed driver asked for after its last snapshot are failed, not left running"
     assert "Search finished:" in extended.tail()
     assert_every_file_readable(root)
 
@@ -105,7 +108,7 @@ def fault_search(tmp_path_factory):
     root = tmp / "out" / "f"
     env = {"TUNE_TL_TRACE_DIR": str(trace), "TUNE_TL_SIMULATE_OOM_AT_EPOCH": "3"}
     driver = Driver(["search", str(tmp / "space.py"), "--output", str(tmp / "out"), "--name", "f",
-                     "--concurrency", "1", "--max-failures", "2"], tmp / "search.log", env)
+                     "--concurrency", "1", "--max-failures", "2", "--no-feature-cache"], tmp / "search.log", env)
     try:
         def second_trial_done_epoch_1():
             dirs = [d for d in root.glob("run_trial_*_2_*")]

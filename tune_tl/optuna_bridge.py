@@ -75,6 +75,16 @@ class HonestOptunaSearch(OptunaSearch):
         self._time_attr = time_attr
         self._progress: dict[str, dict[str, Any]] = {}
 
+    def restore(self, checkpoint_path: str):
+        """Restore Ray's snapshot, then fail the study's orphans: trials a killed driver had asked for
+        after its last snapshot. No Ray trial will ever report to them, so they would stay RUNNING."""
+        super().restore(checkpoint_path)
+        known = {t.number for t in self._ot_trials.values()}
+        for frozen in self._ot_study.get_trials(deepcopy=False, states=(TrialState.RUNNING,)):
+            if frozen.number not in known:
+                self._ot_study._storage.set_trial_user_attr(frozen._trial_id, "tune_tl_status", "orphaned")
+                self._ot_study.tell(frozen.number, state=TrialState.FAIL)
+
     def suggest(self, trial_id: str):
         config = super().suggest(trial_id)
         if trial_id in self._ot_trials:
@@ -85,6 +95,9 @@ class HonestOptunaSearch(OptunaSearch):
         if trial_id in self._completed_trials or trial_id not in self._ot_trials:
             return
         progress = self._progress.setdefault(trial_id, {"epoch": 0, "best": None, "diverged": False})
+        if result.get("trial_status") == "oom":  # the trainable's own verdict, not an epoch
+            progress["oom"] = True
+            return
         epoch = int(result.get(self._time_attr) or 0)
         if epoch <= progress["epoch"]:
             return  # already seen (e.g. the final result repeated at completion)
@@ -115,6 +128,8 @@ class HonestOptunaSearch(OptunaSearch):
         """(Parquet status, Optuna state, value): the same rule as ``results.ParquetSink``."""
         if error:
             return "error", TrialState.FAIL, None
+        if progress and progress.get("oom"):
+            return "oom", TrialState.FAIL, None
         if progress and progress["diverged"]:
             return "diverged", TrialState.FAIL, None
         if progress and progress["epoch"] >= self._max_epochs and progress["best"] is not None:

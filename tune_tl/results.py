@@ -113,8 +113,11 @@ def write_json_atomic(data: dict[str, Any], path: Path) -> None:
 
 
 class ParquetSink(Callback):
-    """Driver-side callback: buffers rows and writes them every ``flush_rows`` rows or
-    ``flush_seconds`` seconds, and at the end of the experiment.
+    """Driver-side callback: buffers rows and writes them when Ray snapshots the experiment
+    (``get_state``, about every 10 s: Ray's ``TUNE_GLOBAL_CHECKPOINT_S``), at the end of the
+    experiment, and whenever ``flush_rows`` rows wait (a memory bound). Writing only at snapshots
+    keeps the Parquet tables in step with what ``tune-tl resume`` restores: a trial that Ray's
+    snapshot does not know yet never has rows on disk, so a resumed search cannot count it twice.
 
     A trial's status is ``completed`` if it ran ``max_epochs``, ``diverged`` if its loss went
     non-finite, ``oom`` if the trainable reported running out of GPU memory (a final result with
@@ -127,7 +130,7 @@ class ParquetSink(Callback):
     is, and a driver crash loses only results that the resumed trials produce again.
     """
 
-    def __init__(self, root: str | Path, max_epochs: int, flush_rows: int = 256, flush_seconds: float = 10.0, compact_every: int = 128):
+    def __init__(self, root: str | Path, max_epochs: int, flush_rows: int = 50_000, flush_seconds: float = math.inf, compact_every: int = 128):
         self.root = Path(root)
         self.max_epochs = max_epochs
         self.flush_rows = flush_rows
@@ -235,7 +238,7 @@ class ParquetSink(Callback):
         self._maybe_flush()
 
     def _maybe_flush(self) -> None:
-        """Flush by size or age: a result costs an append, a flush amortises over many results."""
+        """Flush by size (or age, if ``flush_seconds`` is finite): a result costs an append."""
         rows = len(self._epochs) + len(self._trials)
         if rows >= self.flush_rows or time.monotonic() - self._last_flush > self.flush_seconds:
             self.flush()
