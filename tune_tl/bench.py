@@ -193,9 +193,9 @@ def main(argv: list[str] | None = None) -> None:
     parser.add_argument("--quick", action="store_true", help="small searches: a few minutes on 2 CPU cores")
     args = parser.parse_args(argv)
     logging.basicConfig(level=logging.WARNING)
-    import ray
+    from tune_tl.search import init_ray
 
-    ray.init(include_dashboard=False, logging_level=logging.ERROR, log_to_driver=False)
+    init_ray()  # a fresh local Ray (or $RAY_ADDRESS), never a stale cluster left on the machine
     base = load_space()
     samples, epochs = (8, 3) if args.quick else (20, 6)
     spec = dataclasses.replace(base, budget=dataclasses.replace(base.budget, samples=samples, max_epochs=epochs, reduction_factor=2))
