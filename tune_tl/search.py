@@ -85,13 +85,14 @@ def run_search(spec: SearchSpec, options: SearchOptions = SearchOptions()) -> Se
     Example:
         >>> from tune_tl import load_space, run_search, SearchOptions
         >>> summary = run_search(load_space(), SearchOptions(output="results", name="demo"))
-        >>> summary.best["val_acc"]  # doctest: +SKIP
+        >>> summary.best["best_val_acc"]  # doctest: +SKIP
     """
     options.validate()
     name = options.name or time.strftime("search-%Y%m%d-%H%M%S")
     root = Path(options.output).expanduser().resolve() / name
-    if (root / "trials").exists() or (root / "epochs").exists():
-        raise TuneTLError(f"{root} already holds search results; choose another --name (or --output)")
+    if any((root / part).exists() for part in ("trials", "epochs", "optuna.db", "tuner.pkl")):
+        raise TuneTLError(f"{root} already holds search results; choose another --name (or --output), "
+                          f"or continue it with `tune-tl resume {root}`")
 
     context, num_blocks, loaded = _prepare_context(spec)  # before Ray: bad weights or data fail here
     skipped = loaded.skipped

@@ -1,0 +1,30 @@
+"""run_search refuses bad options and never overwrites an earlier search, before any Ray work."""
+
+import pytest
+
+from tune_tl import SearchOptions, TuneTLError, load_space, run_search
+
+
+@pytest.mark.parametrize("leftover", ["trials", "epochs", "optuna.db", "tuner.pkl"])
+def test_a_folder_holding_an_earlier_search_is_never_reused(tmp_path, leftover):
+    root = tmp_path / "s"
+    root.mkdir()
+    (root / leftover).mkdir()
+    with pytest.raises(TuneTLError, match=r"already holds search results; .* `tune-tl resume "):
+        run_search(load_space(), SearchOptions(output=str(tmp_path), name="s"))
+
+
+@pytest.mark.parametrize(
+    "options, message",
+    [
+        (SearchOptions(cpus_per_trial=0), "--cpus-per-trial must be positive"),
+        (SearchOptions(gpus_per_trial=1.5), "--gpus-per-trial must be a fraction"),
+        (SearchOptions(concurrency=0), "--concurrency must be at least 1"),
+        (SearchOptions(scheduler="hyperband"), "--scheduler must be 'asha' or 'fifo'"),
+        (SearchOptions(name="a/b"), "--name must be a plain folder name"),
+        (SearchOptions(max_failures=-1), "--max-failures must be 0 or more"),
+    ],
+)
+def test_bad_options_are_rejected_naming_the_flag(options, message):
+    with pytest.raises(TuneTLError, match=message):
+        run_search(load_space(), options)
