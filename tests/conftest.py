@@ -1,8 +1,14 @@
 """Shared fixtures: one local Ray instance for the whole session (starting Ray costs seconds)."""
 
+import os
 import tempfile
 
 import pytest
+
+# Dummy credentials for the local S3 server (tests/s3_server.py), set before any Ray process starts so
+# workers inherit them; and no probing of a cloud metadata service for real ones.
+for key, value in {"AWS_ACCESS_KEY_ID": "test", "AWS_SECRET_ACCESS_KEY": "test", "AWS_EC2_METADATA_DISABLED": "true"}.items():
+    os.environ.setdefault(key, value)
 
 
 @pytest.fixture(scope="session")

@@ -22,6 +22,7 @@ import pyarrow.dataset as ds
 from tune_tl.errors import TuneTLError
 from tune_tl.params import PARAMS
 from tune_tl.results import EPOCH_SCHEMA, TRIAL_SCHEMA
+from tune_tl.storage import Location
 
 #: Statuses whose ``best_val_acc`` is a real measurement (a diverged trial's is not comparable).
 RANKED_STATUSES = ("completed", "pruned")
@@ -42,16 +43,17 @@ class Results:
     search: dict[str, Any] = field(default_factory=dict)
 
 
-def load_results(path: str | Path) -> Results:
-    """Load both tables of the search in ``path``; an empty table if none is written yet.
+def load_results(path: str | Path | Location) -> Results:
+    """Load both tables of the search in ``path`` (a folder or an ``s3://``/``gs://`` URI); an
+    empty table if none is written yet.
 
-    Safe while the search is still writing: parts appear whole (renamed into place), and a part
-    compacted away between listing and reading makes this list the folder again.
+    Safe while the search is still writing: parts appear whole, and a part compacted away between
+    listing and reading makes this list the folder again.
 
     Raises:
         TuneTLError: ``path`` is not a folder.
     """
-    root = Path(path)
+    root = Location.parse(path)
     if not root.is_dir():
         raise TuneTLError(f"{root} is not a search results folder (expected {root}/trials and {root}/epochs)")
     trials = _read(root / "trials", TRIAL_SCHEMA, ["trial_id"])
@@ -59,9 +61,9 @@ def load_results(path: str | Path) -> Results:
     return Results(trials, epochs, load_search_info(root))
 
 
-def load_search_info(path: str | Path) -> dict[str, Any]:
+def load_search_info(path: str | Path | Location) -> dict[str, Any]:
     """The search's ``search.json`` record, or ``{}`` when it has none (yet)."""
-    file = Path(path) / "search.json"
+    file = Location.parse(path) / "search.json"
     try:
         return json.loads(file.read_text())
     except FileNotFoundError:
@@ -171,13 +173,14 @@ def _write_synthetic(sink, n_trials: int, epochs: int) -> None:
     sink.on_experiment_end([])
 
 
-def _read(directory: Path, schema: pa.Schema, key: list[str], attempts: int = 5) -> pd.DataFrame:
+def _read(directory: Location, schema: pa.Schema, key: list[str], attempts: int = 5) -> pd.DataFrame:
     if not directory.is_dir():
         return schema.empty_table().to_pandas()
     for attempt in range(attempts):
         try:
             # An explicit schema lets parts written by older versions (fewer columns) read as nulls.
-            frame = ds.dataset(directory, schema=schema, format="parquet").to_table().to_pandas()
+            dataset = ds.dataset(directory.path, schema=schema, format="parquet", filesystem=directory.fs)
+            frame = dataset.to_table().to_pandas()
             break
         except OSError:  # FileNotFoundError: compacted away by the running search since we listed
             if attempt == attempts - 1:

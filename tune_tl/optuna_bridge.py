@@ -21,20 +21,72 @@ runs:
     >>> study = optuna.load_study(study_name="demo", storage="sqlite:///results/demo/optuna.db")
     >>> study.trials_dataframe()[["number", "state", "value", "user_attrs_tune_tl_status"]]
 
-or ``optuna-dashboard sqlite:///results/demo/optuna.db``.
+or ``optuna-dashboard sqlite:///results/demo/optuna.db``. SQLite needs a local file, so a search whose
+output is an object store (``s3://``, ``gs://``) keeps the study in a local copy (:func:`study_file`) that
+:class:`SqliteMirror` uploads to ``<search>/optuna.db`` at every Ray snapshot and at the end.
 """
 
 from __future__ import annotations
 
 import logging
 import math
+import sqlite3
+import tempfile
+from pathlib import Path
 from typing import Any, Callable
 
 import optuna
 from optuna.trial import TrialState
+from ray.tune import Callback
 from ray.tune.search.optuna import OptunaSearch
 
+from tune_tl.storage import Location
+
 log = logging.getLogger(__name__)
+
+
+def study_file(root: Location, fresh: bool) -> Path:
+    """The study's SQLite file on this machine: ``<search>/optuna.db`` for a local (or shared) folder;
+    for an object store a local copy, emptied for a new search (``fresh``) and, for a resumed one,
+    downloaded from the search's last snapshot."""
+    if root.is_local:
+        return root.local_path / "optuna.db"
+    local = root.local_mirror("study") / "optuna.db"
+    local.unlink(missing_ok=True)
+    if not fresh:
+        (root / "optuna.db").download(local)
+    local.parent.mkdir(parents=True, exist_ok=True)
+    return local
+
+
+class SqliteMirror(Callback):
+    """Driver-side Ray callback: copy a driver-local SQLite file (the Optuna study) to storage at
+    every experiment snapshot and at the end, so a search on an object store keeps its study next
+    to its results and ``tune-tl resume`` can continue it from another machine. The copy is taken
+    with SQLite's backup API, so it is consistent even if a write were under way."""
+
+    def __init__(self, local: Path, remote: Location):
+        self.local, self.remote = Path(local), remote
+
+    def get_state(self):
+        self.copy()
+        return None
+
+    def on_experiment_end(self, trials, **info):
+        self.copy()
+
+    def copy(self) -> None:
+        if not self.local.is_file():
+            return
+        with tempfile.TemporaryDirectory(prefix="tune_tl-sqlite-") as tmp:
+            copy = Path(tmp) / self.local.name
+            src, dst = sqlite3.connect(self.local), sqlite3.connect(copy)
+            try:
+                src.backup(dst)
+            finally:
+                src.close()
+                dst.close()
+            self.remote.upload(copy)
 
 
 def storage_url(path) -> str:

@@ -1,7 +1,8 @@
 """``tune-tl report DIR``: a leaderboard on the terminal, PNG plots and one static HTML page.
 
 Works on a running search (it reads whatever parts exist) and on one with no trials yet. Plots are
-written next to the results, under ``<DIR>/report/``:
+written next to the results, under ``<DIR>/report/``; for a search on an object store (``s3://``,
+``gs://``) into ``./<name>-report/`` on this machine, where a browser can open them:
 
     >>> paths = write_report("results/demo")   # doctest: +SKIP
     >>> sorted(p.name for p in paths)
@@ -17,6 +18,7 @@ import pandas as pd
 
 from tune_tl.analysis import RANKED_STATUSES, Results, leaderboard, load_results
 from tune_tl.params import PARAMS
+from tune_tl.storage import Location
 
 STATUS_COLOURS = {"completed": "tab:green", "pruned": "tab:orange", "diverged": "tab:red", "error": "tab:gray",
                   "running": "tab:blue"}
@@ -26,9 +28,9 @@ MIN_TRIALS_FOR_IMPORTANCE = 5
 
 def write_report(path: str | Path, top: int = 10) -> tuple[str, list[Path]]:
     """Read the search in ``path``, write plots and ``index.html``; return (leaderboard text, files)."""
-    root = Path(path)
+    root = Location.parse(path)
     res = load_results(root)
-    out = root / "report"
+    out = root.local_path / "report" if root.is_local else Path.cwd() / f"{root.name}-report"
     out.mkdir(exist_ok=True)
     board = leaderboard(res, top=top)
     table = format_leaderboard(board, res)

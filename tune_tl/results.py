@@ -17,7 +17,6 @@ from __future__ import annotations
 import json
 import logging
 import math
-import os
 import time
 import uuid
 from pathlib import Path
@@ -29,6 +28,7 @@ from ray.tune import Callback
 
 from tune_tl.errors import TuneTLError
 from tune_tl.params import PARAMS, TrialConfig
+from tune_tl.storage import Location
 
 log = logging.getLogger(__name__)
 
@@ -75,41 +75,35 @@ TRIAL_SCHEMA = pa.schema(
 STATUSES = ("completed", "pruned", "diverged", "oom", "error")
 
 
-
-
-def write_table_atomic(rows: list[dict[str, Any]] | pa.Table, schema: pa.Schema, directory: Path, name: str | None = None) -> Path:
-    """Write ``rows`` as one new Parquet part in ``directory`` (temp name, then rename)."""
-    directory.mkdir(parents=True, exist_ok=True)
+def write_table_atomic(rows: list[dict[str, Any]] | pa.Table, schema: pa.Schema, directory: Location | str | Path,
+                       name: str | None = None) -> Location:
+    """Write ``rows`` as one new Parquet part in ``directory`` (whole-file: see ``tune_tl.storage``)."""
     name = name or f"part-{time.time_ns()}-{uuid.uuid4().hex[:8]}.parquet"
     table = rows if isinstance(rows, pa.Table) else pa.Table.from_pylist(rows, schema=schema)
-    tmp = directory / f".{name}.tmp"  # leading dot: readers skip it
-    pq.write_table(table, tmp)
-    os.replace(tmp, directory / name)
-    return directory / name
+    part = Location.parse(directory) / name
+    part.write_parquet(table)
+    return part
 
 
-def compact(directory: Path, schema: pa.Schema, only_small: bool) -> None:
+def compact(directory: Location | str | Path, schema: pa.Schema, only_small: bool) -> None:
     """Merge part files into one, so a long search reads as a few files, not thousands.
 
-    The merged part is renamed into place before the old parts are removed: a reader in between
-    sees rows twice (``load_results`` drops such duplicates), never a partial file.
+    The merged part is in place before the old parts are removed: a reader in between sees rows
+    twice (``load_results`` drops such duplicates), never a partial file.
     """
-    parts = sorted(p for p in directory.glob("part-*.parquet") if not (only_small and p.name.startswith("part-c")))
+    directory = Location.parse(directory)
+    parts = [p for p in directory.files("part-", ".parquet") if not (only_small and p.name.startswith("part-c"))]
     if len(parts) < 2:
         return
-    table = pa.concat_tables(pq.read_table(p, schema=schema) for p in parts)
+    table = pa.concat_tables(pq.read_table(p.path, schema=schema, filesystem=p.fs) for p in parts)
     name = f"part-c{time.time_ns()}-{uuid.uuid4().hex[:8]}.parquet"  # 'part-c': already compacted
-    tmp = directory / f".{name}.tmp"
-    pq.write_table(table, tmp)
-    os.replace(tmp, directory / name)
+    write_table_atomic(table, schema, directory, name)
     for p in parts:
-        p.unlink(missing_ok=True)
+        p.delete()
 
 
-def write_json_atomic(data: dict[str, Any], path: Path) -> None:
-    tmp = path.with_name(f".{path.name}.tmp")
-    tmp.write_text(json.dumps(data, indent=2, default=str))
-    os.replace(tmp, path)
+def write_json_atomic(data: dict[str, Any], path: Location | str | Path) -> None:
+    Location.parse(path).write_text(json.dumps(data, indent=2, default=str))
 
 
 class ParquetSink(Callback):
@@ -130,8 +124,8 @@ class ParquetSink(Callback):
     is, and a driver crash loses only results that the resumed trials produce again.
     """
 
-    def __init__(self, root: str | Path, max_epochs: int, flush_rows: int = 50_000, flush_seconds: float = math.inf, compact_every: int = 128):
-        self.root = Path(root)
+    def __init__(self, root: Location | str | Path, max_epochs: int, flush_rows: int = 50_000, flush_seconds: float = math.inf, compact_every: int = 128):
+        self.root = Location.parse(root)
         self.max_epochs = max_epochs
         self.flush_rows = flush_rows
         self.flush_seconds = flush_seconds

@@ -23,6 +23,7 @@ from pathlib import Path
 from ray.tune.search import SearchGenerator
 
 from tune_tl.errors import TuneTLError
+from tune_tl.storage import Location
 
 log = logging.getLogger(__name__)
 
@@ -59,9 +60,10 @@ def resume_search(path: str | Path, samples: int | None = None):
     """Continue the search in ``path`` until it has ``samples`` trials (default: its own budget)."""
     from ray import tune
 
-    from tune_tl.search import SearchOptions, _prepare_context, init_ray, make_trainable, summarize, with_feature_cache
+    from tune_tl.optuna_bridge import study_file
+    from tune_tl.search import SearchOptions, _prepare_context, init_ray, make_trainable, storage_config, summarize, with_feature_cache
 
-    root = Path(path).expanduser().resolve()
+    root = Location.parse(path)
     meta = _read_metadata(root)
     spec = spec_from_metadata(meta, root)
     target = max(samples or 0, spec.budget.samples)
@@ -72,8 +74,11 @@ def resume_search(path: str | Path, samples: int | None = None):
     context = with_feature_cache(context, options, root)
     init_ray(options.address)
     log.info("resuming search %s: %d trials in all", root, target)
+    study_file(root, fresh=False)  # an object store's study: fetch its copy before Ray unpickles the searcher
+    restore_from = str(root) if root.is_local else root.path
     with SampleTarget.extending(target):
-        tuner = tune.Tuner.restore(str(root), trainable=make_trainable(context, options), resume_unfinished=True, resume_errored=False)
+        tuner = tune.Tuner.restore(restore_from, trainable=make_trainable(context, options), resume_unfinished=True,
+                                   resume_errored=False, storage_filesystem=storage_config(root).get("storage_filesystem"))
         tuner.fit()
 
     from tune_tl.results import write_json_atomic
@@ -84,7 +89,7 @@ def resume_search(path: str | Path, samples: int | None = None):
     return summarize(root)
 
 
-def spec_from_metadata(meta: dict, root: Path):
+def spec_from_metadata(meta: dict, root: Location):
     """The ``SearchSpec`` the search ran with: its stored space text plus budget and seed overrides."""
     from tune_tl.space import BudgetSpec, DataSpec, load_space
 
@@ -97,13 +102,13 @@ def spec_from_metadata(meta: dict, root: Path):
     return dataclasses.replace(spec, data=data, budget=BudgetSpec(**meta["budget"]), seed=meta["seed"], source=meta.get("space_file", spec.source))
 
 
-def _read_metadata(root: Path) -> dict:
+def _read_metadata(root: Location) -> dict:
     if not (root / "search.json").is_file() or not (root / "tuner.pkl").is_file():
         raise TuneTLError(f"{root} is not a tune_tl search folder to resume (expected {root}/search.json and {root}/tuner.pkl)")
     meta = json.loads((root / "search.json").read_text())
     if "budget" not in meta:
         raise TuneTLError(f"{root}/search.json was written by a tune_tl without resume support; start a new search")
-    if meta.get("root") and Path(meta["root"]) != root:
+    if meta.get("root") and meta["root"] != str(root):
         # The sink and the scheduler were pickled with the original folder; they would write there.
         raise TuneTLError(f"{root} was moved from {meta['root']}; resume it in its original place")
     return meta

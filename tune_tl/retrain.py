@@ -1,7 +1,8 @@
 """``tune-tl retrain`` and ``tune-tl predict``: turn a search's best config into a saved model, and use it.
 
 Retraining is plain PyTorch (``train.fit``, no Ray) on the same data, split and seed the search used,
-to the full epoch budget. The model goes to ``<search>/models/<trial_id>/``:
+to the full epoch budget. The model goes to ``<search>/models/<trial_id>/`` (for a search on an object
+store, ``./models/<trial_id>/`` on this machine, where ``predict`` reads it):
 
 - ``model.pt``: ``state_dict()`` of the whole ``TransferModel`` (keys ``features.*`` and ``head.*``);
   also usable as ``backbone.weights`` of a new search (the head keys are dropped there);
@@ -25,6 +26,7 @@ import torch
 
 from tune_tl.errors import TuneTLError
 from tune_tl.params import PARAMS, TrialConfig
+from tune_tl.storage import Location
 
 log = logging.getLogger(__name__)
 
@@ -47,7 +49,7 @@ def retrain(search_dir: str | Path, trial_id: str | None = None, device: str | N
     from tune_tl.train import evaluate, fit
     from tune_tl.trainable import TrialContext, build_model, fit_config
 
-    root = Path(search_dir)
+    root = Location.parse(search_dir)
     res = load_results(root)
     if not res.search:
         raise TuneTLError(f"{root}/search.json is missing: retrain needs the search's data, backbone and budget")
@@ -81,7 +83,7 @@ def retrain(search_dir: str | Path, trial_id: str | None = None, device: str | N
     metrics = {"evaluated_on": on, "loss": loss, "accuracy": acc, "epochs": len(history),
                "search_best_val_acc": float(row["best_val_acc"]) if _present(row["best_val_acc"]) else None}
 
-    out = root / "models" / str(row["trial_id"])
+    out = (root.local_path if root.is_local else Path.cwd()) / "models" / str(row["trial_id"])
     out.mkdir(parents=True, exist_ok=True)
     tmp = out / ".model.pt.tmp"
     torch.save({k: v.detach().cpu() for k, v in model.state_dict().items()}, tmp)
@@ -89,7 +91,7 @@ def retrain(search_dir: str | Path, trial_id: str | None = None, device: str | N
     info = {"trial_id": str(row["trial_id"]), "config": cfg.to_dict(), "classes": list(data.classes),
             "mean": list(model.backbone.mean), "std": list(model.backbone.std), "resolution": cfg.resolution,
             "backbone": bb_spec["name"], "backbone_weights": bb_spec["weights"], "metrics": metrics,
-            "search": str(root.resolve())}
+            "search": str(root)}
     from tune_tl.results import write_json_atomic
 
     write_json_atomic(info, out / "model.json")

@@ -18,6 +18,8 @@ from types import SimpleNamespace
 
 from ray.tune.schedulers import ASHAScheduler
 
+from tune_tl.storage import Location
+
 log = logging.getLogger(__name__)
 
 #: Trial statuses whose last result went through ASHA's ``on_trial_complete`` in the live run.
@@ -27,9 +29,9 @@ _COMPLETED_BY_RAY = ("completed", "pruned", "diverged")
 class ReplayASHA(ASHAScheduler):
     """``ASHAScheduler`` with ``replay(epochs, trials)``, run once from ``root`` before the first trial."""
 
-    def __init__(self, root: str | Path, **kwargs):
+    def __init__(self, root: str | Path | Location, **kwargs):
         super().__init__(**kwargs)
-        self.root = str(root)
+        self.root = Location.parse(root)
         self._replayed = False
 
     def replay(self, epochs, trials=None) -> int:
@@ -67,7 +69,7 @@ class ReplayASHA(ASHAScheduler):
         if self._replayed:
             return
         self._replayed = True
-        root = Path(self.root)
+        root = Location.parse(self.root)  # a str in schedulers pickled by older versions
         if not (root / "epochs").exists():
             return  # a fresh search: nothing recorded yet
         from tune_tl.analysis import load_results

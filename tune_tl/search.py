@@ -16,6 +16,7 @@ from typing import Any
 
 from tune_tl.errors import TuneTLError
 from tune_tl.space import SearchSpec
+from tune_tl.storage import Location
 
 log = logging.getLogger(__name__)
 
@@ -72,7 +73,7 @@ class SearchOptions:
 class SearchSummary:
     """What a finished search produced, for the CLI summary and for callers."""
 
-    path: Path
+    path: Location
     counts: dict[str, int]
     best: dict[str, Any] | None
     #: Bad image files left out under ``skip_bad_images`` (listed in ``skipped_images.txt``).
@@ -89,14 +90,14 @@ def run_search(spec: SearchSpec, options: SearchOptions = SearchOptions()) -> Se
     """
     options.validate()
     name = options.name or time.strftime("search-%Y%m%d-%H%M%S")
-    root = Path(options.output).expanduser().resolve() / name
+    root = Location.parse(options.output) / name
     if any((root / part).exists() for part in ("trials", "epochs", "optuna.db", "tuner.pkl")):
         raise TuneTLError(f"{root} already holds search results; choose another --name (or --output), "
                           f"or continue it with `tune-tl resume {root}`")
 
     context, num_blocks, loaded = _prepare_context(spec)  # before Ray: bad weights or data fail here
     skipped = loaded.skipped
-    root.mkdir(parents=True, exist_ok=True)
+    root.mkdir()
     if skipped:
         from tune_tl.data.validate import write_skipped
 
@@ -108,7 +109,9 @@ def run_search(spec: SearchSpec, options: SearchOptions = SearchOptions()) -> Se
     write_json_atomic(metadata, root / "search.json")
     log.info("search %r: %d trials, up to %d epochs each; results in %s", name, spec.budget.samples, spec.budget.max_epochs, root)
 
-    tuner = _build_tuner(spec, options, context, num_blocks, root)
+    from tune_tl.optuna_bridge import study_file
+
+    tuner = _build_tuner(spec, options, context, num_blocks, root, study_file(root, fresh=True))
     tuner.fit()  # a driver that dies here is continued by ``tune-tl resume`` (tune_tl.resume)
 
     write_json_atomic({**metadata, "end_time": time.strftime("%Y-%m-%dT%H:%M:%S%z"), "node_ids": _node_ids()}, root / "search.json")
@@ -128,9 +131,14 @@ def _prepare_context(spec: SearchSpec):
     return context, len(backbone.blocks), loaded
 
 
-def with_feature_cache(context, options: SearchOptions, root: Path):
-    """Point trials at the search's shared feature cache, unless the user turned it off."""
-    return dataclasses.replace(context, feature_cache=str(root / "feature_cache")) if options.feature_cache else context
+def with_feature_cache(context, options: SearchOptions, root: Location):
+    """Point trials at the search's feature cache, unless the user turned it off: ``<search>/feature_cache``
+    (shared by every node when the output is a shared folder), or a node-local folder when the output
+    is an object store (features are recomputed once per node rather than read over the network)."""
+    if not options.feature_cache:
+        return context
+    folder = root.local_path / "feature_cache" if root.is_local else root.local_mirror("feature-cache")
+    return dataclasses.replace(context, feature_cache=str(folder))
 
 
 def make_trainable(context, options: SearchOptions):
@@ -156,13 +164,20 @@ def init_ray(address: str | None = None) -> None:
         ray.init(address="local", include_dashboard=False, logging_level=logging.WARNING)
 
 
-def _build_tuner(spec: SearchSpec, options: SearchOptions, context, num_blocks: int, root: Path):
+def storage_config(root: Location) -> dict[str, Any]:
+    """Ray's ``storage_path`` / ``storage_filesystem`` for the experiment folder ``root``."""
+    if root.is_local:
+        return {"storage_path": str(root.parent.local_path)}
+    return {"storage_path": root.parent.path, "storage_filesystem": root.fs}
+
+
+def _build_tuner(spec: SearchSpec, options: SearchOptions, context, num_blocks: int, root: Location, study: Path):
     import optuna
     from ray import tune
     from ray.tune.schedulers import FIFOScheduler
     from ray.tune.search import ConcurrencyLimiter
 
-    from tune_tl.optuna_bridge import HonestOptunaSearch, storage_url
+    from tune_tl.optuna_bridge import HonestOptunaSearch, SqliteMirror, storage_url
     from tune_tl.resume import SampleTarget
     from tune_tl.results import ParquetSink
     from tune_tl.scheduler import ReplayASHA
@@ -175,7 +190,7 @@ def _build_tuner(spec: SearchSpec, options: SearchOptions, context, num_blocks: 
         mode=MODE,
         max_epochs=spec.budget.max_epochs,
         sampler=sampler,
-        storage=storage_url(root / "optuna.db"),
+        storage=storage_url(study),
         study_name=root.name,
     )
     if options.concurrency:
@@ -192,6 +207,9 @@ def _build_tuner(spec: SearchSpec, options: SearchOptions, context, num_blocks: 
         )
     else:
         scheduler = FIFOScheduler()
+    callbacks = [ParquetSink(root, spec.budget.max_epochs)]
+    if not root.is_local:
+        callbacks.append(SqliteMirror(study, root / "optuna.db"))
     return tune.Tuner(
         make_trainable(context, options),
         tune_config=tune.TuneConfig(
@@ -201,8 +219,8 @@ def _build_tuner(spec: SearchSpec, options: SearchOptions, context, num_blocks: 
         ),
         run_config=tune.RunConfig(
             name=root.name,
-            storage_path=str(root.parent),
-            callbacks=[ParquetSink(root, spec.budget.max_epochs)],
+            callbacks=callbacks,
+            **storage_config(root),
             verbose=options.verbose,
             failure_config=tune.FailureConfig(max_failures=options.max_failures),
             checkpoint_config=tune.CheckpointConfig(num_to_keep=SearchOptions.keep_checkpoints),
@@ -210,7 +228,7 @@ def _build_tuner(spec: SearchSpec, options: SearchOptions, context, num_blocks: 
     )
 
 
-def summarize(root: Path) -> SearchSummary:
+def summarize(root: Location) -> SearchSummary:
     """Counts by status and the best trial's row, read back from the Parquet results."""
     from tune_tl.analysis import load_results
 
@@ -223,7 +241,7 @@ def summarize(root: Path) -> SearchSummary:
     return SearchSummary(root, counts, best)
 
 
-def _metadata(spec: SearchSpec, options: SearchOptions, name: str, root: Path) -> dict[str, Any]:
+def _metadata(spec: SearchSpec, options: SearchOptions, name: str, root: Location) -> dict[str, Any]:
     import optuna
     import ray
     import timm

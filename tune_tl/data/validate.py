@@ -77,6 +77,8 @@ def check_left_after_skipping(counts: dict[str, int], where: Path) -> None:
             raise TuneTLError(f"class folder {where / name} has no usable images left after skipping bad files")
 
 
-def write_skipped(skipped: tuple[BadImage, ...], path: Path) -> None:
-    """List skipped files, one ``path: reason`` a line, next to the results."""
-    path.write_text("".join(f"{b}\n" for b in skipped))
+def write_skipped(skipped: tuple[BadImage, ...], path) -> None:
+    """List skipped files, one ``path: reason`` a line, next to the results (a path or a ``Location``)."""
+    from tune_tl.storage import Location
+
+    Location.parse(path).write_text("".join(f"{b}\n" for b in skipped))
