@@ -5,7 +5,8 @@ wraps it in ``trainable.py``, and a user can call it directly. With ``lp_epochs 
 a linear probe (head only) and the model's freeze policy applies afterwards; epochs count across both
 phases and each epoch's row says its ``phase``. Epochs whose backbone is entirely frozen and whose inputs
 are not augmented train the head on cached backbone features (``tune_tl.feature_cache``) when
-``FitConfig.feature_cache`` names a folder: same result, a fraction of the time.
+``FitConfig.feature_cache`` names a folder: same result, a fraction of the time. On CUDA the model and
+batches are ``channels_last`` and in-memory data sits on the GPU when it fits (``tune_tl.device``).
 
     >>> metrics = fit(model, split, FitConfig(epochs=2, batch_size=64, lr=1e-3), print)
 """
@@ -25,6 +26,7 @@ from torch import nn
 
 from tune_tl.data.augment import Augment, AugmentConfig
 from tune_tl.data.types import FileSplit, Split
+from tune_tl.device import memory_format, resident_split
 
 IMAGENET_MEAN = (0.485, 0.456, 0.406)
 IMAGENET_STD = (0.229, 0.224, 0.225)
@@ -106,7 +108,7 @@ def fit(
     """
     device = torch.device(cfg.device)
     torch.manual_seed(cfg.seed)
-    model.to(device)
+    model.to(device, memory_format=memory_format(device))
     if cfg.lp_epochs and not hasattr(model, "set_probing"):
         raise ValueError("lp_epochs > 0 needs a TransferModel (it must be able to freeze its backbone)")
     if param_groups is None:
@@ -117,6 +119,7 @@ def fit(
     std = torch.tensor(cfg.std, device=device).view(1, 3, 1, 1) * 255
     rng = np.random.default_rng(cfg.seed)
     augment = Augment(cfg.augment, cfg.seed)
+    resident = resident_split(split, device)  # {} unless the uint8 arrays fit on the GPU
     cached = None  # (train features, val features) while the whole backbone stays frozen
     history: list[EpochMetrics] = []
     first = 0
@@ -136,13 +139,13 @@ def fit(
         if cfg.feature_cache is None or isinstance(split, FileSplit) or not features_cacheable(model, cfg):
             cached = None
         elif cached is None:
-            cached = _frozen_features(model, split, cfg, mean, std)
+            cached = _frozen_features(model, split, cfg, mean, std, resident)
         model.train()
         total_loss, seen = 0.0, 0
         order = rng.permutation(len(split.train_y))
         # BatchNorm cannot train on a single image, so a last batch of one is dropped.
         batches = [np.sort(b) for b in np.array_split(order, max(1, math.ceil(len(order) / cfg.batch_size))) if len(b) >= 2]
-        loaded = _batches(split, "train", batches, cfg) if cached is None else ((None, None) for _ in batches)
+        loaded = _batches(split, "train", batches, cfg, resident) if cached is None else ((None, None) for _ in batches)
         for batch, (images, labels) in zip(batches, loaded):
             with autocast:
                 if cached is None:
@@ -161,7 +164,7 @@ def fit(
         train_loss = total_loss / max(seen, 1)
         diverged = not math.isfinite(train_loss)
         if cached is None:
-            val_loss, val_acc = evaluate_split(model, split, cfg, mean, std)
+            val_loss, val_acc = evaluate_split(model, split, cfg, mean, std, resident)
         else:
             val_loss, val_acc = _evaluate_head(model.head, cached[1], split.val_y, cfg)
         seconds = time.perf_counter() - start
@@ -190,7 +193,7 @@ def features_cacheable(model: nn.Module, cfg: FitConfig) -> bool:
     return bool(getattr(model, "backbone_frozen", False)) and not has_input_augmentation(cfg)
 
 
-def _frozen_features(model: nn.Module, split: Split, cfg: FitConfig, mean, std) -> tuple[torch.Tensor, torch.Tensor]:
+def _frozen_features(model: nn.Module, split: Split, cfg: FitConfig, mean, std, resident) -> tuple[torch.Tensor, torch.Tensor]:
     """Pooled backbone features of every train and val image, from the shared cache or computed once."""
     from tune_tl.feature_cache import FeatureCache, fingerprint_arrays, fingerprint_module, make_key
 
@@ -206,21 +209,19 @@ def _frozen_features(model: nn.Module, split: Split, cfg: FitConfig, mean, std) 
     )
 
     def compute() -> dict[str, np.ndarray]:
-        return {"train": _encode(model.features, split.train_x, cfg, mean, std),
-                "val": _encode(model.features, split.val_x, cfg, mean, std)}
+        return {part: _encode(model.features, split, part, cfg, mean, std, resident) for part in ("train", "val")}
 
     arrays = FeatureCache(cfg.feature_cache).load_or_compute(key, compute, {"train": len(split.train_y), "val": len(split.val_y)})
     return torch.from_numpy(arrays["train"]).to(device), torch.from_numpy(arrays["val"]).to(device)
 
 
 @torch.no_grad()
-def _encode(features: nn.Module, images: np.ndarray, cfg: FitConfig, mean, std) -> np.ndarray:
+def _encode(features: nn.Module, split: Split, part: str, cfg: FitConfig, mean, std, resident) -> np.ndarray:
     features.eval()  # fit calls model.train() afterwards, which keeps a frozen backbone in eval
     autocast, _ = _amp(mean.device)
     out = []
-    for start in range(0, len(images), cfg.eval_batch_size):
-        idx = np.arange(start, min(start + cfg.eval_batch_size, len(images)))
-        x = (torch.from_numpy(images[idx]).to(mean.device).float() - mean) / std
+    for images, labels in _batches(split, part, _in_order(len(getattr(split, f"{part}_y")), cfg), cfg, resident):
+        x, _ = _to_device(images, labels, mean.device, mean, std)
         with autocast:
             out.append(features(x).float().cpu())
     return torch.cat(out).numpy()
@@ -273,17 +274,21 @@ def evaluate(model: nn.Module, images: np.ndarray, labels: np.ndarray, cfg: FitC
 
 
 @torch.no_grad()
-def evaluate_split(model: nn.Module, split: Split | FileSplit, cfg: FitConfig, mean=None, std=None) -> tuple[float, float]:
-    """Mean cross-entropy and accuracy of ``model`` on ``split``'s validation images (never augmented)."""
+def evaluate_split(model: nn.Module, split: Split | FileSplit, cfg: FitConfig, mean=None, std=None, resident=None) -> tuple[float, float]:
+    """Mean cross-entropy and accuracy of ``model`` on ``split``'s validation images (never augmented).
+
+    ``resident`` is ``fit``'s ``resident_split``; ``None`` decides here whether the val images go to the GPU.
+    """
     device = torch.device(cfg.device)
+    if resident is None:
+        resident = resident_split(split, device, ("val",))
     if mean is None:
         mean = torch.tensor(cfg.mean, device=device).view(1, 3, 1, 1) * 255
         std = torch.tensor(cfg.std, device=device).view(1, 3, 1, 1) * 255
     model.eval()
     loss_sum, correct = 0.0, 0
     labels = split.val_y
-    batches = [np.arange(s, min(s + cfg.eval_batch_size, len(labels))) for s in range(0, len(labels), cfg.eval_batch_size)]
-    for images, batch_labels in _batches(split, "val", batches, cfg):
+    for images, batch_labels in _batches(split, "val", _in_order(len(labels), cfg), cfg, resident):
         x, y = _to_device(images, batch_labels, device, mean, std)
         logits = model(x).float()
         loss_sum += F.cross_entropy(logits, y, reduction="sum").item()
@@ -301,8 +306,22 @@ def make_optimizer(params: list, cfg: FitConfig) -> torch.optim.Optimizer:
     raise ValueError(f"unknown optimizer {cfg.optimizer!r}")
 
 
-def _batches(split: Split | FileSplit, part: str, batches: list[np.ndarray], cfg: FitConfig):
-    """uint8 image and label tensors for each batch of indices into ``split``'s ``part``."""
+def _in_order(n: int, cfg: FitConfig) -> list[np.ndarray]:
+    """Evaluation batches: indices 0..n-1 in order, ``eval_batch_size`` at a time."""
+    return [np.arange(s, min(s + cfg.eval_batch_size, n)) for s in range(0, n, cfg.eval_batch_size)]
+
+
+def _batches(split: Split | FileSplit, part: str, batches: list[np.ndarray], cfg: FitConfig, resident=None):
+    """uint8 image and label tensors for each batch of indices into ``split``'s ``part``.
+
+    From the device copy when ``resident`` (see ``resident_split``) holds ``part``: same indices, same batches.
+    """
+    if resident and part in resident:
+        images, labels = resident[part]
+        for idx in batches:
+            on_device = torch.from_numpy(idx).to(images.device)
+            yield images[on_device], labels[on_device]
+        return
     if isinstance(split, FileSplit):
         from tune_tl.data.streaming import file_batches
 
@@ -319,7 +338,8 @@ def _to_device(images: torch.Tensor, labels: torch.Tensor, device, mean, std, au
     x = images.to(device, non_blocking=True).float()
     if augment is not None:
         x = augment(x)
-    return (x - mean) / std, labels.to(device, non_blocking=True)
+    x = ((x - mean) / std).contiguous(memory_format=memory_format(device))
+    return x, labels.to(device, non_blocking=True)
 
 
 def _amp(device: torch.device):
