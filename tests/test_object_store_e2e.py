@@ -66,4 +66,6 @@ def test_a_search_on_s3_keeps_results_study_and_checkpoints_in_the_bucket_and_re
 
     assert main(["report", uri]) == 0
     assert (tmp_path / "s3demo-report" / "index.html").is_file(), "a remote search's report is written here"
+    assert main(["retrain", uri]) == 0
+    assert len(list(tmp_path.glob("models/*/model.pt"))) == 1, "and its retrained model too"
 
