@@ -28,3 +28,15 @@ def test_a_folder_holding_an_earlier_search_is_never_reused(tmp_path, leftover):
 def test_bad_options_are_rejected_naming_the_flag(options, message):
     with pytest.raises(TuneTLError, match=message):
         run_search(load_space(), options)
+
+
+def test_an_object_store_output_that_cannot_be_written_fails_before_any_data_is_loaded(tmp_path):
+    from s3_server import LocalS3
+
+    server = LocalS3()
+    try:
+        options = SearchOptions(output=server.uri("no-such-bucket/results"), name="s")
+        with pytest.raises(TuneTLError, match=r"--output s3://no-such-bucket/results/s: cannot write there .*Bucket"):
+            run_search(load_space(), options)
+    finally:
+        server.stop()

@@ -94,6 +94,8 @@ def run_search(spec: SearchSpec, options: SearchOptions = SearchOptions()) -> Se
     if any((root / part).exists() for part in ("trials", "epochs", "optuna.db", "tuner.pkl")):
         raise TuneTLError(f"{root} already holds search results; choose another --name (or --output), "
                           f"or continue it with `tune-tl resume {root}`")
+    if not root.is_local:
+        root.check_writable()  # a missing bucket or credentials fail now, not after the data is loaded
 
     context, num_blocks, loaded = _prepare_context(spec)  # before Ray: bad weights or data fail here
     skipped = loaded.skipped

@@ -155,6 +155,15 @@ class Location:
         except FileNotFoundError:
             pass
 
+    def check_writable(self) -> None:
+        """Fail now, saying why, if files cannot be created here (no such bucket, no credentials)."""
+        probe = self / f".tune_tl-probe-{uuid.uuid4().hex[:8]}"
+        try:
+            probe.write_bytes(b"")
+            probe.delete()
+        except OSError as exc:
+            raise TuneTLError(f"--output {self}: cannot write there ({exc})") from exc
+
     def download(self, local: Path) -> bool:
         """Copy this file to ``local``; False if it does not exist."""
         if not self.is_file():
