@@ -52,10 +52,10 @@ def study_file(root: Location, fresh: bool) -> Path:
     if root.is_local:
         return root.local_path / "optuna.db"
     local = root.local_mirror("study") / "optuna.db"
+    local.parent.mkdir(parents=True, exist_ok=True)
     local.unlink(missing_ok=True)
     if not fresh:
         (root / "optuna.db").download(local)
-    local.parent.mkdir(parents=True, exist_ok=True)
     return local
 
 

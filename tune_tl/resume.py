@@ -75,9 +75,8 @@ def resume_search(path: str | Path, samples: int | None = None):
     init_ray(options.address)
     log.info("resuming search %s: %d trials in all", root, target)
     study_file(root, fresh=False)  # an object store's study: fetch its copy before Ray unpickles the searcher
-    restore_from = str(root) if root.is_local else root.path
     with SampleTarget.extending(target):
-        tuner = tune.Tuner.restore(restore_from, trainable=make_trainable(context, options), resume_unfinished=True,
+        tuner = tune.Tuner.restore(root.path, trainable=make_trainable(context, options), resume_unfinished=True,
                                    resume_errored=False, storage_filesystem=storage_config(root).get("storage_filesystem"))
         tuner.fit()
 

@@ -91,9 +91,8 @@ class Location:
         return Path(self.path)
 
     def local_mirror(self, kind: str) -> Path:
-        """A folder on this machine standing in for this location (e.g. for an SQLite file or a cache)."""
-        if self.is_local:
-            return self.local_path
+        """A folder on this machine standing in for this remote location (for an SQLite file or a cache):
+        the same on every node and every run, so a pickled path to it stays valid."""
         digest = hashlib.sha1(str(self).encode()).hexdigest()[:12]
         return Path(tempfile.gettempdir()) / f"tune_tl-{kind}" / f"{self.name}-{digest}"
 
@@ -131,11 +130,11 @@ class Location:
 
     def write_bytes(self, data: bytes) -> None:
         """Replace this file's content with ``data``, never leaving a partial file behind."""
-        self.parent.mkdir()
-        if not self.is_local:  # one PUT: the object appears whole
+        if not self.is_local:  # one PUT: the object appears whole; object stores have no folders to create
             with self.fs.open_output_stream(self.path) as f:
                 f.write(data)
             return
+        self.parent.mkdir()
         tmp = self.parent / f".{self.name}.{uuid.uuid4().hex[:8]}.tmp"  # leading dot: readers skip it
         with self.fs.open_output_stream(tmp.path) as f:
             f.write(data)
@@ -159,6 +158,7 @@ class Location:
         """Fail now, saying why, if files cannot be created here (no such bucket, no credentials)."""
         probe = self / f".tune_tl-probe-{uuid.uuid4().hex[:8]}"
         try:
+            self.mkdir()  # on an object store: "Bucket 'x' not found", clearer than a failed upload
             probe.write_bytes(b"")
             probe.delete()
         except OSError as exc:
