@@ -8,9 +8,9 @@ import pyarrow as pa
 import pyarrow.parquet as pq
 import pytest
 
-from tune_tl.analysis import _write_synthetic, best_trial, leaderboard, load_results, param_summary
+from tune_tl.analysis.frame import _write_synthetic, best_trial, leaderboard, load_results, param_summary
 from tune_tl.errors import TuneTLError
-from tune_tl.results import EPOCH_SCHEMA, TRIAL_SCHEMA, ParquetSink, write_table_atomic
+from tune_tl.store.results import EPOCH_SCHEMA, TRIAL_SCHEMA, ParquetSink, write_table_atomic
 
 
 def finished(sink, trial_id, accs, **config):

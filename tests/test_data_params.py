@@ -3,10 +3,10 @@
 import pytest
 
 from tune_tl.errors import TuneTLError
-from tune_tl.params import TrialConfig
-from tune_tl.results import TRIAL_SCHEMA
-from tune_tl.space import Choice, Range, load_space
-from tune_tl.trainable import augment_config
+from tune_tl.config.params import TrialConfig
+from tune_tl.store.results import TRIAL_SCHEMA
+from tune_tl.config.space import Choice, Range, load_space
+from tune_tl.training.recipe import augment_config
 
 SPACE = """
 data: {source: imagefolder, path: photos, memory_budget_mb: 512, skip_bad_images: true}

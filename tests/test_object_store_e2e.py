@@ -4,10 +4,10 @@ import optuna
 import pytest
 
 from s3_server import LocalS3
-from tune_tl.analysis import load_results
+from tune_tl.analysis.frame import load_results
 from tune_tl.cli import main
-from tune_tl.resume import resume_search
-from tune_tl.storage import Location
+from tune_tl.search.resume import resume_search
+from tune_tl.store.storage import Location
 
 SPACE = """
 seed: 0

@@ -8,7 +8,7 @@ import pandas as pd
 import pytest
 
 from tune_tl.cli import main
-from tune_tl.optuna_bridge import HonestOptunaSearch, storage_url
+from tune_tl.search.sampler import HonestOptunaSearch, storage_url
 
 STATE_OF_STATUS = {"completed": "COMPLETE", "pruned": "PRUNED", "diverged": "FAIL", "error": "FAIL"}
 

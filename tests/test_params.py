@@ -3,7 +3,7 @@
 import pytest
 
 from tune_tl.errors import TuneTLError
-from tune_tl.params import TrialConfig
+from tune_tl.config.params import TrialConfig
 
 
 def test_missing_keys_take_defaults_and_inactive_conditionals_are_none():

@@ -4,10 +4,10 @@ import json
 
 import pytest
 
-from tune_tl.analysis import _write_synthetic
+from tune_tl.analysis.frame import _write_synthetic
 from tune_tl.cli import main
-from tune_tl.report import asha_rungs, parameter_importances, write_report
-from tune_tl.results import ParquetSink
+from tune_tl.analysis.report import asha_rungs, parameter_importances, write_report
+from tune_tl.store.results import ParquetSink
 
 
 def test_asha_rungs_follow_grace_period_times_reduction_factor_powers():
@@ -38,7 +38,7 @@ def test_report_on_a_running_search_counts_unfinished_trials(tmp_path, capsys):
 def test_importances_need_enough_trials(tmp_path):
     sink = ParquetSink(tmp_path, max_epochs=2)
     _write_synthetic(sink, 4, 2)
-    from tune_tl.analysis import load_results
+    from tune_tl.analysis.frame import load_results
 
     assert parameter_importances(load_results(tmp_path).trials) is None
 

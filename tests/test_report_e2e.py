@@ -8,7 +8,7 @@ import pytest
 import torch
 from PIL import Image
 
-from tune_tl.analysis import leaderboard, load_results
+from tune_tl.analysis.frame import leaderboard, load_results
 from tune_tl.cli import main
 
 SPACE = """

@@ -6,9 +6,9 @@ import pandas as pd
 import pyarrow.parquet as pq
 import pytest
 
-from tune_tl.analysis import load_results
+from tune_tl.analysis.frame import load_results
 from tune_tl.errors import TuneTLError
-from tune_tl.results import EPOCH_SCHEMA, TRIAL_SCHEMA, ParquetSink
+from tune_tl.store.results import EPOCH_SCHEMA, TRIAL_SCHEMA, ParquetSink
 
 
 def trial(trial_id, **config):

@@ -6,8 +6,8 @@ import pytest
 
 from tune_tl.cli import main
 from tune_tl.errors import TuneTLError
-from tune_tl.resume import SampleTarget, resume_search, spec_from_metadata
-from tune_tl.search import SearchOptions
+from tune_tl.search.resume import SampleTarget, resume_search, spec_from_metadata
+from tune_tl.search.run import SearchOptions
 
 YAML = "seed: 3\nbudget: {samples: 5, max_epochs: 2}\nparams:\n  lr: {low: 1.0e-4, high: 1.0e-2, log: true}\n"
 

@@ -7,7 +7,7 @@ import optuna
 import pytest
 
 from tune_tl.errors import TuneTLError
-from tune_tl.space import DEFAULT_SPACE, Choice, Fixed, Range, load_space
+from tune_tl.config.space import DEFAULT_SPACE, Choice, Fixed, Range, load_space
 
 SPACES = sorted((Path(__file__).parent.parent / "search_spaces").glob("*"))
 

@@ -5,10 +5,10 @@ import pickle
 import pyarrow as pa
 import pytest
 
-from tune_tl.analysis import load_results
+from tune_tl.analysis.frame import load_results
 from tune_tl.errors import TuneTLError
-from tune_tl.results import EPOCH_SCHEMA, TRIAL_SCHEMA, compact, write_table_atomic
-from tune_tl.storage import Location
+from tune_tl.store.results import EPOCH_SCHEMA, TRIAL_SCHEMA, compact, write_table_atomic
+from tune_tl.store.storage import Location
 
 from s3_server import LocalS3
 

@@ -9,11 +9,11 @@ import pytest
 import torch
 
 from toy_models import toy_model
-from tune_tl import device as placement
+from tune_tl.training import device as placement
 from tune_tl.data.augment import AugmentConfig
 from tune_tl.data.types import FileSplit, Split
-from tune_tl.device import RESIDENT_FRACTION, memory_format, resident_on_device, resident_split
-from tune_tl.train import FitConfig, _batches, fit
+from tune_tl.training.device import RESIDENT_FRACTION, memory_format, resident_on_device, resident_split
+from tune_tl.training.loop import FitConfig, _batches, fit
 
 CPU, CUDA = torch.device("cpu"), torch.device("cuda")
 
@@ -55,7 +55,7 @@ def test_channels_last_is_the_layout_on_cuda_only():
 
 def test_a_cpu_fit_keeps_the_default_layout_and_copies_batch_by_batch(split, monkeypatch):
     seen = []
-    monkeypatch.setattr("tune_tl.train.resident_split", lambda *a: seen.append(resident_split(*a)) or seen[-1])
+    monkeypatch.setattr("tune_tl.training.loop.resident_split", lambda *a: seen.append(resident_split(*a)) or seen[-1])
     model = toy_model(num_classes=4)
     fit(model, split, config(epochs=1))
     assert seen and all(r == {} for r in seen)
@@ -85,7 +85,7 @@ def test_a_fit_on_resident_data_matches_one_that_copies_each_batch(split, monkey
 @pytest.mark.skipif(not torch.cuda.is_available(), reason="needs a CUDA GPU")
 def test_on_cuda_the_model_is_channels_last_the_data_resident_and_it_trains(split, monkeypatch):
     placed = []
-    monkeypatch.setattr("tune_tl.train.resident_split", lambda *a: placed.append(resident_split(*a)) or placed[-1])
+    monkeypatch.setattr("tune_tl.training.loop.resident_split", lambda *a: placed.append(resident_split(*a)) or placed[-1])
     model = toy_model(num_classes=4)
     history = fit(model, split, config(device="cuda", epochs=4))
     conv = model.backbone.blocks[0][0].weight

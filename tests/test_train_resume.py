@@ -7,7 +7,7 @@ import torch
 from torch import nn
 
 from tune_tl.data.types import Split
-from tune_tl.train import FitConfig, fit
+from tune_tl.training.loop import FitConfig, fit
 
 
 def tiny_split(seed=0):

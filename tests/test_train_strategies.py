@@ -6,9 +6,9 @@ import torch
 
 from toy_models import toy_model
 from tune_tl.data.types import Split
-from tune_tl.feature_cache import FeatureCache
+from tune_tl.training.feature_cache import FeatureCache
 from tune_tl.models import FreezePolicy, param_groups
-from tune_tl.train import FitConfig, fit
+from tune_tl.training.loop import FitConfig, fit
 
 
 @pytest.fixture(scope="module")

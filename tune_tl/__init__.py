@@ -1,10 +1,10 @@
 """tune_tl: hyperparameter search over transfer learning (Ray Tune + Optuna + ASHA → Parquet)."""
 
-from tune_tl.analysis import Results, best_trial, leaderboard, load_results, param_summary
+from tune_tl.analysis.frame import Results, best_trial, leaderboard, load_results, param_summary
 from tune_tl.errors import TuneTLError
-from tune_tl.resume import resume_search
-from tune_tl.search import SearchOptions, SearchSummary, run_search
-from tune_tl.space import SearchSpec, load_space
+from tune_tl.search.resume import resume_search
+from tune_tl.search.run import SearchOptions, SearchSummary, run_search
+from tune_tl.config.space import SearchSpec, load_space
 
 __all__ = [
     "Results",

@@ -76,7 +76,7 @@ def _parser() -> argparse.ArgumentParser:
 
 
 def _report(args) -> int:
-    from tune_tl.report import write_report
+    from tune_tl.analysis.report import write_report
 
     text, files = write_report(args.dir, top=args.top)
     print(text)
@@ -85,7 +85,7 @@ def _report(args) -> int:
 
 
 def _retrain(args) -> int:
-    from tune_tl.retrain import retrain
+    from tune_tl.analysis.retrain import retrain
 
     saved = retrain(args.dir, args.trial, args.device)
     m = saved.metrics
@@ -96,7 +96,7 @@ def _retrain(args) -> int:
 
 
 def _predict(args) -> int:
-    from tune_tl.retrain import predict
+    from tune_tl.analysis.retrain import predict
 
     for image, label, prob in predict(args.model, args.images):
         print(f"{image}\t{label}\t{prob:.4f}")
@@ -104,8 +104,8 @@ def _predict(args) -> int:
 
 
 def _search(args) -> int:
-    from tune_tl.search import SearchOptions, run_search
-    from tune_tl.space import load_space
+    from tune_tl.search.run import SearchOptions, run_search
+    from tune_tl.config.space import load_space
 
     spec = load_space(args.space)
     budget = {k: getattr(args, k) for k in ("samples", "max_epochs", "grace_period", "reduction_factor") if getattr(args, k) is not None}
@@ -147,7 +147,7 @@ def _data_overrides(spec, args):
 
 
 def _resume(args) -> int:
-    from tune_tl.resume import resume_search
+    from tune_tl.search.resume import resume_search
 
     summary = resume_search(args.dir, samples=args.samples)
     print(_format_summary(summary))
@@ -156,7 +156,7 @@ def _resume(args) -> int:
 
 def _revalidated(spec):
     """Run the space loader's budget checks on CLI overrides (same messages, flag names)."""
-    from tune_tl.space import parse_settings
+    from tune_tl.config.space import parse_settings
 
     budget = dataclasses.asdict(spec.budget)
     parse_settings({"budget": budget}, "command line", allow_params=False)
@@ -164,7 +164,7 @@ def _revalidated(spec):
 
 
 def _validate(args) -> int:
-    from tune_tl.space import load_space
+    from tune_tl.config.space import load_space
 
     spec = load_space(args.space)
     names = [p.name for p in spec.params] if spec.space_fn is None else ["space(trial)"]

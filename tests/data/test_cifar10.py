@@ -9,7 +9,7 @@ from tune_tl.cli import _data_overrides
 from tune_tl.data import load_source, prepare
 from tune_tl.data.cifar10 import FOLDER, TRAIN_BATCHES
 from tune_tl.errors import TuneTLError
-from tune_tl.space import SearchSpec
+from tune_tl.config.space import SearchSpec
 
 CLASSES = ["airplane", "automobile", "bird", "cat", "deer", "dog", "frog", "horse", "ship", "truck"]
 

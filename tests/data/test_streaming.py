@@ -7,7 +7,7 @@ from tests.data.images import write_class_tree
 from tune_tl.data import FileSplit, Split
 from tune_tl.data.augment import AugmentConfig
 from tune_tl.data.imagefolder import load_imagefolder
-from tune_tl.train import FitConfig, fit
+from tune_tl.training.loop import FitConfig, fit
 
 
 def tiny_net():

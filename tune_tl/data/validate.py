@@ -79,6 +79,6 @@ def check_left_after_skipping(counts: dict[str, int], where: Path) -> None:
 
 def write_skipped(skipped: tuple[BadImage, ...], path) -> None:
     """List skipped files, one ``path: reason`` a line, next to the results (a path or a ``Location``)."""
-    from tune_tl.storage import Location
+    from tune_tl.store.storage import Location
 
     Location.parse(path).write_text("".join(f"{b}\n" for b in skipped))

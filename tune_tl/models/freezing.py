@@ -4,7 +4,7 @@ Freezing only ``requires_grad`` is not enough: a frozen block whose BatchNorm la
 mode keeps rewriting its running statistics from the new data, so the "frozen" features drift. Frozen
 blocks are therefore kept entirely in eval mode (BatchNorm, dropout, drop-path), even after
 ``model.train()``: a frozen block computes a fixed function of its input, which is also what lets
-``tune_tl.feature_cache`` reuse its output across epochs and trials.
+``tune_tl.training.feature_cache`` reuse its output across epochs and trials.
 
 Policies (:class:`FreezePolicy`):
 

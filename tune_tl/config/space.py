@@ -24,9 +24,9 @@ from typing import Any, Callable, Mapping
 import yaml
 
 from tune_tl.errors import TuneTLError
-from tune_tl.params import PARAMS, TrialConfig, coerce, is_active
+from tune_tl.config.params import PARAMS, TrialConfig, coerce, is_active
 
-DEFAULT_SPACE = Path(__file__).resolve().parent.parent / "search_spaces" / "default.yaml"
+DEFAULT_SPACE = Path(__file__).resolve().parents[2] / "search_spaces" / "default.yaml"
 ALL = "all"  # freeze_blocks upper bound meaning "every block" (a linear probe)
 LAST = "last"  # train_block value meaning "the last block"
 #: Parameters that name backbone blocks: (symbolic value, what it stands for, highest valid index).

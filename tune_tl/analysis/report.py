@@ -16,9 +16,9 @@ from pathlib import Path
 
 import pandas as pd
 
-from tune_tl.analysis import RANKED_STATUSES, Results, leaderboard, load_results
-from tune_tl.params import PARAMS
-from tune_tl.storage import Location
+from tune_tl.analysis.frame import RANKED_STATUSES, Results, leaderboard, load_results
+from tune_tl.config.params import PARAMS
+from tune_tl.store.storage import Location
 
 STATUS_COLOURS = {"completed": "tab:green", "pruned": "tab:orange", "diverged": "tab:red", "error": "tab:gray",
                   "running": "tab:blue"}

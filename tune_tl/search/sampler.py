@@ -40,7 +40,7 @@ from optuna.trial import TrialState
 from ray.tune import Callback
 from ray.tune.search.optuna import OptunaSearch
 
-from tune_tl.storage import Location
+from tune_tl.store.storage import Location
 
 log = logging.getLogger(__name__)
 

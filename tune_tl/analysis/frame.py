@@ -20,9 +20,9 @@ import pyarrow as pa
 import pyarrow.dataset as ds
 
 from tune_tl.errors import TuneTLError
-from tune_tl.params import PARAMS
-from tune_tl.results import EPOCH_SCHEMA, TRIAL_SCHEMA
-from tune_tl.storage import Location
+from tune_tl.config.params import PARAMS
+from tune_tl.store.results import EPOCH_SCHEMA, TRIAL_SCHEMA
+from tune_tl.store.storage import Location
 
 #: Statuses whose ``best_val_acc`` is a real measurement (a diverged trial's is not comparable).
 RANKED_STATUSES = ("completed", "pruned")
@@ -146,7 +146,7 @@ def measure_load_seconds(n_trials: int = 10_000, epochs: int = 10, directory: st
     """
     import tempfile
 
-    from tune_tl.results import ParquetSink
+    from tune_tl.store.results import ParquetSink
 
     with tempfile.TemporaryDirectory(dir=directory) as tmp:
         _write_synthetic(ParquetSink(tmp, max_epochs=epochs, flush_rows=10**9, flush_seconds=1e9), n_trials, epochs)

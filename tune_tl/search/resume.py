@@ -23,7 +23,7 @@ from pathlib import Path
 from ray.tune.search import SearchGenerator
 
 from tune_tl.errors import TuneTLError
-from tune_tl.storage import Location
+from tune_tl.store.storage import Location
 
 log = logging.getLogger(__name__)
 
@@ -60,8 +60,8 @@ def resume_search(path: str | Path, samples: int | None = None):
     """Continue the search in ``path`` until it has ``samples`` trials (default: its own budget)."""
     from ray import tune
 
-    from tune_tl.optuna_bridge import study_file
-    from tune_tl.search import SearchOptions, _prepare_context, init_ray, make_trainable, storage_config, summarize, with_feature_cache
+    from tune_tl.search.sampler import study_file
+    from tune_tl.search.run import SearchOptions, _prepare_context, init_ray, make_trainable, storage_config, summarize, with_feature_cache
 
     root = Location.parse(path)
     meta = _read_metadata(root)
@@ -80,7 +80,7 @@ def resume_search(path: str | Path, samples: int | None = None):
                                    resume_errored=False, storage_filesystem=storage_config(root).get("storage_filesystem"))
         tuner.fit()
 
-    from tune_tl.results import write_json_atomic
+    from tune_tl.store.results import write_json_atomic
 
     budget = {**meta["budget"], "samples": target}
     resumes = meta.get("resumed", []) + [time.strftime("%Y-%m-%dT%H:%M:%S%z")]
@@ -90,7 +90,7 @@ def resume_search(path: str | Path, samples: int | None = None):
 
 def spec_from_metadata(meta: dict, root: Location):
     """The ``SearchSpec`` the search ran with: its stored space text plus budget and seed overrides."""
-    from tune_tl.space import BudgetSpec, DataSpec, load_space
+    from tune_tl.config.space import BudgetSpec, DataSpec, load_space
 
     suffix = Path(meta.get("space_file") or "space.yaml").suffix or ".yaml"
     with tempfile.TemporaryDirectory(prefix="tune_tl-space-") as tmp:

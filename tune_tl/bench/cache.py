@@ -7,7 +7,7 @@ Runs real ``fit`` calls on the bundled digits data with the bundled Lite0 backbo
 3. warm: a second trial on the same cache (reads the features from disk, then trains the head only).
 
 ``ratio`` is uncached seconds per epoch / warm seconds per epoch: what every head-only trial after the
-first one gains. Run it with ``python -m tune_tl.bench_cache [--resolution 64] [--epochs 3]``.
+first one gains. Run it with ``python -m tune_tl.bench.cache [--resolution 64] [--epochs 3]``.
 """
 
 from __future__ import annotations
@@ -33,7 +33,7 @@ def measure_feature_cache(
     """
     from tune_tl.data import load_source, prepare
     from tune_tl.models import FreezePolicy, TransferModel, build_backbone, build_head
-    from tune_tl.train import FitConfig, fit
+    from tune_tl.training.loop import FitConfig, fit
 
     torch.set_num_threads(threads)
     split = prepare(load_source("digits"), [resolution], 0.2, seed).splits[resolution]

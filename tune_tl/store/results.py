@@ -27,8 +27,8 @@ import pyarrow.parquet as pq
 from ray.tune import Callback
 
 from tune_tl.errors import TuneTLError
-from tune_tl.params import PARAMS, TrialConfig
-from tune_tl.storage import Location
+from tune_tl.config.params import PARAMS, TrialConfig
+from tune_tl.store.storage import Location
 
 log = logging.getLogger(__name__)
 
@@ -77,7 +77,7 @@ STATUSES = ("completed", "pruned", "diverged", "oom", "error")
 
 def write_table_atomic(rows: list[dict[str, Any]] | pa.Table, schema: pa.Schema, directory: Location | str | Path,
                        name: str | None = None) -> Location:
-    """Write ``rows`` as one new Parquet part in ``directory`` (whole-file: see ``tune_tl.storage``)."""
+    """Write ``rows`` as one new Parquet part in ``directory`` (whole-file: see ``tune_tl.store.storage``)."""
     name = name or f"part-{time.time_ns()}-{uuid.uuid4().hex[:8]}.parquet"
     table = rows if isinstance(rows, pa.Table) else pa.Table.from_pylist(rows, schema=schema)
     part = Location.parse(directory) / name
@@ -141,7 +141,7 @@ class ParquetSink(Callback):
     # -- Ray Tune hooks
     def setup(self, **info):
         """Rebuild what is already written (a resumed search): seen epochs, histories, ended trials."""
-        from tune_tl.analysis import load_results
+        from tune_tl.analysis.frame import load_results
 
         self._seen, self._finished = set(), set()
         if not self.root.is_dir():

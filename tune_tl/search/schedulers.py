@@ -18,7 +18,7 @@ from types import SimpleNamespace
 
 from ray.tune.schedulers import ASHAScheduler
 
-from tune_tl.storage import Location
+from tune_tl.store.storage import Location
 
 log = logging.getLogger(__name__)
 
@@ -72,7 +72,7 @@ class ReplayASHA(ASHAScheduler):
         root = Location.parse(self.root)  # a str in schedulers pickled by older versions
         if not (root / "epochs").exists():
             return  # a fresh search: nothing recorded yet
-        from tune_tl.analysis import load_results
+        from tune_tl.analysis.frame import load_results
 
         res = load_results(root)
         n = self.replay(res.epochs, res.trials)

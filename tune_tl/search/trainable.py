@@ -12,75 +12,15 @@ import dataclasses
 import logging
 import os
 import tempfile
-from dataclasses import dataclass
-from typing import Mapping
 
 import torch
 
-from tune_tl.data.augment import AugmentConfig
-from tune_tl.data.types import PreparedData
-from tune_tl.models import FreezePolicy, TransferModel, build_backbone, build_head, param_groups
-from tune_tl.params import TrialConfig
-from tune_tl.train import EpochMetrics, FitConfig, fit
+from tune_tl.config.params import TrialConfig
+from tune_tl.models import param_groups
+from tune_tl.training.loop import EpochMetrics, fit
+from tune_tl.training.recipe import TrialContext, build_model, fit_config
 
 log = logging.getLogger(__name__)
-
-
-@dataclass(frozen=True)
-class TrialContext:
-    """What every trial shares: the backbone's weights, the data, the epoch budget, the seed."""
-
-    backbone_name: str
-    backbone_state: Mapping[str, torch.Tensor]
-    data: PreparedData
-    max_epochs: int
-    seed: int
-    #: Folder of the shared frozen-feature cache (``<search>/feature_cache``); ``None`` disables it.
-    feature_cache: str | None = None
-
-
-def build_model(cfg: TrialConfig, ctx: TrialContext) -> TransferModel:
-    """The trial's network: shared pretrained backbone + fresh head, frozen per the trial's policy."""
-    torch.manual_seed(ctx.seed)
-    backbone = build_backbone(ctx.backbone_name, ctx.backbone_state)
-    head = build_head(cfg.head, backbone.num_features, ctx.data.num_classes, cfg.head_hidden, cfg.head_dropout or 0.0)
-    model = TransferModel(backbone, head)
-    model.apply_policy(freeze_policy(cfg))
-    return model
-
-
-def augment_config(cfg: TrialConfig) -> AugmentConfig:
-    """The trial's augmentation parameters as ``train.py`` takes them."""
-    return AugmentConfig(crop_scale=cfg.aug_crop_scale, flip=bool(cfg.aug_flip), rotate=cfg.aug_rotate, jitter=cfg.aug_jitter)
-
-
-def freeze_policy(cfg: TrialConfig) -> FreezePolicy:
-    """The trial's :class:`FreezePolicy` from its flat parameters."""
-    return FreezePolicy(
-        cfg.freeze_policy,
-        freeze_blocks=cfg.freeze_blocks or 0,
-        train_block=cfg.train_block or 0,
-        bn_train=cfg.bn_stats != "frozen",
-    )
-
-
-def fit_config(cfg: TrialConfig, ctx: TrialContext, model: TransferModel, device: str, num_workers: int = 0) -> FitConfig:
-    return FitConfig(
-        epochs=ctx.max_epochs,
-        batch_size=cfg.batch_size,
-        optimizer=cfg.optimizer,
-        lr=cfg.lr,
-        weight_decay=cfg.weight_decay,
-        momentum=cfg.momentum,
-        mean=model.backbone.mean,
-        std=model.backbone.std,
-        seed=ctx.seed,
-        device=device,
-        augment=augment_config(cfg),
-        num_workers=num_workers,
-        lp_epochs=min(cfg.lp_epochs, ctx.max_epochs),
-        feature_cache=ctx.feature_cache,
-    )
 
 
 CHECKPOINT_FILE = "state.pt"

@@ -4,9 +4,9 @@
 wraps it in ``trainable.py``, and a user can call it directly. With ``lp_epochs > 0`` the first epochs are
 a linear probe (head only) and the model's freeze policy applies afterwards; epochs count across both
 phases and each epoch's row says its ``phase``. Epochs whose backbone is entirely frozen and whose inputs
-are not augmented train the head on cached backbone features (``tune_tl.feature_cache``) when
+are not augmented train the head on cached backbone features (``tune_tl.training.feature_cache``) when
 ``FitConfig.feature_cache`` names a folder: same result, a fraction of the time. On CUDA the model and
-batches are ``channels_last`` and in-memory data sits on the GPU when it fits (``tune_tl.device``).
+batches are ``channels_last`` and in-memory data sits on the GPU when it fits (``tune_tl.training.device``).
 
     >>> metrics = fit(model, split, FitConfig(epochs=2, batch_size=64, lr=1e-3), print)
 """
@@ -26,7 +26,7 @@ from torch import nn
 
 from tune_tl.data.augment import Augment, AugmentConfig
 from tune_tl.data.types import FileSplit, Split
-from tune_tl.device import memory_format, resident_split
+from tune_tl.training.device import memory_format, resident_split
 
 IMAGENET_MEAN = (0.485, 0.456, 0.406)
 IMAGENET_STD = (0.229, 0.224, 0.225)
@@ -195,7 +195,7 @@ def features_cacheable(model: nn.Module, cfg: FitConfig) -> bool:
 
 def _frozen_features(model: nn.Module, split: Split, cfg: FitConfig, mean, std, resident) -> tuple[torch.Tensor, torch.Tensor]:
     """Pooled backbone features of every train and val image, from the shared cache or computed once."""
-    from tune_tl.feature_cache import FeatureCache, fingerprint_arrays, fingerprint_module, make_key
+    from tune_tl.training.feature_cache import FeatureCache, fingerprint_arrays, fingerprint_module, make_key
 
     device = mean.device
     key = make_key(

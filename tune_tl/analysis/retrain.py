@@ -25,8 +25,8 @@ import numpy as np
 import torch
 
 from tune_tl.errors import TuneTLError
-from tune_tl.params import PARAMS, TrialConfig
-from tune_tl.storage import Location
+from tune_tl.config.params import PARAMS, TrialConfig
+from tune_tl.store.storage import Location
 
 log = logging.getLogger(__name__)
 
@@ -43,11 +43,11 @@ def retrain(search_dir: str | Path, trial_id: str | None = None, device: str | N
     Raises:
         TuneTLError: Unknown trial, no finished trial, or a search without ``search.json``.
     """
-    from tune_tl.analysis import best_trial, load_results
+    from tune_tl.analysis.frame import best_trial, load_results
     from tune_tl.data import load_source, prepare
     from tune_tl.models import build_backbone
-    from tune_tl.train import evaluate, fit
-    from tune_tl.trainable import TrialContext, build_model, fit_config
+    from tune_tl.training.loop import evaluate, fit
+    from tune_tl.training.recipe import TrialContext, build_model, fit_config
 
     root = Location.parse(search_dir)
     res = load_results(root)
@@ -92,7 +92,7 @@ def retrain(search_dir: str | Path, trial_id: str | None = None, device: str | N
             "mean": list(model.backbone.mean), "std": list(model.backbone.std), "resolution": cfg.resolution,
             "backbone": bb_spec["name"], "backbone_weights": bb_spec["weights"], "metrics": metrics,
             "search": str(root)}
-    from tune_tl.results import write_json_atomic
+    from tune_tl.store.results import write_json_atomic
 
     write_json_atomic(info, out / "model.json")
     return SavedModel(out, metrics)

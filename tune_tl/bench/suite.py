@@ -20,7 +20,7 @@ from types import SimpleNamespace
 
 import numpy as np
 
-from tune_tl.space import SearchSpec, load_space, parse_settings
+from tune_tl.config.space import SearchSpec, load_space, parse_settings
 
 log = logging.getLogger(__name__)
 
@@ -48,8 +48,8 @@ def machine() -> str:
 
 def search_figures(spec: SearchSpec, out: Path, name: str, **options) -> dict:
     """Run one search and measure best accuracy, epochs trained, wall time, time to the best."""
-    from tune_tl.analysis import load_results
-    from tune_tl.search import SearchOptions, run_search
+    from tune_tl.analysis.frame import load_results
+    from tune_tl.search.run import SearchOptions, run_search
 
     start = time.time()
     run_search(spec, SearchOptions(output=str(out), name=name, verbose=0, **options))
@@ -97,10 +97,10 @@ def fixed_spec(base: SearchSpec, epochs: int, **params) -> SearchSpec:
 def plain_fit(spec: SearchSpec, device: str):
     """The same training as a trial, in a plain PyTorch loop: no Ray, no Optuna, no sink, no checkpoints."""
     from tune_tl.models import param_groups
-    from tune_tl.params import TrialConfig
-    from tune_tl.search import _prepare_context
-    from tune_tl.train import fit
-    from tune_tl.trainable import build_model, fit_config
+    from tune_tl.config.params import TrialConfig
+    from tune_tl.search.run import _prepare_context
+    from tune_tl.training.loop import fit
+    from tune_tl.training.recipe import build_model, fit_config
 
     context, _, _ = _prepare_context(spec)
     cfg = TrialConfig.from_dict({p.name: p.dist.value for p in spec.params})
@@ -131,8 +131,8 @@ def bench_overhead(base: SearchSpec, out: Path, epochs: int) -> list[Row]:
 
 def bench_sink(n_trials: int = 10_000, epochs: int = 10) -> list[Row]:
     """A simulated search through the Parquet callback's hooks: ms per result, then load time."""
-    from tune_tl.analysis import load_results
-    from tune_tl.results import ParquetSink
+    from tune_tl.analysis.frame import load_results
+    from tune_tl.store.results import ParquetSink
 
     rng = np.random.default_rng(0)
     with tempfile.TemporaryDirectory() as tmp:
@@ -161,7 +161,7 @@ def bench_sink(n_trials: int = 10_000, epochs: int = 10) -> list[Row]:
 
 def bench_cache() -> list[Row]:
     """Head-only epochs with the frozen-feature cache vs running the frozen backbone every epoch."""
-    from tune_tl.bench_cache import measure_feature_cache
+    from tune_tl.bench.cache import measure_feature_cache
 
     f = measure_feature_cache(resolution=64, epochs=3)
     return [
@@ -193,7 +193,7 @@ def main(argv: list[str] | None = None) -> None:
     parser.add_argument("--quick", action="store_true", help="small searches: a few minutes on 2 CPU cores")
     args = parser.parse_args(argv)
     logging.basicConfig(level=logging.WARNING)
-    from tune_tl.search import init_ray
+    from tune_tl.search.run import init_ray
 
     init_ray()  # a fresh local Ray (or $RAY_ADDRESS), never a stale cluster left on the machine
     base = load_space()

@@ -15,8 +15,8 @@ from pathlib import Path
 from typing import Any
 
 from tune_tl.errors import TuneTLError
-from tune_tl.space import SearchSpec
-from tune_tl.storage import Location
+from tune_tl.config.space import SearchSpec
+from tune_tl.store.storage import Location
 
 log = logging.getLogger(__name__)
 
@@ -106,15 +106,15 @@ def run_search(spec: SearchSpec, options: SearchOptions = SearchOptions()) -> Se
         write_skipped(skipped, root / SKIPPED_FILE)
     context = with_feature_cache(context, options, root)
     metadata = {**_metadata(spec, options, name, root), "data_loaded": loaded.description, "skipped_images": len(skipped)}
-    from tune_tl.results import write_json_atomic
+    from tune_tl.store.results import write_json_atomic
 
     write_json_atomic(metadata, root / "search.json")
     log.info("search %r: %d trials, up to %d epochs each; results in %s", name, spec.budget.samples, spec.budget.max_epochs, root)
 
-    from tune_tl.optuna_bridge import study_file
+    from tune_tl.search.sampler import study_file
 
     tuner = _build_tuner(spec, options, context, num_blocks, root, study_file(root, fresh=True))
-    tuner.fit()  # a driver that dies here is continued by ``tune-tl resume`` (tune_tl.resume)
+    tuner.fit()  # a driver that dies here is continued by ``tune-tl resume`` (tune_tl.search.resume)
 
     write_json_atomic({**metadata, "end_time": time.strftime("%Y-%m-%dT%H:%M:%S%z"), "node_ids": _node_ids()}, root / "search.json")
     return dataclasses.replace(summarize(root), skipped_images=len(skipped))
@@ -123,7 +123,7 @@ def run_search(spec: SearchSpec, options: SearchOptions = SearchOptions()) -> Se
 def _prepare_context(spec: SearchSpec):
     from tune_tl.data import load_data
     from tune_tl.models import build_backbone
-    from tune_tl.trainable import TrialContext
+    from tune_tl.training.recipe import TrialContext
 
     backbone = build_backbone(spec.backbone.name, spec.backbone.weights)
     spec.check_blocks(len(backbone.blocks))
@@ -147,7 +147,7 @@ def make_trainable(context, options: SearchOptions):
     """The trainable a search runs; ``tune-tl resume`` must pass Ray the same one."""
     from ray import tune
 
-    from tune_tl.trainable import run_trial
+    from tune_tl.search.trainable import run_trial
 
     resources = {"cpu": options.cpus_per_trial, "gpu": options.gpus_per_trial}
     return tune.with_resources(tune.with_parameters(run_trial, context=context), resources)
@@ -179,10 +179,10 @@ def _build_tuner(spec: SearchSpec, options: SearchOptions, context, num_blocks: 
     from ray.tune.schedulers import FIFOScheduler
     from ray.tune.search import ConcurrencyLimiter
 
-    from tune_tl.optuna_bridge import HonestOptunaSearch, SqliteMirror, storage_url
-    from tune_tl.resume import SampleTarget
-    from tune_tl.results import ParquetSink
-    from tune_tl.scheduler import ReplayASHA
+    from tune_tl.search.sampler import HonestOptunaSearch, SqliteMirror, storage_url
+    from tune_tl.search.resume import SampleTarget
+    from tune_tl.store.results import ParquetSink
+    from tune_tl.search.schedulers import ReplayASHA
 
     init_ray(options.address)
     sampler = {"tpe": optuna.samplers.TPESampler, "random": optuna.samplers.RandomSampler}[options.sampler](seed=spec.seed)
@@ -232,7 +232,7 @@ def _build_tuner(spec: SearchSpec, options: SearchOptions, context, num_blocks: 
 
 def summarize(root: Location) -> SearchSummary:
     """Counts by status and the best trial's row, read back from the Parquet results."""
-    from tune_tl.analysis import load_results
+    from tune_tl.analysis.frame import load_results
 
     trials = load_results(root).trials
     counts = {status: int((trials["status"] == status).sum()) for status in ("completed", "pruned", "diverged", "oom", "error")}

@@ -1,0 +1,3 @@
+from tune_tl.bench.suite import main
+
+main()
