@@ -175,6 +175,8 @@ def _validate(args) -> int:
 
 
 def _format_summary(summary) -> str:
+    from tune_tl.store.search_run import SearchRun
+
     c = summary.counts
     lines = [
         "",
@@ -186,7 +188,7 @@ def _format_summary(summary) -> str:
         skip = {"trial_id", "status", "best_val_acc", "last_val_acc", "best_epoch", "epochs_run", "wall_seconds", "error", "node_id", "node_ip"}
         lines.append("  config: " + ", ".join(f"{k}={_fmt(v)}" for k, v in best.items() if k not in skip))
     if summary.skipped_images:
-        lines.append(f"Skipped {summary.skipped_images} bad image file(s); listed in {summary.path / 'skipped_images.txt'}")
+        lines.append(f"Skipped {summary.skipped_images} bad image file(s); listed in {SearchRun(summary.path).skipped_file}")
     lines.append(f"Results (Parquet): {summary.path / 'trials'}  and  {summary.path / 'epochs'}")
     lines.append(f"Read them with: pandas.read_parquet('{summary.path / 'trials'}')")
     return "\n".join(lines)
