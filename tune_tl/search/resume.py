@@ -13,6 +13,7 @@ rung records (``ReplayASHA`` replays the Parquet epochs) and the sink's bookkeep
 from __future__ import annotations
 
 import dataclasses
+import hashlib
 import json
 import logging
 import tempfile
@@ -58,12 +59,20 @@ class SampleTarget(SearchGenerator):
 
 def resume_search(path: str | Path, samples: int | None = None):
     """Continue the search in ``path`` until it has ``samples`` trials (default: its own budget)."""
+    from tune_tl.store.lock import SearchLock
+
+    root = Location.parse(path)
+    _read_metadata(root)  # a folder that is not a search is named before anything is created
+    with SearchLock(root):  # never two drivers on one folder (a running search, or a second resume)
+        return _resume_locked(root, samples)
+
+
+def _resume_locked(root: Location, samples: int | None):
     from ray import tune
 
     from tune_tl.search.sampler import study_file
-    from tune_tl.search.run import SearchOptions, _prepare_context, init_ray, make_trainable, storage_config, summarize, with_feature_cache
+    from tune_tl.search.run import SearchOptions, _prepare_context, check_resources, init_ray, make_trainable, storage_config, summarize, with_feature_cache
 
-    root = Location.parse(path)
     meta = _read_metadata(root)
     spec = spec_from_metadata(meta, root)
     target = max(samples or 0, spec.budget.samples)
@@ -73,6 +82,7 @@ def resume_search(path: str | Path, samples: int | None = None):
     context, _, _ = _prepare_context(spec)  # before Ray: bad weights or data fail here
     context = with_feature_cache(context, options, root)
     init_ray(options.address)
+    check_resources(options)
     log.info("resuming search %s: %d trials in all", root, target)
     study_file(root, fresh=False)  # an object store's study: fetch its copy before Ray unpickles the searcher
     with SampleTarget.extending(target):
@@ -89,16 +99,37 @@ def resume_search(path: str | Path, samples: int | None = None):
 
 
 def spec_from_metadata(meta: dict, root: Location):
-    """The ``SearchSpec`` the search ran with: its stored space text plus budget and seed overrides."""
+    """The ``SearchSpec`` the search ran with: its stored space text plus budget and seed overrides.
+
+    A YAML space is parsed from the stored text (safe YAML: data, no code). A ``.py`` space is never
+    run from the results folder: it is imported again from its original file, and only if that
+    file's text is still the one the search ran (same SHA-256).
+    """
     from tune_tl.config.space import BudgetSpec, DataSpec, load_space
 
     suffix = Path(meta.get("space_file") or "space.yaml").suffix or ".yaml"
-    with tempfile.TemporaryDirectory(prefix="tune_tl-space-") as tmp:
-        file = Path(tmp) / f"space{suffix}"
-        file.write_text(meta["space_text"])
-        spec = load_space(file) if meta["space_text"].strip() else load_space()
+    if suffix == ".py":
+        spec = load_space(_original_python_space(meta, root))
+    else:
+        with tempfile.TemporaryDirectory(prefix="tune_tl-space-") as tmp:
+            file = Path(tmp) / f"space{suffix}"
+            file.write_text(meta["space_text"])
+            spec = load_space(file) if meta["space_text"].strip() else load_space()
     data = DataSpec(**meta["data"]) if isinstance(meta.get("data"), dict) else spec.data
     return dataclasses.replace(spec, data=data, budget=BudgetSpec(**meta["budget"]), seed=meta["seed"], source=meta.get("space_file", spec.source))
+
+
+def _original_python_space(meta: dict, root: Location) -> Path:
+    """The ``.py`` space file the search was started with, checked against the hash in search.json."""
+    path = Path(meta.get("space_path") or meta["space_file"])
+    stored = meta.get("space_sha256") or hashlib.sha256(meta.get("space_text", "").encode()).hexdigest()
+    if not path.is_file():
+        raise TuneTLError(f"{root}: its Python space {path} no longer exists; resume imports it from there "
+                          f"(code is never run from the results folder): restore that file, unchanged")
+    if hashlib.sha256(path.read_bytes()).hexdigest() != stored:
+        raise TuneTLError(f"{root}: its Python space {path} has changed since the search started (SHA-256 differs "
+                          f"from search.json); restore the original file, or start a new search")
+    return path
 
 
 def _read_metadata(root: Location) -> dict:

@@ -6,9 +6,12 @@ Everything that can be wrong with the user's input is checked here before Ray st
 from __future__ import annotations
 
 import dataclasses
+import hashlib
 import logging
+import math
 import os
 import platform
+import re
 import time
 from dataclasses import dataclass
 from pathlib import Path
@@ -22,6 +25,8 @@ log = logging.getLogger(__name__)
 
 METRIC, MODE = "val_acc", "max"  # the one place the objective is named
 SKIPPED_FILE = "skipped_images.txt"
+#: Longest ``--name``: file names are limited to 255 bytes and Ray's trial folders add to it.
+MAX_NAME_BYTES = 100
 
 
 @dataclass(frozen=True)
@@ -51,6 +56,9 @@ class SearchOptions:
     keep_checkpoints = 1
 
     def validate(self) -> None:
+        for flag, value in (("--cpus-per-trial", self.cpus_per_trial), ("--gpus-per-trial", self.gpus_per_trial)):
+            if not math.isfinite(value):
+                raise TuneTLError(f"{flag} must be a finite number, got {value}")
         if self.cpus_per_trial <= 0:
             raise TuneTLError(f"--cpus-per-trial must be positive, got {self.cpus_per_trial}")
         if not 0 <= self.gpus_per_trial <= 1 and not float(self.gpus_per_trial).is_integer():
@@ -65,8 +73,12 @@ class SearchOptions:
             raise TuneTLError(f"--scheduler must be 'asha' or 'fifo', got {self.scheduler!r}")
         if self.sampler not in ("tpe", "random"):
             raise TuneTLError(f"--sampler must be 'tpe' or 'random', got {self.sampler!r}")
-        if self.name is not None and (not self.name or "/" in self.name or self.name.startswith(".")):
+        if self.name is not None and (not self.name or "/" in self.name or "\\" in self.name or self.name.startswith(".")
+                                      or not self.name.isprintable()):
             raise TuneTLError(f"--name must be a plain folder name, got {self.name!r}")
+        if self.name is not None and len(self.name.encode()) > MAX_NAME_BYTES:
+            raise TuneTLError(f"--name is {len(self.name.encode())} bytes long; use at most {MAX_NAME_BYTES} "
+                              f"(Ray adds trial folders and file names below it)")
 
 
 @dataclass(frozen=True)
@@ -88,16 +100,29 @@ def run_search(spec: SearchSpec, options: SearchOptions = SearchOptions()) -> Se
         >>> summary = run_search(load_space(), SearchOptions(output="results", name="demo"))
         >>> summary.best["best_val_acc"]  # doctest: +SKIP
     """
+    from tune_tl.store.lock import SearchLock
+
     options.validate()
     name = options.name or time.strftime("search-%Y%m%d-%H%M%S")
     root = Location.parse(options.output) / name
+    _refuse_existing(root)
+    if not root.is_local:
+        root.check_writable()  # a missing bucket or credentials fail now, not after the data is loaded
+    with SearchLock(root):  # one driver per folder; an unwritable local --output fails here, before the data
+        _refuse_existing(root)  # a same-name search may have finished while we waited to start
+        return _run_locked(spec, options, name, root)
+
+
+def _refuse_existing(root: Location) -> None:
     if any((root / part).exists() for part in ("trials", "epochs", "optuna.db", "tuner.pkl")):
         raise TuneTLError(f"{root} already holds search results; choose another --name (or --output), "
                           f"or continue it with `tune-tl resume {root}`")
-    if not root.is_local:
-        root.check_writable()  # a missing bucket or credentials fail now, not after the data is loaded
 
+
+def _run_locked(spec: SearchSpec, options: SearchOptions, name: str, root: Location) -> SearchSummary:
     context, num_blocks, loaded = _prepare_context(spec)  # before Ray: bad weights or data fail here
+    init_ray(options.address)
+    check_resources(options)  # what the cluster really has: a trial that can never start would wait forever
     skipped = loaded.skipped
     root.mkdir()
     if skipped:
@@ -164,6 +189,28 @@ def init_ray(address: str | None = None) -> None:
         ray.init(address=address, logging_level=logging.WARNING)
     else:  # address="local": never join a stray cluster; no dashboard, so nothing listens on the network
         ray.init(address="local", include_dashboard=False, logging_level=logging.WARNING)
+
+
+#: Set to 1 to skip ``check_resources`` (an autoscaling cluster that adds GPU nodes on demand).
+SKIP_RESOURCE_CHECK_ENV = "TUNE_TL_SKIP_RESOURCE_CHECK"
+
+
+def check_resources(options: SearchOptions) -> None:
+    """Raise unless some alive Ray node has the CPUs and GPUs one trial asks for.
+
+    Ray would otherwise keep such a trial PENDING forever (on a fixed cluster nothing will ever fit it).
+    """
+    import ray
+
+    if os.environ.get(SKIP_RESOURCE_CHECK_ENV) == "1":
+        return
+    nodes = [n.get("Resources", {}) for n in ray.nodes() if n.get("Alive")]
+    for key, flag, wanted in (("CPU", "--cpus-per-trial", options.cpus_per_trial), ("GPU", "--gpus-per-trial", options.gpus_per_trial)):
+        most = max((n.get(key, 0.0) for n in nodes), default=0.0)
+        if wanted > most:
+            where = "this machine" if len(nodes) <= 1 else f"the largest of the cluster's {len(nodes)} nodes"
+            raise TuneTLError(f"{flag} {wanted:g}: {where} has {most:g} {key}(s) for Ray, so no trial could ever start; "
+                              f"ask for at most {most:g} (an autoscaling cluster: set {SKIP_RESOURCE_CHECK_ENV}=1)")
 
 
 def storage_config(root: Location) -> dict[str, Any]:
@@ -254,7 +301,11 @@ def _metadata(spec: SearchSpec, options: SearchOptions, name: str, root: Locatio
         "name": name,
         "space_file": spec.source,
         "space_text": spec.text,
-        "options": dataclasses.asdict(options),
+        # Resume re-imports a .py space from this path only if its text still has this hash.
+        "space_path": str(Path(spec.source).resolve()) if spec.space_fn is not None else None,
+        "space_sha256": hashlib.sha256(spec.text.encode()).hexdigest(),
+        "options": {**dataclasses.asdict(options), "output": redact(options.output),
+                    "command_line": [redact(a) for a in options.command_line]},
         "seed": spec.seed,
         # The space as run (CLI overrides applied): resume, retrain and report read these, not the text.
         "data": dataclasses.asdict(spec.data),
@@ -272,6 +323,18 @@ def _metadata(spec: SearchSpec, options: SearchOptions, name: str, root: Locatio
             "optuna": optuna.__version__,
         },
     }
+
+
+_SECRET_QUERY = re.compile(r"(?i)([?&][^=&]*(?:key|secret|token|password|credential|session)[^=&]*=)[^&]*")
+_USERINFO = re.compile(r"([a-zA-Z][a-zA-Z0-9+.-]*://)[^/@\s]+@")
+
+
+def redact(text: str) -> str:
+    """``text`` with the credentials a URI can carry (``user:secret@``, ``?secret_key=...``) replaced by ``***``:
+    search.json is read by whoever can read the results."""
+    if "://" not in text:
+        return text
+    return _SECRET_QUERY.sub(r"\1***", _USERINFO.sub(r"\1***@", text))
 
 
 def _node_ids() -> list[str]:

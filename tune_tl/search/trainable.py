@@ -16,6 +16,7 @@ import tempfile
 import torch
 
 from tune_tl.config.params import TrialConfig
+from tune_tl.errors import TuneTLError
 from tune_tl.models import param_groups
 from tune_tl.training.loop import EpochMetrics, fit
 from tune_tl.training.recipe import TrialContext, build_model, fit_config
@@ -32,6 +33,23 @@ TRACE_DIR_ENV = "TUNE_TL_TRACE_DIR"
 
 def run_trial(config: dict, context: TrialContext) -> None:
     """Ray Tune entry point (wrapped by ``tune.with_parameters``).
+
+    A configuration error (``TuneTLError`` or ``ValueError``: a bad parameter value, a config the
+    model or optimizer rejects) is deterministic, so it is not raised for Ray to retry: the trial ends
+    at once with a final ``trial_status="error"`` result carrying the message.
+    """
+    from ray import tune
+
+    try:
+        _run_trial(config, context)
+    except (TuneTLError, ValueError) as exc:
+        text = f"{type(exc).__name__}: {exc}".strip()[:2000]
+        log.warning("trial configuration error (not retried): %s", text)
+        tune.report({"val_acc": float("nan"), "trial_status": "error", "error": text})
+
+
+def _run_trial(config: dict, context: TrialContext) -> None:
+    """One trial, reporting every epoch.
 
     Every epoch is reported together with a checkpoint of the full training state, so a trial whose
     worker dies is retried by Ray from its last epoch. Outcomes that a retry cannot fix end the trial
