@@ -131,17 +131,7 @@ def scan(root: Path) -> FolderIndex:
 def _class_tree(folder: Path) -> tuple[list[str], dict[str, list[str]]]:
     """Class names (sub-folders, sorted) and each one's files, recursively, hidden files left out."""
     classes = [e.name for e in validate.list_dir(folder, "folder") if e.is_dir()]
-    return classes, {c: _files_under(folder / c) for c in classes}
-
-
-def _files_under(folder: Path) -> list[str]:
-    out = []
-    for entry in validate.list_dir(folder, "class folder"):
-        if entry.is_dir():
-            out.extend(_files_under(Path(entry.path)))
-        else:
-            out.append(entry.path)  # symlinks included; a dangling one is reported as unreadable
-    return out
+    return classes, {c: validate.files_under(folder / c) for c in classes}
 
 
 def _flatten(classes: list[str], files: dict[str, list[str]]) -> tuple[list[str], np.ndarray]:

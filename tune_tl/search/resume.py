@@ -18,7 +18,7 @@ import time
 from pathlib import Path
 
 from tune_tl.errors import TuneTLError
-from tune_tl.search.run import SearchOptions, _prepare_context, init_ray, make_trainable, storage_config, summarize, with_feature_cache
+from tune_tl.search.run import SearchOptions, _prepare_context, check_resources, init_ray, make_trainable, storage_config, summarize, with_feature_cache
 from tune_tl.search.sampler import SampleTarget  # noqa: F401  (pickled tuners from before the move name it here)
 from tune_tl.store.search_run import SearchRun
 from tune_tl.store.storage import Location
@@ -28,10 +28,15 @@ log = logging.getLogger(__name__)
 
 def resume_search(path: str | Path, samples: int | None = None):
     """Continue the search in ``path`` until it has ``samples`` trials (default: its own budget)."""
+    run = SearchRun(path)
+    run.check_resumable()  # a folder that is not a search is named before anything is created
+    with run.lock():  # never two drivers on one folder (a running search, or a second resume)
+        return _resume_locked(run, samples)
+
+
+def _resume_locked(run: SearchRun, samples: int | None):
     from ray import tune
 
-    run = SearchRun(path)
-    run.check_resumable()
     spec = run.spec
     target = max(samples or 0, spec.budget.samples)
     if samples is not None and samples < spec.budget.samples:
@@ -41,6 +46,7 @@ def resume_search(path: str | Path, samples: int | None = None):
     context, _, _ = _prepare_context(spec)  # before Ray: bad weights or data fail here
     context = with_feature_cache(context, options, root)
     init_ray(options.address)
+    check_resources(options)
     log.info("resuming search %s: %d trials in all", root, target)
     run.study_file(fresh=False)  # an object store's study: fetch its copy before Ray unpickles the searcher
     with SampleTarget.extending(target):

@@ -7,6 +7,7 @@ from __future__ import annotations
 
 import dataclasses
 import logging
+import math
 import os
 import platform
 import time
@@ -22,6 +23,8 @@ from tune_tl.store.storage import Location
 log = logging.getLogger(__name__)
 
 METRIC, MODE = "val_acc", "max"  # the one place the objective is named
+#: Longest ``--name``: file names are limited to 255 bytes and Ray's trial folders add to it.
+MAX_NAME_BYTES = 100
 
 
 @dataclass(frozen=True)
@@ -52,6 +55,9 @@ class SearchOptions:
     keep_checkpoints = 1
 
     def validate(self) -> None:
+        for flag, value in (("--cpus-per-trial", self.cpus_per_trial), ("--gpus-per-trial", self.gpus_per_trial)):
+            if not math.isfinite(value):
+                raise TuneTLError(f"{flag} must be a finite number, got {value}")
         if self.cpus_per_trial <= 0:
             raise TuneTLError(f"--cpus-per-trial must be positive, got {self.cpus_per_trial}")
         if not 0 <= self.gpus_per_trial <= 1 and not float(self.gpus_per_trial).is_integer():
@@ -66,8 +72,12 @@ class SearchOptions:
             raise TuneTLError(f"--scheduler must be 'asha' or 'fifo', got {self.scheduler!r}")
         if self.sampler not in ("tpe", "random"):
             raise TuneTLError(f"--sampler must be 'tpe' or 'random', got {self.sampler!r}")
-        if self.name is not None and (not self.name or "/" in self.name or self.name.startswith(".")):
+        if self.name is not None and (not self.name or "/" in self.name or "\\" in self.name or self.name.startswith(".")
+                                      or not self.name.isprintable()):
             raise TuneTLError(f"--name must be a plain folder name, got {self.name!r}")
+        if self.name is not None and len(self.name.encode()) > MAX_NAME_BYTES:
+            raise TuneTLError(f"--name is {len(self.name.encode())} bytes long; use at most {MAX_NAME_BYTES} "
+                              f"(Ray adds trial folders and file names below it)")
 
 
 @dataclass(frozen=True)
@@ -95,8 +105,15 @@ def run_search(spec: SearchSpec, options: SearchOptions = SearchOptions()) -> Se
     SearchRun(root).check_new()
     if not root.is_local:
         root.check_writable()  # a missing bucket or credentials fail now, not after the data is loaded
+    with SearchRun(root).lock():  # one driver per folder; an unwritable local --output fails here, before the data
+        SearchRun(root).check_new()  # a same-name search may have finished while we waited to start
+        return _run_locked(spec, options, name, root)
 
+
+def _run_locked(spec: SearchSpec, options: SearchOptions, name: str, root: Location) -> SearchSummary:
     context, num_blocks, loaded = _prepare_context(spec)  # before Ray: bad weights or data fail here
+    init_ray(options.address)
+    check_resources(options)  # what the cluster really has: a trial that can never start would wait forever
     skipped = loaded.skipped
     run = SearchRun.create(root, spec, options, {**_metadata(), "data_loaded": loaded.description, "skipped_images": len(skipped)})
     if skipped:
@@ -156,6 +173,28 @@ def init_ray(address: str | None = None) -> None:
         ray.init(address=address, logging_level=logging.WARNING)
     else:  # address="local": never join a stray cluster; no dashboard, so nothing listens on the network
         ray.init(address="local", include_dashboard=False, logging_level=logging.WARNING)
+
+
+#: Set to 1 to skip ``check_resources`` (an autoscaling cluster that adds GPU nodes on demand).
+SKIP_RESOURCE_CHECK_ENV = "TUNE_TL_SKIP_RESOURCE_CHECK"
+
+
+def check_resources(options: SearchOptions) -> None:
+    """Raise unless some alive Ray node has the CPUs and GPUs one trial asks for.
+
+    Ray would otherwise keep such a trial PENDING forever (on a fixed cluster nothing will ever fit it).
+    """
+    import ray
+
+    if os.environ.get(SKIP_RESOURCE_CHECK_ENV) == "1":
+        return
+    nodes = [n.get("Resources", {}) for n in ray.nodes() if n.get("Alive")]
+    for key, flag, wanted in (("CPU", "--cpus-per-trial", options.cpus_per_trial), ("GPU", "--gpus-per-trial", options.gpus_per_trial)):
+        most = max((n.get(key, 0.0) for n in nodes), default=0.0)
+        if wanted > most:
+            where = "this machine" if len(nodes) <= 1 else f"the largest of the cluster's {len(nodes)} nodes"
+            raise TuneTLError(f"{flag} {wanted:g}: {where} has {most:g} {key}(s) for Ray, so no trial could ever start; "
+                              f"ask for at most {most:g} (an autoscaling cluster: set {SKIP_RESOURCE_CHECK_ENV}=1)")
 
 
 def storage_config(root: Location) -> dict[str, Any]:

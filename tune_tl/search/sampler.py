@@ -169,8 +169,8 @@ class HonestOptunaSearch(OptunaSearch):
         if trial_id in self._completed_trials or trial_id not in self._ot_trials:
             return
         progress = self._progress.setdefault(trial_id, {"epoch": 0, "best": None, "diverged": False})
-        if result.get("trial_status") == "oom":  # the trainable's own verdict, not an epoch
-            progress["oom"] = True
+        if result.get("trial_status") in ("oom", "error"):  # the trainable's own verdict, not an epoch
+            progress[result["trial_status"]] = True
             return
         epoch = int(result.get(self._time_attr) or 0)
         if epoch <= progress["epoch"]:
@@ -200,7 +200,7 @@ class HonestOptunaSearch(OptunaSearch):
 
     def _verdict(self, progress: dict | None, error: bool) -> tuple[str, TrialState, float | None]:
         """(Parquet status, Optuna state, value): the same rule as ``results.ParquetSink``."""
-        if error:
+        if error or (progress and progress.get("error")):
             return "error", TrialState.FAIL, None
         if progress and progress.get("oom"):
             return "oom", TrialState.FAIL, None

@@ -15,6 +15,8 @@ import tempfile
 
 import torch
 
+from tune_tl.config.params import TrialConfig
+from tune_tl.errors import TuneTLError
 from tune_tl.store.search_run import CHECKPOINT_FILE
 from tune_tl.training.loop import EpochMetrics, fit
 from tune_tl.training.recipe import TrialContext, build_trial
@@ -31,6 +33,23 @@ TRACE_DIR_ENV = "TUNE_TL_TRACE_DIR"
 def run_trial(config: dict, context: TrialContext) -> None:
     """Ray Tune entry point (wrapped by ``tune.with_parameters``).
 
+    A configuration error (``TuneTLError`` or ``ValueError``: a bad parameter value, a config the
+    model or optimizer rejects) is deterministic, so it is not raised for Ray to retry: the trial ends
+    at once with a final ``trial_status="error"`` result carrying the message.
+    """
+    from ray import tune
+
+    try:
+        _run_trial(config, context)
+    except (TuneTLError, ValueError) as exc:
+        text = f"{type(exc).__name__}: {exc}".strip()[:2000]
+        log.warning("trial configuration error (not retried): %s", text)
+        tune.report({"val_acc": float("nan"), "trial_status": "error", "error": text})
+
+
+def _run_trial(config: dict, context: TrialContext) -> None:
+    """One trial, reporting every epoch.
+
     Every epoch is reported together with a checkpoint of the full training state, so a trial whose
     worker dies is retried by Ray from its last epoch. Outcomes that a retry cannot fix end the trial
     normally with a final ``trial_status`` result instead of raising: divergence (``fit`` stops by
@@ -38,8 +57,9 @@ def run_trial(config: dict, context: TrialContext) -> None:
     """
     from ray import tune
 
+    cfg = TrialConfig.from_dict(config)  # a bad config fails here, before any resources are touched
     device = _trial_device()
-    plan = build_trial(config, context, device, _loader_workers())
+    plan = build_trial(cfg, context, device, _loader_workers())
     resume = _load_checkpoint(tune.get_checkpoint())
     _trace(resume["epoch"] + 1 if resume else 1)
     last: dict = {}

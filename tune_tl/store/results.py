@@ -45,21 +45,60 @@ def write_table_atomic(rows: list[dict[str, Any]] | pa.Table, schema: pa.Schema,
     return part
 
 
+#: A compacted part is first written under this prefix, which pyarrow and pandas skip (a leading ``_``).
+PENDING_PREFIX = "_pending-"
+#: Schema metadata of a pending part: the names of the parts it replaces (JSON list).
+_SOURCES_KEY = b"tune_tl.compacted_from"
+
+
 def compact(directory: Location | str | Path, schema: pa.Schema, only_small: bool) -> None:
     """Merge part files into one, so a long search reads as a few files, not thousands.
 
-    The merged part is in place before the old parts are removed: a reader in between sees rows
-    twice (``load_results`` drops such duplicates), never a partial file.
+    Idempotent and crash-safe: the merged part is written under a hidden name (``_pending-…``, which
+    ``pd.read_parquet`` skips) that records its sources; then the sources are deleted and the part is
+    renamed into place. A kill at any point leaves no row visible twice, and ``finish_pending`` (run
+    first by every compaction and when a search starts or resumes) completes a compaction that was cut
+    short. Rows doubled by older versions are dropped on the way (one per trial, or per trial and epoch).
     """
     directory = Location.parse(directory)
+    finish_pending(directory)
     parts = [p for p in directory.files("part-", ".parquet") if not (only_small and p.name.startswith("part-c"))]
     if len(parts) < 2:
         return
-    table = pa.concat_tables(pq.read_table(p.path, schema=schema, filesystem=p.fs) for p in parts)
+    table = _unique_rows(pa.concat_tables(pq.read_table(p.path, schema=schema, filesystem=p.fs) for p in parts))
     name = f"part-c{time.time_ns()}-{uuid.uuid4().hex[:8]}.parquet"  # 'part-c': already compacted
-    write_table_atomic(table, schema, directory, name)
-    for p in parts:
-        p.delete()
+    metadata = {**(schema.metadata or {}), _SOURCES_KEY: json.dumps([p.name for p in parts]).encode()}
+    pending = directory / f"{PENDING_PREFIX}{name}"
+    pending.write_parquet(table.replace_schema_metadata(metadata))
+    _finish(directory, pending)
+
+
+def finish_pending(directory: Location | str | Path) -> int:
+    """Complete compactions a kill interrupted: delete their sources, rename them into place."""
+    directory = Location.parse(directory)
+    pending = directory.files(PENDING_PREFIX, ".parquet")
+    for part in pending:
+        log.info("completing an interrupted compaction: %s", part)
+        _finish(directory, part)
+    return len(pending)
+
+
+def _finish(directory: Location, pending: Location) -> None:
+    metadata = pq.read_schema(pending.path, filesystem=pending.fs).metadata or {}
+    for name in json.loads(metadata.get(_SOURCES_KEY, b"[]")):
+        (directory / name).delete()  # already gone after an earlier, interrupted finish: fine
+    pending.fs.move(pending.path, (directory / pending.name[len(PENDING_PREFIX):]).path)
+
+
+def _unique_rows(table: pa.Table) -> pa.Table:
+    """The first row of each trial (``trials``) or of each trial and epoch (``epochs``)."""
+    keys = [c for c in ("trial_id", "epoch") if c in table.column_names]
+    seen, keep = set(), []
+    for i, key in enumerate(zip(*(table.column(c).to_pylist() for c in keys))):
+        if key not in seen:
+            seen.add(key)
+            keep.append(i)
+    return table if len(keep) == table.num_rows else table.take(pa.array(keep, pa.int64()))
 
 
 def write_json_atomic(data: dict[str, Any], path: Location | str | Path) -> None:
@@ -74,7 +113,7 @@ class ParquetSink(Callback):
     snapshot does not know yet never has rows on disk, so a resumed search cannot count it twice.
 
     A trial's status is ``completed`` if it ran ``max_epochs``, ``diverged`` if its loss went
-    non-finite, ``oom`` if the trainable reported running out of GPU memory (a final result with
+    non-finite or blew up (``training.loop.diverged``), ``oom`` if the trainable reported running out of GPU memory (a final result with
     ``trial_status``), ``error`` if it raised, and ``pruned`` if it stopped earlier otherwise (ASHA).
 
     Idempotent per ``(trial_id, epoch)`` and per finished trial: at ``setup`` (a new or a resumed
@@ -104,6 +143,8 @@ class ParquetSink(Callback):
         self._seen, self._finished = set(), set()
         if not self.root.is_dir():
             return
+        for name in ("epochs", "trials"):
+            finish_pending(self.root / name)  # a compaction the last driver's death cut short
         run = SearchRun(self.root)
         self._finished = set(run.trials()["trial_id"])
         for trial_id, rows in run.epochs().sort_values(["trial_id", "epoch"]).groupby("trial_id"):
@@ -161,7 +202,8 @@ class ParquetSink(Callback):
             return
         self._finished.add(trial.trial_id)
         history = sorted(stats["history"])
-        accs = [(acc if acc is not None and math.isfinite(acc) else -1.0, epoch) for epoch, acc, _ in history]
+        # A NaN accuracy is no accuracy: null in the table, never a number that sorts.
+        accs = [(acc, epoch) for epoch, acc, _ in history if acc is not None and math.isfinite(acc)]
         best_acc, best_epoch = max(accs) if accs else (None, None)
         epochs_run = max((e for e, _, _ in history), default=0)
         if error is not None:
@@ -170,7 +212,7 @@ class ParquetSink(Callback):
             status, error = stats["status"], stats.get("error")
         elif history and history[-1][2]:
             status = "diverged"
-            error = f"non-finite training loss at epoch {history[-1][0]}"
+            error = f"training loss diverged (non-finite, or far above its first epoch's) at epoch {history[-1][0]}"
         elif epochs_run >= self.max_epochs:
             status = "completed"
         else:
@@ -180,7 +222,7 @@ class ParquetSink(Callback):
             trial_id=trial.trial_id,
             status=status,
             best_val_acc=best_acc,
-            last_val_acc=history[-1][1] if history else None,
+            last_val_acc=history[-1][1] if history and _finite(history[-1][1]) else None,
             best_epoch=best_epoch,
             epochs_run=epochs_run,
             wall_seconds=time.time() - stats["start"],
@@ -214,6 +256,10 @@ class ParquetSink(Callback):
                 if folder.is_dir():
                     compact(folder, schema, only_small=True)
             self._parts_since_compact = 0
+
+
+def _finite(value) -> bool:
+    return value is not None and math.isfinite(value)
 
 
 def _effective_config(config: dict) -> dict:

@@ -22,11 +22,12 @@ nothing else parses ``search.json`` or spells a name above.
 from __future__ import annotations
 
 import dataclasses
+import hashlib
 import json
 import logging
 import tempfile
 import time
-from contextlib import AbstractContextManager, nullcontext
+from contextlib import AbstractContextManager
 from functools import cached_property
 from pathlib import Path
 from typing import Any
@@ -35,7 +36,7 @@ import pandas as pd
 
 from tune_tl.errors import TuneTLError
 from tune_tl.store.schema import EPOCH_SCHEMA, TRIAL_SCHEMA, read_table
-from tune_tl.store.storage import Location
+from tune_tl.store.storage import Location, redact
 
 log = logging.getLogger(__name__)
 
@@ -99,7 +100,12 @@ class SearchRun:
             "name": run.root.name,
             "space_file": spec.source,
             "space_text": spec.text,
-            "options": dataclasses.asdict(options),
+            # Resume re-imports a .py space from this path only if its text still has this hash.
+            "space_path": str(Path(spec.source).resolve()) if spec.space_fn is not None else None,
+            "space_sha256": hashlib.sha256(spec.text.encode()).hexdigest(),
+            # search.json is read by whoever can read the results: no credentials from an --output URI.
+            "options": {**dataclasses.asdict(options), "output": redact(options.output),
+                        "command_line": [redact(a) for a in options.command_line]},
             "seed": spec.seed,
             # The space as run (CLI overrides applied): resume, retrain and report read these, not the text.
             "data": dataclasses.asdict(spec.data),
@@ -134,11 +140,10 @@ class SearchRun:
             raise TuneTLError(f"{self.root} was moved from {meta['root']}; resume it in its original place")
 
     def lock(self) -> AbstractContextManager:
-        """Exclusive use of the folder while a search or resume writes it.
+        """Exclusive use of the folder while a search or resume writes it (``tune_tl.store.lock``)."""
+        from tune_tl.store.lock import SearchLock
 
-        A no-op today: ``tune_tl.store.lock`` (another change) provides the real lock and is wired here.
-        """
-        return nullcontext(self)
+        return SearchLock(self.root)
 
     # ---------------------------------------------------------------- the record
 
@@ -175,13 +180,33 @@ class SearchRun:
 
         meta = self._require("space_text", "budget")
         suffix = Path(meta.get("space_file") or "space.yaml").suffix or ".yaml"
-        with tempfile.TemporaryDirectory(prefix="tune_tl-space-") as tmp:
-            file = Path(tmp) / f"space{suffix}"
-            file.write_text(meta["space_text"])
-            spec = load_space(file) if meta["space_text"].strip() else load_space()
+        if suffix == ".py":
+            spec = load_space(self._original_python_space())
+        else:  # YAML is parsed with the safe loader: data, never code
+            with tempfile.TemporaryDirectory(prefix="tune_tl-space-") as tmp:
+                file = Path(tmp) / f"space{suffix}"
+                file.write_text(meta["space_text"])
+                spec = load_space(file) if meta["space_text"].strip() else load_space()
         backbone = BackboneSpec(**meta["backbone"]) if isinstance(meta.get("backbone"), dict) else spec.backbone
         return dataclasses.replace(spec, data=self.data_spec or spec.data, backbone=backbone, budget=BudgetSpec(**meta["budget"]),
                                    seed=meta.get("seed", spec.seed), source=meta.get("space_file", spec.source))
+
+    def _original_python_space(self) -> Path:
+        """The ``.py`` space file the search was started with, checked against the hash in search.json.
+
+        Code is never run from the results folder: a ``.py`` space is imported again from its
+        original file, and only if that file's text is still the one the search ran (same SHA-256).
+        """
+        meta = self.metadata
+        path = Path(meta.get("space_path") or meta["space_file"])
+        stored = meta.get("space_sha256") or hashlib.sha256(meta.get("space_text", "").encode()).hexdigest()
+        if not path.is_file():
+            raise TuneTLError(f"{self.root}: its Python space {path} no longer exists; resume imports it from there "
+                              f"(code is never run from the results folder): restore that file, unchanged")
+        if hashlib.sha256(path.read_bytes()).hexdigest() != stored:
+            raise TuneTLError(f"{self.root}: its Python space {path} has changed since the search started (SHA-256 differs "
+                              f"from search.json); restore the original file, or start a new search")
+        return path
 
     @property
     def data_spec(self):
