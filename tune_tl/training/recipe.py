@@ -64,6 +64,11 @@ def schedule_config(cfg: TrialConfig) -> ScheduleConfig:
     )
 
 
+def inputs_vary(cfg: TrialConfig) -> bool:
+    """Whether the trial's training inputs change every epoch (so frozen backbone features are never cached)."""
+    return augment_config(cfg).active or regularise_config(cfg).mixes
+
+
 def regularise_config(cfg: TrialConfig) -> RegulariseConfig:
     return RegulariseConfig(label_smoothing=cfg.label_smoothing, mixup_alpha=cfg.mixup_alpha, cutmix_alpha=cfg.cutmix_alpha, l2sp=cfg.l2sp)
 
