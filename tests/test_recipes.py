@@ -260,3 +260,20 @@ def test_tune_tl_validate_accepts_the_recipes_space(capsys):
     for name in ("optimizer", "schedule", "step_size", "gamma", "milestones", "warmup_epochs", "label_smoothing",
                  "mixup_alpha", "cutmix_alpha", "auto_augment", "l2sp", "nesterov"):
         assert name in out
+
+
+def test_a_python_space_can_choose_the_recipe_parameters_by_name(tmp_path):
+    path = tmp_path / "space.py"
+    path.write_text(
+        "def space(trial):\n"
+        "    opt = trial.suggest_categorical('optimizer', ['sgd', 'adam'])\n"
+        "    if opt == 'sgd':\n"
+        "        trial.suggest_categorical('nesterov', [0, 1])\n"
+        "    if trial.suggest_categorical('schedule', ['multistep', 'cosine']) == 'multistep':\n"
+        "        trial.suggest_categorical('milestones', ['0.5,0.75', '0.3'])\n"
+        "    trial.suggest_float('warmup_epochs', 0.0, 1.0)\n"
+        "    trial.suggest_categorical('auto_augment', ['none', 'randaugment'])\n"
+        "    return {'l2sp': 0.01, 'mixup_alpha': 0.2, 'cutmix_alpha': 1.0, 'label_smoothing': 0.1}\n"
+    )
+    spec = load_space(path)  # probes space(trial) through TrialConfig: every name must be known
+    assert spec.space_fn is not None
