@@ -124,8 +124,8 @@ def test_l2sp_is_zero_at_the_pretrained_weights_and_grows_away_from_them():
     sizes = []
     for step in (0.01, 0.02):
         with torch.no_grad():
-            for p in model.features.parameters():
-                p.fill_(0).add_(penalty.anchor[[n for n, q in model.features.named_parameters() if q is p][0]] + step)
+            for name, p in model.features.named_parameters():
+                p.copy_(penalty.anchor[name] + step)  # every weight `step` away from its pretrained value
         sizes.append(penalty().item())
     n = sum(p.numel() for p in model.features.parameters())
     assert sizes == pytest.approx([0.5 * 2.0 * n * 0.01**2, 0.5 * 2.0 * n * 0.02**2], rel=1e-4)
