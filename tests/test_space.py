@@ -48,7 +48,7 @@ def test_default_space_is_the_bundled_offline_search():
         ("params:\n  weight_decay: {low: 0, high: 0.1, log: true}\n", "params.weight_decay: a log range needs low > 0"),
         ("params:\n  lr: {low: 0.001}\n", "params.lr: a range needs both 'low' and 'high'"),
         ("params:\n  lr: {low: 0.001, high: 0.1, scale: log}\n", "unknown key 'params.lr.scale'"),
-        ("params:\n  optimizer: [adamw, rmsprop]\n", "params.optimizer: 'rmsprop' is not one of ['adamw', 'sgd']"),
+        ("params:\n  optimizer: [adamw, rmsprop]\n", "params.optimizer: 'rmsprop' is not one of ['adamw', 'sgd', 'adam']"),
         ("params:\n  head: {low: 1, high: 2}\n", "params.head: a text parameter takes a value or a list of choices"),
         ("params:\n  batch_size: [32, big]\n", "params.batch_size: expected int, got 'big'"),
         ("params:\n  resolution: 8\n", "params.resolution: must be in [32, 1024], got 8"),

@@ -201,6 +201,9 @@ def _format_summary(summary) -> str:
         lines.append(f"Best trial {best['trial_id']}: val_acc {best['best_val_acc']:.4f} (epoch {best['best_epoch']}, {best['status']})")
         skip = {"trial_id", "status", "best_val_acc", "last_val_acc", "best_epoch", "epochs_run", "wall_seconds", "error", "node_id", "node_ip"}
         lines.append("  config: " + ", ".join(f"{k}={_fmt(v)}" for k, v in best.items() if k not in skip))
+    if summary.uncached_trials:
+        lines.append(f"Feature cache: not used by {summary.uncached_trials} trial(s) whose inputs change every epoch "
+                     f"(aug_*, auto_augment, mixup_alpha or cutmix_alpha)")
     if summary.skipped_images:
         lines.append(f"Skipped {summary.skipped_images} bad image file(s); listed in {SearchRun(summary.path).skipped_file}")
     lines.append(f"Results (Parquet): {summary.path / 'trials'}  and  {summary.path / 'epochs'}")

@@ -1,5 +1,6 @@
 """Augmentation: per-image random draws on batched tensors, seeded, each switch doing only its job."""
 
+import pytest
 import torch
 
 from tune_tl.data.augment import Augment, AugmentConfig
@@ -60,3 +61,19 @@ def test_augmentation_runs_on_the_device_of_the_batch():
     device = "cuda" if torch.cuda.is_available() else "cpu"
     out = Augment(AugmentConfig(crop_scale=0.5, rotate=5), seed=0)(batch().to(device))
     assert out.device.type == device
+
+
+@pytest.mark.parametrize("name", ["randaugment", "trivialaugment"])
+def test_auto_augment_changes_pixels_and_keeps_shape_and_dtype(name):
+    torch.manual_seed(0)
+    x = torch.randint(0, 256, (16, 3, 32, 32), dtype=torch.uint8)
+    out = Augment(AugmentConfig(auto_augment=name)).policy(x)
+    assert out.shape == x.shape and out.dtype == torch.uint8
+    assert not torch.equal(out, x)
+    assert sum(not torch.equal(a, b) for a, b in zip(out, x)) >= 8  # drawn per image, not once per batch
+    assert AugmentConfig(auto_augment=name).active
+
+
+def test_no_auto_augment_returns_the_batch_itself():
+    x = torch.randint(0, 256, (4, 3, 8, 8), dtype=torch.uint8)
+    assert Augment(AugmentConfig()).policy(x) is x

@@ -76,7 +76,7 @@ PARAMS: dict[str, Param] = {
     "bn_stats": Param(str, "update", "BatchNorm running statistics of trainable blocks: update, or keep the "
                       "pretrained ones (frozen)", choices=("update", "frozen"), when=("freeze_policy", ("prefix", "surgical", "full"))),
     "lp_epochs": Param(int, 0, "linear-probe epochs (head only) before the freeze policy applies; 0 = off", minimum=0),
-    "optimizer": Param(str, "adamw", "optimizer", choices=("adamw", "sgd")),
+    "optimizer": Param(str, "adamw", "optimizer", choices=("adamw", "sgd", "adam")),
     "lr": Param(float, 1e-3, "peak learning rate (cosine-annealed over max_epochs)", minimum=0.0, exclusive_minimum=True),
     "weight_decay": Param(float, 1e-4, "decoupled (AdamW) or L2 (SGD) weight decay", minimum=0.0),
     "head_lr_mult": Param(float, 1.0, "the head's learning rate is lr × head_lr_mult", minimum=0.0, exclusive_minimum=True),
@@ -95,6 +95,28 @@ PARAMS: dict[str, Param] = {
     "aug_rotate": Param(float, 0.0, "random rotation within ±degrees, 0..180; 0 = off", minimum=0.0, maximum=180.0),
     "aug_jitter": Param(float, 0.0, "brightness and contrast factors drawn from 1 ± jitter, in [0, 1); 0 = off",
                         minimum=0.0, maximum=1.0, exclusive_maximum=True),
+    # Fine-tuning recipes (Quick-Tune's space): schedule, warmup, loss regularisers, policy augmentation.
+    # Each default reproduces the plain recipe above (SGD is Nesterov by default, as it always was).
+    "nesterov": Param(int, 1, "SGD with Nesterov momentum: 1 = on, 0 = off", choices=(0, 1), when=("optimizer", "sgd")),
+    "schedule": Param(str, "cosine", "learning-rate schedule over max_epochs (torch.optim.lr_scheduler, stepped per "
+                      "epoch)", choices=("cosine", "step", "multistep", "constant")),
+    "step_size": Param(int, 1, "StepLR: epochs between decays", when=("schedule", "step"), minimum=1),
+    "gamma": Param(float, 0.1, "StepLR/MultiStepLR: factor applied at each decay, in (0, 1]",
+                   when=("schedule", ("step", "multistep")), minimum=0.0, maximum=1.0, exclusive_minimum=True,
+                   why="the factor applied at each decay"),
+    "milestones": Param(str, "0.5,0.75", "MultiStepLR: decay points as fractions of max_epochs, e.g. '0.5,0.75'",
+                        when=("schedule", "multistep")),
+    "warmup_epochs": Param(float, 0.0, "linear warmup (stepped per batch) at the start of the schedule; may be "
+                           "fractional; 0 = off", minimum=0.0),
+    "label_smoothing": Param(float, 0.0, "cross-entropy label smoothing of the training loss, in [0, 0.3]",
+                             minimum=0.0, maximum=0.3),
+    "mixup_alpha": Param(float, 0.0, "MixUp Beta(alpha, alpha) on each training batch; 0 = off", minimum=0.0),
+    "cutmix_alpha": Param(float, 0.0, "CutMix Beta(alpha, alpha) on each training batch; 0 = off (with mixup, "
+                          "one of the two per batch)", minimum=0.0),
+    "auto_augment": Param(str, "none", "augmentation policy per training image: none, randaugment or "
+                          "trivialaugment (torchvision)", choices=("none", "randaugment", "trivialaugment")),
+    "l2sp": Param(float, 0.0, "L2-SP: l2sp/2 × squared distance of the trainable backbone weights from the "
+                  "pretrained ones, added to the loss; 0 = off", minimum=0.0),
 }
 
 
@@ -153,6 +175,17 @@ class TrialConfig:
     aug_flip: int = 0
     aug_rotate: float = 0.0
     aug_jitter: float = 0.0
+    nesterov: int | None = None
+    schedule: str = "cosine"
+    step_size: int | None = None
+    gamma: float | None = None
+    milestones: str | None = None
+    warmup_epochs: float = 0.0
+    label_smoothing: float = 0.0
+    mixup_alpha: float = 0.0
+    cutmix_alpha: float = 0.0
+    auto_augment: str = "none"
+    l2sp: float = 0.0
 
     @classmethod
     def from_dict(cls, config: Mapping[str, Any]) -> "TrialConfig":
@@ -170,6 +203,17 @@ class TrialConfig:
 
     def to_dict(self) -> dict[str, Any]:
         return dataclasses.asdict(self)
+
+
+def parse_milestones(text: str, where: str = "milestones") -> tuple[float, ...]:
+    """``'0.5,0.75'`` → ``(0.5, 0.75)``: increasing fractions of max_epochs, each in (0, 1)."""
+    try:
+        values = tuple(float(part) for part in text.split(","))
+    except ValueError:
+        raise TuneTLError(f"{where}: {text!r} is not a comma-separated list of numbers such as '0.5,0.75'") from None
+    if not all(0 < v < 1 for v in values) or list(values) != sorted(set(values)):
+        raise TuneTLError(f"{where}: {text!r} must be increasing fractions of max_epochs, each in (0, 1), e.g. '0.5,0.75'")
+    return values
 
 
 assert set(PARAMS) == {f.name for f in dataclasses.fields(TrialConfig)}, "PARAMS and TrialConfig disagree"

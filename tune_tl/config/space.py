@@ -25,7 +25,7 @@ from typing import Any, Callable, Mapping
 import yaml
 
 from tune_tl.errors import TuneTLError
-from tune_tl.config.params import PARAMS, TrialConfig, coerce, is_active
+from tune_tl.config.params import PARAMS, TrialConfig, coerce, is_active, parse_milestones
 
 DEFAULT_SPACE = Path(__file__).resolve().parents[2] / "search_spaces" / "default.yaml"
 ALL = "all"  # freeze_blocks upper bound meaning "every block" (a linear probe)
@@ -297,7 +297,33 @@ def _parse_params(raw: Any, source: str) -> tuple[ParamSpec, ...]:
         raise TuneTLError(f"{source}: params must be a mapping of parameter name to value, list or range")
     _known_keys(raw, set(PARAMS), source, "params.")
     # Keep registry order so a conditional parameter is always sampled after its parent.
-    return tuple(_parse_param(name, raw[name], source) for name in PARAMS if name in raw)
+    params = tuple(_parse_param(name, raw[name], source) for name in PARAMS if name in raw)
+    _check_conditions(params, source)
+    return params
+
+
+#: Conditional recipe parameters that are an error (not silently unused) where their parent never applies.
+STRICT_CONDITIONALS = ("nesterov", "step_size", "gamma", "milestones")
+
+
+def _check_conditions(params: tuple[ParamSpec, ...], source: str) -> None:
+    """A recipe parameter whose parent can never take the activating value is a mistake (e.g.
+    ``nesterov`` without ``sgd``): it would be silently ignored, so say so instead."""
+    given = {p.name: p.dist for p in params}
+    for p in params:
+        when = PARAMS[p.name].when
+        if when is None or p.name not in STRICT_CONDITIONALS:
+            continue
+        parent, wanted = when
+        dist = given.get(parent, Fixed(PARAMS[parent].default))
+        if isinstance(dist, Range):
+            continue
+        possible = dist.values if isinstance(dist, Choice) else (dist.value,)
+        wanted = wanted if isinstance(wanted, tuple) else (wanted,)
+        if not set(possible) & set(wanted):
+            need = " or ".join(map(str, wanted))
+            raise TuneTLError(f"{source}: params.{p.name} applies only when {parent} is {need}, which this space never "
+                              f"chooses; remove {p.name} or add {need} to params.{parent}")
 
 
 def _parse_param(name: str, raw: Any, source: str) -> ParamSpec:
@@ -333,7 +359,13 @@ def _value(name: str, value: Any, where: str) -> Any:
     """One value of ``name`` (fixed, a choice or a range end): its type and bounds come from its ``Param``."""
     if name in BLOCK_PARAMS and value == BLOCK_PARAMS[name][0]:
         return value
-    return coerce(name, value, where)
+    if name == "milestones" and not isinstance(value, str):
+        raise TuneTLError(f"{where}: write milestones as one quoted string of fractions of max_epochs, e.g. "
+                          f"'0.5,0.75' (a YAML list is a choice between such strings)")
+    value = coerce(name, value, where)
+    if name == "milestones":
+        parse_milestones(value, where)
+    return value
 
 
 def _step(name: str, raw: Any, low: Any, high: Any, source: str) -> Any:
@@ -345,6 +377,7 @@ def _step(name: str, raw: Any, low: Any, high: Any, source: str) -> Any:
     if isinstance(low, (int, float)) and isinstance(high, (int, float)) and high > low and step > high - low:
         raise TuneTLError(f"{where}: {step} is wider than the range {low}..{high}")
     return step
+
 
 
 def _section(raw: Mapping[str, Any], key: str, cls: type, source: str):

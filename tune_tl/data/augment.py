@@ -6,9 +6,14 @@ multiplies per batch. torchvision's ``transforms.v2`` applied to a batch tensor 
 random parameters for the whole batch; here every image gets its own, which is what the recipes
 mean, and it stays a few batched kernels on the GPU.
 
+The policy augmentations (``auto_augment``: RandAugment, TrivialAugment) are torchvision's
+``transforms.v2`` on the uint8 batch, on the same device, before the float ops; they are applied image
+by image so that each image draws its own operations.
+
 Example:
     >>> aug = Augment(AugmentConfig(crop_scale=0.5, flip=True), seed=0)
     >>> out = aug(torch.zeros(8, 3, 32, 32))   # float pixels 0..255, same shape back
+    >>> out = Augment(AugmentConfig(auto_augment="randaugment")).policy(uint8_batch)  # uint8 back
 """
 
 from __future__ import annotations
@@ -28,10 +33,11 @@ class AugmentConfig:
     flip: bool = False  #: random horizontal flip with probability 0.5
     rotate: float = 0.0  #: rotation drawn from ±rotate degrees; 0 = off
     jitter: float = 0.0  #: brightness and contrast factors drawn from 1 ± jitter; 0 = off
+    auto_augment: str = "none"  #: none | randaugment | trivialaugment (per image, on uint8)
 
     @property
     def active(self) -> bool:
-        return self.crop_scale < 1.0 or self.flip or self.rotate > 0 or self.jitter > 0
+        return self.crop_scale < 1.0 or self.flip or self.rotate > 0 or self.jitter > 0 or self.auto_augment != "none"
 
     @property
     def geometric(self) -> bool:
@@ -45,6 +51,16 @@ class Augment:
         self.cfg = cfg
         # Parameters are drawn on the CPU (a few numbers per image) so the stream is the same on any device.
         self.gen = torch.Generator().manual_seed(seed)
+        self._policy = auto_augment_policy(cfg.auto_augment)
+
+    def policy(self, x: torch.Tensor) -> torch.Tensor:
+        """The ``auto_augment`` policy on a uint8 ``(B, 3, H, W)`` batch, each image on its own; same shape and dtype.
+
+        torchvision draws the operations from torch's global generator (seeded and checkpointed by the loop).
+        """
+        if self._policy is None:
+            return x
+        return torch.stack([self._policy(image) for image in x])
 
     def __call__(self, x: torch.Tensor) -> torch.Tensor:
         if not self.cfg.active:
@@ -95,3 +111,16 @@ class Augment:
         x = x * brightness
         grey = (0.299 * x[:, 0] + 0.587 * x[:, 1] + 0.114 * x[:, 2]).mean(dim=(1, 2)).view(n, 1, 1, 1)
         return ((x - grey) * contrast + grey).clamp(0, 255)
+
+
+def auto_augment_policy(name: str):
+    """torchvision's transform for ``auto_augment`` (default settings), or ``None`` for ``none``."""
+    from torchvision.transforms import v2
+
+    if name == "none":
+        return None
+    if name == "randaugment":
+        return v2.RandAugment()
+    if name == "trivialaugment":
+        return v2.TrivialAugmentWide()
+    raise ValueError(f"unknown auto_augment {name!r}; expected none, randaugment or trivialaugment")

@@ -89,6 +89,8 @@ class SearchSummary:
     best: dict[str, Any] | None
     #: Bad image files left out under ``skip_bad_images`` (listed in ``skipped_images.txt``).
     skipped_images: int = 0
+    #: Trials whose inputs change every epoch (augmentation, auto_augment, mixup, cutmix): no feature cache.
+    uncached_trials: int = 0
 
 
 def run_search(spec: SearchSpec, options: SearchOptions = SearchOptions()) -> SearchSummary:
@@ -272,7 +274,17 @@ def summarize(root: Location) -> SearchSummary:
     ok = trials[trials["status"].isin(["completed", "pruned"])]
     if len(ok):
         best = ok.sort_values("best_val_acc", ascending=False).iloc[0].dropna().to_dict()
-    return SearchSummary(root, counts, best)
+    return SearchSummary(root, counts, best, uncached_trials=_uncached_trials(trials))
+
+
+def _uncached_trials(trials) -> int:
+    """How many trials could not use the frozen-feature cache because their inputs change every epoch."""
+    from tune_tl.config.params import PARAMS, TrialConfig
+    from tune_tl.training.recipe import inputs_vary
+
+    names = [n for n in PARAMS if n in trials.columns]
+    rows = trials[names].astype(object).where(trials[names].notna(), None).to_dict("records")
+    return sum(inputs_vary(TrialConfig.from_dict({k: PARAMS[k].type(v) for k, v in row.items() if v is not None})) for row in rows)
 
 
 def _metadata() -> dict[str, Any]:

@@ -7,12 +7,15 @@ phases and each epoch's row says its ``phase``. Epochs whose backbone is entirel
 are not augmented train the head on cached backbone features (``tune_tl.training.feature_cache``) when
 ``FitConfig.feature_cache`` names a folder: same result, a fraction of the time. On CUDA the model and
 batches are ``channels_last`` and in-memory data sits on the GPU when it fits (``tune_tl.training.device``).
+The learning-rate schedule and warmup live in ``tune_tl.training.schedules``; label smoothing, MixUp/CutMix
+and L2-SP in ``tune_tl.training.regularisers``.
 
     >>> metrics = fit(model, split, FitConfig(epochs=2, batch_size=64, lr=1e-3), print)
 """
 
 from __future__ import annotations
 
+import logging
 import math
 import time
 from contextlib import nullcontext
@@ -27,6 +30,10 @@ from torch import nn
 from tune_tl.data.augment import Augment, AugmentConfig
 from tune_tl.data.types import FileSplit, Split
 from tune_tl.training.device import memory_format, resident_split
+from tune_tl.training.regularisers import RegulariseConfig, batch_mixer, l2sp_penalty
+from tune_tl.training.schedules import LRSchedule, ScheduleConfig, base_lr
+
+log = logging.getLogger(__name__)
 
 IMAGENET_MEAN = (0.485, 0.456, 0.406)
 IMAGENET_STD = (0.229, 0.224, 0.225)
@@ -42,6 +49,7 @@ class FitConfig:
     lr: float = 1e-3
     weight_decay: float = 1e-4
     momentum: float | None = 0.9
+    nesterov: bool = True  #: SGD only (and only with momentum > 0)
     mean: tuple[float, float, float] = IMAGENET_MEAN
     std: tuple[float, float, float] = IMAGENET_STD
     seed: int = 0
@@ -55,6 +63,12 @@ class FitConfig:
     lp_epochs: int = 0
     #: Folder of the shared frozen-feature cache; ``None`` always runs the backbone.
     feature_cache: str | None = None
+    #: Learning-rate schedule over ``epochs`` and warmup (default: cosine to zero, no warmup).
+    schedule: ScheduleConfig = ScheduleConfig()
+    #: Label smoothing, MixUp/CutMix and L2-SP (default: all off).
+    regularise: RegulariseConfig = RegulariseConfig()
+    #: Classes, for MixUp/CutMix's soft targets; ``None`` = the largest training label + 1.
+    num_classes: int | None = None
 
 
 @dataclass(frozen=True)
@@ -65,7 +79,7 @@ class EpochMetrics:
     train_loss: float
     val_loss: float
     val_acc: float
-    lr: float
+    lr: float  # the mean base learning rate over the epoch's batches (schedule × warmup)
     epoch_seconds: float
     trainable_params: int
     diverged: bool = False
@@ -89,8 +103,9 @@ def fit(
     """Train ``model`` for ``cfg.epochs`` epochs on ``split``; stop early if the loss diverges.
 
     Only parameters with ``requires_grad`` get gradients (freezing is the model's business).
-    The learning rate follows a per-epoch cosine schedule from ``cfg.lr`` towards zero, times each
-    parameter group's ``lr_scale`` (see ``tune_tl.models.param_groups``). ``split`` is in-memory
+    The learning rate follows ``cfg.schedule`` over ``cfg.epochs`` from ``cfg.lr`` (by default a
+    per-epoch cosine towards zero), times each parameter group's ``lr_scale`` (see
+    ``tune_tl.models.param_groups``). ``split`` is in-memory
     arrays or, on the streaming path, file lists decoded per epoch; both visit the same images in
     the same order for the same seed.
 
@@ -102,8 +117,8 @@ def fit(
         resume: A state from ``on_state``: training continues at the next epoch exactly where the
             saved run would have gone on (same LR schedule position, same batch order), which is
             how a killed trial is retried.
-        on_state: Receives, after every epoch, a state dict (model, optimizer, AMP scaler, torch,
-            numpy and augmentation RNG states, epoch, history) made only of tensors and plain
+        on_state: Receives, after every epoch, a state dict (model, optimizer, LR schedule, AMP scaler,
+            torch, numpy and augmentation RNG states, epoch, history) made only of tensors and plain
             Python values, so ``torch.load(weights_only=True)`` reads it back.
     """
     device = torch.device(cfg.device)
@@ -114,6 +129,11 @@ def fit(
     if param_groups is None:
         param_groups = [{"params": [p for p in model.parameters() if p.requires_grad]}]
     optimizer = make_optimizer(param_groups, cfg)
+    for group in optimizer.param_groups:  # the schedulers scale each group's initial rate
+        group["lr"] = cfg.lr * group.get("lr_scale", 1.0)
+    schedule = LRSchedule(optimizer, cfg.schedule, cfg.epochs, len(_epoch_batches(np.arange(len(split.train_y)), cfg.batch_size)))
+    mixer = batch_mixer(cfg.regularise, cfg.num_classes or int(np.max(split.train_y)) + 1)
+    l2sp = l2sp_penalty(model, cfg.regularise.l2sp)  # anchored at the weights fit starts from (pretrained)
     autocast, scaler = _amp(device)
     mean = torch.tensor(cfg.mean, device=device).view(1, 3, 1, 1) * 255
     std = torch.tensor(cfg.std, device=device).view(1, 3, 1, 1) * 255
@@ -124,7 +144,7 @@ def fit(
     history: list[EpochMetrics] = []
     first = 0
     if resume is not None:
-        first = _load_state(resume, model, optimizer, scaler, rng, augment)
+        first = _load_state(resume, model, optimizer, scaler, rng, augment, schedule)
         history = [EpochMetrics(**m) for m in resume["history"]]
 
     for epoch in range(first, cfg.epochs):
@@ -133,34 +153,39 @@ def fit(
         if cfg.lp_epochs:
             model.set_probing(phase == "probe")
         trainable = sum(p.numel() for p in model.parameters() if p.requires_grad)
-        lr = cfg.lr * 0.5 * (1 + math.cos(math.pi * epoch / cfg.epochs))
-        for group in optimizer.param_groups:
-            group["lr"] = lr * group.get("lr_scale", 1.0)
+        if epoch == first:
+            _log_cache_blocked(model, cfg)
         if cfg.feature_cache is None or isinstance(split, FileSplit) or not features_cacheable(model, cfg):
             cached = None
         elif cached is None:
             cached = _frozen_features(model, split, cfg, mean, std, resident)
         model.train()
-        total_loss, seen = 0.0, 0
-        order = rng.permutation(len(split.train_y))
-        # BatchNorm cannot train on a single image, so a last batch of one is dropped.
-        batches = [np.sort(b) for b in np.array_split(order, max(1, math.ceil(len(order) / cfg.batch_size))) if len(b) >= 2]
+        total_loss, seen, lrs = 0.0, 0, []
+        batches = _epoch_batches(rng.permutation(len(split.train_y)), cfg.batch_size)
         loaded = _batches(split, "train", batches, cfg, resident) if cached is None else ((None, None) for _ in batches)
         for batch, (images, labels) in zip(batches, loaded):
             with autocast:
                 if cached is None:
                     x, y = _to_device(images, labels, device, mean, std, augment)
+                    if mixer is not None:
+                        x, y = mixer(x, y)  # y becomes soft targets, which cross_entropy accepts
                     logits = model(x)
                 else:
                     x, y = cached[0][batch], torch.from_numpy(split.train_y[batch]).to(device)
                     logits = model.head(x)
-                loss = F.cross_entropy(logits, y)
+                loss = F.cross_entropy(logits, y, label_smoothing=cfg.regularise.label_smoothing)
+            penalty = l2sp() if l2sp is not None else None
+            objective = loss if penalty is None else loss.float() + penalty  # train_loss stays the data loss
             optimizer.zero_grad(set_to_none=True)
-            scaler.scale(loss).backward()
+            scaler.scale(objective).backward()
+            lrs.append(base_lr(optimizer))
             scaler.step(optimizer)
             scaler.update()
+            schedule.after_batch()
             total_loss += loss.item() * len(y)
             seen += len(y)
+        schedule.after_epoch()
+        lr = lrs[0] if min(lrs, default=0.0) == max(lrs, default=0.0) else math.fsum(lrs) / len(lrs)
         train_loss = total_loss / max(seen, 1)
         diverged = is_diverged(train_loss, history[0].train_loss if history else math.log(max(2, int(split.train_y.max()) + 1)))
         if cached is None:
@@ -173,7 +198,7 @@ def fit(
         if on_epoch is not None:
             on_epoch(metrics)
         if on_state is not None:
-            on_state(metrics, _state(epoch + 1, model, optimizer, scaler, rng, augment, history))
+            on_state(metrics, _state(epoch + 1, model, optimizer, scaler, rng, augment, history, schedule))
         if diverged:  # a NaN never recovers; stop rather than waste the budget
             break
     return history
@@ -195,9 +220,30 @@ def is_diverged(train_loss: float, first_loss: float | None) -> bool:
     return first_loss is not None and math.isfinite(first_loss) and first_loss > 0 and train_loss > DIVERGENCE_FACTOR * first_loss
 
 
+def _epoch_batches(order: np.ndarray, batch_size: int) -> list[np.ndarray]:
+    """One epoch's training batches (sorted indices) from a permutation of the training set."""
+    # BatchNorm cannot train on a single image, so a last batch of one is dropped.
+    return [np.sort(b) for b in np.array_split(order, max(1, math.ceil(len(order) / batch_size))) if len(b) >= 2]
+
+
 def has_input_augmentation(cfg: FitConfig) -> bool:
-    """Whether training inputs are randomly transformed (then backbone outputs differ every epoch)."""
-    return cfg.augment.active
+    """Whether training inputs are randomly transformed or mixed (then backbone outputs differ every epoch)."""
+    return cfg.augment.active or cfg.regularise.mixes
+
+
+def cache_blockers(cfg: FitConfig) -> list[str]:
+    """The parameters that make this trial's inputs differ every epoch, so frozen features cannot be cached."""
+    a, r = cfg.augment, cfg.regularise
+    named = {"aug_crop_scale": a.crop_scale < 1.0, "aug_flip": a.flip, "aug_rotate": a.rotate > 0, "aug_jitter": a.jitter > 0,
+             "auto_augment": a.auto_augment != "none", "mixup_alpha": r.mixup_alpha > 0, "cutmix_alpha": r.cutmix_alpha > 0}
+    return [name for name, on in named.items() if on]
+
+
+def _log_cache_blocked(model: nn.Module, cfg: FitConfig) -> None:
+    """Say why a frozen backbone runs every epoch although the feature cache is on."""
+    if cfg.feature_cache is not None and getattr(model, "backbone_frozen", False) and has_input_augmentation(cfg):
+        log.info("feature cache off for this trial: the backbone is frozen but the inputs change every epoch (%s)",
+                 ", ".join(cache_blockers(cfg)))
 
 
 def features_cacheable(model: nn.Module, cfg: FitConfig) -> bool:
@@ -255,11 +301,13 @@ def _evaluate_head(head: nn.Module, features: torch.Tensor, labels: np.ndarray, 
         correct += (logits.argmax(1) == target).sum().item()
     n = max(len(labels), 1)
     return loss_sum / n, correct / n
-def _state(epoch: int, model, optimizer, scaler, rng: np.random.Generator, augment: Augment, history: list[EpochMetrics]) -> dict[str, Any]:
+def _state(epoch: int, model, optimizer, scaler, rng: np.random.Generator, augment: Augment, history: list[EpochMetrics],
+           schedule: LRSchedule) -> dict[str, Any]:
     return {
         "epoch": epoch,  # epochs completed; training resumes at this 0-based index
         "model": model.state_dict(),
         "optimizer": optimizer.state_dict(),
+        "schedule": schedule.state_dict(),
         "scaler": scaler.state_dict(),
         "torch_rng": torch.get_rng_state(),
         "cuda_rng": torch.cuda.get_rng_state_all() if torch.cuda.is_available() else [],
@@ -269,9 +317,11 @@ def _state(epoch: int, model, optimizer, scaler, rng: np.random.Generator, augme
     }
 
 
-def _load_state(state: dict[str, Any], model, optimizer, scaler, rng: np.random.Generator, augment: Augment) -> int:
+def _load_state(state: dict[str, Any], model, optimizer, scaler, rng: np.random.Generator, augment: Augment, schedule: LRSchedule) -> int:
     model.load_state_dict(state["model"])
     optimizer.load_state_dict(state["optimizer"])
+    if state.get("schedule") is not None:
+        schedule.load_state_dict(state["schedule"])
     if state.get("scaler"):
         scaler.load_state_dict(state["scaler"])
     torch.set_rng_state(state["torch_rng"])
@@ -314,11 +364,15 @@ def evaluate_split(model: nn.Module, split: Split | FileSplit, cfg: FitConfig, m
 
 
 def make_optimizer(params: list, cfg: FitConfig) -> torch.optim.Optimizer:
-    """AdamW or SGD over ``params`` (tensors or parameter-group dicts)."""
+    """AdamW, Adam (L2 weight decay in the gradient) or SGD over ``params`` (tensors or parameter-group dicts)."""
     if cfg.optimizer == "adamw":
         return torch.optim.AdamW(params, lr=cfg.lr, weight_decay=cfg.weight_decay)
+    if cfg.optimizer == "adam":
+        return torch.optim.Adam(params, lr=cfg.lr, weight_decay=cfg.weight_decay)
     if cfg.optimizer == "sgd":
-        return torch.optim.SGD(params, lr=cfg.lr, momentum=cfg.momentum or 0.0, weight_decay=cfg.weight_decay, nesterov=bool(cfg.momentum))
+        # torch refuses Nesterov without momentum; momentum 0 is plain SGD either way.
+        nesterov = cfg.nesterov and bool(cfg.momentum)
+        return torch.optim.SGD(params, lr=cfg.lr, momentum=cfg.momentum or 0.0, weight_decay=cfg.weight_decay, nesterov=nesterov)
     raise ValueError(f"unknown optimizer {cfg.optimizer!r}")
 
 
@@ -351,7 +405,10 @@ def _batches(split: Split | FileSplit, part: str, batches: list[np.ndarray], cfg
 
 
 def _to_device(images: torch.Tensor, labels: torch.Tensor, device, mean, std, augment: Augment | None = None):
-    x = images.to(device, non_blocking=True).float()
+    x = images.to(device, non_blocking=True)
+    if augment is not None:
+        x = augment.policy(x)  # RandAugment / TrivialAugment on uint8, before the float augmentations
+    x = x.float()
     if augment is not None:
         x = augment(x)
     x = ((x - mean) / std).contiguous(memory_format=memory_format(device))

@@ -17,13 +17,15 @@ from typing import Any, Mapping
 
 import torch
 
-from tune_tl.config.params import TrialConfig
+from tune_tl.config.params import PARAMS, TrialConfig, parse_milestones
 from tune_tl.data.augment import AugmentConfig
 from tune_tl.data.preprocess import Preprocessing
 from tune_tl.data.types import FileSplit, PreparedData, Split
 from tune_tl.errors import TuneTLError
 from tune_tl.models import FreezePolicy, TransferModel, build_backbone, build_head, param_groups
 from tune_tl.training.loop import FitConfig
+from tune_tl.training.regularisers import RegulariseConfig
+from tune_tl.training.schedules import ScheduleConfig
 
 
 @dataclass(frozen=True)
@@ -51,7 +53,32 @@ def build_model(cfg: TrialConfig, ctx: TrialContext) -> TransferModel:
 
 def augment_config(cfg: TrialConfig) -> AugmentConfig:
     """The trial's augmentation parameters as ``train.py`` takes them."""
-    return AugmentConfig(crop_scale=cfg.aug_crop_scale, flip=bool(cfg.aug_flip), rotate=cfg.aug_rotate, jitter=cfg.aug_jitter)
+    return AugmentConfig(crop_scale=cfg.aug_crop_scale, flip=bool(cfg.aug_flip), rotate=cfg.aug_rotate, jitter=cfg.aug_jitter,
+                         auto_augment=cfg.auto_augment)
+
+
+def schedule_config(cfg: TrialConfig) -> ScheduleConfig:
+    """The trial's learning-rate schedule; settings of other schedules (``None``) take their defaults."""
+    def value(name: str):
+        v = getattr(cfg, name)
+        return PARAMS[name].default if v is None else v
+
+    return ScheduleConfig(
+        name=cfg.schedule,
+        step_size=value("step_size"),
+        gamma=value("gamma"),
+        milestones=parse_milestones(value("milestones")),
+        warmup_epochs=cfg.warmup_epochs,
+    )
+
+
+def inputs_vary(cfg: TrialConfig) -> bool:
+    """Whether the trial's training inputs change every epoch (so frozen backbone features are never cached)."""
+    return augment_config(cfg).active or regularise_config(cfg).mixes
+
+
+def regularise_config(cfg: TrialConfig) -> RegulariseConfig:
+    return RegulariseConfig(label_smoothing=cfg.label_smoothing, mixup_alpha=cfg.mixup_alpha, cutmix_alpha=cfg.cutmix_alpha, l2sp=cfg.l2sp)
 
 
 def freeze_policy(cfg: TrialConfig) -> FreezePolicy:
@@ -72,6 +99,7 @@ def fit_config(cfg: TrialConfig, ctx: TrialContext, model: TransferModel, device
         lr=cfg.lr,
         weight_decay=cfg.weight_decay,
         momentum=cfg.momentum,
+        nesterov=bool(cfg.nesterov) if cfg.nesterov is not None else True,
         mean=model.backbone.mean,
         std=model.backbone.std,
         seed=ctx.seed,
@@ -80,6 +108,9 @@ def fit_config(cfg: TrialConfig, ctx: TrialContext, model: TransferModel, device
         num_workers=num_workers,
         lp_epochs=min(cfg.lp_epochs, ctx.max_epochs),
         feature_cache=ctx.feature_cache,
+        schedule=schedule_config(cfg),
+        regularise=regularise_config(cfg),
+        num_classes=ctx.data.num_classes,
     )
 
 
