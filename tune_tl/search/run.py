@@ -214,10 +214,12 @@ def _build_tuner(spec: SearchSpec, options: SearchOptions, context, num_blocks: 
         searcher = ConcurrencyLimiter(searcher, max_concurrent=options.concurrency)
     scheduler = make_scheduler(options.scheduler, spec, root, metric=METRIC, mode=MODE)
     sink = ParquetSink(root, spec.budget.max_epochs)
-    from tune_tl.search.budget import CloseOpenTrials
+    callbacks = [sink]
+    if spec.budget.time is not None:
+        from tune_tl.search.budget import CloseOpenTrials
 
-    # First: trials a time budget stopped get their rows before the sink's final flush.
-    callbacks = [CloseOpenTrials(sink, storage_url(study), root.name), sink]
+        # First: trials the time budget stopped get their rows before the sink's final flush.
+        callbacks.insert(0, CloseOpenTrials(sink, spec.budget.time, storage_url(study), root.name))
     if not root.is_local:
         callbacks.append(SqliteMirror(study, root / "optuna.db"))
     return tune.Tuner(
@@ -246,7 +248,7 @@ def summarize(root: Location) -> SearchSummary:
     trials = load_results(root).trials
     counts = {status: int((trials["status"] == status).sum()) for status in ("completed", "pruned", "diverged", "oom", "error")}
     best = None
-    ok = trials[trials["status"].isin(["completed", "pruned"])]
+    ok = trials[trials["status"].isin(["completed", "pruned"]) & trials["best_val_acc"].notna()]
     if len(ok):
         best = ok.sort_values("best_val_acc", ascending=False).iloc[0].dropna().to_dict()
     return SearchSummary(root, counts, best)
