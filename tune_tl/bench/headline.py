@@ -61,9 +61,11 @@ def search_row(label: str, spec: SearchSpec, out: Path, name: str, **options) ->
 
 
 def run_headline(base: SearchSpec, out: Path, quick: bool = False, handwritten: bool = False) -> list[HeadlineRow]:
+    """Run (a)–(c) (and (d)), logging each row as it is measured (a long run on a busy machine)."""
     samples, epochs = (6, 3) if quick else (SAMPLES, EPOCHS)
     spec = headline_spec(base, samples, epochs)
-    rows = [textbook_fit(base, epochs)]
+    rows = _Logged()
+    rows.append(textbook_fit(base, epochs))
     rows.append(search_row("(b) old default: ASHA on epoch rungs, stock TPE, no textbook start", spec, out, "old-default",
                            scheduler="asha", sampler="tpe-classic", textbook_start=False))
     rows.append(search_row("(c) new default: `tune-tl search` (cost-aware ASHA, textbook start, scaled TPE)", spec, out, "new-default"))
@@ -73,6 +75,12 @@ def run_headline(base: SearchSpec, out: Path, quick: bool = False, handwritten: 
         best, wall = run_handwritten(samples=samples, max_epochs=epochs, resolution=RESOLUTION, storage=out / "handwritten")
         rows.append(HeadlineRow("(d) hand-written Ray Tune + OptunaSearch + ASHA script", best, wall, "freeze depth / head / lr"))
     return rows
+
+
+class _Logged(list):
+    def append(self, row: HeadlineRow) -> None:
+        super().append(row)
+        print(f"measured: {row.run}: best val acc {100 * row.best:.1f} %, wall {row.wall:.0f} s ({row.note})", flush=True)
 
 
 def print_headline(rows: list[HeadlineRow], samples: int = SAMPLES, epochs: int = EPOCHS) -> None:
