@@ -71,3 +71,73 @@ def test_time_budget_ends_a_real_search_and_every_started_trial_and_epoch_is_in_
     assert not [t for t in study.trials if t.state == optuna.trial.TrialState.RUNNING], "a stopped trial left RUNNING in Optuna"
     recorded = {t.user_attrs["ray_trial_id"]: t.user_attrs["tune_tl_status"] for t in study.trials}
     assert {recorded[t] for t in trials["trial_id"]} <= {"completed", "pruned"}
+
+
+def _fake(trial_id):
+    from types import SimpleNamespace
+
+    return SimpleNamespace(trial_id=trial_id, config={"lr": 0.01}, error_file=None)
+
+
+def _epoch(epoch, acc):
+    return {"epoch": epoch, "train_loss": 1.0, "val_loss": 1.0, "val_acc": acc, "lr": 0.01,
+            "epoch_seconds": 1.0, "trainable_params": 10, "diverged": False}
+
+
+def _study_with(tmp_path, ray_ids):
+    storage = f"sqlite:///{tmp_path / 'optuna.db'}"
+    study = optuna.create_study(study_name="s", storage=storage, direction="maximize")
+    for ray_id in ray_ids:
+        trial = study.ask()
+        trial.set_user_attr("ray_trial_id", ray_id)
+    return storage
+
+
+def test_trials_the_budget_stopped_get_pruned_rows_and_optuna_states_and_unstarted_ones_fail(tmp_path):
+    from tune_tl.analysis.frame import load_results
+    from tune_tl.search.budget import CloseOpenTrials
+    from tune_tl.store.results import ParquetSink
+
+    storage = _study_with(tmp_path, ["done", "stopped", "never"])
+    sink = ParquetSink(tmp_path, max_epochs=3, flush_seconds=1e9)
+    sink.setup()
+    closer = CloseOpenTrials(sink, time_budget=0.0, study_storage=storage, study_name="s")
+    closer.setup()
+    done, stopped, never = _fake("done"), _fake("stopped"), _fake("never")
+    sink.on_trial_start(0, [], done)
+    for e in (1, 2, 3):
+        sink.on_trial_result(0, [], done, _epoch(e, 0.5 + e / 10))
+    sink.on_trial_complete(0, [], done)
+    sink.on_trial_start(0, [], stopped)
+    sink.on_trial_result(0, [], stopped, _epoch(1, 0.4))
+    study = optuna.load_study(study_name="s", storage=storage)
+    study.tell(study.trials[0].number, 0.8)  # the searcher told the finished trial itself
+
+    closer.on_experiment_end([done, stopped, never])
+    sink.on_experiment_end([done, stopped, never])
+
+    res = load_results(tmp_path)
+    status = res.trials.set_index("trial_id")["status"].to_dict()
+    assert status == {"done": "completed", "stopped": "pruned"}, "the unstarted trial has no row"
+    assert res.epochs.groupby("trial_id")["epoch"].count().to_dict() == {"done": 3, "stopped": 1}
+    states = {t.user_attrs["ray_trial_id"]: (t.state.name, t.user_attrs.get("tune_tl_status")) for t in study.get_trials()}
+    assert states["stopped"] == ("PRUNED", "pruned") and states["never"] == ("FAIL", "not_started")
+    assert states["done"][0] == "COMPLETE"
+
+
+def test_an_experiment_that_ends_before_its_budget_leaves_running_trials_to_resume(tmp_path):
+    from tune_tl.search.budget import CloseOpenTrials
+    from tune_tl.store.results import ParquetSink
+
+    storage = _study_with(tmp_path, ["running"])
+    sink = ParquetSink(tmp_path, max_epochs=3, flush_seconds=1e9)
+    sink.setup()
+    closer = CloseOpenTrials(sink, time_budget=3600.0, study_storage=storage, study_name="s")
+    closer.setup()
+    running = _fake("running")
+    sink.on_trial_start(0, [], running)
+    sink.on_trial_result(0, [], running, _epoch(1, 0.4))
+    closer.on_experiment_end([running])  # e.g. the driver was interrupted: resume continues this trial
+    sink.on_experiment_end([running])
+    assert not (tmp_path / "trials").exists()
+    assert optuna.load_study(study_name="s", storage=storage).trials[0].state.name == "RUNNING"
