@@ -157,3 +157,18 @@ def test_the_texture_task_is_the_same_images_for_the_same_seed(tmp_path):
     files = sorted(p.relative_to(a) for p in a.rglob("*.png"))
     assert len(files) == 12 and len({f.parent for f in files}) == 6
     assert all((a / f).read_bytes() == (b / f).read_bytes() for f in files)
+
+
+def test_recording_overrides_fix_the_budget_and_one_resolution_and_reject_bad_values(tmp_path):
+    from tune_tl.bench.curves import with_overrides
+    from tune_tl.config.space import load_space
+
+    spec = with_overrides(load_space(), configs=3, max_epochs=2, resolution=48, data=None)
+    assert (spec.budget.samples, spec.budget.max_epochs, spec.resolutions()) == (3, 2, [48])
+    assert [p.name for p in spec.params].count("resolution") == 1
+    with pytest.raises(TuneTLError, match="--resolution"):
+        with_overrides(load_space(), 3, 2, 4, None)
+    with pytest.raises(TuneTLError, match="--configs"):
+        with_overrides(load_space(), 0, 2, None, None)
+    with pytest.raises(TuneTLError, match="--data"):
+        with_overrides(load_space(), 3, 2, None, str(tmp_path / "nowhere"))

@@ -124,7 +124,6 @@ def curve_table(epochs: pd.DataFrame, trials: pd.DataFrame) -> pd.DataFrame:
 
 def record(spec: SearchSpec, out: str | Path, work: str | Path, concurrency: int = 2, task: str = "") -> pd.DataFrame:
     """Run every config of ``spec`` to ``max_epochs`` (FIFO, random sampler) and write the curve table."""
-    from tune_tl.analysis.frame import load_results
     from tune_tl.bench.suite import machine
     from tune_tl.search.run import SearchOptions, run_search
 
@@ -133,8 +132,7 @@ def record(spec: SearchSpec, out: str | Path, work: str | Path, concurrency: int
     run_search(spec, SearchOptions(output=str(work), name=name, scheduler="fifo", sampler="random",
                                    concurrency=concurrency, verbose=0))
     wall = time.time() - start
-    res = load_results(Path(work) / name)
-    table = curve_table(res.epochs, res.trials)
+    table = from_search(Path(work) / name, spec.budget.max_epochs)  # an interrupted run keeps its finished configs
     meta = {
         "task": task or spec.data.source,
         "space": spec.source,
@@ -147,6 +145,21 @@ def record(spec: SearchSpec, out: str | Path, work: str | Path, concurrency: int
     }
     write_curves(table, out, meta)
     return table
+
+
+def from_search(path: str | Path, max_epochs: int | None = None) -> pd.DataFrame:
+    """The curve table of an existing search's results: only trials that ran ``max_epochs`` (default:
+    the longest any trial ran), so the curves are full-budget curves as ``record`` makes them."""
+    from tune_tl.analysis.frame import load_results
+
+    res = load_results(path)
+    if not len(res.epochs):
+        raise TuneTLError(f"--from-search {path}: no epoch results recorded yet")
+    runs = res.epochs.groupby("trial_id")["epoch"].max()
+    full = runs[runs >= (max_epochs or runs.max())].index
+    if not len(full):
+        raise TuneTLError(f"--from-search {path}: no trial ran the full {max_epochs or runs.max()} epochs yet")
+    return curve_table(res.epochs[res.epochs["trial_id"].isin(full)], res.trials[res.trials["trial_id"].isin(full)])
 
 
 def write_curves(table: pd.DataFrame, out: str | Path, meta: dict[str, str]) -> None:
@@ -180,16 +193,24 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--textures", action="store_true",
                         help="record on the generated texture task (6 classes × 40 images, made by make_textures)")
     parser.add_argument("--configs", type=int, default=24, help="configs to train to the full budget (default 24)")
-    parser.add_argument("--max-epochs", type=int, default=6, help="epochs per config (default 6)")
+    parser.add_argument("--max-epochs", type=int, help="epochs per config (default 6; with --from-search: the longest run)")
     parser.add_argument("--resolution", type=int, help="fix the input resolution (default: the space's)")
     parser.add_argument("--concurrency", type=int, default=2, help="trials at a time while recording (default 2)")
+    parser.add_argument("--from-search", metavar="DIR",
+                        help="convert an existing (FIFO) search's results instead of running one; keeps full-budget trials")
     parser.add_argument("--out", metavar="FILE", default=str(CURVES_DIR / "curves.parquet"), help="Parquet file to write")
     args = parser.parse_args(argv)
     logging.basicConfig(level=logging.INFO, format="%(message)s")
     try:
         if args.textures and args.data:
             raise TuneTLError("--textures and --data both name the data; give one")
-        spec = with_overrides(load_space(args.space), args.configs, args.max_epochs, args.resolution, args.data)
+        if args.from_search:
+            table = from_search(args.from_search, args.max_epochs)
+            write_curves(table, args.out, {"task": Path(args.from_search).name, "max_epochs": str(table["epoch"].max()),
+                                           "configs": str(table["trial_id"].nunique()), "source": str(args.from_search)})
+            print(f"{args.out}: {table['trial_id'].nunique()} configs, {len(table)} epochs")
+            return 0
+        spec = with_overrides(load_space(args.space), args.configs, args.max_epochs or 6, args.resolution, args.data)
         with tempfile.TemporaryDirectory(prefix="tune-tl-curves-") as work:
             task = ""
             if args.textures:

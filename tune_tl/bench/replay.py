@@ -17,8 +17,10 @@ from __future__ import annotations
 import argparse
 import logging
 import sys
+import tempfile
 from dataclasses import dataclass
 from pathlib import Path
+from types import SimpleNamespace
 from typing import Callable
 
 import numpy as np
@@ -88,6 +90,29 @@ SCHEDULERS: dict[str, Callable[[Task], TrialScheduler]] = {
 }
 
 
+def _register_tune_tl_schedulers() -> None:
+    """Add the schedulers ``tune-tl search --scheduler`` offers (``tune_tl.search.schedulers.make_scheduler``),
+    built for the task's budget with the space file's defaults (grace 1, reduction factor 3)."""
+    try:
+        from tune_tl.search.schedulers import SCHEDULERS as NAMES, make_scheduler
+    except ImportError:  # a tune_tl without the scheduler registry
+        return
+
+    def factory(name: str) -> Callable[[Task], TrialScheduler]:
+        def build(task: Task) -> TrialScheduler:
+            budget = SimpleNamespace(max_epochs=task.max_epochs, grace_period=1, reduction_factor=3.0)
+            return make_scheduler(name, SimpleNamespace(budget=budget), _NO_RESULTS)
+        return build
+
+    for name in NAMES:
+        SCHEDULERS.setdefault(name, factory(name))
+
+
+#: A results folder that does not exist: tune_tl's resumable schedulers find nothing to replay there.
+_NO_RESULTS = Path(tempfile.gettempdir()) / "tune-tl-replay-no-results"
+_register_tune_tl_schedulers()
+
+
 # ------------------------------------------------------------------ the grid
 
 
@@ -132,10 +157,15 @@ def summarize(runs: pd.DataFrame) -> pd.DataFrame:
 
 
 def best_by_workers(summary: pd.DataFrame, sampler: str = "random") -> dict[int, str]:
-    """The scheduler with the highest mean of the 25/50/100 % medians at each worker count (one sampler)."""
+    """The scheduler with the highest mean of the 25/50/100 % medians at each worker count (one
+    sampler); ties go to the one that trained fewer epochs, and a tie on both names them all."""
     rows = summary[summary["sampler"] == sampler]
-    return {int(w): g.sort_values(["anytime", "100%"], ascending=False, kind="stable")["scheduler"].iloc[0]
-            for w, g in rows.groupby("workers")}
+    best = {}
+    for w, g in rows.groupby("workers"):
+        g = g.assign(score=g["anytime"].round(4)).sort_values(["score", "epochs"], ascending=[False, True], kind="stable")
+        top = g[(g["score"] == g["score"].iloc[0]) & (g["epochs"] == g["epochs"].iloc[0])]
+        best[int(w)] = " = ".join(top["scheduler"])
+    return best
 
 
 def markdown(task: Task, summary: pd.DataFrame, seeds: int) -> str:
@@ -153,7 +183,7 @@ def markdown(task: Task, summary: pd.DataFrame, seeds: int) -> str:
     for sampler in summary["sampler"].unique():
         best = best_by_workers(summary, sampler)
         lines.append("")
-        lines.append(f"Best scheduler with the {sampler} sampler (mean of the three medians): "
+        lines.append(f"Best scheduler with the {sampler} sampler (mean of the three medians; ties: fewer epochs): "
                      + ", ".join(f"{w} workers: **{s}**" for w, s in best.items()))
     return "\n".join(lines)
 
@@ -171,10 +201,12 @@ def plot(runs: pd.DataFrame, path: str | Path) -> None:
         for j, w in enumerate(workers):
             ax = axes[i][j]
             sub = runs[(runs["task"] == task) & (runs["workers"] == w)]
+            scheds, samps = list(runs["scheduler"].unique()), list(runs["sampler"].unique())
             for (sched, samp), group in sub.groupby(["scheduler", "sampler"], sort=False):
                 curves = np.stack(group["curve"].to_list())
                 x = np.linspace(0, group["budget"].iloc[0], curves.shape[1])
-                line, = ax.plot(x, np.median(curves, axis=0), label=f"{sched}/{samp}", lw=1.2)
+                line, = ax.plot(x, np.median(curves, axis=0), label=f"{sched}/{samp}", lw=1.2, color=f"C{scheds.index(sched)}",
+                                linestyle=["-", "--", ":", "-."][samps.index(samp) % 4])
                 ax.fill_between(x, np.quantile(curves, 0.25, axis=0), np.quantile(curves, 0.75, axis=0), color=line.get_color(), alpha=0.12)
             ax.set_title(f"{task.split(' (')[0]}, {w} workers", fontsize=9)
             ax.set_xlabel("simulated seconds", fontsize=8)
