@@ -16,6 +16,7 @@ from __future__ import annotations
 import argparse
 import dataclasses
 import logging
+import shutil
 import sys
 import tempfile
 import time
@@ -129,8 +130,13 @@ def record(spec: SearchSpec, out: str | Path, work: str | Path, concurrency: int
 
     name = time.strftime("curves-%Y%m%d-%H%M%S")
     start = time.time()
-    run_search(spec, SearchOptions(output=str(work), name=name, scheduler="fifo", sampler="random",
-                                   concurrency=concurrency, verbose=0))
+    failure = None
+    try:
+        run_search(spec, SearchOptions(output=str(work), name=name, scheduler="fifo", sampler="random",
+                                       concurrency=concurrency, verbose=0))
+    except Exception as exc:  # noqa: BLE001 - e.g. Ray's OOM killer on a shared machine: keep what finished
+        failure = exc
+        log.error("the recording search failed (%s); writing the configs that finished", exc)
     wall = time.time() - start
     table = from_search(Path(work) / name, spec.budget.max_epochs)  # an interrupted run keeps its finished configs
     meta = {
@@ -143,6 +149,8 @@ def record(spec: SearchSpec, out: str | Path, work: str | Path, concurrency: int
         "machine": machine(),
         "recorded": time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime()),
     }
+    if failure is not None:
+        meta["interrupted"] = f"{type(failure).__name__}: {failure}"[:300]
     write_curves(table, out, meta)
     return table
 
@@ -211,13 +219,17 @@ def main(argv: list[str] | None = None) -> int:
             print(f"{args.out}: {table['trial_id'].nunique()} configs, {len(table)} epochs")
             return 0
         spec = with_overrides(load_space(args.space), args.configs, args.max_epochs or 6, args.resolution, args.data)
-        with tempfile.TemporaryDirectory(prefix="tune-tl-curves-") as work:
-            task = ""
-            if args.textures:
-                folder = make_textures(Path(work) / "textures")
-                spec = with_overrides(spec, None, None, None, str(folder))
-                task = "textures"
-            table = record(spec, args.out, Path(work) / "results", args.concurrency, task)
+        # The search folder is kept until the table is written: a crashed recording can be salvaged
+        # with --from-search.
+        work = Path(tempfile.mkdtemp(prefix="tune-tl-curves-"))
+        log.info("recording search under %s", work)
+        task = ""
+        if args.textures:
+            folder = make_textures(work / "textures")
+            spec = with_overrides(spec, None, None, None, str(folder))
+            task = "textures"
+        table = record(spec, args.out, work / "results", args.concurrency, task)
+        shutil.rmtree(work, ignore_errors=True)
     except TuneTLError as exc:
         print(f"error: {exc}", file=sys.stderr)
         raise SystemExit(2) from None
