@@ -20,7 +20,7 @@ def test_a_folder_holding_an_earlier_search_is_never_reused(tmp_path, leftover):
         (SearchOptions(cpus_per_trial=0), "--cpus-per-trial must be positive"),
         (SearchOptions(gpus_per_trial=1.5), "--gpus-per-trial must be a fraction"),
         (SearchOptions(concurrency=0), "--concurrency must be at least 1"),
-        (SearchOptions(scheduler="hyperband"), "--scheduler must be 'asha' or 'fifo'"),
+        (SearchOptions(scheduler="hyperband"), "--scheduler must be one of cost-asha, asha, pasha, fifo"),
         (SearchOptions(name="a/b"), "--name must be a plain folder name"),
         (SearchOptions(max_failures=-1), "--max-failures must be 0 or more"),
     ],

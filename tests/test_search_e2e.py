@@ -25,7 +25,8 @@ params:
 def test_cli_search_writes_one_row_per_trial_and_epoch_and_asha_stops_weak_trials(ray_local, tmp_path, capsys):
     space = tmp_path / "tiny.yaml"
     space.write_text(TINY_SPACE)
-    code = main(["search", str(space), "--output", str(tmp_path / "out"), "--name", "tiny", "--concurrency", "2"])
+    # Epoch-rung ASHA (not the cost-aware default): on this tiny space it is sure to stop someone.
+    code = main(["search", str(space), "--output", str(tmp_path / "out"), "--name", "tiny", "--concurrency", "2", "--scheduler", "asha"])
     assert code == 0
 
     root = tmp_path / "out" / "tiny"

@@ -38,8 +38,14 @@ def _parser() -> argparse.ArgumentParser:
     s.add_argument("--cpus-per-trial", type=float, default=1.0, help="CPUs per trial; also its torch threads (default 1)")
     s.add_argument("--gpus-per-trial", type=float, default=0.0, help="GPUs per trial, fractions allowed (default 0)")
     s.add_argument("--concurrency", type=int, help="max trials at once (default: as many as resources allow)")
-    s.add_argument("--scheduler", choices=["asha", "fifo"], default="asha", help="asha (default) or fifo: no early stopping, for comparison")
+    s.add_argument("--scheduler", choices=["cost-asha", "asha", "pasha", "fifo"], default="cost-asha",
+                   help="cost-asha (default: ASHA with rungs in training seconds), asha (epoch rungs), pasha (progressive "
+                        "maximum budget) or fifo: no early stopping, for comparison")
     s.add_argument("--sampler", choices=["tpe", "random"], default="tpe", help="Optuna sampler: tpe (default) or random, for comparison")
+    s.add_argument("--no-textbook-start", dest="textbook_start", action="store_false",
+                   help="do not start with the textbook recipes (fine-tune, linear probe, LP→FT); sample every trial")
+    s.add_argument("--time-budget", type=float, metavar="SECONDS", dest="time",
+                   help="stop starting trials and end running ones after this many seconds (overrides budget.time)")
     s.add_argument("--address", help="Ray cluster to join, e.g. 10.0.0.5:6379 or ray://head:10001 (default: $RAY_ADDRESS, else local Ray)")
     s.add_argument("--no-feature-cache", dest="feature_cache", action="store_false",
                    help="always run the backbone, even when it is frozen (default: cache frozen features)")
@@ -108,7 +114,7 @@ def _search(args) -> int:
     from tune_tl.config.space import load_space
 
     spec = load_space(args.space)
-    budget = {k: getattr(args, k) for k in ("samples", "max_epochs", "grace_period", "reduction_factor") if getattr(args, k) is not None}
+    budget = {k: getattr(args, k) for k in ("samples", "max_epochs", "grace_period", "reduction_factor", "time") if getattr(args, k) is not None}
     if budget:
         spec = dataclasses.replace(spec, budget=dataclasses.replace(spec.budget, **budget))
         spec = _revalidated(spec)
@@ -124,6 +130,7 @@ def _search(args) -> int:
         address=args.address,
         scheduler=args.scheduler,
         sampler=args.sampler,
+        textbook_start=args.textbook_start,
         feature_cache=args.feature_cache,
         max_failures=args.max_failures,
         command_line=tuple(args.argv),
@@ -180,6 +187,8 @@ def _format_summary(summary) -> str:
         "",
         f"Search finished: {c['completed']} completed, {c['pruned']} pruned, {c['diverged']} diverged, {c.get('oom', 0)} out of memory, {c['error']} failed.",
     ]
+    if getattr(summary, "ended_by_time_budget", False):
+        lines.append("The time budget ended the search: no new trials were started, running ones were stopped (status pruned).")
     if summary.best:
         best = summary.best
         lines.append(f"Best trial {best['trial_id']}: val_acc {best['best_val_acc']:.4f} (epoch {best['best_epoch']}, {best['status']})")

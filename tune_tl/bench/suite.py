@@ -1,7 +1,9 @@
-"""Side-by-side benchmarks on the bundled default task; prints one markdown table.
+"""Side-by-side benchmarks on the bundled default task; prints markdown tables.
 
-    python -m tune_tl.bench --quick     # a few minutes on 2 CPU cores
-    python -m tune_tl.bench             # larger searches, more trials
+    python -m tune_tl.bench                 # the headline: textbook fine-tune vs old and new default (~10 min, 2 CPUs)
+    python -m tune_tl.bench --handwritten   # ... plus a hand-written Ray Tune + Optuna + ASHA script
+    python -m tune_tl.bench --sections      # ... then the other sections (schedulers, cache, overhead, sink, GPU)
+    python -m tune_tl.bench --quick         # everything smaller: a few minutes
 
 Every comparison runs in the same process, on the same machine, with the same seed.
 """
@@ -72,15 +74,15 @@ def fmt_search(f: dict) -> str:
 
 
 def bench_schedulers_and_samplers(spec: SearchSpec, out: Path) -> list[Row]:
-    asha = search_figures(spec, out, "asha-tpe")
+    asha = search_figures(spec, out, "asha-tpe")  # the default scheduler (cost-asha)
     fifo = search_figures(spec, out, "fifo-tpe", scheduler="fifo")
     rand = search_figures(spec, out, "asha-random", sampler="random")
     n = spec.budget.samples
     return [
-        Row(f"1. ASHA vs FIFO ({n} trials, TPE)", "ASHA", fmt_search(asha)),
+        Row(f"1. Default (cost-aware ASHA) vs FIFO ({n} trials, TPE)", "cost-asha", fmt_search(asha)),
         Row("", "FIFO (no pruning)", fmt_search(fifo)),
-        Row("", "ASHA / FIFO", f"Δ best {100 * (asha['best'] - fifo['best']):+.2f} points · compute {asha['epochs'] / fifo['epochs']:.2f}× · wall {asha['wall'] / fifo['wall']:.2f}×"),
-        Row(f"2. TPE vs random ({n} trials, ASHA)", "TPE", f"best val_acc {asha['best']:.4f}"),
+        Row("", "cost-asha / FIFO", f"Δ best {100 * (asha['best'] - fifo['best']):+.2f} points · compute {asha['epochs'] / fifo['epochs']:.2f}× · wall {asha['wall'] / fifo['wall']:.2f}×"),
+        Row(f"2. TPE vs random ({n} trials, cost-asha)", "TPE", f"best val_acc {asha['best']:.4f}"),
         Row("", "random", f"best val_acc {rand['best']:.4f}"),
     ]
 
@@ -191,23 +193,36 @@ def bench_gpu(out: Path, spec: SearchSpec) -> list[Row]:
 def main(argv: list[str] | None = None) -> None:
     parser = argparse.ArgumentParser(prog="python -m tune_tl.bench", description=__doc__.splitlines()[0])
     parser.add_argument("--quick", action="store_true", help="small searches: a few minutes on 2 CPU cores")
+    parser.add_argument("--handwritten", action="store_true", help="add the hand-written Ray Tune + OptunaSearch + ASHA script to the headline")
+    parser.add_argument("--sections", action="store_true", help="after the headline, run the other sections (schedulers, cache, overhead, sink, GPU)")
     args = parser.parse_args(argv)
     logging.basicConfig(level=logging.WARNING)
+    from tune_tl.bench.headline import print_headline, run_headline
     from tune_tl.search.run import init_ray
 
     init_ray()  # a fresh local Ray (or $RAY_ADDRESS), never a stale cluster left on the machine
     base = load_space()
-    samples, epochs = (8, 3) if args.quick else (20, 6)
+    with tempfile.TemporaryDirectory() as tmp:
+        rows = run_headline(base, Path(tmp), quick=args.quick, handwritten=args.handwritten)
+    print(f"\nMachine: {machine()}")
+    print_headline(rows, *((6, 3) if args.quick else (16, 6)))
+    if args.sections:
+        run_sections(base, args.quick)
+
+
+def run_sections(base: SearchSpec, quick: bool) -> None:
+    """The older side-by-side sections: ASHA vs FIFO, TPE vs random, cache, overhead, sink, GPU."""
+    samples, epochs = (8, 3) if quick else (20, 6)
     spec = dataclasses.replace(base, budget=dataclasses.replace(base.budget, samples=samples, max_epochs=epochs, reduction_factor=2))
     rows: list[Row] = []
     with tempfile.TemporaryDirectory() as tmp:
         out = Path(tmp)
         rows += bench_schedulers_and_samplers(spec, out)
         rows += bench_cache()
-        rows += bench_overhead(base, out, epochs=2 if args.quick else 4)
+        rows += bench_overhead(base, out, epochs=2 if quick else 4)
         rows += bench_sink()
         rows += bench_gpu(out, spec)
-    print(f"\nMachine: {machine()}\nMode: {'quick' if args.quick else 'full'}\n")
+    print(f"\nMachine: {machine()}\nMode: {'quick' if quick else 'full'}\n")
     print("| comparison | variant | figures |\n|---|---|---|")
     for r in rows:
         print(f"| {r.comparison} | {r.variant} | {r.figures} |")

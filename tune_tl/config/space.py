@@ -80,6 +80,8 @@ class BudgetSpec:
     max_epochs: int = 4
     grace_period: int = 1
     reduction_factor: float = 3.0
+    #: Seconds the search may run (``--time-budget``); ``None`` = no limit.
+    time: float | None = None
 
 
 @dataclass(frozen=True)
@@ -215,6 +217,8 @@ def parse_settings(raw: Mapping[str, Any], source: str, allow_params: bool) -> S
         raise TuneTLError(f"{source}: budget.grace_period ({budget.grace_period}) exceeds budget.max_epochs ({budget.max_epochs})")
     if budget.reduction_factor <= 1:
         raise TuneTLError(f"{source}: budget.reduction_factor must be greater than 1, got {budget.reduction_factor}")
+    if budget.time is not None and not (math.isfinite(budget.time) and budget.time > 0):
+        raise TuneTLError(f"{source}: budget.time must be a positive number of seconds, got {budget.time}")
     params: tuple[ParamSpec, ...] = ()
     resolutions: tuple[int, ...] = (PARAMS["resolution"].default,)
     if allow_params:
@@ -297,6 +301,10 @@ def _section(raw: Mapping[str, Any], key: str, cls: type, source: str):
         expected = type(getattr(cls(), name))
         if name == "path":
             expected = str
+        if name == "time":
+            if value is None:
+                continue  # ``time: null``: no time budget
+            expected = float
         values[name] = _typed(value, expected, source, f"{key}.{name}")
     return cls(**values)
 

@@ -35,10 +35,13 @@ class SearchOptions:
     concurrency: int | None = None
     #: Ray cluster to join (``ray://`` or ``host:port``); ``None`` = ``RAY_ADDRESS`` or a local Ray.
     address: str | None = None
-    #: ``asha`` (early stopping) or ``fifo`` (every trial runs max_epochs: the baseline to compare).
-    scheduler: str = "asha"
+    #: ``cost-asha`` (ASHA on training-seconds rungs), ``asha`` (epoch rungs: the old default), ``pasha``
+    #: (progressive maximum budget) or ``fifo`` (every trial runs max_epochs: the baseline to compare).
+    scheduler: str = "cost-asha"
     #: ``tpe`` (Optuna's TPE) or ``random`` (Optuna's RandomSampler: the baseline to compare).
     sampler: str = "tpe"
+    #: Enqueue the textbook recipes (fine-tune, linear probe, LP→FT) as the first trials.
+    textbook_start: bool = True
     verbose: int = 1
     #: Share frozen-backbone features between epochs and trials (``<search>/feature_cache``).
     feature_cache: bool = True
@@ -61,9 +64,11 @@ class SearchOptions:
             raise TuneTLError(f"--max-failures must be 0 or more, got {self.max_failures}")
         if self.concurrency is not None and self.concurrency < 1:
             raise TuneTLError(f"--concurrency must be at least 1, got {self.concurrency}")
-        if self.scheduler not in ("asha", "fifo"):
-            raise TuneTLError(f"--scheduler must be 'asha' or 'fifo', got {self.scheduler!r}")
-        if self.sampler not in ("tpe", "random"):
+        from tune_tl.search.schedulers import SCHEDULERS
+
+        if self.scheduler not in SCHEDULERS:
+            raise TuneTLError(f"--scheduler must be one of {', '.join(SCHEDULERS)}; got {self.scheduler!r}")
+        if self.sampler not in ("tpe", "random", "tpe-classic"):
             raise TuneTLError(f"--sampler must be 'tpe' or 'random', got {self.sampler!r}")
         if self.name is not None and (not self.name or "/" in self.name or self.name.startswith(".")):
             raise TuneTLError(f"--name must be a plain folder name, got {self.name!r}")
@@ -78,6 +83,8 @@ class SearchSummary:
     best: dict[str, Any] | None
     #: Bad image files left out under ``skip_bad_images`` (listed in ``skipped_images.txt``).
     skipped_images: int = 0
+    #: ``budget.time`` seconds (``--time-budget``) ran out before the search had run all its trials.
+    ended_by_time_budget: bool = False
 
 
 def run_search(spec: SearchSpec, options: SearchOptions = SearchOptions()) -> SearchSummary:
@@ -114,10 +121,18 @@ def run_search(spec: SearchSpec, options: SearchOptions = SearchOptions()) -> Se
     from tune_tl.search.sampler import study_file
 
     tuner = _build_tuner(spec, options, context, num_blocks, root, study_file(root, fresh=True))
+    started = time.monotonic()
     tuner.fit()  # a driver that dies here is continued by ``tune-tl resume`` (tune_tl.search.resume)
+    timed_out = ended_by_time_budget(spec, time.monotonic() - started)
 
-    write_json_atomic({**metadata, "end_time": time.strftime("%Y-%m-%dT%H:%M:%S%z"), "node_ids": _node_ids()}, root / "search.json")
-    return dataclasses.replace(summarize(root), skipped_images=len(skipped))
+    write_json_atomic({**metadata, "end_time": time.strftime("%Y-%m-%dT%H:%M:%S%z"), "node_ids": _node_ids(),
+                       "ended_by_time_budget": timed_out}, root / "search.json")
+    return dataclasses.replace(summarize(root), skipped_images=len(skipped), ended_by_time_budget=timed_out)
+
+
+def ended_by_time_budget(spec: SearchSpec, elapsed: float) -> bool:
+    """Whether Ray's ``time_budget_s`` (``budget.time``) is what ended a ``fit`` that took ``elapsed`` s."""
+    return spec.budget.time is not None and elapsed >= spec.budget.time
 
 
 def _prepare_context(spec: SearchSpec):
@@ -174,18 +189,16 @@ def storage_config(root: Location) -> dict[str, Any]:
 
 
 def _build_tuner(spec: SearchSpec, options: SearchOptions, context, num_blocks: int, root: Location, study: Path):
-    import optuna
     from ray import tune
-    from ray.tune.schedulers import FIFOScheduler
     from ray.tune.search import ConcurrencyLimiter
 
-    from tune_tl.search.sampler import HonestOptunaSearch, SqliteMirror, storage_url
+    from tune_tl.search.sampler import HonestOptunaSearch, SqliteMirror, enqueue_textbook, make_sampler, storage_url
     from tune_tl.search.resume import SampleTarget
     from tune_tl.store.results import ParquetSink
-    from tune_tl.search.schedulers import ReplayASHA
+    from tune_tl.search.schedulers import make_scheduler
 
     init_ray(options.address)
-    sampler = {"tpe": optuna.samplers.TPESampler, "random": optuna.samplers.RandomSampler}[options.sampler](seed=spec.seed)
+    sampler = make_sampler(options.sampler, spec)
     searcher = HonestOptunaSearch(
         space=spec.define_by_run(num_blocks),
         metric=METRIC,
@@ -195,21 +208,18 @@ def _build_tuner(spec: SearchSpec, options: SearchOptions, context, num_blocks: 
         storage=storage_url(study),
         study_name=root.name,
     )
+    if options.textbook_start:
+        enqueue_textbook(searcher, spec, num_blocks)
     if options.concurrency:
         searcher = ConcurrencyLimiter(searcher, max_concurrent=options.concurrency)
-    if options.scheduler == "asha":
-        scheduler = ReplayASHA(  # ASHA that re-learns its rungs from the Parquet results on resume
-            root,
-            time_attr="epoch",
-            metric=METRIC,
-            mode=MODE,
-            max_t=spec.budget.max_epochs,
-            grace_period=spec.budget.grace_period,
-            reduction_factor=spec.budget.reduction_factor,
-        )
-    else:
-        scheduler = FIFOScheduler()
-    callbacks = [ParquetSink(root, spec.budget.max_epochs)]
+    scheduler = make_scheduler(options.scheduler, spec, root, metric=METRIC, mode=MODE)
+    sink = ParquetSink(root, spec.budget.max_epochs)
+    callbacks = [sink]
+    if spec.budget.time is not None:
+        from tune_tl.search.budget import CloseOpenTrials
+
+        # First: trials the time budget stopped get their rows before the sink's final flush.
+        callbacks.insert(0, CloseOpenTrials(sink, spec.budget.time, storage_url(study), root.name))
     if not root.is_local:
         callbacks.append(SqliteMirror(study, root / "optuna.db"))
     return tune.Tuner(
@@ -218,6 +228,7 @@ def _build_tuner(spec: SearchSpec, options: SearchOptions, context, num_blocks: 
             search_alg=SampleTarget(searcher),  # a SearchGenerator whose target can grow on resume
             scheduler=scheduler,
             num_samples=spec.budget.samples,
+            time_budget_s=spec.budget.time,  # stops starting trials and ends running ones when it is up
         ),
         run_config=tune.RunConfig(
             name=root.name,
@@ -237,7 +248,7 @@ def summarize(root: Location) -> SearchSummary:
     trials = load_results(root).trials
     counts = {status: int((trials["status"] == status).sum()) for status in ("completed", "pruned", "diverged", "oom", "error")}
     best = None
-    ok = trials[trials["status"].isin(["completed", "pruned"])]
+    ok = trials[trials["status"].isin(["completed", "pruned"]) & trials["best_val_acc"].notna()]
     if len(ok):
         best = ok.sort_values("best_val_acc", ascending=False).iloc[0].dropna().to_dict()
     return SearchSummary(root, counts, best)

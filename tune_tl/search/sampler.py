@@ -187,3 +187,54 @@ class HonestOptunaSearch(OptunaSearch):
         if progress and progress["epoch"] >= self._max_epochs and progress["best"] is not None:
             return "completed", TrialState.COMPLETE, progress["best"]
         return "pruned", TrialState.PRUNED, None
+
+
+#: ``--sampler`` names; ``tpe-classic`` is Optuna's stock TPE (10 random start-up trials), the sampler
+#: of the old default, kept for the benchmark that compares against it (not a CLI choice).
+SAMPLERS = ("tpe", "random")
+
+
+def startup_trials(samples: int) -> int:
+    """TPE's random start-up trials for a search of ``samples`` trials: a quarter, 3 to 10.
+
+    Optuna's fixed 10 means a 10–16 trial search is (almost) random search; a quarter of the budget
+    leaves TPE most of the trials, and the textbook recipes enqueued first count towards it.
+    """
+    return min(10, max(3, samples // 4))
+
+
+def make_sampler(name: str, spec) -> optuna.samplers.BaseSampler:
+    """The Optuna sampler called ``name`` (``tpe`` | ``random`` | ``tpe-classic``), seeded with ``spec.seed``.
+
+    ``tpe`` is multivariate TPE with the group-decomposed search space (the space is conditional:
+    ``freeze_blocks`` exists only under ``prefix``, ``head_hidden`` only with an MLP head), the
+    constant liar for parallel trials, and :func:`startup_trials` random trials first.
+    """
+    import warnings
+
+    if name == "random":
+        return optuna.samplers.RandomSampler(seed=spec.seed)
+    if name == "tpe-classic":
+        return optuna.samplers.TPESampler(seed=spec.seed)
+    if name != "tpe":
+        raise ValueError(f"unknown sampler {name!r}")
+    with warnings.catch_warnings():  # ``group`` is marked experimental since Optuna 2.8
+        warnings.simplefilter("ignore", optuna.exceptions.ExperimentalWarning)
+        return optuna.samplers.TPESampler(seed=spec.seed, n_startup_trials=startup_trials(spec.budget.samples),
+                                          multivariate=True, group=True, constant_liar=True)
+
+
+def enqueue_textbook(searcher: OptunaSearch, spec, num_blocks: int) -> list[str]:
+    """Enqueue the textbook recipes that fit ``spec``'s space as the study's first trials; their names."""
+    from tune_tl.search.textbook import textbook_trials
+
+    if spec.space_fn is not None:
+        return []
+    from tune_tl.config.space import resolve_all
+
+    recipes = textbook_trials(resolve_all(spec.params, num_blocks, spec.source), num_blocks)
+    for name, params in recipes:
+        searcher._ot_study.enqueue_trial(params, skip_if_exists=False)
+    if recipes:
+        log.info("textbook start: the first trials are %s", ", ".join(n for n, _ in recipes))
+    return [n for n, _ in recipes]

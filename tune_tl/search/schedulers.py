@@ -1,4 +1,11 @@
-"""ASHA that survives a driver restart: rung records are rebuilt from the Parquet results.
+"""Trial schedulers of a search, built by :func:`make_scheduler`; ASHA that survives a driver restart.
+
+``make_scheduler(name, spec, root)`` is the one place a scheduler is built (``tune-tl search``, the
+benchmarks and the replay simulator call it): ``cost-asha`` (the default; rungs in training seconds,
+:mod:`tune_tl.search.cost_asha`), ``asha`` (rungs in epochs: the old default), ``pasha`` (progressive
+maximum budget, :mod:`tune_tl.search.pasha`) and ``fifo`` (no early stopping).
+
+The rest of this module: ASHA whose rung records are rebuilt from the Parquet results.
 
 Ray Tune restores a scheduler as it was pickled when the Tuner was created, so after
 ``tune-tl resume`` plain ASHA starts with empty rungs: every trial passes the next rung, and
@@ -85,3 +92,35 @@ class ReplayASHA(ASHAScheduler):
     def on_trial_result(self, tune_controller, trial, result):
         self._replay_once()
         return super().on_trial_result(tune_controller, trial, result)
+
+
+#: Scheduler names accepted by ``--scheduler``; the first is the default.
+SCHEDULERS = ("cost-asha", "asha", "pasha", "fifo")
+DEFAULT_SCHEDULER = SCHEDULERS[0]
+
+
+def make_scheduler(name: str, spec, root: str | Path | Location, metric: str = "val_acc", mode: str = "max"):
+    """The Ray ``TrialScheduler`` called ``name`` for ``spec``'s budget, recording under ``root``.
+
+    ``spec`` needs only ``spec.budget`` (``max_epochs``, ``grace_period``, ``reduction_factor``).
+    Every scheduler but ``fifo`` decides on ``metric`` reported each epoch with ``epoch`` and
+    ``epoch_seconds``; ``asha`` and ``cost-asha`` rebuild their rungs from ``root``'s Parquet
+    results after ``tune-tl resume``.
+    """
+    from ray.tune.schedulers import FIFOScheduler
+
+    budget = spec.budget
+    common = dict(metric=metric, mode=mode, grace_period=budget.grace_period, reduction_factor=budget.reduction_factor)
+    if name == "asha":
+        return ReplayASHA(root, time_attr="epoch", max_t=budget.max_epochs, **common)
+    if name == "cost-asha":
+        from tune_tl.search.cost_asha import CostASHA
+
+        return CostASHA(root, max_epochs=budget.max_epochs, **common)
+    if name == "pasha":
+        from tune_tl.search.pasha import PASHA
+
+        return PASHA(max_epochs=budget.max_epochs, **common)
+    if name == "fifo":
+        return FIFOScheduler()
+    raise ValueError(f"unknown scheduler {name!r}; expected one of {SCHEDULERS}")

@@ -1,0 +1,85 @@
+"""The textbook start enqueues only what the user's space allows; TPE's start-up scales with the budget."""
+
+import optuna
+import pytest
+
+from tune_tl.config.space import load_space, parse_settings, resolve_all
+from tune_tl.search.sampler import make_sampler, startup_trials
+from tune_tl.search.textbook import textbook_trials
+
+BLOCKS = 9
+
+
+def recipes(params_yaml: dict):
+    spec = parse_settings({"params": params_yaml}, "test.yaml", allow_params=True)
+    return dict(textbook_trials(resolve_all(spec.params, BLOCKS, "test.yaml"), BLOCKS))
+
+
+def test_default_space_starts_with_fine_tune_linear_probe_and_lp_ft_in_that_order():
+    spec = load_space()
+    found = textbook_trials(resolve_all(spec.params, BLOCKS, spec.source), BLOCKS)
+    assert [name for name, _ in found] == ["fine-tune", "linear probe", "LP→FT"]
+    fine_tune = dict(found)["fine-tune"]
+    assert fine_tune["freeze_policy"] == "full" and fine_tune["lr"] == 1e-3 and fine_tune["optimizer"] == "adamw"
+    assert fine_tune["head"] == "linear" and fine_tune["lp_epochs"] == 0
+    assert "bn_stats" not in dict(found)["linear probe"], "bn_stats does not apply to a linear probe"
+
+
+def test_values_outside_the_space_are_left_to_the_sampler():
+    found = recipes({"freeze_policy": ["full", "head_only"], "lr": {"low": 0.01, "high": 0.1, "log": True}, "optimizer": ["sgd"]})
+    assert "lr" not in found["fine-tune"]
+    assert "optimizer" not in found["fine-tune"]  # a one-value list still cannot hold adamw
+
+
+def test_a_recipe_whose_policy_the_space_forbids_is_skipped_or_expressed_by_prefix_freezing():
+    assert list(recipes({"freeze_policy": ["head_only"], "lr": {"low": 1e-4, "high": 1e-2}})) == ["linear probe"]
+    prefix_only = recipes({"freeze_blocks": {"low": 0, "high": "all"}, "lr": {"low": 1e-4, "high": 1e-2}})
+    assert prefix_only["fine-tune"]["freeze_blocks"] == 0
+    assert prefix_only["linear probe"]["freeze_blocks"] == BLOCKS
+    assert "LP→FT" not in prefix_only or prefix_only["LP→FT"] != prefix_only["fine-tune"]
+
+
+def test_a_fixed_space_enqueues_nothing():
+    assert recipes({"freeze_policy": "full", "lr": 0.001, "head": "linear"}) == {}
+
+
+def test_enqueued_values_are_inside_optuna_distributions_of_the_space():
+    spec = load_space()
+    params = resolve_all(spec.params, BLOCKS, spec.source)
+    study = optuna.create_study(direction="maximize", sampler=optuna.samplers.RandomSampler(seed=0))
+    for _, values in textbook_trials(params, BLOCKS):
+        study.enqueue_trial(values)
+    fn = spec.define_by_run(BLOCKS)
+    with _no_out_of_range_warning():
+        for _ in range(3):
+            trial = study.ask()
+            fn(trial)
+            study.tell(trial, 0.5)
+    assert [t.params["freeze_policy"] for t in study.trials] == ["full", "head_only", "full"]
+
+
+class _no_out_of_range_warning:
+    def __enter__(self):
+        import warnings
+
+        self._ctx = warnings.catch_warnings(record=True)
+        self.records = self._ctx.__enter__()
+        warnings.simplefilter("always")
+        return self
+
+    def __exit__(self, *exc):
+        self._ctx.__exit__(*exc)
+        assert not [w for w in self.records if "out of the range" in str(w.message).lower()]
+
+
+@pytest.mark.parametrize("samples, expected", [(4, 3), (10, 3), (16, 4), (40, 10), (200, 10)])
+def test_tpe_startup_trials_scale_with_the_budget(samples, expected):
+    assert startup_trials(samples) == expected
+
+
+def test_tpe_sampler_is_multivariate_and_grouped_with_the_scaled_startup():
+    spec = load_space()
+    sampler = make_sampler("tpe", spec)
+    assert isinstance(sampler, optuna.samplers.TPESampler)
+    assert sampler._n_startup_trials == startup_trials(spec.budget.samples) and sampler._group
+    assert isinstance(make_sampler("random", spec), optuna.samplers.RandomSampler)

@@ -1,0 +1,91 @@
+"""The headline benchmark: does the default search beat one textbook fine-tune, and at what wall time?
+
+On digits at 64 px, 16 trials of at most 6 epochs, one after another in one process:
+
+(a) one textbook fine-tune, no search: the whole model, AdamW 1e-3, a linear head, 6 epochs, in a
+    plain PyTorch loop using every CPU thread (what a person runs first);
+(b) the old default: ASHA on epoch rungs, Optuna's stock TPE (10 random start-up trials), no
+    textbook start;
+(c) the new default: ``tune-tl search`` as shipped (cost-aware ASHA, textbook start, scaled TPE);
+(d) optionally, a hand-written Ray Tune + OptunaSearch + ASHA script (:mod:`tune_tl.bench.handwritten`).
+
+Wall time includes everything each run does (data, model, Ray start of trials, checkpoints).
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import os
+import time
+from pathlib import Path
+
+from tune_tl.config.space import Fixed, ParamSpec, SearchSpec
+
+SAMPLES, EPOCHS, RESOLUTION = 16, 6, 64
+
+
+@dataclasses.dataclass(frozen=True)
+class HeadlineRow:
+    run: str
+    best: float
+    wall: float
+    note: str = ""
+
+
+def headline_spec(base: SearchSpec, samples: int = SAMPLES, epochs: int = EPOCHS) -> SearchSpec:
+    """The default space at 64 px with ``samples`` trials of at most ``epochs`` epochs."""
+    params = tuple(ParamSpec(p.name, Fixed(RESOLUTION)) if p.name == "resolution" else p for p in base.params)
+    budget = dataclasses.replace(base.budget, samples=samples, max_epochs=epochs)
+    return dataclasses.replace(base, params=params, budget=budget)
+
+
+def textbook_fit(base: SearchSpec, epochs: int) -> HeadlineRow:
+    """(a): the textbook recipe in a plain loop (no Ray, no Optuna, no sink, no checkpoints)."""
+    import torch
+
+    from tune_tl.bench.suite import fixed_spec, plain_fit
+
+    torch.set_num_threads(os.cpu_count() or 1)
+    start = time.time()
+    history, _ = plain_fit(fixed_spec(base, epochs, resolution=RESOLUTION, lr=1e-3), "cpu")
+    wall = time.time() - start
+    return HeadlineRow("(a) one textbook fine-tune, no search (whole model, AdamW 1e-3, linear head)", max(h.val_acc for h in history), wall,
+                       f"{epochs} epochs, plain loop, {torch.get_num_threads()} threads")
+
+
+def search_row(label: str, spec: SearchSpec, out: Path, name: str, **options) -> HeadlineRow:
+    from tune_tl.bench.suite import search_figures
+
+    f = search_figures(spec, out, name, **options)
+    return HeadlineRow(label, f["best"], f["wall"], f"{f['epochs']} epochs trained, {f['pruned']} pruned, best first reached after {f['to_best']:.0f} s")
+
+
+def run_headline(base: SearchSpec, out: Path, quick: bool = False, handwritten: bool = False) -> list[HeadlineRow]:
+    """Run (a)–(c) (and (d)), logging each row as it is measured (a long run on a busy machine)."""
+    samples, epochs = (6, 3) if quick else (SAMPLES, EPOCHS)
+    spec = headline_spec(base, samples, epochs)
+    rows = _Logged()
+    rows.append(textbook_fit(base, epochs))
+    rows.append(search_row("(b) old default: ASHA on epoch rungs, stock TPE, no textbook start", spec, out, "old-default",
+                           scheduler="asha", sampler="tpe-classic", textbook_start=False))
+    rows.append(search_row("(c) new default: `tune-tl search` (cost-aware ASHA, textbook start, scaled TPE)", spec, out, "new-default"))
+    if handwritten:
+        from tune_tl.bench.handwritten import run_handwritten
+
+        best, wall = run_handwritten(samples=samples, max_epochs=epochs, resolution=RESOLUTION, storage=out / "handwritten")
+        rows.append(HeadlineRow("(d) hand-written Ray Tune + OptunaSearch + ASHA script", best, wall, "freeze depth / head / lr"))
+    return rows
+
+
+class _Logged(list):
+    def append(self, row: HeadlineRow) -> None:
+        super().append(row)
+        print(f"measured: {row.run}: best val acc {100 * row.best:.1f} %, wall {row.wall:.0f} s ({row.note})", flush=True)
+
+
+def print_headline(rows: list[HeadlineRow], samples: int = SAMPLES, epochs: int = EPOCHS) -> None:
+    a = rows[0]
+    print(f"\nDigits at {RESOLUTION} px; searches: {samples} trials, ≤ {epochs} epochs, 1 CPU per trial.\n")
+    print("| run | best val acc | wall | acc − (a) | wall ÷ (a) | notes |\n|---|---|---|---|---|---|")
+    for r in rows:
+        print(f"| {r.run} | {100 * r.best:.1f} % | {r.wall:.0f} s | {100 * (r.best - a.best):+.1f} pts | {r.wall / a.wall:.2f}× | {r.note} |")

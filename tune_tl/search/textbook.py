@@ -1,0 +1,95 @@
+"""The textbook transfer-learning recipes a search tries first, restricted to the user's space.
+
+A person fine-tuning a pretrained network tries these before anything else; a search that reaches
+them only by chance (random start-up trials) loses to a single textbook run. They are enqueued in the
+Optuna study (``study.enqueue_trial``) so the first trials of a search are, in order:
+
+1. whole-model fine-tune: AdamW, lr 1e-3, linear head, no linear-probe phase;
+2. linear probe: only the head trains (AdamW, lr 1e-3);
+3. LP→FT: one linear-probe epoch, then the whole model (Kumar et al., 2022).
+
+Only values inside the space are enqueued: Optuna would otherwise use an out-of-range fixed value
+(with a warning). A recipe whose defining choice (its freeze policy, its ``lp_epochs``) the space
+does not allow is skipped; any other value outside the space is left to the sampler. Identical
+recipes (e.g. in a space where everything is fixed) are enqueued once, and not at all when nothing
+would be fixed. Python spaces (``space(trial)``) get no textbook start: their parameters are unknown.
+"""
+
+from __future__ import annotations
+
+from typing import Any
+
+from tune_tl.config.params import is_active
+from tune_tl.config.space import Choice, Fixed, ParamSpec, Range
+
+_COMMON = {"optimizer": "adamw", "lr": 1e-3, "weight_decay": 1e-4, "head": "linear", "head_lr_mult": 1.0,
+           "layer_decay": 1.0, "bn_stats": "update", "aug_crop_scale": 1.0, "aug_flip": 0, "aug_rotate": 0.0, "aug_jitter": 0.0}
+
+#: (name, the values that define it, every value). A recipe is skipped unless its defining values fit.
+RECIPES: tuple[tuple[str, dict[str, Any], dict[str, Any]], ...] = (
+    ("fine-tune", {"freeze_policy": "full", "lp_epochs": 0}, _COMMON),
+    ("linear probe", {"freeze_policy": "head_only", "lp_epochs": 0}, _COMMON),
+    ("LP→FT", {"freeze_policy": "full", "lp_epochs": 1}, _COMMON),
+)
+#: Alternatives when a defining value is outside the space (``prefix`` with 0 / all frozen blocks).
+_ALTERNATIVES = {("freeze_policy", "full"): {"freeze_policy": "prefix", "freeze_blocks": 0},
+                 ("freeze_policy", "head_only"): {"freeze_policy": "prefix", "freeze_blocks": "all"}}
+
+
+def textbook_trials(params: tuple[ParamSpec, ...], num_blocks: int) -> list[tuple[str, dict[str, Any]]]:
+    """``(recipe name, Optuna params to enqueue)`` for each textbook recipe that fits ``params``.
+
+    ``params`` are the space's parameters with block symbols resolved (``SearchSpec.define_by_run``'s).
+    """
+    space = {p.name: p.dist for p in params}
+    out: list[tuple[str, dict[str, Any]]] = []
+    for name, defining, values in RECIPES:
+        chosen = _defining(defining, space, num_blocks)
+        if chosen is None:
+            continue
+        enqueue: dict[str, Any] = {}
+        full = {**values, **chosen}
+        for key, value in full.items():
+            if key in space and not isinstance(space[key], Fixed) and is_active(key, full) and _contains(space[key], value):
+                enqueue[key] = value
+        if enqueue and enqueue not in [e for _, e in out]:
+            out.append((name, enqueue))
+    return out
+
+
+def _defining(defining: dict[str, Any], space: dict, num_blocks: int) -> dict[str, Any] | None:
+    """The recipe's defining values made to fit the space, or ``None`` when they cannot."""
+    chosen: dict[str, Any] = {}
+    for key, value in defining.items():
+        if _allowed(space, key, value):
+            chosen[key] = value
+            continue
+        alt = _ALTERNATIVES.get((key, value))
+        if alt is None:
+            return None
+        alt = {k: (num_blocks if v == "all" else v) for k, v in alt.items()}
+        if not all(_allowed(space, k, v) for k, v in alt.items()):
+            return None
+        chosen.update(alt)
+    return chosen
+
+
+def _allowed(space: dict, key: str, value: Any) -> bool:
+    """A value the trial will run with: inside the space, or the parameter's default when not searched."""
+    from tune_tl.config.params import PARAMS
+
+    if key not in space:
+        return value == PARAMS[key].default
+    return _contains(space[key], value)
+
+
+def _contains(dist, value: Any) -> bool:
+    if isinstance(dist, Fixed):
+        return dist.value == value
+    if isinstance(dist, Choice):
+        return value in dist.values
+    if isinstance(dist, Range):
+        if not dist.low <= value <= dist.high:
+            return False
+        return dist.step is None or abs((value - dist.low) / dist.step - round((value - dist.low) / dist.step)) < 1e-9
+    return False
