@@ -89,8 +89,11 @@ class CostASHA(ReplayASHA):
     def _save_unit(self) -> None:
         from tune_tl.store.results import write_json_atomic
 
+        root = Location.parse(self.root)
+        if not root.exists():
+            return  # no search folder (e.g. the replay simulator): nothing to resume
         try:
-            write_json_atomic({"scheduler": "cost-asha", "unit_seconds": self.unit}, Location.parse(self.root) / STATE_FILE)
+            write_json_atomic({"scheduler": "cost-asha", "unit_seconds": self.unit}, root / STATE_FILE)
         except OSError as exc:  # resume would fall back to the first recorded epoch
             log.warning("could not record the cost-aware ASHA unit: %s", exc)
 
