@@ -98,7 +98,8 @@ def run_search(spec: SearchSpec, options: SearchOptions = SearchOptions()) -> Se
 
     context, num_blocks, loaded = _prepare_context(spec)  # before Ray: bad weights or data fail here
     skipped = loaded.skipped
-    run = SearchRun.create(root, spec, options, {**_metadata(), "data_loaded": loaded.description, "skipped_images": len(skipped)})
+    run = SearchRun.create(root, spec, options, {**_metadata(), "data_loaded": loaded.description, "skipped_images": len(skipped),
+                                                     "classes": list(loaded.data.classes)})
     if skipped:
         from tune_tl.data.validate import write_skipped
 

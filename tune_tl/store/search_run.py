@@ -199,6 +199,12 @@ class SearchRun:
         return dict(self._require("options")["options"])
 
     @property
+    def classes(self) -> list[str] | None:
+        """Class names by label, as the search's data had them (``None`` in records from before they were kept)."""
+        classes = self.metadata.get("classes")
+        return list(classes) if classes is not None else None
+
+    @property
     def seed(self) -> int:
         return int(self.metadata.get("seed", 0))
 
