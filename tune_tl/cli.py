@@ -125,7 +125,6 @@ def _predict(args) -> int:
     if args.output:
         print(f"Wrote {len(rows)} prediction(s) to {write_predictions(rows, args.output)}")
         return 0
-    print("path\tlabel\tconfidence")
     for image, label, prob in rows:
         print(f"{image}\t{label}\t{prob:.4f}")
     return 0

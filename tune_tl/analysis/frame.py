@@ -18,6 +18,7 @@ import pandas as pd
 
 from tune_tl.errors import TuneTLError
 from tune_tl.config.params import PARAMS
+from tune_tl.store.schema import STATUSES
 from tune_tl.store.search_run import SearchRun
 from tune_tl.store.storage import Location
 
@@ -121,7 +122,7 @@ def param_summary(results: Results, param: str) -> pd.DataFrame:
     ok = t["best_val_acc"].where(t["status"].isin(RANKED_STATUSES))
     grouped = ok.groupby(key, sort=True, dropna=False)
     out = pd.DataFrame({"best": grouped.max(), "mean": grouped.mean(), "trials": t.groupby(key, dropna=False).size()})
-    counts = pd.crosstab(key, t["status"]).reindex(columns=["completed", "pruned", "diverged", "error"], fill_value=0)
+    counts = pd.crosstab(key, t["status"]).reindex(columns=list(STATUSES), fill_value=0)
     return out.join(counts).fillna({s: 0 for s in counts.columns}).sort_values("best", ascending=False, na_position="last")
 
 

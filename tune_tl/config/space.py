@@ -130,6 +130,8 @@ MAX_RESOLUTIONS = 16
 def resolution_grid(d: Range, source: str) -> list[int]:
     """Every size a ``resolution`` range can sample: ``low, low+step, ... <= high`` (Optuna's int grid)."""
     where = f"{source}: params.resolution"
+    if d.step is not None and d.step < 1:
+        raise TuneTLError(f"{where}.step: must be at least 1, got {d.step}")
     if not d.step:
         raise TuneTLError(f"{where}: a range needs a 'step' (e.g. {{low: {d.low}, high: {d.high}, step: 32}}), because "
                           "the data is prepared once per resolution it can sample; or list the choices")
@@ -274,7 +276,8 @@ def _parse_param(name: str, raw: Any, source: str) -> ParamSpec:
     if log and (low in (ALL, LAST) or low <= 0):
         raise TuneTLError(f"{where}: a log range needs low > 0, got {low}")
     if step is not None:
-        step = _value(name, step, where + ".step")
+        # A resolution's step is a distance, not a size: the >= 32 px rule does not apply to it.
+        step = coerce(name, step, where + ".step") if name == "resolution" else _value(name, step, where + ".step")
         if log:
             raise TuneTLError(f"{where}: 'step' and 'log' cannot be combined (Optuna forbids it)")
     if name == "resolution":

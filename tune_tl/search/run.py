@@ -227,9 +227,10 @@ def _build_tuner(spec: SearchSpec, options: SearchOptions, context, num_blocks: 
 def summarize(root: Location) -> SearchSummary:
     """Counts by status and the best trial's row, read back from the Parquet results."""
     from tune_tl.analysis.frame import load_results
+    from tune_tl.store.schema import STATUSES
 
     trials = load_results(root).trials
-    counts = {status: int((trials["status"] == status).sum()) for status in ("completed", "pruned", "diverged", "oom", "error")}
+    counts = {status: int((trials["status"] == status).sum()) for status in STATUSES}
     best = None
     ok = trials[trials["status"].isin(["completed", "pruned"])]
     if len(ok):
