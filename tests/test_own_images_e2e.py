@@ -36,10 +36,10 @@ def accuracy(predictions: pd.DataFrame) -> float:
     return float((predictions["label"] == truth).mean())
 
 
-def search(tmp_path: Path, data: Path, name: str) -> Path:
+def search(tmp_path: Path, data: Path, name: str, *flags: str) -> Path:
     space = tmp_path / "space.yaml"
     space.write_text(SPACE)
-    assert main(["search", str(space), "--data", str(data), "--output", str(tmp_path / "out"), "--name", name]) == 0
+    assert main(["search", str(space), "--data", str(data), "--output", str(tmp_path / "out"), "--name", name, *flags]) == 0
     return tmp_path / "out" / name
 
 
@@ -97,8 +97,10 @@ def test_a_flat_folder_exports_any_trial_and_retrains_to_the_accuracy_predict_me
     from tune_tl.data.prepare import stratified_split
 
     photos = write_class_tree(tmp_path / "photos", per_class=10)
-    root = search(tmp_path, photos, "flat")
+    root = search(tmp_path, photos, "flat", "--recheck", "1")
     trials = pd.read_parquet(root / "trials").sort_values("best_val_acc")
+    rechecked = pd.read_parquet(root / "recheck")
+    assert len(rechecked) == 2 and rechecked["trial_id"].nunique() == 1, "the top config, two more seeds"
     worst = trials.iloc[0]
     # The validation images: the search's seeded, stratified split of the folder.
     files, labels = scan(photos).parts["pool"]

@@ -46,6 +46,7 @@ def _parser() -> argparse.ArgumentParser:
     s.add_argument("--output", default="results", help="where results go: a folder (shared by all nodes on a cluster) or an s3://, gs:// URI (default ./results)")
     s.add_argument("--name", help="search name, the subfolder of --output (default search-DATE-TIME)")
     s.add_argument("--max-failures", type=int, default=2, help="retries of a trial whose worker dies, each from its last epoch (default 2)")
+    s.add_argument("--recheck", type=int, metavar="K", help="after the search, re-run the top K configs with 2 more seeds; the winner is the best mean")
     s.set_defaults(func=_search)
 
     r = sub.add_parser("resume", help="continue an interrupted search, or extend a finished one")
@@ -155,9 +156,24 @@ def _search(args) -> int:
         max_failures=args.max_failures,
         command_line=tuple(args.argv),
     )
+    if args.recheck is not None and args.recheck < 1:
+        raise TuneTLError(f"--recheck must be at least 1, got {args.recheck}")
     summary = run_search(spec, options)
     print(_format_summary(summary))
+    if args.recheck:
+        _print_recheck(summary.path, args.recheck)
     return 0
+
+
+def _print_recheck(path, k: int) -> None:
+    """Re-run the top ``k`` configs with more seeds and show mean ± sd, winner first."""
+    from tune_tl.search.recheck import EXTRA_SEEDS, recheck_top
+
+    table = recheck_top(path, k)
+    print(f"Rechecked the top {len(table)} config(s) with {EXTRA_SEEDS} more seeds (best val_acc, mean ± sd over runs):")
+    for row in table.itertuples():
+        print(f"  {row.trial_id}: {row.mean:.4f} ± {row.sd:.4f} over {row.runs} runs (search: {row.search_val_acc:.4f})")
+    print(f"Winner by mean: {table['trial_id'].iloc[0]} (tune-tl export takes it)")
 
 
 def _data_overrides(spec, args):

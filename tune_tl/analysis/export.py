@@ -17,7 +17,7 @@ from typing import Any
 
 import pandas as pd
 
-from tune_tl.analysis.frame import Results, best_trial, load_results
+from tune_tl.analysis.frame import Results, chosen_winner, load_results
 from tune_tl.analysis.model_folder import save_model_folder
 from tune_tl.config.params import PARAMS, TrialConfig
 from tune_tl.errors import TuneTLError
@@ -75,9 +75,9 @@ def export_model(search_dir: str | Path, trial_id: str | None = None, to: str | 
 
 
 def pick_trial(res: Results, trial_id: str | None, run: SearchRun) -> pd.Series:
-    """Trial ``trial_id``'s row, or the best completed or pruned trial's."""
+    """Trial ``trial_id``'s row, or the chosen winner's (best by mean over seeds after ``--recheck``, else the best)."""
     if trial_id is None:
-        return best_trial(res)
+        return chosen_winner(res, run)
     rows = res.trials[res.trials["trial_id"] == trial_id]
     if rows.empty:
         known = ", ".join(res.trials["trial_id"].head(10)) + (" ..." if len(res.trials) > 10 else "")
