@@ -62,6 +62,7 @@ def _parser() -> argparse.ArgumentParser:
     s.add_argument("--output", default="results", help="where results go: a folder (shared by all nodes on a cluster) or an s3://, gs:// URI (default ./results)")
     s.add_argument("--name", help="search name, the subfolder of --output (default search-DATE-TIME)")
     s.add_argument("--max-failures", type=int, default=2, help="retries of a trial whose worker dies, each from its last epoch (default 2)")
+    s.add_argument("--recheck", type=int, metavar="K", help="after the search, re-run the top K configs with 2 more seeds; the winner is the best mean")
     s.set_defaults(func=_search)
 
     r = sub.add_parser("resume", help="continue an interrupted search, or extend a finished one")
@@ -82,11 +83,20 @@ def _parser() -> argparse.ArgumentParser:
     t.add_argument("dir", help="the search's results folder (<output>/<name>)")
     t.add_argument("--trial", help="trial id to retrain (default: the best completed or pruned trial)")
     t.add_argument("--device", help="cpu or cuda (default: cuda when available)")
+    t.add_argument("--train-on", choices=["train", "train+val"], default="train",
+                   help="train (default) or train+val: also train on the validation images (then only a test split evaluates it)")
     t.set_defaults(func=_retrain)
 
-    p = sub.add_parser("predict", help="classify image files with a model saved by retrain")
-    p.add_argument("model", help="model folder (<search>/models/<trial_id>) or its model.pt")
-    p.add_argument("images", nargs="+", help="image files")
+    e = sub.add_parser("export", help="write a trial's best-epoch weights as a model folder (no retraining)")
+    e.add_argument("dir", help="the search's results folder (<output>/<name>)")
+    e.add_argument("--trial", help="trial id to export (default: the best completed or pruned trial)")
+    e.add_argument("--to", metavar="PATH", help="model folder to write (default <search>/models/<trial_id>-best)")
+    e.set_defaults(func=_export)
+
+    p = sub.add_parser("predict", help="classify images with a model folder written by export or retrain")
+    p.add_argument("model", help="model folder (from export or retrain) or its model.pt")
+    p.add_argument("images", nargs="+", metavar="PATH", help="image files, or folders (searched recursively)")
+    p.add_argument("--output", metavar="FILE", help="write path,label,confidence to FILE (.csv or .parquet) instead of stdout")
     p.set_defaults(func=_predict)
     return parser
 
@@ -103,18 +113,36 @@ def _report(args) -> int:
 def _retrain(args) -> int:
     from tune_tl.analysis.retrain import retrain
 
-    saved = retrain(args.dir, args.trial, args.device)
+    saved = retrain(args.dir, args.trial, args.device, train_on=args.train_on)
     m = saved.metrics
-    note = "" if m["evaluated_on"] == "test" else " (no test split in this data: validation set, which the search also used)"
-    print(f"Retrained {m['epochs']} epoch(s): {m['evaluated_on']} accuracy {m['accuracy']:.4f}, loss {m['loss']:.4f}{note}")
-    print(f"Saved {saved.directory / 'model.pt'} and {saved.directory / 'model.json'}")
+    if m["evaluated_on"] is None:
+        print(f"Retrained {m['epochs']} epoch(s) on train+val; no test split in this data, so nothing held out to evaluate on")
+    else:
+        note = "" if m["evaluated_on"] == "test" else " (no test split in this data: validation set, which the search also used)"
+        print(f"Retrained {m['epochs']} epoch(s) on {m['train_on']}: {m['evaluated_on']} accuracy {m['accuracy']:.4f}, loss {m['loss']:.4f}{note}")
+    print(f"Saved model folder {saved.directory}")
+    return 0
+
+
+def _export(args) -> int:
+    from tune_tl.analysis.export import export_model
+
+    saved = export_model(args.dir, args.trial, args.to)
+    i = saved.info
+    print(f"Exported trial {i['trial_id']} at its best epoch {i['epoch']} (val_acc {i['val_acc']:.4f}) to {saved.directory}")
     return 0
 
 
 def _predict(args) -> int:
-    from tune_tl.analysis.retrain import predict
+    from tune_tl.analysis.predict import predict, write_predictions
 
-    for image, label, prob in predict(args.model, args.images):
+    if args.output and not args.output.endswith((".csv", ".parquet")):
+        raise TuneTLError(f"--output {args.output}: give a .csv or .parquet file name")
+    rows = predict(args.model, args.images)
+    if args.output:
+        print(f"Wrote {len(rows)} prediction(s) to {write_predictions(rows, args.output)}")
+        return 0
+    for image, label, prob in rows:
         print(f"{image}\t{label}\t{prob:.4f}")
     return 0
 
@@ -147,9 +175,24 @@ def _search(args) -> int:
         max_failures=args.max_failures,
         command_line=tuple(args.argv),
     )
+    if args.recheck is not None and args.recheck < 1:
+        raise TuneTLError(f"--recheck must be at least 1, got {args.recheck}")
     summary = run_search(spec, options)
     print(_format_summary(summary))
+    if args.recheck:
+        _print_recheck(summary.path, args.recheck)
     return 0
+
+
+def _print_recheck(path, k: int) -> None:
+    """Re-run the top ``k`` configs with more seeds and show mean ± sd, winner first."""
+    from tune_tl.search.recheck import EXTRA_SEEDS, recheck_top
+
+    table = recheck_top(path, k)
+    print(f"Rechecked the top {len(table)} config(s) with {EXTRA_SEEDS} more seeds (best val_acc, mean ± sd over runs):")
+    for row in table.itertuples():
+        print(f"  {row.trial_id}: {row.mean:.4f} ± {row.sd:.4f} over {row.runs} runs (search: {row.search_val_acc:.4f})")
+    print(f"Winner by mean: {table['trial_id'].iloc[0]} (tune-tl export takes it)")
 
 
 def _data_overrides(spec, args):

@@ -18,6 +18,7 @@ import pandas as pd
 
 from tune_tl.errors import TuneTLError
 from tune_tl.config.params import PARAMS
+from tune_tl.store.schema import STATUSES
 from tune_tl.store.search_run import SearchRun
 from tune_tl.store.storage import Location
 
@@ -96,6 +97,29 @@ def best_trial(results: Results) -> pd.Series:
     return board.iloc[0]
 
 
+def recheck_summary(run: SearchRun) -> pd.DataFrame:
+    """Per rechecked trial (``--recheck``): ``mean`` and ``sd`` of best val_acc over its search run and its
+    re-runs with other seeds, ``runs``, the search's ``search_val_acc``; best mean first (empty if not rechecked)."""
+    again = run.recheck()
+    if again.empty:
+        return pd.DataFrame(columns=["trial_id", "mean", "sd", "runs", "search_val_acc"])
+    trials = run.trials().set_index("trial_id")
+    first = trials.loc[trials.index.intersection(again["trial_id"].unique()), "best_val_acc"]
+    runs = pd.concat([again[["trial_id", "best_val_acc"]], first.rename("best_val_acc").rename_axis("trial_id").reset_index()])
+    out = runs.groupby("trial_id")["best_val_acc"].agg(mean="mean", sd="std", runs="count").reset_index()
+    out["search_val_acc"] = out["trial_id"].map(first)
+    return out.sort_values(["mean", "trial_id"], ascending=[False, True]).reset_index(drop=True)
+
+
+def chosen_winner(results: Results, run: SearchRun | None = None) -> pd.Series:
+    """The trial to ship: the best mean over seeds when the search was rechecked, else ``best_trial``."""
+    if run is not None:
+        rechecked = recheck_summary(run)
+        if not rechecked.empty:
+            return results.trials.set_index("trial_id", drop=False).loc[rechecked["trial_id"].iloc[0]]
+    return best_trial(results)
+
+
 def param_summary(results: Results, param: str) -> pd.DataFrame:
     """Best and mean ``best_val_acc`` per value of one parameter, with trial counts by status.
 
@@ -121,7 +145,7 @@ def param_summary(results: Results, param: str) -> pd.DataFrame:
     ok = t["best_val_acc"].where(t["status"].isin(RANKED_STATUSES))
     grouped = ok.groupby(key, sort=True, dropna=False)
     out = pd.DataFrame({"best": grouped.max(), "mean": grouped.mean(), "trials": t.groupby(key, dropna=False).size()})
-    counts = pd.crosstab(key, t["status"]).reindex(columns=["completed", "pruned", "diverged", "error"], fill_value=0)
+    counts = pd.crosstab(key, t["status"]).reindex(columns=list(STATUSES), fill_value=0)
     return out.join(counts).fillna({s: 0 for s in counts.columns}).sort_values("best", ascending=False, na_position="last")
 
 

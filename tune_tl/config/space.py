@@ -135,6 +135,8 @@ MAX_RESOLUTIONS = 16
 def resolution_grid(d: Range, source: str) -> list[int]:
     """Every size a ``resolution`` range can sample: ``low, low+step, ... <= high`` (Optuna's int grid)."""
     where = f"{source}: params.resolution"
+    if d.step is not None and d.step < 1:
+        raise TuneTLError(f"{where}.step: must be at least 1, got {d.step}")
     if not d.step:
         raise TuneTLError(f"{where}: a range needs a 'step' (e.g. {{low: {d.low}, high: {d.high}, step: 32}}), because "
                           "the data is prepared once per resolution it can sample; or list the choices")

@@ -124,7 +124,8 @@ def _run_locked(spec: SearchSpec, options: SearchOptions, name: str, root: Locat
     init_ray(options.address)
     check_resources(options)  # what the cluster really has: a trial that can never start would wait forever
     skipped = loaded.skipped
-    run = SearchRun.create(root, spec, options, {**_metadata(), "data_loaded": loaded.description, "skipped_images": len(skipped)})
+    run = SearchRun.create(root, spec, options, {**_metadata(), "data_loaded": loaded.description, "skipped_images": len(skipped),
+                                                     "classes": list(loaded.data.classes)})
     if skipped:
         from tune_tl.data.validate import write_skipped
 
@@ -277,9 +278,10 @@ def _build_tuner(spec: SearchSpec, options: SearchOptions, context, num_blocks: 
 def summarize(root: Location) -> SearchSummary:
     """Counts by status and the best trial's row, read back from the Parquet results."""
     from tune_tl.analysis.frame import load_results
+    from tune_tl.store.schema import STATUSES
 
     trials = load_results(root).trials
-    counts = {status: int((trials["status"] == status).sum()) for status in ("completed", "pruned", "diverged", "oom", "error")}
+    counts = {status: int((trials["status"] == status).sum()) for status in STATUSES}
     best = None
     ok = trials[trials["status"].isin(["completed", "pruned"]) & trials["best_val_acc"].notna()]
     if len(ok):

@@ -56,6 +56,12 @@ TRIAL_SCHEMA = pa.schema(
     metadata=_META,
 )
 
+#: ``<search>/recheck``: the top configs re-run with more seeds (``tune-tl search --recheck K``).
+RECHECK_SCHEMA = pa.schema(
+    [("trial_id", pa.string()), ("seed", pa.int64()), ("best_val_acc", pa.float64()), ("best_epoch", pa.int32())],
+    metadata=_META,
+)
+
 #: The one status vocabulary: trials table, summaries, reports and the study's user attributes.
 STATUSES = ("completed", "pruned", "diverged", "oom", "error")
 

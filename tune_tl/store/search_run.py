@@ -4,6 +4,7 @@ A search lives in ``<output>/<name>/`` (a local or shared folder, or an ``s3://`
 
     search.json            what was run: space text, data, backbone, budget, options, versions, times
     trials/  epochs/       the Parquet results (``tune_tl.store.results``)
+    recheck/               the top configs re-run with more seeds (``--recheck``)
     optuna.db              the Optuna study (SQLite)
     tuner.pkl              Ray Tune's experiment snapshot (``tune-tl resume`` restores it)
     <ray trial folders>/checkpoint_*/state.pt   per-trial checkpoints (latest and best epoch)
@@ -35,7 +36,7 @@ from typing import Any
 import pandas as pd
 
 from tune_tl.errors import TuneTLError
-from tune_tl.store.schema import EPOCH_SCHEMA, TRIAL_SCHEMA, read_table
+from tune_tl.store.schema import EPOCH_SCHEMA, RECHECK_SCHEMA, TRIAL_SCHEMA, read_table
 from tune_tl.store.storage import Location, redact
 
 log = logging.getLogger(__name__)
@@ -49,6 +50,7 @@ SKIPPED_FILE = "skipped_images.txt"
 FEATURE_CACHE_DIR = "feature_cache"
 REPORT_DIR = "report"
 MODELS_DIR = "models"
+RECHECK_DIR = "recheck"
 #: The file in each Ray checkpoint folder that holds a trial's training state (``training.loop._state``).
 CHECKPOINT_FILE = "state.pt"
 #: Any of these means the folder already holds a search (``create`` refuses to overwrite it).
@@ -224,6 +226,12 @@ class SearchRun:
         return dict(self._require("options")["options"])
 
     @property
+    def classes(self) -> list[str] | None:
+        """Class names by label, as the search's data had them (``None`` in records from before they were kept)."""
+        classes = self.metadata.get("classes")
+        return list(classes) if classes is not None else None
+
+    @property
     def seed(self) -> int:
         return int(self.metadata.get("seed", 0))
 
@@ -252,6 +260,14 @@ class SearchRun:
     def epochs(self) -> pd.DataFrame:
         """One row per trial and epoch."""
         return read_table(self.epochs_dir, EPOCH_SCHEMA, ["trial_id", "epoch"])
+
+    @property
+    def recheck_dir(self) -> Location:
+        return self.root / RECHECK_DIR
+
+    def recheck(self) -> pd.DataFrame:
+        """The top configs' re-runs with more seeds (``--recheck``); empty if the search was not rechecked."""
+        return read_table(self.recheck_dir, RECHECK_SCHEMA, ["trial_id", "seed"])
 
     # ---------------------------------------------------------------- study, Ray, side files
 

@@ -1,0 +1,74 @@
+"""``tune-tl search --recheck K``: re-run the top K configs with more seeds, and pick the winner by mean.
+
+On a small validation set (150 images) one seed's winner is partly luck. After the search, each of the
+K best configs is trained again, without Ray, with ``seeds`` more training seeds (model init, batch
+order and augmentation; the data split stays the search's, so every run is validated on the same
+images) by the same recipe (``training.recipe.build_trial``). Results go to ``<search>/recheck``
+(Parquet: ``trial_id``, ``seed``, ``best_val_acc``, ``best_epoch``); the summary shows mean ± sd over
+the original run and the re-runs, and ``tune-tl export`` takes the winner by mean.
+
+    >>> rechecked = recheck_top("results/demo", k=3)       # doctest: +SKIP
+    >>> rechecked[["trial_id", "mean", "sd"]]              # doctest: +SKIP
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import logging
+import math
+from pathlib import Path
+
+import pandas as pd
+import torch
+
+from tune_tl.analysis.frame import recheck_summary
+from tune_tl.config.params import PARAMS, TrialConfig
+from tune_tl.errors import TuneTLError
+from tune_tl.store.schema import RECHECK_SCHEMA
+from tune_tl.store.search_run import SearchRun
+
+log = logging.getLogger(__name__)
+
+#: Extra training seeds per rechecked config.
+EXTRA_SEEDS = 2
+
+
+def recheck_top(path: str | Path, k: int, seeds: int = EXTRA_SEEDS, device: str | None = None) -> pd.DataFrame:
+    """Re-run the ``k`` best configs of the search in ``path`` with ``seeds`` more seeds; return ``recheck_summary(run)``.
+
+    Raises:
+        TuneTLError: ``k`` < 1, or no finished trial to recheck.
+    """
+    from tune_tl.search.run import _prepare_context
+    from tune_tl.store.results import write_table_atomic
+    from tune_tl.training.loop import fit
+    from tune_tl.training.recipe import build_trial
+
+    if k < 1:
+        raise TuneTLError(f"--recheck must be at least 1, got {k}")
+    run = SearchRun.open(path, require_metadata=True)
+    top = ranked(run.trials()).head(k)
+    if top.empty:
+        raise TuneTLError(f"{run.root}: no completed or pruned trial to recheck")
+    spec = run.spec
+    context, _, _ = _prepare_context(spec)
+    device = device or ("cuda" if torch.cuda.is_available() else "cpu")
+    rows = []
+    for _, row in top.iterrows():
+        cfg = TrialConfig.from_dict({n: PARAMS[n].type(row[n]) for n in PARAMS if n in row.index and pd.notna(row[n])})
+        for seed in range(spec.seed + 1, spec.seed + 1 + seeds):
+            plan = build_trial(cfg, dataclasses.replace(context, seed=seed, feature_cache=None), device)
+            history = fit(plan.model, plan.split, plan.fit, param_groups=plan.param_groups)
+            accs = [m.val_acc if math.isfinite(m.val_acc) else -1.0 for m in history]
+            best = max(range(len(accs)), key=lambda i: (accs[i], i))
+            rows.append({"trial_id": str(row["trial_id"]), "seed": seed, "best_val_acc": history[best].val_acc,
+                         "best_epoch": history[best].epoch})
+            log.info("recheck %s seed %d: best val_acc %.4f", row["trial_id"], seed, history[best].val_acc)
+    write_table_atomic(rows, RECHECK_SCHEMA, run.recheck_dir)
+    return recheck_summary(run)
+
+
+def ranked(trials: pd.DataFrame) -> pd.DataFrame:
+    """Completed and pruned trials, best ``best_val_acc`` first (ties: fewer epochs, then id)."""
+    ok = trials[trials["status"].isin(("completed", "pruned")) & trials["best_val_acc"].notna()]
+    return ok.sort_values(["best_val_acc", "epochs_run", "trial_id"], ascending=[False, True, True])
