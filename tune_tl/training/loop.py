@@ -184,8 +184,8 @@ def fit(
             schedule.after_batch()
             total_loss += loss.item() * len(y)
             seen += len(y)
+        lr = _epoch_lr(lrs or [base_lr(optimizer)])
         schedule.after_epoch()
-        lr = lrs[0] if min(lrs, default=0.0) == max(lrs, default=0.0) else math.fsum(lrs) / len(lrs)
         train_loss = total_loss / max(seen, 1)
         diverged = not math.isfinite(train_loss)
         if cached is None:
@@ -208,6 +208,11 @@ def _epoch_batches(order: np.ndarray, batch_size: int) -> list[np.ndarray]:
     """One epoch's training batches (sorted indices) from a permutation of the training set."""
     # BatchNorm cannot train on a single image, so a last batch of one is dropped.
     return [np.sort(b) for b in np.array_split(order, max(1, math.ceil(len(order) / batch_size))) if len(b) >= 2]
+
+
+def _epoch_lr(lrs: list[float]) -> float:
+    """The rate an epoch used: its batches' mean, exactly the scheduled value when it did not change."""
+    return lrs[0] if min(lrs) == max(lrs) else math.fsum(lrs) / len(lrs)
 
 
 def has_input_augmentation(cfg: FitConfig) -> bool:
