@@ -107,6 +107,8 @@ def run_search(spec: SearchSpec, options: SearchOptions = SearchOptions()) -> Se
 
         write_skipped(skipped, root / SKIPPED_FILE)
     context = with_feature_cache(context, options, root)
+    if options.feature_cache:
+        _log_uncacheable(spec)
     metadata = {**_metadata(spec, options, name, root), "data_loaded": loaded.description, "skipped_images": len(skipped)}
     from tune_tl.store.results import write_json_atomic
 
@@ -143,6 +145,22 @@ def with_feature_cache(context, options: SearchOptions, root: Location):
         return context
     folder = root.local_path / "feature_cache" if root.is_local else root.local_mirror("feature-cache")
     return dataclasses.replace(context, feature_cache=str(folder))
+
+
+def _log_uncacheable(spec: SearchSpec) -> None:
+    """Say up front which parameters keep the trials that choose them off the frozen-feature cache."""
+    from tune_tl.config.params import PARAMS
+    from tune_tl.config.space import Choice, Fixed
+    from tune_tl.training.recipe import INPUT_VARYING_PARAMS
+
+    def may_be_on(p) -> bool:
+        d, off = p.dist, PARAMS[p.name].default
+        values = (d.value,) if isinstance(d, Fixed) else d.values if isinstance(d, Choice) else (d.low, d.high)
+        return any(v != off for v in values)
+
+    names = [p.name for p in spec.params if p.name in INPUT_VARYING_PARAMS and may_be_on(p)]
+    if names:
+        log.info("feature cache: trials with %s on change their inputs every epoch and train without it", ", ".join(names))
 
 
 def make_trainable(context, options: SearchOptions):
