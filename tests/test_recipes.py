@@ -277,3 +277,15 @@ def test_a_python_space_can_choose_the_recipe_parameters_by_name(tmp_path):
     )
     spec = load_space(path)  # probes space(trial) through TrialConfig: every name must be known
     assert spec.space_fn is not None
+
+
+def test_the_search_log_names_the_parameters_that_keep_trials_off_the_feature_cache(tmp_path, caplog):
+    import logging
+
+    from tune_tl.search.run import _log_uncacheable
+
+    path = tmp_path / "space.yaml"
+    path.write_text("params:\n  mixup_alpha: [0.0, 0.2]\n  cutmix_alpha: 0.0\n  auto_augment: [none, randaugment]\n  aug_flip: 0\n")
+    with caplog.at_level(logging.INFO, logger="tune_tl.search.run"):
+        _log_uncacheable(load_space(path))
+    assert "trials with mixup_alpha, auto_augment on change their inputs every epoch and train without it" in caplog.text

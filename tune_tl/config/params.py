@@ -101,15 +101,13 @@ PARAMS: dict[str, Param] = {
     "schedule": Param(str, "cosine", "learning-rate schedule over max_epochs (torch.optim.lr_scheduler, stepped per "
                       "epoch)", choices=("cosine", "step", "multistep", "constant")),
     "step_size": Param(int, 1, "StepLR: epochs between decays", when=("schedule", "step"), minimum=1),
-    "gamma": Param(float, 0.1, "StepLR/MultiStepLR: factor applied at each decay, in (0, 1]",
-                   when=("schedule", ("step", "multistep")), minimum=0.0, maximum=1.0, exclusive_minimum=True,
-                   why="the factor applied at each decay"),
+    "gamma": Param(float, 0.1, "StepLR/MultiStepLR: factor applied at each decay", when=("schedule", ("step", "multistep")),
+                   minimum=0.0, maximum=1.0, exclusive_minimum=True, why="the factor applied at each decay"),
     "milestones": Param(str, "0.5,0.75", "MultiStepLR: decay points as fractions of max_epochs, e.g. '0.5,0.75'",
                         when=("schedule", "multistep")),
     "warmup_epochs": Param(float, 0.0, "linear warmup (stepped per batch) at the start of the schedule; may be "
                            "fractional; 0 = off", minimum=0.0),
-    "label_smoothing": Param(float, 0.0, "cross-entropy label smoothing of the training loss, in [0, 0.3]",
-                             minimum=0.0, maximum=0.3),
+    "label_smoothing": Param(float, 0.0, "cross-entropy label smoothing of the training loss", minimum=0.0, maximum=0.3),
     "mixup_alpha": Param(float, 0.0, "MixUp Beta(alpha, alpha) on each training batch; 0 = off", minimum=0.0),
     "cutmix_alpha": Param(float, 0.0, "CutMix Beta(alpha, alpha) on each training batch; 0 = off (with mixup, "
                           "one of the two per batch)", minimum=0.0),
@@ -145,6 +143,8 @@ def coerce(name: str, value: Any, where: str) -> Any:
         raise TuneTLError(f"{where}: expected {param.type.__name__}, got {value!r}")
     if param.choices is not None and value not in param.choices:
         raise TuneTLError(f"{where}: {value!r} is not one of {list(param.choices)}")
+    if name == "milestones":
+        parse_milestones(value, where)
     return param.check(value, where)
 
 

@@ -25,7 +25,7 @@ from typing import Any, Callable, Mapping
 import yaml
 
 from tune_tl.errors import TuneTLError
-from tune_tl.config.params import PARAMS, TrialConfig, coerce, is_active, parse_milestones
+from tune_tl.config.params import PARAMS, TrialConfig, coerce, is_active
 
 DEFAULT_SPACE = Path(__file__).resolve().parents[2] / "search_spaces" / "default.yaml"
 ALL = "all"  # freeze_blocks upper bound meaning "every block" (a linear probe)
@@ -368,10 +368,7 @@ def _value(name: str, value: Any, where: str) -> Any:
     if name == "milestones" and not isinstance(value, str):
         raise TuneTLError(f"{where}: write milestones as one quoted string of fractions of max_epochs, e.g. "
                           f"'0.5,0.75' (a YAML list is a choice between such strings)")
-    value = coerce(name, value, where)
-    if name == "milestones":
-        parse_milestones(value, where)
-    return value
+    return coerce(name, value, where)
 
 
 def _step(name: str, raw: Any, low: Any, high: Any, source: str) -> Any:

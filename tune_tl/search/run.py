@@ -131,6 +131,8 @@ def _run_locked(spec: SearchSpec, options: SearchOptions, name: str, root: Locat
 
         write_skipped(skipped, run.skipped_file)
     context = with_feature_cache(context, options, root)
+    if options.feature_cache:
+        _log_uncacheable(spec)
     log.info("search %r: %d trials, up to %d epochs each; results in %s", name, spec.budget.samples, spec.budget.max_epochs, root)
 
     tuner = _build_tuner(spec, options, context, num_blocks, root, run.study_file(fresh=True))
@@ -167,6 +169,22 @@ def with_feature_cache(context, options: SearchOptions, root: Location):
     if not options.feature_cache:
         return context
     return dataclasses.replace(context, feature_cache=str(SearchRun(root).feature_cache_dir()))
+
+
+def _log_uncacheable(spec: SearchSpec) -> None:
+    """Say up front which parameters keep the trials that choose them off the frozen-feature cache."""
+    from tune_tl.config.params import PARAMS
+    from tune_tl.config.space import Choice, Fixed
+    from tune_tl.training.recipe import INPUT_VARYING_PARAMS
+
+    def may_be_on(p) -> bool:
+        d, off = p.dist, PARAMS[p.name].default
+        values = (d.value,) if isinstance(d, Fixed) else d.values if isinstance(d, Choice) else (d.low, d.high)
+        return any(v != off for v in values)
+
+    names = [p.name for p in spec.params if p.name in INPUT_VARYING_PARAMS and may_be_on(p)]
+    if names:
+        log.info("feature cache: trials with %s on change their inputs every epoch and train without it", ", ".join(names))
 
 
 def make_trainable(context, options: SearchOptions):

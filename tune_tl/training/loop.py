@@ -184,8 +184,8 @@ def fit(
             schedule.after_batch()
             total_loss += loss.item() * len(y)
             seen += len(y)
+        lr = _epoch_lr(lrs or [base_lr(optimizer)])
         schedule.after_epoch()
-        lr = lrs[0] if min(lrs, default=0.0) == max(lrs, default=0.0) else math.fsum(lrs) / len(lrs)
         train_loss = total_loss / max(seen, 1)
         diverged = is_diverged(train_loss, history[0].train_loss if history else math.log(max(2, int(split.train_y.max()) + 1)))
         if cached is None:
@@ -204,6 +204,17 @@ def fit(
     return history
 
 
+def _epoch_batches(order: np.ndarray, batch_size: int) -> list[np.ndarray]:
+    """One epoch's training batches (sorted indices) from a permutation of the training set."""
+    # BatchNorm cannot train on a single image, so a last batch of one is dropped.
+    return [np.sort(b) for b in np.array_split(order, max(1, math.ceil(len(order) / batch_size))) if len(b) >= 2]
+
+
+def _epoch_lr(lrs: list[float]) -> float:
+    """The rate an epoch used: its batches' mean, exactly the scheduled value when it did not change."""
+    return lrs[0] if min(lrs) == max(lrs) else math.fsum(lrs) / len(lrs)
+
+
 #: A training loss this many times the first epoch's counts as diverged (as a non-finite one does).
 DIVERGENCE_FACTOR = 100.0
 
@@ -218,12 +229,6 @@ def is_diverged(train_loss: float, first_loss: float | None) -> bool:
     if not math.isfinite(train_loss):
         return True
     return first_loss is not None and math.isfinite(first_loss) and first_loss > 0 and train_loss > DIVERGENCE_FACTOR * first_loss
-
-
-def _epoch_batches(order: np.ndarray, batch_size: int) -> list[np.ndarray]:
-    """One epoch's training batches (sorted indices) from a permutation of the training set."""
-    # BatchNorm cannot train on a single image, so a last batch of one is dropped.
-    return [np.sort(b) for b in np.array_split(order, max(1, math.ceil(len(order) / batch_size))) if len(b) >= 2]
 
 
 def has_input_augmentation(cfg: FitConfig) -> bool:

@@ -72,6 +72,10 @@ def schedule_config(cfg: TrialConfig) -> ScheduleConfig:
     )
 
 
+#: Parameters that, away from their default (off), change a trial's inputs every epoch: no feature cache then.
+INPUT_VARYING_PARAMS = ("aug_crop_scale", "aug_flip", "aug_rotate", "aug_jitter", "auto_augment", "mixup_alpha", "cutmix_alpha")
+
+
 def inputs_vary(cfg: TrialConfig) -> bool:
     """Whether the trial's training inputs change every epoch (so frozen backbone features are never cached)."""
     return augment_config(cfg).active or regularise_config(cfg).mixes
