@@ -39,7 +39,8 @@ class SearchOptions:
     scheduler: str = "asha"
     #: ``tpe`` (Optuna's TPE) or ``random`` (Optuna's RandomSampler: the baseline to compare).
     sampler: str = "tpe"
-    verbose: int = 1
+    #: 0: the progress view, Ray's log in ``<search>/logs/ray.log``; 1 or 2: Ray's own stream (``--verbose``).
+    verbose: int = 0
     #: Share frozen-backbone features between epochs and trials (``<search>/feature_cache``).
     feature_cache: bool = True
     #: Retries of a trial whose worker died, each from its last checkpoint.
@@ -47,8 +48,9 @@ class SearchOptions:
     #: The command that started the search (recorded in search.json; empty when called from Python).
     command_line: tuple[str, ...] = ()
 
-    #: Trial checkpoints kept on disk per trial (the last epoch's; resume needs nothing older).
-    keep_checkpoints = 1
+    #: Trial checkpoints kept on disk per trial (resume needs only the last). Ray snapshots the experiment
+    #: whenever a trial has written this many since the last snapshot: 1 forced one per epoch of every trial.
+    keep_checkpoints = 2
 
     def validate(self) -> None:
         if self.cpus_per_trial <= 0:
@@ -113,8 +115,11 @@ def run_search(spec: SearchSpec, options: SearchOptions = SearchOptions()) -> Se
 
     from tune_tl.search.sampler import study_file
 
-    tuner = _build_tuner(spec, options, context, num_blocks, root, study_file(root, fresh=True))
-    tuner.fit()  # a driver that dies here is continued by ``tune-tl resume`` (tune_tl.search.resume)
+    from tune_tl.search.progress import ray_output
+
+    with ray_output(root, options.verbose):  # Ray's log lines go to <search>/logs/ray.log
+        tuner = _build_tuner(spec, options, context, num_blocks, root, study_file(root, fresh=True))
+        tuner.fit()  # a driver that dies here is continued by ``tune-tl resume`` (tune_tl.search.resume)
 
     write_json_atomic({**metadata, "end_time": time.strftime("%Y-%m-%dT%H:%M:%S%z"), "node_ids": _node_ids()}, root / "search.json")
     return dataclasses.replace(summarize(root), skipped_images=len(skipped))
@@ -153,17 +158,21 @@ def make_trainable(context, options: SearchOptions):
     return tune.with_resources(tune.with_parameters(run_trial, context=context), resources)
 
 
-def init_ray(address: str | None = None) -> None:
-    """Join ``address`` (or ``$RAY_ADDRESS``), else start a fresh local Ray with no dashboard."""
+def init_ray(address: str | None = None, verbose: int = 1) -> None:
+    """Join ``address`` (or ``$RAY_ADDRESS``), else start a fresh local Ray with no dashboard.
+
+    Unless ``verbose``, trial processes log no INFO lines from Ray (see ``progress.quiet_worker_logs``).
+    """
     import ray
 
     if ray.is_initialized():
         return
     address = address or os.environ.get("RAY_ADDRESS")
+    quiet = {} if verbose else {"runtime_env": {"worker_process_setup_hook": "tune_tl.search.progress.quiet_worker_logs"}}
     if address:
-        ray.init(address=address, logging_level=logging.WARNING)
+        ray.init(address=address, logging_level=logging.WARNING, **quiet)
     else:  # address="local": never join a stray cluster; no dashboard, so nothing listens on the network
-        ray.init(address="local", include_dashboard=False, logging_level=logging.WARNING)
+        ray.init(address="local", include_dashboard=False, logging_level=logging.WARNING, **quiet)
 
 
 def storage_config(root: Location) -> dict[str, Any]:
@@ -183,8 +192,9 @@ def _build_tuner(spec: SearchSpec, options: SearchOptions, context, num_blocks: 
     from tune_tl.search.resume import SampleTarget
     from tune_tl.store.results import ParquetSink
     from tune_tl.search.schedulers import ReplayASHA
+    from tune_tl.search.progress import SearchProgress, trial_name
 
-    init_ray(options.address)
+    init_ray(options.address, options.verbose)
     sampler = {"tpe": optuna.samplers.TPESampler, "random": optuna.samplers.RandomSampler}[options.sampler](seed=spec.seed)
     searcher = HonestOptunaSearch(
         space=spec.define_by_run(num_blocks),
@@ -212,12 +222,15 @@ def _build_tuner(spec: SearchSpec, options: SearchOptions, context, num_blocks: 
     callbacks = [ParquetSink(root, spec.budget.max_epochs)]
     if not root.is_local:
         callbacks.append(SqliteMirror(study, root / "optuna.db"))
+    callbacks.append(SearchProgress(root, spec.budget.samples, spec.budget.max_epochs, getattr(options, "time_budget", None), live=not options.verbose))
     return tune.Tuner(
         make_trainable(context, options),
         tune_config=tune.TuneConfig(
             search_alg=SampleTarget(searcher),  # a SearchGenerator whose target can grow on resume
             scheduler=scheduler,
             num_samples=spec.budget.samples,
+            trial_name_creator=trial_name,  # short names and folders: the trial id, not the config
+            trial_dirname_creator=trial_name,
         ),
         run_config=tune.RunConfig(
             name=root.name,
