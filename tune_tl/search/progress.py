@@ -114,7 +114,8 @@ class SearchProgress(Callback):
         self._live = None
         self._start = time.monotonic()
         self._counts = {status: 0 for status in ("completed", "pruned", "diverged", "oom", "error")}
-        self._best: tuple[float, str, int] | None = None  # (val_acc, trial_id, epoch)
+        self._best: tuple[float, str, int] | None = None  # (val_acc, trial_id, epoch) of a resumed search's trials
+        self._unranked: set[str] = set()  # diverged, failed: their accuracies are not comparable
         self._configs: dict[str, dict] = {}
         self._history: dict[str, list[tuple[int, float, bool]]] = {}  # trial -> [(epoch, val_acc, diverged)]
         self._verdict: dict[str, str] = {}  # the trainable's own status (oom) and error text
@@ -163,8 +164,6 @@ class SearchProgress(Callback):
             epoch, acc = int(result["epoch"]), _finite(result.get("val_acc"))
             self._history.setdefault(trial.trial_id, []).append((epoch, acc, bool(result.get("diverged"))))
             self._epochs += 1
-            if acc is not None and (self._best is None or acc > self._best[0]):
-                self._best = (acc, trial.trial_id, epoch)
 
     def on_trial_complete(self, iteration, trials, trial, **info):
         self._finished(trial, error=None)
@@ -190,9 +189,14 @@ class SearchProgress(Callback):
             else:
                 status = "completed" if epochs_run >= self.max_epochs else "pruned"
             self._counts[status] = self._counts.get(status, 0) + 1
+            if trial.trial_id in self._running:
+                self._running.remove(trial.trial_id)
+            if status not in ("completed", "pruned"):
+                self._unranked.add(trial.trial_id)
             accs = [(a, e) for e, a, _ in history if a is not None]
             best = max(accs) if accs else None
-            is_best = best is not None and self._best is not None and best[0] >= self._best[0]
+            leader = self._leader()
+            is_best = best is not None and leader is not None and leader[1] == trial.trial_id
             done = sum(self._counts.values())
             line = (f"[{done}/{self.samples}] trial {trial.trial_id} {status} after {epochs_run}/{self.max_epochs} epoch(s)"
                     + (f": val_acc {best[0]:.4f} (epoch {best[1]})" if best else "")
@@ -229,6 +233,17 @@ class SearchProgress(Callback):
             row = ok.loc[ok["best_val_acc"].idxmax()]
             self._best = (float(row["best_val_acc"]), str(row["trial_id"]), int(row["best_epoch"]))
 
+    def _leader(self) -> tuple[float, str, int] | None:
+        """(val_acc, trial_id, epoch) of the best epoch so far, among trials that did not diverge or fail."""
+        best = self._best
+        for trial_id, history in self._history.items():
+            if trial_id in self._unranked:
+                continue
+            for epoch, acc, _ in history:
+                if acc is not None and (best is None or acc > best[0]):
+                    best = (acc, trial_id, epoch)
+        return best
+
     def _varying(self) -> list[str] | None:
         """Config keys whose values differ between the trials seen so far (None: show every key)."""
         configs = list(self._configs.values())
@@ -253,8 +268,9 @@ class SearchProgress(Callback):
                                 f"{c.get('oom', 0)} out of memory, {c['error']} failed"),
                      Text(f"  time: {_clock(elapsed)} elapsed, {self._remaining(elapsed, done)}, "
                           f"{self._epochs / elapsed if elapsed > 0 else 0:.2f} epochs/s")]
-            if self._best is not None:
-                acc, trial_id, epoch = self._best
+            leader = self._leader()
+            if leader is not None:
+                acc, trial_id, epoch = leader
                 config = self._configs.get(trial_id)
                 lines.append(Text(f"  best: val_acc {acc:.4f}, trial {trial_id} epoch {epoch}"
                                   + (f": {_config_text(config, self._varying())}" if config else ""), no_wrap=True, overflow="ellipsis"))
