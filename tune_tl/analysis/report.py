@@ -128,7 +128,7 @@ def _anytime(res: Results, file: Path) -> Path:
         last = curve.iloc[-1]
         ax.annotate(f"{last['best_val_acc']:.4f}", (last["minutes"], last["best_val_acc"]), textcoords="offset points",
                     xytext=(-4, 6), ha="right", fontsize=9)
-        ax.legend(fontsize=8, loc="lower right")
+        ax.legend(fontsize=8, loc="upper left")  # the curve rises to the right: that corner stays empty
     else:
         ax.text(0.5, 0.5, "no epoch finished yet", ha="center", va="center", transform=ax.transAxes)
     ax.set_xlim(left=0)
@@ -225,17 +225,19 @@ def _save(fig, file: Path) -> Path:
 
 def _html(res: Results, board: pd.DataFrame, plots: list[Path], notes: list[str], file: Path) -> Path:
     name = html.escape(str(res.search.get("name", file.parent.parent.name)))
-    table = board[SHOWN + key_params(res.trials)].to_html(float_format=lambda v: f"{v:.4g}", na_rep="", border=0) \
+    table = board[SHOWN + key_params(res.trials)].reset_index().to_html(float_format=lambda v: f"{v:.4g}", na_rep="", border=0, index=False) \
         if not board.empty else "<p>No trial has finished yet.</p>"
     meta = {k: res.search.get(k) for k in ("start_time", "end_time", "seed", "host") if res.search.get(k) is not None}
     parts = [f"<!doctype html><html><head><meta charset='utf-8'><title>tune_tl report: {name}</title>",
              "<style>body{font-family:sans-serif;margin:2em}table{border-collapse:collapse}"
-             "td,th{padding:2px 8px;border-bottom:1px solid #ddd;text-align:right}img{max-width:48%;margin:4px}</style>",
+             "td,th{padding:2px 8px;border-bottom:1px solid #ddd;text-align:right}"
+             # Plots at their own size (readable labels), side by side where the window is wide enough.
+             ".plots{display:flex;flex-wrap:wrap;gap:8px}.plots img{max-width:100%;height:auto}</style>",
              f"</head><body><h1>Search {name}</h1>",
              "<p>" + ", ".join(f"{k}: {html.escape(str(v))}" for k, v in meta.items()) + "</p>",
              f"<p>{len(res.trials)} finished trial(s); {res.epochs['trial_id'].nunique()} with results.</p>",
-             "<h2>Leaderboard</h2>", table, "<h2>Plots</h2>",
-             *[f"<img src='{html.escape(p.name)}' alt='{html.escape(p.stem)}'>" for p in plots],
+             "<h2>Leaderboard</h2>", "<div style='overflow-x:auto'>", table, "</div>", "<h2>Plots</h2>",
+             "<div class='plots'>", *[f"<img src='{html.escape(p.name)}' alt='{html.escape(p.stem)}'>" for p in plots], "</div>",
              *[f"<p><em>{html.escape(n)}</em></p>" for n in notes], "</body></html>"]
     tmp = file.with_name(f".{file.name}.tmp")
     tmp.write_text("\n".join(parts))

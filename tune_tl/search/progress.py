@@ -209,7 +209,7 @@ class SearchProgress(Callback):
         if self._live is not None:
             from rich.text import Text
 
-            self._live.console.print(Text(line, no_wrap=True, overflow="ellipsis"))
+            self._live.console.print(Text(line))  # above the live view; wrapped, so the whole config shows
         else:
             print(line, flush=True)
 
