@@ -7,7 +7,7 @@ from dataclasses import dataclass, field
 
 from rich.console import Console
 
-from tune_tl.search.progress import SearchProgress, quiet_worker_logs, ray_output, trial_name
+from tune_tl.search.progress import SearchProgress, ray_output, trial_name
 from tune_tl.store.storage import Location
 
 
@@ -126,12 +126,10 @@ def test_trials_are_named_and_filed_by_their_id():
     assert trial_name(FakeTrial("4c1e2a1b")) == "4c1e2a1b"
 
 
-def test_the_worker_hook_silences_ray_train_info_lines_only():
-    train, tune_tl = logging.getLogger("ray.train"), logging.getLogger("tune_tl")
-    level = train.level
-    try:
-        quiet_worker_logs()
-        assert not train.isEnabledFor(logging.INFO) and train.isEnabledFor(logging.WARNING)
-        assert tune_tl.level == logging.NOTSET or tune_tl.level <= logging.WARNING
-    finally:
-        train.setLevel(level)
+def test_a_trial_out_of_gpu_memory_is_reported_with_the_trainables_message(tmp_path, capsys):
+    progress = plain_progress(tmp_path)
+    trial = FakeTrial("oooo7777", {"lr": 0.1})
+    run_trial(progress, trial, [0.6])
+    progress.on_trial_result(0, [], trial, {"val_acc": 0.6, "trial_status": "oom", "error": "OutOfMemoryError: CUDA out of memory"})
+    progress.on_trial_complete(0, [], trial)
+    assert "trial oooo7777 oom after 1/3 epoch(s): val_acc 0.6000 (epoch 1); OutOfMemoryError: CUDA out of memory" in capsys.readouterr().out

@@ -41,13 +41,6 @@ def trial_name(trial) -> str:
     return trial.trial_id
 
 
-def quiet_worker_logs() -> None:
-    """Ray ``worker_process_setup_hook``: no INFO lines from Ray Train/Tune in trial processes
-    ("Checkpoint successfully created" every epoch); their warnings and errors still reach the driver."""
-    for name in ("ray.train", "ray.tune"):
-        logging.getLogger(name).setLevel(logging.WARNING)
-
-
 @contextmanager
 def ray_output(root: Location, verbose: int):
     """While Ray runs, send the ``ray`` and ``optuna`` loggers to ``<search>/logs/ray.log`` (unless
@@ -118,7 +111,8 @@ class SearchProgress(Callback):
         self._unranked: set[str] = set()  # diverged, failed: their accuracies are not comparable
         self._configs: dict[str, dict] = {}
         self._history: dict[str, list[tuple[int, float, bool]]] = {}  # trial -> [(epoch, val_acc, diverged)]
-        self._verdict: dict[str, str] = {}  # the trainable's own status (oom) and error text
+        self._verdict: dict[str, str] = {}  # the trainable's own status (oom)
+        self._errors: dict[str, str] = {}  # and its error text
         self._running: list[str] = []
         self._epochs = 0
 
@@ -158,6 +152,7 @@ class SearchProgress(Callback):
             self._configs[trial.trial_id] = dict(trial.config)
             if "trial_status" in result:
                 self._verdict[trial.trial_id] = result["trial_status"]
+                self._errors[trial.trial_id] = str(result.get("error") or "")[:300]
                 return
             if result.get("epoch") is None:
                 return
@@ -183,7 +178,7 @@ class SearchProgress(Callback):
             if error is not None:
                 status = "error"
             elif trial.trial_id in self._verdict:
-                status = self._verdict[trial.trial_id]
+                status, error = self._verdict[trial.trial_id], self._errors.get(trial.trial_id) or None
             elif history and history[-1][2]:
                 status = "diverged"
             else:
@@ -284,7 +279,7 @@ class SearchProgress(Callback):
         if self.time_budget is not None:
             return f"{_clock(max(0.0, self.time_budget - elapsed))} left of the time budget"
         if done == 0 or done >= self.samples:
-            return "remaining time after the first trial" if done == 0 else "finishing"
+            return "remaining time after the first trial" if done == 0 else "all trials done"
         return f"~{_clock(elapsed / done * (self.samples - done))} left"
 
 

@@ -48,9 +48,8 @@ class SearchOptions:
     #: The command that started the search (recorded in search.json; empty when called from Python).
     command_line: tuple[str, ...] = ()
 
-    #: Trial checkpoints kept on disk per trial (resume needs only the last). Ray snapshots the experiment
-    #: whenever a trial has written this many since the last snapshot: 1 forced one per epoch of every trial.
-    keep_checkpoints = 2
+    #: Trial checkpoints kept on disk per trial (the last epoch's; resume needs nothing older).
+    keep_checkpoints = 1
 
     def validate(self) -> None:
         if self.cpus_per_trial <= 0:
@@ -161,14 +160,15 @@ def make_trainable(context, options: SearchOptions):
 def init_ray(address: str | None = None, verbose: int = 1) -> None:
     """Join ``address`` (or ``$RAY_ADDRESS``), else start a fresh local Ray with no dashboard.
 
-    Unless ``verbose``, trial processes log no INFO lines from Ray (see ``progress.quiet_worker_logs``).
+    Unless ``verbose``, what trial processes print stays in Ray's session logs (``/tmp/ray/session_*/logs``)
+    instead of streaming to this terminal: the progress view reports each trial's outcome and error.
     """
     import ray
 
     if ray.is_initialized():
         return
     address = address or os.environ.get("RAY_ADDRESS")
-    quiet = {} if verbose else {"runtime_env": {"worker_process_setup_hook": "tune_tl.search.progress.quiet_worker_logs"}}
+    quiet = {} if verbose else {"log_to_driver": False}
     if address:
         ray.init(address=address, logging_level=logging.WARNING, **quiet)
     else:  # address="local": never join a stray cluster; no dashboard, so nothing listens on the network
