@@ -12,7 +12,10 @@ from tune_tl.errors import TuneTLError
 
 def main(argv: list[str] | None = None) -> int:
     parser = _parser()
-    args = parser.parse_args(argv)
+    try:
+        args = parser.parse_args(argv)
+    except SystemExit as exc:  # --help (0) or a bad flag (2, its one line already printed)
+        return exc.code
     args.argv = ["tune-tl", *(sys.argv[1:] if argv is None else argv)]  # recorded in search.json
     _setup_logging(getattr(args, "verbose", False))
     try:
@@ -22,9 +25,16 @@ def main(argv: list[str] | None = None) -> int:
         return 2
 
 
+class _OneLineParser(argparse.ArgumentParser):
+    """argparse that reports a bad flag as the one line every tune-tl error is (no usage block), exit 2."""
+
+    def error(self, message: str):
+        self.exit(2, f"tune-tl: error: {self.prog}: {message} (see {self.prog} --help)\n")
+
+
 def _parser() -> argparse.ArgumentParser:
-    parser = argparse.ArgumentParser(prog="tune-tl", description="Hyperparameter search over transfer learning.")
-    sub = parser.add_subparsers(dest="command", required=True)
+    parser = _OneLineParser(prog="tune-tl", description="Hyperparameter search over transfer learning.")
+    sub = parser.add_subparsers(dest="command", required=True, parser_class=_OneLineParser)
 
     s = sub.add_parser("search", help="run a search (default: the bundled offline space)")
     s.add_argument("space", nargs="?", help="search-space file (.yaml or .py); default: search_spaces/default.yaml")
@@ -54,8 +64,8 @@ def _parser() -> argparse.ArgumentParser:
     r.add_argument("--samples", type=int, help="total number of trials wanted (default: the search's own budget)")
     r.set_defaults(func=_resume)
 
-    v = sub.add_parser("validate", help="check a search-space file without running anything")
-    v.add_argument("space", help="search-space file (.yaml or .py)")
+    v = sub.add_parser("validate", help="check a search-space file without running a search (a .py file is imported: its code runs)")
+    v.add_argument("space", help="search-space file (.yaml or .py; a .py file is executed, like any Python script)")
     v.set_defaults(func=_validate)
 
     d = sub.add_parser("dashboard", help="open the search's Optuna study in optuna-dashboard, on 127.0.0.1")
@@ -158,7 +168,9 @@ def _search(args) -> int:
         spec = dataclasses.replace(spec, budget=dataclasses.replace(spec.budget, **budget))
         spec = _revalidated(spec)
     if args.seed is not None:
-        spec = dataclasses.replace(spec, seed=args.seed)
+        from tune_tl.config.space import check_seed
+
+        spec = dataclasses.replace(spec, seed=check_seed(args.seed, "--seed"))
     spec = _data_overrides(spec, args)
     options = SearchOptions(
         output=args.output,
@@ -217,10 +229,14 @@ def _validate(args) -> int:
     data = spec.data.source + (f" ({spec.data.path})" if spec.data.path else "")
     print(f"{spec.source}: OK — data {data}, backbone {spec.backbone.name} ({spec.backbone.weights}), "
           f"{spec.budget.samples} trials × ≤{spec.budget.max_epochs} epochs; parameters: {', '.join(names)}")
+    if spec.space_fn is not None:
+        print("(a .py space is Python code: validate imported it and ran space(trial) on a throwaway study)")
     return 0
 
 
 def _format_summary(summary) -> str:
+    from tune_tl.store.search_run import SearchRun
+
     c = summary.counts
     lines = [
         "",
@@ -232,7 +248,7 @@ def _format_summary(summary) -> str:
         skip = {"trial_id", "status", "best_val_acc", "last_val_acc", "best_epoch", "epochs_run", "wall_seconds", "error", "node_id", "node_ip"}
         lines.append("  config: " + ", ".join(f"{k}={_fmt(v)}" for k, v in best.items() if k not in skip))
     if summary.skipped_images:
-        lines.append(f"Skipped {summary.skipped_images} bad image file(s); listed in {summary.path / 'skipped_images.txt'}")
+        lines.append(f"Skipped {summary.skipped_images} bad image file(s); listed in {SearchRun(summary.path).skipped_file}")
     lines.append(f"Results (Parquet): {summary.path / 'trials'}  and  {summary.path / 'epochs'}")
     lines.append(f"Read them with: pandas.read_parquet('{summary.path / 'trials'}')")
     return "\n".join(lines)

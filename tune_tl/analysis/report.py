@@ -18,7 +18,7 @@ import pandas as pd
 
 from tune_tl.analysis.frame import RANKED_STATUSES, Results, leaderboard, load_results
 from tune_tl.config.params import PARAMS
-from tune_tl.store.storage import Location
+from tune_tl.store.search_run import SearchRun
 
 STATUS_COLOURS = {"completed": "tab:green", "pruned": "tab:orange", "diverged": "tab:red", "error": "tab:gray",
                   "running": "tab:blue"}
@@ -28,9 +28,9 @@ MIN_TRIALS_FOR_IMPORTANCE = 5
 
 def write_report(path: str | Path, top: int = 10) -> tuple[str, list[Path]]:
     """Read the search in ``path``, write plots and ``index.html``; return (leaderboard text, files)."""
-    root = Location.parse(path)
-    res = load_results(root)
-    out = root.local_path / "report" if root.is_local else Path.cwd() / f"{root.name}-report"
+    run = SearchRun.open(path)
+    res = load_results(run)
+    out = run.report_dir()
     out.mkdir(exist_ok=True)
     board = leaderboard(res, top=top)
     table = format_leaderboard(board, res)

@@ -8,6 +8,7 @@ the same name means the same thing in YAML, Optuna, the Ray config and the resul
 from __future__ import annotations
 
 import dataclasses
+import math
 from dataclasses import dataclass
 from typing import Any, Mapping
 
@@ -25,35 +26,75 @@ class Param:
     #: ``(other_param, value)``: this parameter exists only when ``other_param == value``;
     #: ``value`` may be a tuple of values, any of which activates it.
     when: tuple[str, Any] | None = None
+    #: Bounds of a number: every value (fixed, choice, range end, trial config) must lie within them.
+    minimum: float | None = None
+    maximum: float | None = None
+    #: Whether the bounds themselves are excluded (``(0, 1]`` = exclusive_minimum only).
+    exclusive_minimum: bool = False
+    exclusive_maximum: bool = False
+    #: Why the bounds are what they are, appended to the error message.
+    why: str = ""
+
+    def interval(self) -> str:
+        """The allowed values as words, e.g. ``in (0, 1]``, ``positive`` or ``at least 2``."""
+        lo, hi = self.minimum, self.maximum
+        if lo is not None and hi is not None:
+            return f"in {'(' if self.exclusive_minimum else '['}{lo:g}, {hi:g}{')' if self.exclusive_maximum else ']'}"
+        if lo is not None:
+            if lo == 0:
+                return "positive" if self.exclusive_minimum else "0 or more"
+            return f"greater than {lo:g}" if self.exclusive_minimum else f"at least {lo:g}"
+        return f"less than {hi:g}" if self.exclusive_maximum else f"at most {hi:g}"
+
+    def check(self, value: Any, where: str) -> Any:
+        """Return ``value`` if it is finite and within the bounds; otherwise raise naming ``where``."""
+        if isinstance(value, float) and not math.isfinite(value):
+            raise TuneTLError(f"{where}: {value} is not a finite number")
+        if not isinstance(value, (int, float)) or (self.minimum is None and self.maximum is None):
+            return value
+        lo, hi = self.minimum, self.maximum
+        too_low = lo is not None and (value <= lo if self.exclusive_minimum else value < lo)
+        too_high = hi is not None and (value >= hi if self.exclusive_maximum else value > hi)
+        if too_low or too_high:
+            why = f" ({self.why})" if self.why else ""
+            raise TuneTLError(f"{where}: must be {self.interval()}, got {value}{why}")
+        return value
 
 
 PARAMS: dict[str, Param] = {
-    "resolution": Param(int, 64, "input image side in pixels; data is prepared once per value"),
-    "batch_size": Param(int, 64, "training batch size"),
+    "resolution": Param(int, 64, "input image side in pixels; data is prepared once per value",
+                        minimum=32, maximum=1024, why="32 px is the least ImageNet backbones take; above 1024 px the prepared "
+                        "images would not fit in memory"),
+    "batch_size": Param(int, 64, "training batch size", minimum=2, maximum=65536,
+                        why="BatchNorm cannot train on one image, so a batch of 1 would be dropped"),
     "freeze_policy": Param(str, "prefix", "what is trained: prefix (blocks after freeze_blocks), surgical (one block), "
                            "head_only (linear probe) or full", choices=("prefix", "surgical", "head_only", "full")),
     "freeze_blocks": Param(int, 0, "leading backbone blocks frozen: 0 = full fine-tune, all = linear probe",
-                           when=("freeze_policy", "prefix")),
+                           when=("freeze_policy", "prefix"), minimum=0),
     "train_block": Param(int, 0, "the one backbone block trained (0 = stem) under the surgical policy",
-                         when=("freeze_policy", "surgical")),
+                         when=("freeze_policy", "surgical"), minimum=0),
     "bn_stats": Param(str, "update", "BatchNorm running statistics of trainable blocks: update, or keep the "
                       "pretrained ones (frozen)", choices=("update", "frozen"), when=("freeze_policy", ("prefix", "surgical", "full"))),
-    "lp_epochs": Param(int, 0, "linear-probe epochs (head only) before the freeze policy applies; 0 = off"),
+    "lp_epochs": Param(int, 0, "linear-probe epochs (head only) before the freeze policy applies; 0 = off", minimum=0),
     "optimizer": Param(str, "adamw", "optimizer", choices=("adamw", "sgd")),
-    "lr": Param(float, 1e-3, "peak learning rate (cosine-annealed over max_epochs)"),
-    "weight_decay": Param(float, 1e-4, "decoupled (AdamW) or L2 (SGD) weight decay"),
-    "head_lr_mult": Param(float, 1.0, "the head's learning rate is lr × head_lr_mult"),
+    "lr": Param(float, 1e-3, "peak learning rate (cosine-annealed over max_epochs)", minimum=0.0, exclusive_minimum=True),
+    "weight_decay": Param(float, 1e-4, "decoupled (AdamW) or L2 (SGD) weight decay", minimum=0.0),
+    "head_lr_mult": Param(float, 1.0, "the head's learning rate is lr × head_lr_mult", minimum=0.0, exclusive_minimum=True),
     "layer_decay": Param(float, 1.0, "block learning rate = lr × layer_decay^depth (depth 1 = the block next "
-                         "to the head)"),
-    "momentum": Param(float, 0.9, "SGD momentum", when=("optimizer", "sgd")),
+                         "to the head)", minimum=0.0, maximum=1.0, exclusive_minimum=True,
+                         why="1 = the same learning rate at every depth"),
+    "momentum": Param(float, 0.9, "SGD momentum", when=("optimizer", "sgd"), minimum=0.0, maximum=1.0, exclusive_maximum=True),
     "head": Param(str, "linear", "classifier head design", choices=("linear", "mlp")),
-    "head_hidden": Param(int, 256, "hidden width of the MLP head", when=("head", "mlp")),
-    "head_dropout": Param(float, 0.0, "dropout before the MLP head's last layer", when=("head", "mlp")),
+    "head_hidden": Param(int, 256, "hidden width of the MLP head", when=("head", "mlp"), minimum=1, maximum=65536),
+    "head_dropout": Param(float, 0.0, "dropout before the MLP head's last layer", when=("head", "mlp"),
+                          minimum=0.0, maximum=1.0, exclusive_maximum=True, why="a dropout of 1 zeroes every input"),
     # Training augmentation, applied per image on the trial's device; each default switches it off.
-    "aug_crop_scale": Param(float, 1.0, "random resized crop: smallest area fraction kept, in (0, 1]; 1.0 = off"),
+    "aug_crop_scale": Param(float, 1.0, "random resized crop: smallest area fraction kept, in (0, 1]; 1.0 = off",
+                            minimum=0.0, maximum=1.0, exclusive_minimum=True),
     "aug_flip": Param(int, 0, "random horizontal flip: 1 = on, 0 = off", choices=(0, 1)),
-    "aug_rotate": Param(float, 0.0, "random rotation within ±degrees, 0..180; 0 = off"),
-    "aug_jitter": Param(float, 0.0, "brightness and contrast factors drawn from 1 ± jitter, in [0, 1); 0 = off"),
+    "aug_rotate": Param(float, 0.0, "random rotation within ±degrees, 0..180; 0 = off", minimum=0.0, maximum=180.0),
+    "aug_jitter": Param(float, 0.0, "brightness and contrast factors drawn from 1 ± jitter, in [0, 1); 0 = off",
+                        minimum=0.0, maximum=1.0, exclusive_maximum=True),
 }
 
 
@@ -70,7 +111,7 @@ def is_active(name: str, values: Mapping[str, Any]) -> bool:
 
 
 def coerce(name: str, value: Any, where: str) -> Any:
-    """Return ``value`` as parameter ``name``'s type, or raise naming ``where``."""
+    """Return ``value`` as parameter ``name``'s type within its bounds, or raise naming ``where``."""
     param = PARAMS[name]
     if param.type is float and isinstance(value, (int, float)) and not isinstance(value, bool):
         value = float(value)
@@ -82,7 +123,7 @@ def coerce(name: str, value: Any, where: str) -> Any:
         raise TuneTLError(f"{where}: expected {param.type.__name__}, got {value!r}")
     if param.choices is not None and value not in param.choices:
         raise TuneTLError(f"{where}: {value!r} is not one of {list(param.choices)}")
-    return value
+    return param.check(value, where)
 
 
 @dataclass(frozen=True)

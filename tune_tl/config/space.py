@@ -14,6 +14,7 @@ from __future__ import annotations
 import dataclasses
 import difflib
 import functools
+import hashlib
 import importlib.util
 import math
 import sys
@@ -30,6 +31,8 @@ DEFAULT_SPACE = Path(__file__).resolve().parents[2] / "search_spaces" / "default
 ALL = "all"  # freeze_blocks upper bound meaning "every block" (a linear probe)
 LAST = "last"  # train_block value meaning "the last block"
 #: Parameters that name backbone blocks: (symbolic value, what it stands for, highest valid index).
+SEED_MAX = 2**32 - 1
+MAX_SPACE_BYTES = 1 << 20
 BLOCK_PARAMS = {"freeze_blocks": (ALL, lambda n: n), "train_block": (LAST, lambda n: n - 1)}
 
 
@@ -109,6 +112,7 @@ class SearchSpec:
                     return [d.value]
                 if isinstance(d, Choice):
                     return sorted(d.values)
+                return resolution_grid(d, self.source)
         return [PARAMS["resolution"].default]
 
     def define_by_run(self, num_blocks: int) -> Callable:
@@ -120,6 +124,23 @@ class SearchSpec:
     def check_blocks(self, num_blocks: int) -> None:
         """Raise if ``freeze_blocks`` or ``train_block`` can exceed the backbone's blocks."""
         resolve_all(self.params, num_blocks, self.source)
+
+
+#: A resolution range may sample at most this many sizes: data is prepared (and held in memory) once per size.
+MAX_RESOLUTIONS = 16
+
+
+def resolution_grid(d: Range, source: str) -> list[int]:
+    """Every size a ``resolution`` range can sample: ``low, low+step, ... <= high`` (Optuna's int grid)."""
+    where = f"{source}: params.resolution"
+    if not d.step:
+        raise TuneTLError(f"{where}: a range needs a 'step' (e.g. {{low: {d.low}, high: {d.high}, step: 32}}), because "
+                          "the data is prepared once per resolution it can sample; or list the choices")
+    grid = list(range(int(d.low), int(d.high) + 1, int(d.step)))
+    if len(grid) > MAX_RESOLUTIONS:
+        raise TuneTLError(f"{where}: low {d.low}, high {d.high}, step {d.step} gives {len(grid)} resolutions; at most "
+                          f"{MAX_RESOLUTIONS} (each is prepared in memory): use a larger step")
+    return grid
 
 
 def sample_params(params: tuple[ParamSpec, ...], trial) -> dict[str, Any]:
@@ -179,26 +200,70 @@ def _blocks(value: Any, symbol: str, high: int, num_blocks: int, where: str) -> 
 def load_space(path: str | Path | None = None) -> SearchSpec:
     """Load ``path`` (YAML or ``.py``); ``None`` loads the bundled default space."""
     path = Path(path) if path is not None else DEFAULT_SPACE
-    if not path.is_file():
-        raise TuneTLError(f"search space file {path} does not exist")
-    text = path.read_text()
+    text = read_space_text(path)
     if path.suffix == ".py":
         return _load_python(path, text)
     try:
-        raw = yaml.safe_load(text) or {}
+        raw = yaml.load(text, Loader=StrictLoader) or {}
     except yaml.YAMLError as exc:
-        raise TuneTLError(f"{path}: not valid YAML: {exc}") from None
+        raise TuneTLError(f"{path}: not valid YAML: {_one_line(exc)}") from None
     if not isinstance(raw, dict):
         raise TuneTLError(f"{path}: expected a mapping at the top level, got {type(raw).__name__}")
     spec = parse_settings(raw, str(path), allow_params=True)
     return dataclasses.replace(spec, text=text)
 
 
+def check_seed(seed: int, where: str) -> int:
+    """A seed numpy, scikit-learn, torch and Optuna all accept: 0 .. 2**32 - 1."""
+    if not 0 <= seed <= SEED_MAX:
+        raise TuneTLError(f"{where}: must be between 0 and {SEED_MAX}, got {seed}")
+    return seed
+
+
+def read_space_text(path: Path) -> str:
+    """The text of a space file; a missing, unreadable or non-UTF-8 file is a one-line error."""
+    if not path.exists():
+        raise TuneTLError(f"search space file {path} does not exist")
+    if not path.is_file():
+        raise TuneTLError(f"search space file {path} is not a file")
+    if path.stat().st_size > MAX_SPACE_BYTES:
+        raise TuneTLError(f"search space file {path} is larger than {MAX_SPACE_BYTES // 1024} KiB; is it really a space file?")
+    try:
+        return path.read_text(encoding="utf-8")
+    except UnicodeDecodeError as exc:
+        raise TuneTLError(f"search space file {path} is not UTF-8 text ({exc.reason} at byte {exc.start})") from None
+    except OSError as exc:
+        raise TuneTLError(f"search space file {path} cannot be read: {exc.strerror or exc}") from None
+
+
+class StrictLoader(yaml.SafeLoader):
+    """``yaml.SafeLoader`` that rejects a key given twice in one mapping (PyYAML keeps the last silently)."""
+
+    def construct_mapping(self, node, deep=False):
+        seen: dict = {}
+        for key_node, _ in node.value:
+            key = self.construct_object(key_node, deep=True)
+            line = key_node.start_mark.line + 1
+            try:
+                if key in seen:
+                    raise yaml.constructor.ConstructorError(
+                        None, None, f"key '{key}' appears twice (lines {seen[key]} and {line}); keep one", None)
+                seen[key] = line
+            except TypeError:  # an unhashable key: SafeLoader reports it below
+                continue
+        return super().construct_mapping(node, deep=deep)
+
+
+def _one_line(exc: Exception) -> str:
+    """A YAML error (several lines with a caret drawing) as one line."""
+    return " ".join(str(exc).split())
+
+
 def parse_settings(raw: Mapping[str, Any], source: str, allow_params: bool) -> SearchSpec:
     """Build a ``SearchSpec`` from a parsed mapping, rejecting unknown keys and bad values."""
     top = {"seed", "data", "backbone", "budget"} | ({"params"} if allow_params else {"resolutions"})
     _known_keys(raw, top, source, "")
-    seed = _typed(raw.get("seed", 0), int, source, "seed")
+    seed = check_seed(_typed(raw.get("seed", 0), int, source, "seed"), f"{source}: seed")
     data = _section(raw, "data", DataSpec, source)
     if data.source not in ("digits", "imagefolder", "cifar10"):
         raise TuneTLError(f"{source}: data.source: {data.source!r} is not one of ['digits', 'imagefolder', 'cifar10']")
@@ -213,8 +278,8 @@ def parse_settings(raw: Mapping[str, Any], source: str, allow_params: bool) -> S
             raise TuneTLError(f"{source}: budget.{key} must be at least 1, got {getattr(budget, key)}")
     if budget.grace_period > budget.max_epochs:
         raise TuneTLError(f"{source}: budget.grace_period ({budget.grace_period}) exceeds budget.max_epochs ({budget.max_epochs})")
-    if budget.reduction_factor <= 1:
-        raise TuneTLError(f"{source}: budget.reduction_factor must be greater than 1, got {budget.reduction_factor}")
+    if not 1 < budget.reduction_factor < math.inf:
+        raise TuneTLError(f"{source}: budget.reduction_factor must be greater than 1 (and finite), got {budget.reduction_factor}")
     params: tuple[ParamSpec, ...] = ()
     resolutions: tuple[int, ...] = (PARAMS["resolution"].default,)
     if allow_params:
@@ -256,34 +321,30 @@ def _parse_param(name: str, raw: Any, source: str) -> ParamSpec:
     if log and (low in (ALL, LAST) or low <= 0):
         raise TuneTLError(f"{where}: a log range needs low > 0, got {low}")
     if step is not None:
-        step = _value(name, step, where + ".step")
+        step = _step(name, step, low, high, source)
         if log:
             raise TuneTLError(f"{where}: 'step' and 'log' cannot be combined (Optuna forbids it)")
+    if name == "resolution":
+        resolution_grid(Range(low, high, log, step), source)  # a range without a usable grid fails here
     return ParamSpec(name, Range(low, high, log, step))
 
 
 def _value(name: str, value: Any, where: str) -> Any:
+    """One value of ``name`` (fixed, a choice or a range end): its type and bounds come from its ``Param``."""
     if name in BLOCK_PARAMS and value == BLOCK_PARAMS[name][0]:
         return value
-    value = coerce(name, value, where)
-    if isinstance(value, float) and not math.isfinite(value):
-        raise TuneTLError(f"{where}: {value} is not a finite number")
-    if isinstance(value, (int, float)) and value < 0:
-        raise TuneTLError(f"{where}: must not be negative, got {value}")
-    if name in ("resolution", "batch_size", "head_hidden") and value < 1:
-        raise TuneTLError(f"{where}: must be at least 1, got {value}")
-    if name == "head_lr_mult" and value <= 0:
-        raise TuneTLError(f"{where}: must be positive, got {value}")
-    if name == "layer_decay" and not 0 < value <= 1:
-        raise TuneTLError(f"{where}: must be in (0, 1] (1 = the same learning rate at every depth), got {value}")
-    if name == "resolution" and value < 32:
-        raise TuneTLError(f"{where}: {value} px is too small for ImageNet backbones; use 32 or more")
-    limits = {"aug_crop_scale": (0.0, 1.0, "in (0, 1]"), "aug_jitter": (-1.0, 0.99999, "in [0, 1)"), "aug_rotate": (-1.0, 180.0, "in [0, 180]")}
-    if name in limits:
-        low, high, text = limits[name]
-        if not low < value <= high:
-            raise TuneTLError(f"{where}: must be {text}, got {value}")
-    return value
+    return coerce(name, value, where)
+
+
+def _step(name: str, raw: Any, low: Any, high: Any, source: str) -> Any:
+    """A range's ``step``: a positive number of the parameter's type, no wider than the range."""
+    where = f"{source}: params.{name}.step"
+    step = _typed(raw, PARAMS[name].type, source, f"params.{name}.step")
+    if isinstance(step, float) and not math.isfinite(step) or step <= 0:
+        raise TuneTLError(f"{where}: must be positive, got {step}")
+    if isinstance(low, (int, float)) and isinstance(high, (int, float)) and high > low and step > high - low:
+        raise TuneTLError(f"{where}: {step} is wider than the range {low}..{high}")
+    return step
 
 
 def _section(raw: Mapping[str, Any], key: str, cls: type, source: str):
@@ -319,32 +380,51 @@ def _known_keys(raw: Mapping[str, Any], known: set[str], source: str, prefix: st
             raise TuneTLError(f"{source}: unknown key '{prefix}{key}'{hint}")
 
 
-def _load_python(path: Path, text: str) -> SearchSpec:
-    """A Python space: ``space(trial)`` plus an optional ``SETTINGS`` dict (YAML's keys, no params)."""
-    import cloudpickle
+def python_module_name(path: Path) -> str:
+    """The ``sys.modules`` name of a Python space: the same in every process for the same file.
 
-    module_name = f"tune_tl_user_space_{abs(hash(str(path.resolve())))}"
+    Ray pickles ``space`` by reference to this name (in ``tuner.pkl``); ``tune-tl resume`` imports the
+    file again under the same name before Ray unpickles, so no code is read from the results folder.
+    """
+    digest = hashlib.sha256(str(path.resolve()).encode()).hexdigest()[:16]
+    return f"tune_tl_user_space_{digest}"
+
+
+def _load_python(path: Path, text: str) -> SearchSpec:
+    """A Python space: ``space(trial)`` plus an optional ``SETTINGS`` dict (YAML's keys, no params).
+
+    Importing the file runs it: a ``.py`` space is code, trusted like any script you run.
+    """
+    module_name = python_module_name(path)
     spec = importlib.util.spec_from_file_location(module_name, path)
     module = importlib.util.module_from_spec(spec)
     try:
         spec.loader.exec_module(module)
-    except Exception as exc:  # the user's code: report, don't crash with our traceback
-        raise TuneTLError(f"{path}: failed to import: {type(exc).__name__}: {exc}") from exc
+    except (Exception, SystemExit) as exc:  # the user's code: report, don't crash with our traceback
+        raise TuneTLError(f"{path}: failed to import: {_exception_line(exc)}") from None
     fn = getattr(module, "space", None)
     if not callable(fn):
         raise TuneTLError(f"{path}: a Python search space must define a function space(trial)")
-    # The module is not importable by name elsewhere; pickle the function by value instead.
-    sys.modules[module_name] = module
-    cloudpickle.register_pickle_by_value(module)
-    settings = getattr(module, "SETTINGS", {}) or {}
+    sys.modules[module_name] = module  # Ray pickles ``space`` by reference to this module
+    settings = getattr(module, "SETTINGS", None) or {}
+    if not isinstance(settings, dict):
+        raise TuneTLError(f"{path}: SETTINGS must be a dict (the YAML keys seed, data, backbone, budget, resolutions), "
+                          f"got {type(settings).__name__}")
     parsed = parse_settings(settings, f"{path}: SETTINGS", allow_params=False)
     parsed = dataclasses.replace(parsed, space_fn=fn, source=str(path), text=text)
     probe_python_space(parsed)
     return parsed
 
 
+def _exception_line(exc: BaseException) -> str:
+    """``Type: message`` on one line (the message's first line), for errors raised by a user's code."""
+    lines = str(exc).strip().splitlines()
+    return f"{type(exc).__name__}: {lines[0] if lines else ''}".rstrip(": ")
+
+
 def probe_python_space(spec: SearchSpec, draws: int = 8) -> None:
-    """Run a Python space on a throwaway study so bad parameter names fail before Ray starts."""
+    """Run a Python space on a throwaway study so bad parameter names, values, return values and
+    exceptions fail before Ray starts, as one line naming the file."""
     import optuna
 
     optuna.logging.set_verbosity(optuna.logging.WARNING)
@@ -352,8 +432,14 @@ def probe_python_space(spec: SearchSpec, draws: int = 8) -> None:
     for _ in range(draws):
         trial = study.ask()
         try:
-            constants = spec.space_fn(trial) or {}
-            config = TrialConfig.from_dict({**trial.params, **constants})
+            constants = spec.space_fn(trial)
+        except (Exception, SystemExit) as exc:
+            raise TuneTLError(f"{spec.source}: space(trial) raised {_exception_line(exc)}") from None
+        if constants is not None and not isinstance(constants, dict):
+            raise TuneTLError(f"{spec.source}: space(trial) must return a dict of fixed parameters or None, "
+                              f"got {type(constants).__name__}")
+        try:
+            config = TrialConfig.from_dict({**trial.params, **(constants or {})})
         except TuneTLError as exc:
             raise TuneTLError(f"{spec.source}: space(trial) produced a bad config: {exc}") from None
         if config.resolution not in spec.declared_resolutions:

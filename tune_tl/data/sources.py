@@ -40,10 +40,12 @@ def load_data(data, resolutions: list[int], seed: int) -> LoadedData:
 
         loaded = load_imagefolder(data.path, resolutions, data.val_fraction, seed, data.memory_budget_mb, data.skip_bad_images)
     else:
+        from tune_tl.data.validate import check_memory
+
         images = load_source(data.source, data.path)
-        prepared = prepare(images, resolutions, data.val_fraction, seed)
         count = len(images.labels) + (0 if images.test_labels is None else len(images.test_labels))
-        need_mb = count * 3 * sum(r * r for r in set(resolutions)) / 2**20
+        need_mb = check_memory(count, resolutions, f"data.source {data.source}")  # before resizing, not a MemoryError during it
+        prepared = prepare(images, resolutions, data.val_fraction, seed)
         if need_mb > data.memory_budget_mb:  # nothing to stream from: say so rather than fail later
             log.warning("%s at %s px needs %.0f MB, above data.memory_budget_mb %g; kept in memory anyway",
                         data.source, sorted(set(resolutions)), need_mb, data.memory_budget_mb)

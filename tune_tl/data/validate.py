@@ -37,6 +37,53 @@ def list_dir(path: Path, what: str) -> list[os.DirEntry]:
         raise TuneTLError(f"{what} {path} cannot be read: {exc.strerror or exc}") from None
 
 
+def files_under(folder: Path, what: str = "class folder") -> list[str]:
+    """Every visible file below ``folder``, recursively, sorted per folder; symlinks are followed.
+
+    A folder reached twice on one path (a symlink to itself or to a parent: a loop) is an error
+    naming the link, not an endless walk or an OSError traceback.
+    """
+    out: list[str] = []
+    _walk(folder, what, out, ())
+    return out
+
+
+def _walk(folder: Path, what: str, out: list[str], ancestors: tuple[tuple[int, int], ...]) -> None:
+    try:
+        st = folder.stat()
+    except OSError as exc:  # ELOOP: a link that points to itself
+        raise TuneTLError(f"{what} {folder} cannot be read: {exc.strerror or exc}; remove the link or fix it") from None
+    key = (st.st_dev, st.st_ino)
+    if key in ancestors:
+        raise TuneTLError(f"{folder} is a symlink loop (it leads back to a folder above it); remove the link")
+    for entry in list_dir(folder, what):
+        try:
+            is_dir = entry.is_dir()  # follows symlinks
+        except OSError:
+            is_dir = False  # reported as an unreadable file when decoded
+        if is_dir:
+            _walk(Path(entry.path), what, out, ancestors + (key,))
+        else:
+            out.append(entry.path)  # symlinks included; a dangling or looping one is reported as unreadable
+
+
+def check_memory(count: int, resolutions: list[int], where: str) -> float:
+    """MB of uint8 arrays ``count`` images need at ``resolutions``; an error when over half this machine's RAM.
+
+    Sources without a streaming path (digits, CIFAR-10) must fit in memory: better one line now than
+    a MemoryError (or the kernel's OOM killer) after minutes of resizing.
+    """
+    need_mb = count * 3 * sum(r * r for r in set(resolutions)) / 2**20
+    try:
+        ram_mb = os.sysconf("SC_PHYS_PAGES") * os.sysconf("SC_PAGE_SIZE") / 2**20
+    except (ValueError, OSError, AttributeError):
+        return need_mb
+    if need_mb > ram_mb / 2:
+        raise TuneTLError(f"{where}: {count} images at {sorted(set(resolutions))} px need {need_mb:,.0f} MB in memory, "
+                          f"more than half of this machine's {ram_mb:,.0f} MB; use a lower params.resolution")
+    return need_mb
+
+
 def check_classes(split_dir: Path, classes: list[str], files: dict[str, list[str]]) -> None:
     """Every class folder holds files, and there are at least two classes."""
     for name in classes:

@@ -49,9 +49,8 @@ def ray_output(root: Location, verbose: int):
         yield None
         return
     folder = root.local_path / "logs" if root.is_local else root.local_mirror("logs")
-    folder.mkdir(parents=True, exist_ok=True)
     file = folder / LOG_FILE
-    handler = logging.FileHandler(file, encoding="utf-8")
+    handler = _LazyFileHandler(file, encoding="utf-8", delay=True)  # a search that fails on bad input leaves no file
     handler.setFormatter(logging.Formatter("%(asctime)s %(levelname)s %(name)s: %(message)s"))
     # Ray's new output engine prints its experiment box and paths even at verbose=0; the legacy one is silent.
     saved_env = os.environ.get(AIR_OUTPUT_ENV)
@@ -75,11 +74,17 @@ def ray_output(root: Location, verbose: int):
             os.environ.pop(AIR_OUTPUT_ENV, None)
         else:
             os.environ[AIR_OUTPUT_ENV] = saved_env
-        if not root.is_local:
+        if not root.is_local and file.is_file():
             try:
                 (root / "logs" / LOG_FILE).upload(file)
             except OSError as exc:  # a log must never fail a finished search
                 logging.getLogger(__name__).warning("could not upload %s: %s", file, exc)
+
+
+class _LazyFileHandler(logging.FileHandler):
+    def _open(self):
+        Path(self.baseFilename).parent.mkdir(parents=True, exist_ok=True)
+        return super()._open()
 
 
 def _show_warning(show, message, category, filename, lineno, file=None, line=None):

@@ -7,6 +7,7 @@ from __future__ import annotations
 
 import dataclasses
 import logging
+import math
 import os
 import platform
 import time
@@ -16,12 +17,14 @@ from typing import Any
 
 from tune_tl.errors import TuneTLError
 from tune_tl.config.space import SearchSpec
+from tune_tl.store.search_run import SearchRun
 from tune_tl.store.storage import Location
 
 log = logging.getLogger(__name__)
 
 METRIC, MODE = "val_acc", "max"  # the one place the objective is named
-SKIPPED_FILE = "skipped_images.txt"
+#: Longest ``--name``: file names are limited to 255 bytes and Ray's trial folders add to it.
+MAX_NAME_BYTES = 100
 
 
 @dataclass(frozen=True)
@@ -48,10 +51,14 @@ class SearchOptions:
     #: The command that started the search (recorded in search.json; empty when called from Python).
     command_line: tuple[str, ...] = ()
 
-    #: Trial checkpoints kept on disk per trial (the last epoch's; resume needs nothing older).
+    #: Best-scoring (by val_acc) checkpoints kept per trial; Ray always keeps the latest as well, which
+    #: resume restores from, so a trial holds at most two: its latest and its best epoch (for export).
     keep_checkpoints = 1
 
     def validate(self) -> None:
+        for flag, value in (("--cpus-per-trial", self.cpus_per_trial), ("--gpus-per-trial", self.gpus_per_trial)):
+            if not math.isfinite(value):
+                raise TuneTLError(f"{flag} must be a finite number, got {value}")
         if self.cpus_per_trial <= 0:
             raise TuneTLError(f"--cpus-per-trial must be positive, got {self.cpus_per_trial}")
         if not 0 <= self.gpus_per_trial <= 1 and not float(self.gpus_per_trial).is_integer():
@@ -66,8 +73,12 @@ class SearchOptions:
             raise TuneTLError(f"--scheduler must be 'asha' or 'fifo', got {self.scheduler!r}")
         if self.sampler not in ("tpe", "random"):
             raise TuneTLError(f"--sampler must be 'tpe' or 'random', got {self.sampler!r}")
-        if self.name is not None and (not self.name or "/" in self.name or self.name.startswith(".")):
+        if self.name is not None and (not self.name or "/" in self.name or "\\" in self.name or self.name.startswith(".")
+                                      or not self.name.isprintable()):
             raise TuneTLError(f"--name must be a plain folder name, got {self.name!r}")
+        if self.name is not None and len(self.name.encode()) > MAX_NAME_BYTES:
+            raise TuneTLError(f"--name is {len(self.name.encode())} bytes long; use at most {MAX_NAME_BYTES} "
+                              f"(Ray adds trial folders and file names below it)")
 
 
 @dataclass(frozen=True)
@@ -92,35 +103,34 @@ def run_search(spec: SearchSpec, options: SearchOptions = SearchOptions()) -> Se
     options.validate()
     name = options.name or time.strftime("search-%Y%m%d-%H%M%S")
     root = Location.parse(options.output) / name
-    if any((root / part).exists() for part in ("trials", "epochs", "optuna.db", "tuner.pkl")):
-        raise TuneTLError(f"{root} already holds search results; choose another --name (or --output), "
-                          f"or continue it with `tune-tl resume {root}`")
+    SearchRun(root).check_new()
     if not root.is_local:
         root.check_writable()  # a missing bucket or credentials fail now, not after the data is loaded
+    from tune_tl.search.progress import ray_output
 
+    # One driver per folder (an unwritable local --output fails here, before the data); Ray's log lines go to <search>/logs/ray.log.
+    with SearchRun(root).lock(), ray_output(root, options.verbose):
+        SearchRun(root).check_new()  # a same-name search may have finished while we waited to start
+        return _run_locked(spec, options, name, root)
+
+
+def _run_locked(spec: SearchSpec, options: SearchOptions, name: str, root: Location) -> SearchSummary:
     context, num_blocks, loaded = _prepare_context(spec)  # before Ray: bad weights or data fail here
+    init_ray(options.address, options.verbose)
+    check_resources(options)  # what the cluster really has: a trial that can never start would wait forever
     skipped = loaded.skipped
-    root.mkdir()
+    run = SearchRun.create(root, spec, options, {**_metadata(), "data_loaded": loaded.description, "skipped_images": len(skipped)})
     if skipped:
         from tune_tl.data.validate import write_skipped
 
-        write_skipped(skipped, root / SKIPPED_FILE)
+        write_skipped(skipped, run.skipped_file)
     context = with_feature_cache(context, options, root)
-    metadata = {**_metadata(spec, options, name, root), "data_loaded": loaded.description, "skipped_images": len(skipped)}
-    from tune_tl.store.results import write_json_atomic
-
-    write_json_atomic(metadata, root / "search.json")
     log.info("search %r: %d trials, up to %d epochs each; results in %s", name, spec.budget.samples, spec.budget.max_epochs, root)
 
-    from tune_tl.search.sampler import study_file
+    tuner = _build_tuner(spec, options, context, num_blocks, root, run.study_file(fresh=True))
+    tuner.fit()  # a driver that dies here is continued by ``tune-tl resume`` (tune_tl.search.resume)
 
-    from tune_tl.search.progress import ray_output
-
-    with ray_output(root, options.verbose):  # Ray's log lines go to <search>/logs/ray.log
-        tuner = _build_tuner(spec, options, context, num_blocks, root, study_file(root, fresh=True))
-        tuner.fit()  # a driver that dies here is continued by ``tune-tl resume`` (tune_tl.search.resume)
-
-    write_json_atomic({**metadata, "end_time": time.strftime("%Y-%m-%dT%H:%M:%S%z"), "node_ids": _node_ids()}, root / "search.json")
+    run.update_metadata(end_time=time.strftime("%Y-%m-%dT%H:%M:%S%z"), node_ids=_node_ids())
     return dataclasses.replace(summarize(root), skipped_images=len(skipped))
 
 
@@ -143,8 +153,7 @@ def with_feature_cache(context, options: SearchOptions, root: Location):
     is an object store (features are recomputed once per node rather than read over the network)."""
     if not options.feature_cache:
         return context
-    folder = root.local_path / "feature_cache" if root.is_local else root.local_mirror("feature-cache")
-    return dataclasses.replace(context, feature_cache=str(folder))
+    return dataclasses.replace(context, feature_cache=str(SearchRun(root).feature_cache_dir()))
 
 
 def make_trainable(context, options: SearchOptions):
@@ -175,6 +184,28 @@ def init_ray(address: str | None = None, verbose: int = 1) -> None:
         ray.init(address="local", include_dashboard=False, logging_level=logging.WARNING, **quiet)
 
 
+#: Set to 1 to skip ``check_resources`` (an autoscaling cluster that adds GPU nodes on demand).
+SKIP_RESOURCE_CHECK_ENV = "TUNE_TL_SKIP_RESOURCE_CHECK"
+
+
+def check_resources(options: SearchOptions) -> None:
+    """Raise unless some alive Ray node has the CPUs and GPUs one trial asks for.
+
+    Ray would otherwise keep such a trial PENDING forever (on a fixed cluster nothing will ever fit it).
+    """
+    import ray
+
+    if os.environ.get(SKIP_RESOURCE_CHECK_ENV) == "1":
+        return
+    nodes = [n.get("Resources", {}) for n in ray.nodes() if n.get("Alive")]
+    for key, flag, wanted in (("CPU", "--cpus-per-trial", options.cpus_per_trial), ("GPU", "--gpus-per-trial", options.gpus_per_trial)):
+        most = max((n.get(key, 0.0) for n in nodes), default=0.0)
+        if wanted > most:
+            where = "this machine" if len(nodes) <= 1 else f"the largest of the cluster's {len(nodes)} nodes"
+            raise TuneTLError(f"{flag} {wanted:g}: {where} has {most:g} {key}(s) for Ray, so no trial could ever start; "
+                              f"ask for at most {most:g} (an autoscaling cluster: set {SKIP_RESOURCE_CHECK_ENV}=1)")
+
+
 def storage_config(root: Location) -> dict[str, Any]:
     """Ray's ``storage_path`` / ``storage_filesystem`` for the experiment folder ``root``."""
     if root.is_local:
@@ -188,8 +219,7 @@ def _build_tuner(spec: SearchSpec, options: SearchOptions, context, num_blocks: 
     from ray.tune.schedulers import FIFOScheduler
     from ray.tune.search import ConcurrencyLimiter
 
-    from tune_tl.search.sampler import HonestOptunaSearch, SqliteMirror, storage_url
-    from tune_tl.search.resume import SampleTarget
+    from tune_tl.search.sampler import HonestOptunaSearch, SampleTarget, SqliteMirror, storage_url
     from tune_tl.store.results import ParquetSink
     from tune_tl.search.schedulers import ReplayASHA
     from tune_tl.search.progress import SearchProgress, trial_name
@@ -221,7 +251,7 @@ def _build_tuner(spec: SearchSpec, options: SearchOptions, context, num_blocks: 
         scheduler = FIFOScheduler()
     callbacks = [ParquetSink(root, spec.budget.max_epochs)]
     if not root.is_local:
-        callbacks.append(SqliteMirror(study, root / "optuna.db"))
+        callbacks.append(SqliteMirror(study, SearchRun(root).study_location))
     callbacks.append(SearchProgress(root, spec.budget.samples, spec.budget.max_epochs, getattr(options, "time_budget", None), live=not options.verbose))
     return tune.Tuner(
         make_trainable(context, options),
@@ -238,7 +268,9 @@ def _build_tuner(spec: SearchSpec, options: SearchOptions, context, num_blocks: 
             **storage_config(root),
             verbose=options.verbose,
             failure_config=tune.FailureConfig(max_failures=options.max_failures),
-            checkpoint_config=tune.CheckpointConfig(num_to_keep=SearchOptions.keep_checkpoints),
+            # Scored by val_acc: Ray keeps the best epoch's checkpoint (for export) and always the latest (for restore).
+            checkpoint_config=tune.CheckpointConfig(num_to_keep=SearchOptions.keep_checkpoints, checkpoint_score_attribute=METRIC,
+                                                    checkpoint_score_order=MODE),
         ),
     )
 
@@ -256,7 +288,8 @@ def summarize(root: Location) -> SearchSummary:
     return SearchSummary(root, counts, best)
 
 
-def _metadata(spec: SearchSpec, options: SearchOptions, name: str, root: Location) -> dict[str, Any]:
+def _metadata() -> dict[str, Any]:
+    """Where and with what the search ran (``SearchRun.create`` adds the spec and options)."""
     import optuna
     import ray
     import timm
@@ -264,17 +297,6 @@ def _metadata(spec: SearchSpec, options: SearchOptions, name: str, root: Locatio
     import torchvision
 
     return {
-        "name": name,
-        "space_file": spec.source,
-        "space_text": spec.text,
-        "options": dataclasses.asdict(options),
-        "seed": spec.seed,
-        # The space as run (CLI overrides applied): resume, retrain and report read these, not the text.
-        "data": dataclasses.asdict(spec.data),
-        "backbone": dataclasses.asdict(spec.backbone),
-        "budget": dataclasses.asdict(spec.budget),
-        "root": str(root),
-        "start_time": time.strftime("%Y-%m-%dT%H:%M:%S%z"),
         "host": platform.node(),
         "versions": {
             "python": platform.python_version(),

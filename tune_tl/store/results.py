@@ -28,51 +28,11 @@ from ray.tune import Callback
 
 from tune_tl.errors import TuneTLError
 from tune_tl.config.params import PARAMS, TrialConfig
+from tune_tl.store.schema import EPOCH_SCHEMA, SCHEMA_VERSION, STATUSES, TRIAL_SCHEMA  # noqa: F401  (public names)
+from tune_tl.store.search_run import SearchRun
 from tune_tl.store.storage import Location
 
 log = logging.getLogger(__name__)
-
-SCHEMA_VERSION = "1"
-_META = {b"tune_tl.schema_version": SCHEMA_VERSION.encode()}
-_ARROW_TYPES = {int: pa.int64(), float: pa.float64(), str: pa.string()}
-
-EPOCH_SCHEMA = pa.schema(
-    [
-        ("trial_id", pa.string()),
-        ("epoch", pa.int32()),
-        ("train_loss", pa.float64()),
-        ("val_loss", pa.float64()),
-        ("val_acc", pa.float64()),
-        ("lr", pa.float64()),
-        ("epoch_seconds", pa.float64()),
-        ("trainable_params", pa.int64()),
-        ("diverged", pa.bool_()),
-        ("phase", pa.string()),  # probe | finetune
-        ("cached_features", pa.bool_()),
-        ("time", pa.timestamp("ms", tz="UTC")),
-        ("node_id", pa.string()),
-    ],
-    metadata=_META,
-)
-
-TRIAL_SCHEMA = pa.schema(
-    [
-        ("trial_id", pa.string()),
-        ("status", pa.string()),  # completed | pruned | diverged | oom | error
-        ("best_val_acc", pa.float64()),
-        ("last_val_acc", pa.float64()),
-        ("best_epoch", pa.int32()),
-        ("epochs_run", pa.int32()),
-        ("wall_seconds", pa.float64()),
-        ("error", pa.string()),
-        ("node_id", pa.string()),
-        ("node_ip", pa.string()),
-    ]
-    + [(name, _ARROW_TYPES[p.type]) for name, p in PARAMS.items()],
-    metadata=_META,
-)
-
-STATUSES = ("completed", "pruned", "diverged", "oom", "error")
 
 
 def write_table_atomic(rows: list[dict[str, Any]] | pa.Table, schema: pa.Schema, directory: Location | str | Path,
@@ -85,21 +45,60 @@ def write_table_atomic(rows: list[dict[str, Any]] | pa.Table, schema: pa.Schema,
     return part
 
 
+#: A compacted part is first written under this prefix, which pyarrow and pandas skip (a leading ``_``).
+PENDING_PREFIX = "_pending-"
+#: Schema metadata of a pending part: the names of the parts it replaces (JSON list).
+_SOURCES_KEY = b"tune_tl.compacted_from"
+
+
 def compact(directory: Location | str | Path, schema: pa.Schema, only_small: bool) -> None:
     """Merge part files into one, so a long search reads as a few files, not thousands.
 
-    The merged part is in place before the old parts are removed: a reader in between sees rows
-    twice (``load_results`` drops such duplicates), never a partial file.
+    Idempotent and crash-safe: the merged part is written under a hidden name (``_pending-…``, which
+    ``pd.read_parquet`` skips) that records its sources; then the sources are deleted and the part is
+    renamed into place. A kill at any point leaves no row visible twice, and ``finish_pending`` (run
+    first by every compaction and when a search starts or resumes) completes a compaction that was cut
+    short. Rows doubled by older versions are dropped on the way (one per trial, or per trial and epoch).
     """
     directory = Location.parse(directory)
+    finish_pending(directory)
     parts = [p for p in directory.files("part-", ".parquet") if not (only_small and p.name.startswith("part-c"))]
     if len(parts) < 2:
         return
-    table = pa.concat_tables(pq.read_table(p.path, schema=schema, filesystem=p.fs) for p in parts)
+    table = _unique_rows(pa.concat_tables(pq.read_table(p.path, schema=schema, filesystem=p.fs) for p in parts))
     name = f"part-c{time.time_ns()}-{uuid.uuid4().hex[:8]}.parquet"  # 'part-c': already compacted
-    write_table_atomic(table, schema, directory, name)
-    for p in parts:
-        p.delete()
+    metadata = {**(schema.metadata or {}), _SOURCES_KEY: json.dumps([p.name for p in parts]).encode()}
+    pending = directory / f"{PENDING_PREFIX}{name}"
+    pending.write_parquet(table.replace_schema_metadata(metadata))
+    _finish(directory, pending)
+
+
+def finish_pending(directory: Location | str | Path) -> int:
+    """Complete compactions a kill interrupted: delete their sources, rename them into place."""
+    directory = Location.parse(directory)
+    pending = directory.files(PENDING_PREFIX, ".parquet")
+    for part in pending:
+        log.info("completing an interrupted compaction: %s", part)
+        _finish(directory, part)
+    return len(pending)
+
+
+def _finish(directory: Location, pending: Location) -> None:
+    metadata = pq.read_schema(pending.path, filesystem=pending.fs).metadata or {}
+    for name in json.loads(metadata.get(_SOURCES_KEY, b"[]")):
+        (directory / name).delete()  # already gone after an earlier, interrupted finish: fine
+    pending.fs.move(pending.path, (directory / pending.name[len(PENDING_PREFIX):]).path)
+
+
+def _unique_rows(table: pa.Table) -> pa.Table:
+    """The first row of each trial (``trials``) or of each trial and epoch (``epochs``)."""
+    keys = [c for c in ("trial_id", "epoch") if c in table.column_names]
+    seen, keep = set(), []
+    for i, key in enumerate(zip(*(table.column(c).to_pylist() for c in keys))):
+        if key not in seen:
+            seen.add(key)
+            keep.append(i)
+    return table if len(keep) == table.num_rows else table.take(pa.array(keep, pa.int64()))
 
 
 def write_json_atomic(data: dict[str, Any], path: Location | str | Path) -> None:
@@ -114,7 +113,7 @@ class ParquetSink(Callback):
     snapshot does not know yet never has rows on disk, so a resumed search cannot count it twice.
 
     A trial's status is ``completed`` if it ran ``max_epochs``, ``diverged`` if its loss went
-    non-finite, ``oom`` if the trainable reported running out of GPU memory (a final result with
+    non-finite or blew up (``training.loop.diverged``), ``oom`` if the trainable reported running out of GPU memory (a final result with
     ``trial_status``), ``error`` if it raised, and ``pruned`` if it stopped earlier otherwise (ASHA).
 
     Idempotent per ``(trial_id, epoch)`` and per finished trial: at ``setup`` (a new or a resumed
@@ -124,8 +123,8 @@ class ParquetSink(Callback):
     is, and a driver crash loses only results that the resumed trials produce again.
     """
 
-    def __init__(self, root: Location | str | Path, max_epochs: int, flush_rows: int = 50_000, flush_seconds: float = math.inf, compact_every: int = 128):
-        self.root = Location.parse(root)
+    def __init__(self, root: SearchRun | Location | str | Path, max_epochs: int, flush_rows: int = 50_000, flush_seconds: float = math.inf, compact_every: int = 128):
+        self.root = root.root if isinstance(root, SearchRun) else Location.parse(root)
         self.max_epochs = max_epochs
         self.flush_rows = flush_rows
         self.flush_seconds = flush_seconds
@@ -141,14 +140,14 @@ class ParquetSink(Callback):
     # -- Ray Tune hooks
     def setup(self, **info):
         """Rebuild what is already written (a resumed search): seen epochs, histories, ended trials."""
-        from tune_tl.analysis.frame import load_results
-
         self._seen, self._finished = set(), set()
         if not self.root.is_dir():
             return
-        res = load_results(self.root)
-        self._finished = set(res.trials["trial_id"])
-        for trial_id, rows in res.epochs.sort_values(["trial_id", "epoch"]).groupby("trial_id"):
+        for name in ("epochs", "trials"):
+            finish_pending(self.root / name)  # a compaction the last driver's death cut short
+        run = SearchRun(self.root)
+        self._finished = set(run.trials()["trial_id"])
+        for trial_id, rows in run.epochs().sort_values(["trial_id", "epoch"]).groupby("trial_id"):
             start = rows["time"].min().timestamp() - float(rows["epoch_seconds"].iloc[0])
             history = [(int(r.epoch), r.val_acc, bool(r.diverged)) for r in rows.itertuples()]
             self._stats[trial_id] = {"start": start, "history": history}
@@ -188,18 +187,23 @@ class ParquetSink(Callback):
 
     def on_experiment_end(self, trials, **info):
         self.flush()
-        for name, schema in (("epochs", EPOCH_SCHEMA), ("trials", TRIAL_SCHEMA)):
-            if (self.root / name).is_dir():
-                compact(self.root / name, schema, only_small=False)
+        for folder, schema in self._tables():
+            if folder.is_dir():
+                compact(folder, schema, only_small=False)
 
     # -- internals
+    def _tables(self):
+        run = SearchRun(self.root)
+        return ((run.epochs_dir, EPOCH_SCHEMA), (run.trials_dir, TRIAL_SCHEMA))
+
     def _finish(self, trial, error: str | None) -> None:
         stats = self._stats.pop(trial.trial_id, {"start": time.time(), "history": []})
         if trial.trial_id in self._finished:
             return
         self._finished.add(trial.trial_id)
         history = sorted(stats["history"])
-        accs = [(acc if acc is not None and math.isfinite(acc) else -1.0, epoch) for epoch, acc, _ in history]
+        # A NaN accuracy is no accuracy: null in the table, never a number that sorts.
+        accs = [(acc, epoch) for epoch, acc, _ in history if acc is not None and math.isfinite(acc)]
         best_acc, best_epoch = max(accs) if accs else (None, None)
         epochs_run = max((e for e, _, _ in history), default=0)
         if error is not None:
@@ -208,7 +212,7 @@ class ParquetSink(Callback):
             status, error = stats["status"], stats.get("error")
         elif history and history[-1][2]:
             status = "diverged"
-            error = f"non-finite training loss at epoch {history[-1][0]}"
+            error = f"training loss diverged (non-finite, or far above its first epoch's) at epoch {history[-1][0]}"
         elif epochs_run >= self.max_epochs:
             status = "completed"
         else:
@@ -218,7 +222,7 @@ class ParquetSink(Callback):
             trial_id=trial.trial_id,
             status=status,
             best_val_acc=best_acc,
-            last_val_acc=history[-1][1] if history else None,
+            last_val_acc=history[-1][1] if history and _finite(history[-1][1]) else None,
             best_epoch=best_epoch,
             epochs_run=epochs_run,
             wall_seconds=time.time() - stats["start"],
@@ -240,18 +244,22 @@ class ParquetSink(Callback):
     def flush(self) -> None:
         """Write buffered rows now (also called on every trial end and at the experiment's end)."""
         if self._epochs:
-            write_table_atomic(self._epochs, EPOCH_SCHEMA, self.root / "epochs")
+            write_table_atomic(self._epochs, EPOCH_SCHEMA, SearchRun(self.root).epochs_dir)
             self._epochs = []
         if self._trials:
-            write_table_atomic(self._trials, TRIAL_SCHEMA, self.root / "trials")
+            write_table_atomic(self._trials, TRIAL_SCHEMA, SearchRun(self.root).trials_dir)
             self._trials = []
             self._parts_since_compact += 1
         self._last_flush = time.monotonic()
         if self._parts_since_compact >= self.compact_every:
-            for name, schema in (("epochs", EPOCH_SCHEMA), ("trials", TRIAL_SCHEMA)):
-                if (self.root / name).is_dir():
-                    compact(self.root / name, schema, only_small=True)
+            for folder, schema in self._tables():
+                if folder.is_dir():
+                    compact(folder, schema, only_small=True)
             self._parts_since_compact = 0
+
+
+def _finite(value) -> bool:
+    return value is not None and math.isfinite(value)
 
 
 def _effective_config(config: dict) -> dict:

@@ -179,3 +179,15 @@ class Location:
     def upload_tree(self, local: Path) -> None:
         """Copy the local folder ``local`` here, file by file."""
         pafs.copy_files(str(local), self.path, source_filesystem=pafs.LocalFileSystem(), destination_filesystem=self.fs)
+
+
+_SECRET_QUERY = re.compile(r"(?i)([?&][^=&]*(?:key|secret|token|password|credential|session)[^=&]*=)[^&]*")
+_USERINFO = re.compile(r"([a-zA-Z][a-zA-Z0-9+.-]*://)[^/@\s]+@")
+
+
+def redact(text: str) -> str:
+    """``text`` with the credentials a URI can carry (``user:secret@``, ``?secret_key=...``) replaced by ``***``:
+    search.json is read by whoever can read the results."""
+    if "://" not in text:
+        return text
+    return _SECRET_QUERY.sub(r"\1***", _USERINFO.sub(r"\1***@", text))

@@ -162,7 +162,7 @@ def fit(
             total_loss += loss.item() * len(y)
             seen += len(y)
         train_loss = total_loss / max(seen, 1)
-        diverged = not math.isfinite(train_loss)
+        diverged = is_diverged(train_loss, history[0].train_loss if history else math.log(max(2, int(split.train_y.max()) + 1)))
         if cached is None:
             val_loss, val_acc = evaluate_split(model, split, cfg, mean, std, resident)
         else:
@@ -177,6 +177,22 @@ def fit(
         if diverged:  # a NaN never recovers; stop rather than waste the budget
             break
     return history
+
+
+#: A training loss this many times the first epoch's counts as diverged (as a non-finite one does).
+DIVERGENCE_FACTOR = 100.0
+
+
+def is_diverged(train_loss: float, first_loss: float | None) -> bool:
+    """Non-finite, or a finite blow-up: ``DIVERGENCE_FACTOR`` × the first epoch's loss (say 2.5e6 after 2.3).
+
+    Relative, so it fits any number of classes; the first epoch's loss is the yardstick because a
+    fresh head starts near ln(classes) and fine-tuning only lowers it unless the step size is too
+    large. ``fit`` passes ln(classes) as the yardstick of the first epoch itself.
+    """
+    if not math.isfinite(train_loss):
+        return True
+    return first_loss is not None and math.isfinite(first_loss) and first_loss > 0 and train_loss > DIVERGENCE_FACTOR * first_loss
 
 
 def has_input_augmentation(cfg: FitConfig) -> bool:
