@@ -6,6 +6,7 @@ Each search runs in its own process (``python -m tune_tl.cli``) with its own Ray
 
 import json
 import os
+import re
 import signal
 import time
 from pathlib import Path
@@ -43,6 +44,17 @@ def space(trial):
 '''
 
 
+def trial_dirs(root: Path) -> list[Path]:
+    """Ray's trial folders in the search folder (named by trial id: ``tune_tl.search.progress.trial_name``)."""
+    return [d for d in root.glob("*") if d.is_dir() and re.fullmatch(r"[0-9a-f]{5,8}(_\d+)?", d.name)]
+
+
+def started_trials(trace: Path) -> list[str]:
+    """Trial ids in the order their first epoch started (from the trainable's trace hook)."""
+    lines = (trace / "starts.log").read_text().split("\n") if (trace / "starts.log").exists() else []
+    return list(dict.fromkeys(line.split()[0] for line in lines if line.strip()))
+
+
 def assert_every_file_readable(root: Path) -> None:
     for part in list(root.glob("epochs/*.parquet")) + list(root.glob("trials/*.parquet")):
         pq.read_table(part)
@@ -67,7 +79,7 @@ def test_a_search_whose_driver_is_killed_resumes_to_exactly_its_trials_then_exte
     driver = Driver(["search", str(tmp_path / "tiny.yaml"), "--output", str(tmp_path / "out"), "--name", "s", "--concurrency", "1",
                      "--no-feature-cache"], tmp_path / "search.log")  # uncached epochs: slow enough to kill mid-search
     try:  # kill it once the first trial has ended and the next one has started
-        driver.wait_for(lambda: list(root.glob("trials/*.parquet")) and len(list(root.glob("run_trial_*"))) >= 2, timeout=240)
+        driver.wait_for(lambda: list(root.glob("trials/*.parquet")) and len(trial_dirs(root)) >= 2, timeout=240)
     finally:
         driver.kill()
     assert_every_file_readable(root)
@@ -111,12 +123,11 @@ def fault_search(tmp_path_factory):
                      "--concurrency", "1", "--max-failures", "2", "--no-feature-cache"], tmp / "search.log", env)
     try:
         def second_trial_done_epoch_1():
-            dirs = [d for d in root.glob("run_trial_*_2_*")]
-            return dirs and list(dirs[0].glob("checkpoint_*")) and list(trace.glob("*.pid"))
+            ids = started_trials(trace)
+            return len(ids) >= 2 and list((root / ids[1]).glob("checkpoint_*")) and (trace / f"{ids[1]}.pid").exists()
 
         driver.wait_for(second_trial_done_epoch_1, timeout=300)
-        trial_dir = next(root.glob("run_trial_*_2_*"))
-        trial_id = trial_dir.name.split("_")[2]
+        trial_id = started_trials(trace)[1]
         time.sleep(1.0)  # now inside epoch 2
         os.kill(int((trace / f"{trial_id}.pid").read_text()), signal.SIGKILL)
         code = driver.wait(timeout=300)

@@ -17,7 +17,7 @@ def main(argv: list[str] | None = None) -> int:
     except SystemExit as exc:  # --help (0) or a bad flag (2, its one line already printed)
         return exc.code
     args.argv = ["tune-tl", *(sys.argv[1:] if argv is None else argv)]  # recorded in search.json
-    logging.basicConfig(level=logging.INFO, format="%(asctime)s %(levelname)s %(name)s: %(message)s", datefmt="%H:%M:%S")
+    _setup_logging(getattr(args, "verbose", False))
     try:
         return args.func(args)
     except TuneTLError as exc:
@@ -63,6 +63,7 @@ def _parser() -> argparse.ArgumentParser:
     s.add_argument("--name", help="search name, the subfolder of --output (default search-DATE-TIME)")
     s.add_argument("--max-failures", type=int, default=2, help="retries of a trial whose worker dies, each from its last epoch (default 2)")
     s.add_argument("--recheck", type=int, metavar="K", help="after the search, re-run the top K configs with 2 more seeds; the winner is the best mean")
+    s.add_argument("--verbose", action="store_true", help="Ray's own output (tables, trial configs, logs) on the terminal instead of the progress view")
     s.set_defaults(func=_search)
 
     r = sub.add_parser("resume", help="continue an interrupted search, or extend a finished one")
@@ -73,6 +74,11 @@ def _parser() -> argparse.ArgumentParser:
     v = sub.add_parser("validate", help="check a search-space file without running a search (a .py file is imported: its code runs)")
     v.add_argument("space", help="search-space file (.yaml or .py; a .py file is executed, like any Python script)")
     v.set_defaults(func=_validate)
+
+    d = sub.add_parser("dashboard", help="open the search's Optuna study in optuna-dashboard, on 127.0.0.1")
+    d.add_argument("dir", help="the search's results folder (<output>/<name>, or an s3:// or gs:// URI)")
+    d.add_argument("--port", type=int, default=8080, help="port on 127.0.0.1 (default 8080)")
+    d.set_defaults(func=_dashboard)
 
     r = sub.add_parser("report", help="leaderboard, PNG plots and an HTML page for a search (running or finished)")
     r.add_argument("dir", help="the search's results folder (<output>/<name>)")
@@ -99,6 +105,45 @@ def _parser() -> argparse.ArgumentParser:
     p.add_argument("--output", metavar="FILE", help="write path,label,confidence to FILE (.csv or .parquet) instead of stdout")
     p.set_defaults(func=_predict)
     return parser
+
+
+def _setup_logging(verbose: bool) -> None:
+    """Quiet by default: warnings from libraries, and our own INFO lines (data, backbone, where results go).
+    ``--verbose``: INFO from every library, as before the progress view."""
+    handler = _StderrNow()
+    handler.setFormatter(_Format("%(asctime)s %(message)s", datefmt="%H:%M:%S"))
+    logging.basicConfig(level=logging.INFO if verbose else logging.WARNING, handlers=[handler])
+    logging.getLogger("tune_tl").setLevel(logging.INFO)
+
+
+class _StderrNow(logging.StreamHandler):
+    """Writes to whatever ``sys.stderr`` is now, so log lines print above the live progress view (which
+    redirects it) instead of through it."""
+
+    @property
+    def stream(self):
+        return sys.stderr
+
+    @stream.setter
+    def stream(self, value):
+        pass
+
+
+class _Format(logging.Formatter):
+    """INFO lines are plain messages; warnings and errors say what and from where."""
+
+    def formatMessage(self, record: logging.LogRecord) -> str:
+        text = super().formatMessage(record)
+        if record.levelno >= logging.WARNING:
+            return text.replace(record.message, f"{record.levelname} {record.name}: {record.message}", 1)
+        return text
+
+
+def _dashboard(args) -> int:
+    from tune_tl.analysis.dashboard import serve_dashboard
+
+    serve_dashboard(args.dir, port=args.port)
+    return 0
 
 
 def _report(args) -> int:
@@ -173,6 +218,7 @@ def _search(args) -> int:
         textbook_start=args.textbook_start,
         feature_cache=args.feature_cache,
         max_failures=args.max_failures,
+        verbose=int(args.verbose),
         command_line=tuple(args.argv),
     )
     if args.recheck is not None and args.recheck < 1:

@@ -6,7 +6,7 @@ written next to the results, under ``<DIR>/report/``; for a search on an object 
 
     >>> paths = write_report("results/demo")   # doctest: +SKIP
     >>> sorted(p.name for p in paths)
-    ['accuracy_vs_freeze.png', 'accuracy_vs_lr.png', 'importances.png', 'index.html', 'learning_curves.png', 'pareto.png']
+    ['accuracy_vs_freeze.png', 'accuracy_vs_lr.png', 'anytime.png', 'importances.png', 'index.html', 'learning_curves.png', 'pareto.png']
 """
 
 from __future__ import annotations
@@ -41,6 +41,7 @@ def write_report(path: str | Path, top: int = 10) -> tuple[str, list[Path]]:
     table = format_leaderboard(board, res)
     notes: list[str] = []
     files = [_learning_curves(res, out / "learning_curves.png"),
+             _anytime(res, out / "anytime.png"),
              _accuracy_by_freeze(res, out / "accuracy_vs_freeze.png"),
              _accuracy_vs_lr(res, out / "accuracy_vs_lr.png"),
              _importances(res, out / "importances.png", notes),
@@ -103,6 +104,42 @@ def _learning_curves(res: Results, file: Path) -> Path:
     ax.xaxis.set_major_locator(MaxNLocator(integer=True))
     ax.set(xlabel="epoch", ylabel="validation accuracy", title="Learning curves")
     ax.legend(fontsize=8, loc="lower right")
+    return _save(fig, file)
+
+
+def anytime_curve(res: Results) -> pd.DataFrame:
+    """Best validation accuracy reached so far (any trial, any epoch) against minutes since the search
+    started (``search.json``'s ``start_time``, else the first epoch's start): how good the search was
+    at every moment, the curve to compare searches and schedulers by. One row per epoch, in time order;
+    ``improved`` marks the epochs that set a new best."""
+    e = res.epochs[res.epochs["val_acc"].notna() & res.epochs["time"].notna()].sort_values("time")
+    if e.empty:
+        return pd.DataFrame({"minutes": [], "best_val_acc": [], "trial_id": [], "improved": []})
+    first = (e["time"] - pd.to_timedelta(e["epoch_seconds"].fillna(0), unit="s")).min()
+    start = pd.to_datetime(res.search.get("start_time"), format="%Y-%m-%dT%H:%M:%S%z", errors="coerce")
+    start = start if pd.notna(start) and start <= first else first
+    best = e["val_acc"].cummax()
+    return pd.DataFrame({"minutes": ((e["time"] - start).dt.total_seconds() / 60).to_numpy(), "best_val_acc": best.to_numpy(),
+                         "trial_id": e["trial_id"].to_numpy(), "improved": (best > best.shift(fill_value=-1.0)).to_numpy()})
+
+
+def _anytime(res: Results, file: Path) -> Path:
+    plt = _plt()
+    fig, ax = plt.subplots(figsize=(7, 4.5))
+    curve = anytime_curve(res)
+    if len(curve):
+        ax.step(curve["minutes"], curve["best_val_acc"], where="post", color="tab:green", lw=2)
+        new = curve[curve["improved"]]
+        ax.scatter(new["minutes"], new["best_val_acc"], color="tab:green", s=18, zorder=3, label="an epoch that set a new best")
+        last = curve.iloc[-1]
+        ax.annotate(f"{last['best_val_acc']:.4f}", (last["minutes"], last["best_val_acc"]), textcoords="offset points",
+                    xytext=(-4, 6), ha="right", fontsize=9)
+        ax.legend(fontsize=8, loc="upper left")  # the curve rises to the right: that corner stays empty
+    else:
+        ax.text(0.5, 0.5, "no epoch finished yet", ha="center", va="center", transform=ax.transAxes)
+    ax.set_xlim(left=0)
+    ax.set(xlabel="wall time since the search started (minutes)", ylabel="best validation accuracy so far",
+           title="Anytime performance")
     return _save(fig, file)
 
 
@@ -267,17 +304,19 @@ def _save(fig, file: Path) -> Path:
 
 def _html(res: Results, board: pd.DataFrame, plots: list[Path], notes: list[str], file: Path) -> Path:
     name = html.escape(str(res.search.get("name", file.parent.parent.name)))
-    table = board[SHOWN + key_params(res.trials)].to_html(float_format=lambda v: f"{v:.4g}", na_rep="", border=0) \
+    table = board[SHOWN + key_params(res.trials)].reset_index().to_html(float_format=lambda v: f"{v:.4g}", na_rep="", border=0, index=False) \
         if not board.empty else "<p>No trial has finished yet.</p>"
     meta = {k: res.search.get(k) for k in ("start_time", "end_time", "seed", "host") if res.search.get(k) is not None}
     parts = [f"<!doctype html><html><head><meta charset='utf-8'><title>tune_tl report: {name}</title>",
              "<style>body{font-family:sans-serif;margin:2em}table{border-collapse:collapse}"
-             "td,th{padding:2px 8px;border-bottom:1px solid #ddd;text-align:right}img{max-width:48%;margin:4px}</style>",
+             "td,th{padding:2px 8px;border-bottom:1px solid #ddd;text-align:right}"
+             # Plots at their own size (readable labels), side by side where the window is wide enough.
+             ".plots{display:flex;flex-wrap:wrap;gap:8px}.plots img{max-width:100%;height:auto}</style>",
              f"</head><body><h1>Search {name}</h1>",
              "<p>" + ", ".join(f"{k}: {html.escape(str(v))}" for k, v in meta.items()) + "</p>",
              f"<p>{len(res.trials)} finished trial(s); {res.epochs['trial_id'].nunique()} with results.</p>",
-             "<h2>Leaderboard</h2>", table, "<h2>Plots</h2>",
-             *[f"<img src='{html.escape(p.name)}' alt='{html.escape(p.stem)}'>" for p in plots],
+             "<h2>Leaderboard</h2>", "<div style='overflow-x:auto'>", table, "</div>", "<h2>Plots</h2>",
+             "<div class='plots'>", *[f"<img src='{html.escape(p.name)}' alt='{html.escape(p.stem)}'>" for p in plots], "</div>",
              *[f"<p><em>{html.escape(n)}</em></p>" for n in notes], "</body></html>"]
     tmp = file.with_name(f".{file.name}.tmp")
     tmp.write_text("\n".join(parts))

@@ -45,11 +45,13 @@ def _resume_locked(run: SearchRun, samples: int | None):
     root = run.root
     context, _, _ = _prepare_context(spec)  # before Ray: bad weights or data fail here
     context = with_feature_cache(context, options, root)
-    init_ray(options.address)
-    check_resources(options)
+    from tune_tl.search.progress import ray_output
+
     log.info("resuming search %s: %d trials in all", root, target)
     run.study_file(fresh=False)  # an object store's study: fetch its copy before Ray unpickles the searcher
-    with SampleTarget.extending(target):
+    with ray_output(root, options.verbose), SampleTarget.extending(target):  # Ray's log lines: <search>/logs/ray.log
+        init_ray(options.address, options.verbose)
+        check_resources(options)
         tuner = tune.Tuner.restore(root.path, trainable=make_trainable(context, options), resume_unfinished=True,
                                    resume_errored=False, storage_filesystem=storage_config(root).get("storage_filesystem"))
         tuner.fit()

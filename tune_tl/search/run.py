@@ -45,7 +45,8 @@ class SearchOptions:
     sampler: str = "tpe"
     #: Enqueue the textbook recipes (fine-tune, linear probe, LP→FT) as the first trials.
     textbook_start: bool = True
-    verbose: int = 1
+    #: 0: the progress view, Ray's log in ``<search>/logs/ray.log``; 1 or 2: Ray's own stream (``--verbose``).
+    verbose: int = 0
     #: Share frozen-backbone features between epochs and trials (``<search>/feature_cache``).
     feature_cache: bool = True
     #: Retries of a trial whose worker died, each from its last checkpoint.
@@ -114,14 +115,17 @@ def run_search(spec: SearchSpec, options: SearchOptions = SearchOptions()) -> Se
     SearchRun(root).check_new()
     if not root.is_local:
         root.check_writable()  # a missing bucket or credentials fail now, not after the data is loaded
-    with SearchRun(root).lock():  # one driver per folder; an unwritable local --output fails here, before the data
+    from tune_tl.search.progress import ray_output
+
+    # One driver per folder (an unwritable local --output fails here, before the data); Ray's log lines go to <search>/logs/ray.log.
+    with SearchRun(root).lock(), ray_output(root, options.verbose):
         SearchRun(root).check_new()  # a same-name search may have finished while we waited to start
         return _run_locked(spec, options, name, root)
 
 
 def _run_locked(spec: SearchSpec, options: SearchOptions, name: str, root: Location) -> SearchSummary:
     context, num_blocks, loaded = _prepare_context(spec)  # before Ray: bad weights or data fail here
-    init_ray(options.address)
+    init_ray(options.address, options.verbose)
     check_resources(options)  # what the cluster really has: a trial that can never start would wait forever
     skipped = loaded.skipped
     run = SearchRun.create(root, spec, options, {**_metadata(), "data_loaded": loaded.description, "skipped_images": len(skipped),
@@ -197,17 +201,22 @@ def make_trainable(context, options: SearchOptions):
     return tune.with_resources(tune.with_parameters(run_trial, context=context), resources)
 
 
-def init_ray(address: str | None = None) -> None:
-    """Join ``address`` (or ``$RAY_ADDRESS``), else start a fresh local Ray with no dashboard."""
+def init_ray(address: str | None = None, verbose: int = 1) -> None:
+    """Join ``address`` (or ``$RAY_ADDRESS``), else start a fresh local Ray with no dashboard.
+
+    Unless ``verbose``, what trial processes print stays in Ray's session logs (``/tmp/ray/session_*/logs``)
+    instead of streaming to this terminal: the progress view reports each trial's outcome and error.
+    """
     import ray
 
     if ray.is_initialized():
         return
     address = address or os.environ.get("RAY_ADDRESS")
+    quiet = {} if verbose else {"log_to_driver": False}
     if address:
-        ray.init(address=address, logging_level=logging.WARNING)
+        ray.init(address=address, logging_level=logging.WARNING, **quiet)
     else:  # address="local": never join a stray cluster; no dashboard, so nothing listens on the network
-        ray.init(address="local", include_dashboard=False, logging_level=logging.WARNING)
+        ray.init(address="local", include_dashboard=False, logging_level=logging.WARNING, **quiet)
 
 
 #: Set to 1 to skip ``check_resources`` (an autoscaling cluster that adds GPU nodes on demand).
@@ -246,8 +255,9 @@ def _build_tuner(spec: SearchSpec, options: SearchOptions, context, num_blocks: 
     from tune_tl.search.sampler import HonestOptunaSearch, SampleTarget, SqliteMirror, enqueue_textbook, make_sampler, storage_url
     from tune_tl.store.results import ParquetSink
     from tune_tl.search.schedulers import make_scheduler
+    from tune_tl.search.progress import SearchProgress, trial_name
 
-    init_ray(options.address)
+    init_ray(options.address, options.verbose)
     sampler = make_sampler(options.sampler, spec)
     searcher = HonestOptunaSearch(
         space=spec.define_by_run(num_blocks),
@@ -272,6 +282,7 @@ def _build_tuner(spec: SearchSpec, options: SearchOptions, context, num_blocks: 
         callbacks.insert(0, CloseOpenTrials(sink, spec.budget.time, storage_url(study), root.name))
     if not root.is_local:
         callbacks.append(SqliteMirror(study, SearchRun(root).study_location))
+    callbacks.append(SearchProgress(root, spec.budget.samples, spec.budget.max_epochs, spec.budget.time, live=not options.verbose))
     return tune.Tuner(
         make_trainable(context, options),
         tune_config=tune.TuneConfig(
@@ -279,6 +290,8 @@ def _build_tuner(spec: SearchSpec, options: SearchOptions, context, num_blocks: 
             scheduler=scheduler,
             num_samples=spec.budget.samples,
             time_budget_s=spec.budget.time,  # stops starting trials and ends running ones when it is up
+            trial_name_creator=trial_name,  # short names and folders: the trial id, not the config
+            trial_dirname_creator=trial_name,
         ),
         run_config=tune.RunConfig(
             name=root.name,

@@ -232,7 +232,7 @@ class ParquetSink(Callback):
         )
         self._trials.append(row)
         acc = f"{best_acc:.4f}" if best_acc is not None else "n/a"
-        log.info("trial %s %s after %d epoch(s), best val_acc %s", trial.trial_id, status, epochs_run, acc)
+        log.debug("trial %s %s after %d epoch(s), best val_acc %s", trial.trial_id, status, epochs_run, acc)  # the progress view prints it
         self._maybe_flush()
 
     def _maybe_flush(self) -> None:

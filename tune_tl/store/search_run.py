@@ -316,8 +316,9 @@ class SearchRun:
     # ---------------------------------------------------------------- checkpoints
 
     def trial_dir(self, trial_id: str) -> Location:
-        """Ray's folder of trial ``trial_id`` (``<trainable>_<trial_id>_<n>_<config>_<date>``)."""
-        found = [d for d in self._ray_trial_dirs() if f"_{trial_id}_" in d.name]
+        """Ray's folder of trial ``trial_id``: ``<trial_id>`` (``search.progress.trial_name``), or in searches
+        from before that ``<trainable>_<trial_id>_<n>_<config>_<date>``."""
+        found = [d for d in self._ray_trial_dirs() if d.name == trial_id or f"_{trial_id}_" in d.name]
         if not found:
             raise TuneTLError(f"{self.root} has no folder for trial {trial_id!r} (its checkpoints are gone, "
                               "or it never reported an epoch)")

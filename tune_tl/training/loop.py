@@ -297,7 +297,7 @@ def _encode(features: nn.Module, split: Split, part: str, cfg: FitConfig, mean, 
 @torch.no_grad()
 def _evaluate_head(head: nn.Module, features: torch.Tensor, labels: np.ndarray, cfg: FitConfig) -> tuple[float, float]:
     head.eval()
-    y = torch.from_numpy(labels).to(features.device)
+    y = torch.tensor(labels, device=features.device)  # a copy: Ray's arrays are read-only, from_numpy would warn
     loss_sum, correct = 0.0, 0
     for start in range(0, len(labels), cfg.eval_batch_size):
         logits = head(features[start : start + cfg.eval_batch_size]).float()

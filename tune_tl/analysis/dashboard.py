@@ -1,0 +1,64 @@
+"""``tune-tl dashboard DIR``: the search's Optuna study in optuna-dashboard, on this machine only.
+
+The study is ``<search>/optuna.db`` (SQLite; see ``tune_tl.search.sampler``). For a search on an object
+store (``s3://``, ``gs://``) the dashboard reads a copy downloaded now: it shows the study as of the
+search's last snapshot and does not follow a running search.
+
+    >>> serve_dashboard("results/demo", port=8080)   # doctest: +SKIP
+    optuna-dashboard for study 'demo': http://127.0.0.1:8080/dashboard/studies/1  (Ctrl-C stops it)
+"""
+
+from __future__ import annotations
+
+import tempfile
+from pathlib import Path
+
+from tune_tl.errors import TuneTLError
+from tune_tl.store.storage import Location
+
+HOST = "127.0.0.1"  # the dashboard can edit the study: never listen beyond this machine
+INSTALL_HINT = "pip install 'tune-tl[dashboard]'"
+
+
+def serve_dashboard(path: str | Path, port: int = 8080) -> None:
+    """Print the dashboard's URL and serve it until interrupted (blocks)."""
+    try:
+        import optuna_dashboard
+    except ImportError:
+        raise TuneTLError(f"tune-tl dashboard needs optuna-dashboard, which is not installed: {INSTALL_HINT}") from None
+    root = Location.parse(path)
+    with tempfile.TemporaryDirectory(prefix="tune_tl-dashboard-") as tmp:
+        storage = f"sqlite:///{study_copy(root, Path(tmp))}"
+        url = f"http://{HOST}:{port}/dashboard/"
+        study_id = _study_id(storage, root.name)
+        if study_id is not None:
+            url += f"studies/{study_id}"
+        print(f"optuna-dashboard for study {root.name!r}: {url}  (Ctrl-C stops it)", flush=True)
+        try:
+            optuna_dashboard.run_server(storage, host=HOST, port=port)
+        except KeyboardInterrupt:
+            pass
+        except OSError as exc:  # e.g. the port is taken
+            raise TuneTLError(f"cannot serve the dashboard on {HOST}:{port} ({exc}); choose another --port") from exc
+
+
+def study_copy(root: Location, tmp: Path) -> Path:
+    """The study's SQLite file: the search's own for a local folder, else a copy downloaded into ``tmp``."""
+    if root.is_local:
+        file = root.local_path / "optuna.db"
+        if not file.is_file():
+            raise TuneTLError(f"{file} not found: DIR must be a search folder (<output>/<name>) with an Optuna study")
+        return file
+    local = tmp / "optuna.db"
+    if not (root / "optuna.db").download(local):
+        raise TuneTLError(f"{root}/optuna.db not found: DIR must be a search folder (<output>/<name>) with an Optuna study")
+    return local
+
+
+def _study_id(storage: str, name: str) -> int | None:
+    import optuna
+
+    try:
+        return optuna.storages.RDBStorage(storage).get_study_id_from_name(name)
+    except Exception:  # another study name, or an older database: the study list is still served
+        return None
