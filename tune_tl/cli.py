@@ -68,6 +68,14 @@ def _parser() -> argparse.ArgumentParser:
     t.add_argument("--device", help="cpu or cuda (default: cuda when available)")
     t.set_defaults(func=_retrain)
 
+    k = sub.add_parser("rank", help="rank candidate backbones on the data: LogME, linear-probe accuracy, cost")
+    k.add_argument("space", nargs="?", help="search-space file; its data and backbone.name (default: bundled digits, the Lite0/1/2 portfolio)")
+    k.add_argument("--data", metavar="PATH", help="image folder (or cifar-10-batches-py folder) to rank on (overrides data.source and data.path)")
+    k.add_argument("--output", metavar="FILE", help="also write the table to FILE (.csv or .parquet)")
+    k.add_argument("--backbones", nargs="+", metavar="NAME", help="candidates to rank (default: the space's backbone.name)")
+    k.add_argument("--resolution", type=int, help="input side in pixels (default: the largest resolution the space allows)")
+    k.set_defaults(func=_rank, skip_bad_images=False)
+
     p = sub.add_parser("predict", help="classify image files with a model saved by retrain")
     p.add_argument("model", help="model folder (<search>/models/<trial_id>) or its model.pt")
     p.add_argument("images", nargs="+", help="image files")
@@ -92,6 +100,20 @@ def _retrain(args) -> int:
     note = "" if m["evaluated_on"] == "test" else " (no test split in this data: validation set, which the search also used)"
     print(f"Retrained {m['epochs']} epoch(s): {m['evaluated_on']} accuracy {m['accuracy']:.4f}, loss {m['loss']:.4f}{note}")
     print(f"Saved {saved.directory / 'model.pt'} and {saved.directory / 'model.json'}")
+    return 0
+
+
+def _rank(args) -> int:
+    from tune_tl.analysis.rank import PORTFOLIO, RankOptions, format_table, rank_backbones
+    from tune_tl.config.space import load_space
+
+    spec = _data_overrides(load_space(args.space), args)
+    backbones = tuple(args.backbones or (() if args.space else PORTFOLIO))
+    options = RankOptions(backbones=backbones, resolution=args.resolution, output=args.output)
+    table = rank_backbones(spec, options)
+    print(format_table(table))
+    if args.output:
+        print(f"Written: {args.output}")
     return 0
 
 

@@ -70,8 +70,18 @@ class DataSpec:
 
 @dataclass(frozen=True)
 class BackboneSpec:
-    name: str = "efficientnet_lite0"
+    #: One backbone, or a tuple of names: then the backbone is a search parameter (``backbone`` column).
+    name: str | tuple[str, ...] = "efficientnet_lite0"
     weights: str = "imagenet"
+
+    @property
+    def names(self) -> tuple[str, ...]:
+        """Every candidate backbone, in the space file's order."""
+        return (self.name,) if isinstance(self.name, str) else tuple(self.name)
+
+    @property
+    def is_choice(self) -> bool:
+        return not isinstance(self.name, str)
 
 
 @dataclass(frozen=True)
@@ -297,8 +307,21 @@ def _section(raw: Mapping[str, Any], key: str, cls: type, source: str):
         expected = type(getattr(cls(), name))
         if name == "path":
             expected = str
+        if (key, name) == ("backbone", "name") and isinstance(value, (list, tuple)):
+            values[name] = _backbone_names(value, source)
+            continue
         values[name] = _typed(value, expected, source, f"{key}.{name}")
     return cls(**values)
+
+
+def _backbone_names(values: list, source: str) -> str | tuple[str, ...]:
+    """``backbone.name`` as a list: distinct names, a choice when there are two or more."""
+    names = tuple(_typed(v, str, source, "backbone.name") for v in values)
+    if not names:
+        raise TuneTLError(f"{source}: backbone.name: an empty list; give one name or a list of names")
+    if len(set(names)) != len(names):
+        raise TuneTLError(f"{source}: backbone.name: {list(names)} lists a name twice")
+    return names[0] if len(names) == 1 else names
 
 
 def _typed(value: Any, expected: type, source: str, key: str) -> Any:
