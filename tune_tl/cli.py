@@ -66,6 +66,8 @@ def _parser() -> argparse.ArgumentParser:
     t.add_argument("dir", help="the search's results folder (<output>/<name>)")
     t.add_argument("--trial", help="trial id to retrain (default: the best completed or pruned trial)")
     t.add_argument("--device", help="cpu or cuda (default: cuda when available)")
+    t.add_argument("--train-on", choices=["train", "train+val"], default="train",
+                   help="train (default) or train+val: also train on the validation images (then only a test split evaluates it)")
     t.set_defaults(func=_retrain)
 
     k = sub.add_parser("rank", help="rank candidate backbones on the data: LogME, linear-probe accuracy, cost")
@@ -76,9 +78,16 @@ def _parser() -> argparse.ArgumentParser:
     k.add_argument("--resolution", type=int, help="input side in pixels (default: the largest resolution the space allows)")
     k.set_defaults(func=_rank, skip_bad_images=False)
 
-    p = sub.add_parser("predict", help="classify image files with a model saved by retrain")
-    p.add_argument("model", help="model folder (<search>/models/<trial_id>) or its model.pt")
-    p.add_argument("images", nargs="+", help="image files")
+    e = sub.add_parser("export", help="write a trial's best-epoch weights as a model folder (no retraining)")
+    e.add_argument("dir", help="the search's results folder (<output>/<name>)")
+    e.add_argument("--trial", help="trial id to export (default: the best completed or pruned trial)")
+    e.add_argument("--to", metavar="PATH", help="model folder to write (default <search>/models/<trial_id>-best)")
+    e.set_defaults(func=_export)
+
+    p = sub.add_parser("predict", help="classify images with a model folder written by export or retrain")
+    p.add_argument("model", help="model folder (from export or retrain) or its model.pt")
+    p.add_argument("images", nargs="+", metavar="PATH", help="image files, or folders (searched recursively)")
+    p.add_argument("--output", metavar="FILE", help="write path,label,confidence to FILE (.csv or .parquet) instead of stdout")
     p.set_defaults(func=_predict)
     return parser
 
@@ -95,11 +104,23 @@ def _report(args) -> int:
 def _retrain(args) -> int:
     from tune_tl.analysis.retrain import retrain
 
-    saved = retrain(args.dir, args.trial, args.device)
+    saved = retrain(args.dir, args.trial, args.device, train_on=args.train_on)
     m = saved.metrics
-    note = "" if m["evaluated_on"] == "test" else " (no test split in this data: validation set, which the search also used)"
-    print(f"Retrained {m['epochs']} epoch(s): {m['evaluated_on']} accuracy {m['accuracy']:.4f}, loss {m['loss']:.4f}{note}")
-    print(f"Saved {saved.directory / 'model.pt'} and {saved.directory / 'model.json'}")
+    if m["evaluated_on"] is None:
+        print(f"Retrained {m['epochs']} epoch(s) on train+val; no test split in this data, so nothing held out to evaluate on")
+    else:
+        note = "" if m["evaluated_on"] == "test" else " (no test split in this data: validation set, which the search also used)"
+        print(f"Retrained {m['epochs']} epoch(s) on {m['train_on']}: {m['evaluated_on']} accuracy {m['accuracy']:.4f}, loss {m['loss']:.4f}{note}")
+    print(f"Saved model folder {saved.directory}")
+    return 0
+
+
+def _export(args) -> int:
+    from tune_tl.analysis.export import export_model
+
+    saved = export_model(args.dir, args.trial, args.to)
+    i = saved.info
+    print(f"Exported trial {i['trial_id']} at its best epoch {i['epoch']} (val_acc {i['val_acc']:.4f}) to {saved.directory}")
     return 0
 
 
@@ -118,9 +139,15 @@ def _rank(args) -> int:
 
 
 def _predict(args) -> int:
-    from tune_tl.analysis.retrain import predict
+    from tune_tl.analysis.predict import predict, write_predictions
 
-    for image, label, prob in predict(args.model, args.images):
+    if args.output and not args.output.endswith((".csv", ".parquet")):
+        raise TuneTLError(f"--output {args.output}: give a .csv or .parquet file name")
+    rows = predict(args.model, args.images)
+    if args.output:
+        print(f"Wrote {len(rows)} prediction(s) to {write_predictions(rows, args.output)}")
+        return 0
+    for image, label, prob in rows:
         print(f"{image}\t{label}\t{prob:.4f}")
     return 0
 
@@ -197,6 +224,8 @@ def _validate(args) -> int:
 
 
 def _format_summary(summary) -> str:
+    from tune_tl.store.search_run import SearchRun
+
     c = summary.counts
     lines = [
         "",
@@ -208,7 +237,7 @@ def _format_summary(summary) -> str:
         skip = {"trial_id", "status", "best_val_acc", "last_val_acc", "best_epoch", "epochs_run", "wall_seconds", "error", "node_id", "node_ip"}
         lines.append("  config: " + ", ".join(f"{k}={_fmt(v)}" for k, v in best.items() if k not in skip))
     if summary.skipped_images:
-        lines.append(f"Skipped {summary.skipped_images} bad image file(s); listed in {summary.path / 'skipped_images.txt'}")
+        lines.append(f"Skipped {summary.skipped_images} bad image file(s); listed in {SearchRun(summary.path).skipped_file}")
     lines.append(f"Results (Parquet): {summary.path / 'trials'}  and  {summary.path / 'epochs'}")
     lines.append(f"Read them with: pandas.read_parquet('{summary.path / 'trials'}')")
     return "\n".join(lines)

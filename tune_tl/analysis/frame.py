@@ -9,19 +9,17 @@ Example:
 
 from __future__ import annotations
 
-import json
 import time
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
 import pandas as pd
-import pyarrow as pa
-import pyarrow.dataset as ds
 
 from tune_tl.errors import TuneTLError
 from tune_tl.config.params import PARAMS
-from tune_tl.store.results import EPOCH_SCHEMA, TRIAL_SCHEMA
+from tune_tl.store.schema import STATUSES
+from tune_tl.store.search_run import SearchRun
 from tune_tl.store.storage import Location
 
 #: Statuses whose ``best_val_acc`` is a real measurement (a diverged trial's is not comparable).
@@ -43,7 +41,7 @@ class Results:
     search: dict[str, Any] = field(default_factory=dict)
 
 
-def load_results(path: str | Path | Location) -> Results:
+def load_results(path: str | Path | Location | SearchRun) -> Results:
     """Load both tables of the search in ``path`` (a folder or an ``s3://``/``gs://`` URI); an
     empty table if none is written yet.
 
@@ -53,23 +51,13 @@ def load_results(path: str | Path | Location) -> Results:
     Raises:
         TuneTLError: ``path`` is not a folder.
     """
-    root = Location.parse(path)
-    if not root.is_dir():
-        raise TuneTLError(f"{root} is not a search results folder (expected {root}/trials and {root}/epochs)")
-    trials = _read(root / "trials", TRIAL_SCHEMA, ["trial_id"])
-    epochs = _read(root / "epochs", EPOCH_SCHEMA, ["trial_id", "epoch"])
-    return Results(trials, epochs, load_search_info(root))
+    run = path if isinstance(path, SearchRun) else SearchRun.open(path)
+    return Results(run.trials(), run.epochs(), run.metadata)
 
 
 def load_search_info(path: str | Path | Location) -> dict[str, Any]:
     """The search's ``search.json`` record, or ``{}`` when it has none (yet)."""
-    file = Location.parse(path) / "search.json"
-    try:
-        return json.loads(file.read_text())
-    except FileNotFoundError:
-        return {}
-    except (OSError, ValueError) as exc:
-        raise TuneTLError(f"{file} is not readable JSON ({exc})") from exc
+    return SearchRun(path).metadata
 
 
 def leaderboard(results: Results, top: int | None = 10) -> pd.DataFrame:
@@ -134,7 +122,7 @@ def param_summary(results: Results, param: str) -> pd.DataFrame:
     ok = t["best_val_acc"].where(t["status"].isin(RANKED_STATUSES))
     grouped = ok.groupby(key, sort=True, dropna=False)
     out = pd.DataFrame({"best": grouped.max(), "mean": grouped.mean(), "trials": t.groupby(key, dropna=False).size()})
-    counts = pd.crosstab(key, t["status"]).reindex(columns=["completed", "pruned", "diverged", "error"], fill_value=0)
+    counts = pd.crosstab(key, t["status"]).reindex(columns=list(STATUSES), fill_value=0)
     return out.join(counts).fillna({s: 0 for s in counts.columns}).sort_values("best", ascending=False, na_position="last")
 
 
@@ -171,20 +159,3 @@ def _write_synthetic(sink, n_trials: int, epochs: int) -> None:
                                                 "lr": 0.01, "epoch_seconds": 1.0, "trainable_params": 1000, "diverged": False})
         sink.on_trial_complete(0, [], trial)
     sink.on_experiment_end([])
-
-
-def _read(directory: Location, schema: pa.Schema, key: list[str], attempts: int = 5) -> pd.DataFrame:
-    if not directory.is_dir():
-        return schema.empty_table().to_pandas()
-    for attempt in range(attempts):
-        try:
-            # An explicit schema lets parts written by older versions (fewer columns) read as nulls.
-            dataset = ds.dataset(directory.path, schema=schema, format="parquet", filesystem=directory.fs)
-            frame = dataset.to_table().to_pandas()
-            break
-        except OSError:  # FileNotFoundError: compacted away by the running search since we listed
-            if attempt == attempts - 1:
-                raise
-            time.sleep(0.05)
-    # During a compaction a reader can see the merged part and its sources: keep one of each row.
-    return frame.drop_duplicates(key, keep="last", ignore_index=True)

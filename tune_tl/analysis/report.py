@@ -6,31 +6,36 @@ written next to the results, under ``<DIR>/report/``; for a search on an object 
 
     >>> paths = write_report("results/demo")   # doctest: +SKIP
     >>> sorted(p.name for p in paths)
-    ['accuracy_vs_freeze.png', 'accuracy_vs_lr.png', 'importances.png', 'index.html', 'learning_curves.png']
+    ['accuracy_vs_freeze.png', 'accuracy_vs_lr.png', 'importances.png', 'index.html', 'learning_curves.png', 'pareto.png']
 """
 
 from __future__ import annotations
 
 import html
+from dataclasses import dataclass
 from pathlib import Path
 
 import pandas as pd
 
 from tune_tl.analysis.frame import RANKED_STATUSES, Results, leaderboard, load_results
 from tune_tl.config.params import PARAMS
-from tune_tl.store.storage import Location
+from tune_tl.store.schema import STATUSES
+from tune_tl.store.search_run import SearchRun
 
-STATUS_COLOURS = {"completed": "tab:green", "pruned": "tab:orange", "diverged": "tab:red", "error": "tab:gray",
-                  "running": "tab:blue"}
+STATUS_COLOURS = {"completed": "tab:green", "pruned": "tab:orange", "diverged": "tab:red", "oom": "tab:purple",
+                  "error": "tab:gray", "running": "tab:blue"}
+assert set(STATUS_COLOURS) == set(STATUSES) | {"running"}, "one status vocabulary (tune_tl.store.schema.STATUSES)"
 SHOWN = ["trial_id", "status", "best_val_acc", "best_epoch", "epochs_run"]
 MIN_TRIALS_FOR_IMPORTANCE = 5
+#: Below this many trials importances get a plain warning (at 16 trials an image-folder run ranked head_hidden first).
+FEW_TRIALS_FOR_IMPORTANCE = 30
 
 
 def write_report(path: str | Path, top: int = 10) -> tuple[str, list[Path]]:
     """Read the search in ``path``, write plots and ``index.html``; return (leaderboard text, files)."""
-    root = Location.parse(path)
-    res = load_results(root)
-    out = root.local_path / "report" if root.is_local else Path.cwd() / f"{root.name}-report"
+    run = SearchRun.open(path)
+    res = load_results(run)
+    out = run.report_dir()
     out.mkdir(exist_ok=True)
     board = leaderboard(res, top=top)
     table = format_leaderboard(board, res)
@@ -38,7 +43,8 @@ def write_report(path: str | Path, top: int = 10) -> tuple[str, list[Path]]:
     files = [_learning_curves(res, out / "learning_curves.png"),
              _accuracy_by_freeze(res, out / "accuracy_vs_freeze.png"),
              _accuracy_vs_lr(res, out / "accuracy_vs_lr.png"),
-             _importances(res, out / "importances.png", notes)]
+             _importances(res, out / "importances.png", notes),
+             _pareto(res, out / "pareto.png")]
     files = [f for f in files if f is not None]
     files.append(_html(res, board, files, notes, out / "index.html"))
     return table + ("\n" + "\n".join(notes) if notes else ""), files
@@ -128,12 +134,48 @@ def _accuracy_vs_lr(res: Results, file: Path) -> Path:
     return _save(fig, file)
 
 
-def parameter_importances(trials: pd.DataFrame) -> dict[str, float] | None:
-    """Optuna (fANOVA) importances of the varying parameters for ``best_val_acc``; None if too few trials."""
+@dataclass(frozen=True)
+class Importances:
+    """fANOVA importances with their spread, and the budget they compare trials at."""
+
+    mean: dict[str, float]
+    sd: dict[str, float]
+    trials: int
+    #: Epoch at which every included trial is scored (its best val_acc up to then); ``None``: full runs.
+    epoch: int | None
+
+
+def same_budget_scores(trials: pd.DataFrame, epochs: pd.DataFrame, min_trials: int = MIN_TRIALS_FOR_IMPORTANCE) -> tuple[pd.DataFrame, int | None]:
+    """Trials scored at one budget: the deepest epoch that at least ``min_trials`` comparable trials reached,
+    each scored by its best val_acc up to that epoch (a pruned trial's partial score is never set beside
+    a finished trial's final one)."""
+    ok = trials[trials["status"].isin(RANKED_STATUSES)]
+    e = epochs[epochs["trial_id"].isin(ok["trial_id"])]
+    if e.empty:
+        return ok.iloc[:0].assign(score=[]), None
+    reached = e.groupby("trial_id")["epoch"].max()
+    depths = sorted(reached.unique(), reverse=True)
+    epoch = next((int(d) for d in depths if (reached >= d).sum() >= min_trials), int(depths[-1]))
+    ids = reached[reached >= epoch].index
+    score = e[e["trial_id"].isin(ids) & (e["epoch"] <= epoch)].groupby("trial_id")["val_acc"].max()
+    return ok[ok["trial_id"].isin(ids)].assign(score=ok["trial_id"].map(score)), epoch
+
+
+def parameter_importances(trials: pd.DataFrame, epochs: pd.DataFrame | None = None, seeds: int = 5) -> Importances | None:
+    """Optuna fANOVA importances of the varying parameters, mean and sd over ``seeds`` forests.
+
+    Trials are compared at the same budget (``same_budget_scores``); without ``epochs``, only completed
+    trials (the full budget) count. ``None`` with fewer than ``MIN_TRIALS_FOR_IMPORTANCE`` trials.
+    """
     import optuna
     from optuna.distributions import CategoricalDistribution, FloatDistribution, IntDistribution
+    from optuna.importance import FanovaImportanceEvaluator
 
-    ok = trials[trials["status"].isin(RANKED_STATUSES) & trials["best_val_acc"].notna()]
+    if epochs is None:
+        ok, epoch = trials[(trials["status"] == "completed") & trials["best_val_acc"].notna()].assign(score=trials["best_val_acc"]), None
+    else:
+        ok, epoch = same_budget_scores(trials, epochs)
+    ok = ok[ok["score"].notna()]
     if len(ok) < MIN_TRIALS_FOR_IMPORTANCE:
         return None
     dists = {}
@@ -154,26 +196,63 @@ def parameter_importances(trials: pd.DataFrame) -> dict[str, float] | None:
     study = optuna.create_study(direction="maximize")
     for _, row in ok.iterrows():
         params = {n: PARAMS[n].type(row[n]) for n in dists if pd.notna(row[n])}
-        study.add_trial(optuna.trial.create_trial(params=params, distributions={n: dists[n] for n in params},
-                                                  value=float(row["best_val_acc"])))
+        study.add_trial(optuna.trial.create_trial(params=params, distributions={n: dists[n] for n in params}, value=float(row["score"])))
     try:
-        return optuna.importance.get_param_importances(study)
+        runs = pd.DataFrame([optuna.importance.get_param_importances(study, evaluator=FanovaImportanceEvaluator(seed=seed))
+                             for seed in range(seeds)]).fillna(0.0)
     except (ValueError, RuntimeError):  # e.g. no parameter present in every trial
         return None
+    order = runs.mean().sort_values(ascending=False).index
+    return Importances({n: float(runs[n].mean()) for n in order}, {n: float(runs[n].std(ddof=0)) for n in order}, len(ok), epoch)
 
 
 def _importances(res: Results, file: Path, notes: list[str]) -> Path | None:
-    importances = parameter_importances(res.trials)
+    importances = parameter_importances(res.trials, res.epochs)
     if importances is None:
         notes.append(f"Parameter importances skipped: they need at least {MIN_TRIALS_FOR_IMPORTANCE} completed or "
-                     "pruned trials with a varying parameter.")
+                     "pruned trials, compared at the same epoch, with a varying parameter.")
         file.unlink(missing_ok=True)
         return None
+    if importances.trials < FEW_TRIALS_FOR_IMPORTANCE:
+        notes.append(f"Warning: parameter importances come from only {importances.trials} trials (compared at epoch "
+                     f"{importances.epoch}); with fewer than {FEW_TRIALS_FOR_IMPORTANCE} they are mostly noise: read the "
+                     "error bars (spread over fANOVA seeds) before trusting the order.")
     plt = _plt()
-    fig, ax = plt.subplots(figsize=(6, 0.5 * len(importances) + 1.5))
-    names = list(importances)[::-1]
-    ax.barh(names, [importances[n] for n in names], color="tab:blue")
-    ax.set(xlabel="importance (Optuna fANOVA)", title="Parameter importances for best val accuracy")
+    fig, ax = plt.subplots(figsize=(6, 0.5 * len(importances.mean) + 1.5))
+    names = list(importances.mean)[::-1]
+    ax.barh(names, [importances.mean[n] for n in names], xerr=[importances.sd[n] for n in names], color="tab:blue", capsize=3)
+    at = f"at epoch {importances.epoch}" if importances.epoch else "completed trials"
+    ax.set(xlabel="importance (Optuna fANOVA, mean ± sd over seeds)",
+           title=f"Parameter importances for val accuracy ({importances.trials} trials, {at})")
+    return _save(fig, file)
+
+
+def pareto_front(points: pd.DataFrame, cost: str, value: str = "best_val_acc") -> pd.DataFrame:
+    """The rows no other row beats on both counts (lower ``cost``, higher ``value``), cheapest first."""
+    front, best = [], float("-inf")
+    for _, row in points.sort_values([cost, value], ascending=[True, False]).iterrows():
+        if row[value] > best:
+            front.append(row)
+            best = row[value]
+    return pd.DataFrame(front)
+
+
+def _pareto(res: Results, file: Path) -> Path:
+    """Val accuracy against trainable parameters (what a trial fine-tunes), the Pareto front marked."""
+    plt = _plt()
+    fig, ax = plt.subplots(figsize=(6, 4))
+    ok = res.trials[res.trials["status"].isin(RANKED_STATUSES) & res.trials["best_val_acc"].notna()]
+    params = res.epochs.groupby("trial_id")["trainable_params"].max()
+    points = ok.assign(trainable_params=ok["trial_id"].map(params)).dropna(subset=["trainable_params"])
+    for s, rows in points.groupby("status"):
+        ax.scatter(rows["trainable_params"], rows["best_val_acc"], color=STATUS_COLOURS.get(s, "black"), label=s, s=20)
+    if len(points):
+        front = pareto_front(points, "trainable_params")
+        ax.step(front["trainable_params"], front["best_val_acc"], where="post", color="black", lw=1)
+        ax.scatter(front["trainable_params"], front["best_val_acc"], facecolors="none", edgecolors="black", s=80, label="Pareto front")
+        ax.set_xscale("log")
+        ax.legend(fontsize=8)
+    ax.set(xlabel="trainable parameters (log)", ylabel="best val accuracy", title="Accuracy vs cost")
     return _save(fig, file)
 
 

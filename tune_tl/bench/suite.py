@@ -96,17 +96,15 @@ def fixed_spec(base: SearchSpec, epochs: int, **params) -> SearchSpec:
 
 def plain_fit(spec: SearchSpec, device: str):
     """The same training as a trial, in a plain PyTorch loop: no Ray, no Optuna, no sink, no checkpoints."""
-    from tune_tl.models import param_groups
     from tune_tl.config.params import TrialConfig
     from tune_tl.search.run import _prepare_context
     from tune_tl.training.loop import fit
-    from tune_tl.training.recipe import build_model, fit_config
+    from tune_tl.training.recipe import build_trial
 
     context, _, _ = _prepare_context(spec)
     cfg = TrialConfig.from_dict({p.name: p.dist.value for p in spec.params})
-    model = build_model(cfg, context)
-    groups = param_groups(model, cfg.head_lr_mult, cfg.layer_decay)
-    return fit(model, context.data.splits[cfg.resolution], fit_config(cfg, context, model, device), param_groups=groups), context
+    plan = build_trial(cfg, context, device)
+    return fit(plan.model, plan.split, plan.fit, param_groups=plan.param_groups), context
 
 
 def bench_overhead(base: SearchSpec, out: Path, epochs: int) -> list[Row]:

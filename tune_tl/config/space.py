@@ -119,6 +119,7 @@ class SearchSpec:
                     return [d.value]
                 if isinstance(d, Choice):
                     return sorted(d.values)
+                return resolution_grid(d, self.source)
         return [PARAMS["resolution"].default]
 
     def define_by_run(self, num_blocks: int) -> Callable:
@@ -130,6 +131,25 @@ class SearchSpec:
     def check_blocks(self, num_blocks: int) -> None:
         """Raise if ``freeze_blocks`` or ``train_block`` can exceed the backbone's blocks."""
         resolve_all(self.params, num_blocks, self.source)
+
+
+#: A resolution range may sample at most this many sizes: data is prepared (and held in memory) once per size.
+MAX_RESOLUTIONS = 16
+
+
+def resolution_grid(d: Range, source: str) -> list[int]:
+    """Every size a ``resolution`` range can sample: ``low, low+step, ... <= high`` (Optuna's int grid)."""
+    where = f"{source}: params.resolution"
+    if d.step is not None and d.step < 1:
+        raise TuneTLError(f"{where}.step: must be at least 1, got {d.step}")
+    if not d.step:
+        raise TuneTLError(f"{where}: a range needs a 'step' (e.g. {{low: {d.low}, high: {d.high}, step: 32}}), because "
+                          "the data is prepared once per resolution it can sample; or list the choices")
+    grid = list(range(int(d.low), int(d.high) + 1, int(d.step)))
+    if len(grid) > MAX_RESOLUTIONS:
+        raise TuneTLError(f"{where}: low {d.low}, high {d.high}, step {d.step} gives {len(grid)} resolutions; at most "
+                          f"{MAX_RESOLUTIONS} (each is prepared in memory): use a larger step")
+    return grid
 
 
 def sample_params(params: tuple[ParamSpec, ...], trial) -> dict[str, Any]:
@@ -266,9 +286,12 @@ def _parse_param(name: str, raw: Any, source: str) -> ParamSpec:
     if log and (low in (ALL, LAST) or low <= 0):
         raise TuneTLError(f"{where}: a log range needs low > 0, got {low}")
     if step is not None:
-        step = _value(name, step, where + ".step")
+        # A resolution's step is a distance, not a size: the >= 32 px rule does not apply to it.
+        step = coerce(name, step, where + ".step") if name == "resolution" else _value(name, step, where + ".step")
         if log:
             raise TuneTLError(f"{where}: 'step' and 'log' cannot be combined (Optuna forbids it)")
+    if name == "resolution":
+        resolution_grid(Range(low, high, log, step), source)  # a range without a usable grid fails here
     return ParamSpec(name, Range(low, high, log, step))
 
 

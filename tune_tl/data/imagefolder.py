@@ -1,9 +1,8 @@
 """A folder of labelled images: ``<root>/train/<class>/*`` (+ ``val/``, optional ``test/``) or ``<root>/<class>/*``.
 
 The driver decodes every file once, in parallel threads (Pillow releases the GIL while decoding
-and resizing), converts it to RGB and resizes it to every resolution the space allows. Resizing
-keeps the aspect ratio: the shorter side is scaled to the resolution and the centre square is kept
-(the usual ImageNet evaluation crop), so a 4:3 photo is not squashed.
+and resizing), converts it to RGB and resizes it to every resolution the space allows, with the
+one rule of ``tune_tl.data.preprocess`` (shorter side, centre crop) that ``predict`` uses too.
 
 When the decoded arrays would exceed ``data.memory_budget_mb`` the files are still decoded once to
 validate them, but trials get file lists instead and decode them per epoch (the streaming path).
@@ -19,9 +18,10 @@ from dataclasses import dataclass
 from pathlib import Path
 
 import numpy as np
-from PIL import Image, ImageOps, UnidentifiedImageError
+from PIL import Image, UnidentifiedImageError
 
 from tune_tl.data import validate
+from tune_tl.data.preprocess import load_rgb, square_uint8
 from tune_tl.data.prepare import stratified_split
 from tune_tl.data.types import BadImage, FileSplit, LoadedData, PreparedData, Split
 from tune_tl.errors import TuneTLError
@@ -46,25 +46,9 @@ class FolderIndex:
 # ---------------------------------------------------------------- decoding
 
 
-def open_rgb(path: str) -> Image.Image:
-    """Decode ``path`` fully and return it as RGB (grey, palette, CMYK, alpha all converted).
-
-    Transparent pixels are composited on white, as a viewer shows them, rather than on the
-    arbitrary colour hidden under alpha 0.
-    """
-    with Image.open(path) as img:
-        img.load()  # decode everything now: truncated files fail here, not in a trial
-        if img.mode in ("RGBA", "LA", "PA") or (img.mode == "P" and "transparency" in img.info):
-            rgba = img.convert("RGBA")
-            background = Image.new("RGBA", rgba.size, (255, 255, 255, 255))
-            return Image.alpha_composite(background, rgba).convert("RGB")
-        return img.convert("RGB")
-
-
-def fit_square(img: Image.Image, resolution: int) -> np.ndarray:
-    """Shorter side to ``resolution``, centre crop: uint8 ``(3, R, R)``."""
-    square = ImageOps.fit(img, (resolution, resolution), method=Image.Resampling.BICUBIC)
-    return np.asarray(square, dtype=np.uint8).transpose(2, 0, 1)
+# The one resize rule lives in ``tune_tl.data.preprocess`` (shared with predict); the old names stay.
+open_rgb = load_rgb
+fit_square = square_uint8
 
 
 def decode(path: str, resolutions: tuple[int, ...]) -> list[np.ndarray] | BadImage:

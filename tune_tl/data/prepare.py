@@ -5,10 +5,9 @@ from __future__ import annotations
 import logging
 
 import numpy as np
-import torch
-import torch.nn.functional as F
 from sklearn.model_selection import train_test_split
 
+from tune_tl.data.preprocess import square_arrays
 from tune_tl.data.types import LabelledImages, PreparedData, Split
 from tune_tl.errors import TuneTLError
 
@@ -26,15 +25,8 @@ def stratified_split(labels: np.ndarray, val_fraction: float, seed: int) -> tupl
 
 
 def resize_uint8(images: np.ndarray, resolution: int) -> np.ndarray:
-    """Resize uint8 ``(N, 3, H, W)`` to ``(N, 3, R, R)`` with antialiased bilinear interpolation."""
-    if images.shape[-2:] == (resolution, resolution):
-        return np.ascontiguousarray(images)
-    out = np.empty((len(images), 3, resolution, resolution), dtype=np.uint8)
-    for start in range(0, len(images), 512):  # bounded memory for large datasets
-        chunk = torch.from_numpy(images[start : start + 512]).float()
-        resized = F.interpolate(chunk, size=(resolution, resolution), mode="bilinear", antialias=True, align_corners=False)
-        out[start : start + 512] = resized.round_().clamp_(0, 255).to(torch.uint8).numpy()
-    return out
+    """Resize uint8 ``(N, 3, H, W)`` to ``(N, 3, R, R)`` with the one rule of ``tune_tl.data.preprocess``."""
+    return square_arrays(images, resolution)
 
 
 def prepare(data: LabelledImages, resolutions: list[int], val_fraction: float, seed: int) -> PreparedData:

@@ -16,12 +16,12 @@ from typing import Any
 
 from tune_tl.errors import TuneTLError
 from tune_tl.config.space import SearchSpec
+from tune_tl.store.search_run import SearchRun
 from tune_tl.store.storage import Location
 
 log = logging.getLogger(__name__)
 
 METRIC, MODE = "val_acc", "max"  # the one place the objective is named
-SKIPPED_FILE = "skipped_images.txt"
 
 
 @dataclass(frozen=True)
@@ -47,7 +47,8 @@ class SearchOptions:
     #: The command that started the search (recorded in search.json; empty when called from Python).
     command_line: tuple[str, ...] = ()
 
-    #: Trial checkpoints kept on disk per trial (the last epoch's; resume needs nothing older).
+    #: Best-scoring (by val_acc) checkpoints kept per trial; Ray always keeps the latest as well, which
+    #: resume restores from, so a trial holds at most two: its latest and its best epoch (for export).
     keep_checkpoints = 1
 
     def validate(self) -> None:
@@ -91,32 +92,25 @@ def run_search(spec: SearchSpec, options: SearchOptions = SearchOptions()) -> Se
     options.validate()
     name = options.name or time.strftime("search-%Y%m%d-%H%M%S")
     root = Location.parse(options.output) / name
-    if any((root / part).exists() for part in ("trials", "epochs", "optuna.db", "tuner.pkl")):
-        raise TuneTLError(f"{root} already holds search results; choose another --name (or --output), "
-                          f"or continue it with `tune-tl resume {root}`")
+    SearchRun(root).check_new()
     if not root.is_local:
         root.check_writable()  # a missing bucket or credentials fail now, not after the data is loaded
 
     context, num_blocks, loaded = _prepare_context(spec)  # before Ray: bad weights or data fail here
     skipped = loaded.skipped
-    root.mkdir()
+    run = SearchRun.create(root, spec, options, {**_metadata(), "data_loaded": loaded.description, "skipped_images": len(skipped),
+                                                     "classes": list(loaded.data.classes)})
     if skipped:
         from tune_tl.data.validate import write_skipped
 
-        write_skipped(skipped, root / SKIPPED_FILE)
+        write_skipped(skipped, run.skipped_file)
     context = with_feature_cache(context, options, root)
-    metadata = {**_metadata(spec, options, name, root), "data_loaded": loaded.description, "skipped_images": len(skipped)}
-    from tune_tl.store.results import write_json_atomic
-
-    write_json_atomic(metadata, root / "search.json")
     log.info("search %r: %d trials, up to %d epochs each; results in %s", name, spec.budget.samples, spec.budget.max_epochs, root)
 
-    from tune_tl.search.sampler import study_file
-
-    tuner = _build_tuner(spec, options, context, num_blocks, root, study_file(root, fresh=True))
+    tuner = _build_tuner(spec, options, context, num_blocks, root, run.study_file(fresh=True))
     tuner.fit()  # a driver that dies here is continued by ``tune-tl resume`` (tune_tl.search.resume)
 
-    write_json_atomic({**metadata, "end_time": time.strftime("%Y-%m-%dT%H:%M:%S%z"), "node_ids": _node_ids()}, root / "search.json")
+    run.update_metadata(end_time=time.strftime("%Y-%m-%dT%H:%M:%S%z"), node_ids=_node_ids())
     return dataclasses.replace(summarize(root), skipped_images=len(skipped))
 
 
@@ -139,8 +133,7 @@ def with_feature_cache(context, options: SearchOptions, root: Location):
     is an object store (features are recomputed once per node rather than read over the network)."""
     if not options.feature_cache:
         return context
-    folder = root.local_path / "feature_cache" if root.is_local else root.local_mirror("feature-cache")
-    return dataclasses.replace(context, feature_cache=str(folder))
+    return dataclasses.replace(context, feature_cache=str(SearchRun(root).feature_cache_dir()))
 
 
 def make_trainable(context, options: SearchOptions):
@@ -179,8 +172,7 @@ def _build_tuner(spec: SearchSpec, options: SearchOptions, context, num_blocks: 
     from ray.tune.schedulers import FIFOScheduler
     from ray.tune.search import ConcurrencyLimiter
 
-    from tune_tl.search.sampler import HonestOptunaSearch, SqliteMirror, storage_url
-    from tune_tl.search.resume import SampleTarget
+    from tune_tl.search.sampler import HonestOptunaSearch, SampleTarget, SqliteMirror, storage_url
     from tune_tl.store.results import ParquetSink
     from tune_tl.search.schedulers import ReplayASHA
 
@@ -211,7 +203,7 @@ def _build_tuner(spec: SearchSpec, options: SearchOptions, context, num_blocks: 
         scheduler = FIFOScheduler()
     callbacks = [ParquetSink(root, spec.budget.max_epochs)]
     if not root.is_local:
-        callbacks.append(SqliteMirror(study, root / "optuna.db"))
+        callbacks.append(SqliteMirror(study, SearchRun(root).study_location))
     return tune.Tuner(
         make_trainable(context, options),
         tune_config=tune.TuneConfig(
@@ -225,7 +217,9 @@ def _build_tuner(spec: SearchSpec, options: SearchOptions, context, num_blocks: 
             **storage_config(root),
             verbose=options.verbose,
             failure_config=tune.FailureConfig(max_failures=options.max_failures),
-            checkpoint_config=tune.CheckpointConfig(num_to_keep=SearchOptions.keep_checkpoints),
+            # Scored by val_acc: Ray keeps the best epoch's checkpoint (for export) and always the latest (for restore).
+            checkpoint_config=tune.CheckpointConfig(num_to_keep=SearchOptions.keep_checkpoints, checkpoint_score_attribute=METRIC,
+                                                    checkpoint_score_order=MODE),
         ),
     )
 
@@ -233,9 +227,10 @@ def _build_tuner(spec: SearchSpec, options: SearchOptions, context, num_blocks: 
 def summarize(root: Location) -> SearchSummary:
     """Counts by status and the best trial's row, read back from the Parquet results."""
     from tune_tl.analysis.frame import load_results
+    from tune_tl.store.schema import STATUSES
 
     trials = load_results(root).trials
-    counts = {status: int((trials["status"] == status).sum()) for status in ("completed", "pruned", "diverged", "oom", "error")}
+    counts = {status: int((trials["status"] == status).sum()) for status in STATUSES}
     best = None
     ok = trials[trials["status"].isin(["completed", "pruned"])]
     if len(ok):
@@ -243,7 +238,8 @@ def summarize(root: Location) -> SearchSummary:
     return SearchSummary(root, counts, best)
 
 
-def _metadata(spec: SearchSpec, options: SearchOptions, name: str, root: Location) -> dict[str, Any]:
+def _metadata() -> dict[str, Any]:
+    """Where and with what the search ran (``SearchRun.create`` adds the spec and options)."""
     import optuna
     import ray
     import timm
@@ -251,17 +247,6 @@ def _metadata(spec: SearchSpec, options: SearchOptions, name: str, root: Locatio
     import torchvision
 
     return {
-        "name": name,
-        "space_file": spec.source,
-        "space_text": spec.text,
-        "options": dataclasses.asdict(options),
-        "seed": spec.seed,
-        # The space as run (CLI overrides applied): resume, retrain and report read these, not the text.
-        "data": dataclasses.asdict(spec.data),
-        "backbone": dataclasses.asdict(spec.backbone),
-        "budget": dataclasses.asdict(spec.budget),
-        "root": str(root),
-        "start_time": time.strftime("%Y-%m-%dT%H:%M:%S%z"),
         "host": platform.node(),
         "versions": {
             "python": platform.python_version(),

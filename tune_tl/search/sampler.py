@@ -32,31 +32,53 @@ import logging
 import math
 import sqlite3
 import tempfile
+from contextlib import contextmanager
 from pathlib import Path
 from typing import Any, Callable
 
 import optuna
 from optuna.trial import TrialState
 from ray.tune import Callback
+from ray.tune.search import SearchGenerator
 from ray.tune.search.optuna import OptunaSearch
 
+from tune_tl.store.search_run import SearchRun
 from tune_tl.store.storage import Location
 
 log = logging.getLogger(__name__)
 
 
 def study_file(root: Location, fresh: bool) -> Path:
-    """The study's SQLite file on this machine: ``<search>/optuna.db`` for a local (or shared) folder;
-    for an object store a local copy, emptied for a new search (``fresh``) and, for a resumed one,
-    downloaded from the search's last snapshot."""
-    if root.is_local:
-        return root.local_path / "optuna.db"
-    local = root.local_mirror("study") / "optuna.db"
-    local.parent.mkdir(parents=True, exist_ok=True)
-    local.unlink(missing_ok=True)
-    if not fresh:
-        (root / "optuna.db").download(local)
-    return local
+    """The study's SQLite file on this machine (see ``SearchRun.study_file``)."""
+    return SearchRun(root).study_file(fresh)
+
+
+class SampleTarget(SearchGenerator):
+    """Ray's ``SearchGenerator`` whose sample count can be raised when a search is restored.
+
+    Ray restores a generator's ``total_samples`` from the experiment snapshot and offers no way to
+    change it, so ``tune-tl resume --samples N`` sets ``extend_to`` for the duration of the restored
+    ``fit``; ``set_state`` (called by Ray's restore) then raises the target. The searcher and its
+    study are Ray's restored ones, so new trials are sampled with everything learned so far.
+    """
+
+    extend_to: int | None = None  # class-level: set only by ``extending`` in the driver process
+
+    def set_state(self, state: dict) -> None:
+        super().set_state(state)
+        if SampleTarget.extend_to is not None and SampleTarget.extend_to > self._total_samples:
+            log.info("extending the search from %d to %d trials", self._total_samples, SampleTarget.extend_to)
+            self._total_samples = SampleTarget.extend_to
+            self._finished = False
+
+    @staticmethod
+    @contextmanager
+    def extending(samples: int | None):
+        SampleTarget.extend_to = samples
+        try:
+            yield
+        finally:
+            SampleTarget.extend_to = None
 
 
 class SqliteMirror(Callback):

@@ -18,6 +18,7 @@ from types import SimpleNamespace
 
 from ray.tune.schedulers import ASHAScheduler
 
+from tune_tl.store.search_run import SearchRun
 from tune_tl.store.storage import Location
 
 log = logging.getLogger(__name__)
@@ -69,13 +70,11 @@ class ReplayASHA(ASHAScheduler):
         if self._replayed:
             return
         self._replayed = True
-        root = Location.parse(self.root)  # a str in schedulers pickled by older versions
-        if not (root / "epochs").exists():
+        run = SearchRun(self.root)  # a str in schedulers pickled by older versions
+        epochs = run.epochs()
+        if not len(epochs):
             return  # a fresh search: nothing recorded yet
-        from tune_tl.analysis.frame import load_results
-
-        res = load_results(root)
-        n = self.replay(res.epochs, res.trials)
+        n = self.replay(epochs, run.trials())
         log.info("ASHA: replayed %d recorded epoch results into the rungs", n)
 
     def on_trial_add(self, tune_controller, trial):

@@ -15,15 +15,13 @@ import tempfile
 
 import torch
 
-from tune_tl.config.params import TrialConfig
-from tune_tl.models import param_groups
+from tune_tl.store.search_run import CHECKPOINT_FILE
 from tune_tl.training.loop import EpochMetrics, fit
-from tune_tl.training.recipe import TrialContext, build_model, fit_config
+from tune_tl.training.recipe import TrialContext, build_trial
 
 log = logging.getLogger(__name__)
 
 
-CHECKPOINT_FILE = "state.pt"
 #: Test hook (documented in the README): raise a simulated CUDA out-of-memory error at this epoch.
 SIMULATE_OOM_ENV = "TUNE_TL_SIMULATE_OOM_AT_EPOCH"
 #: Test hook: a folder where each trial writes ``<trial_id>.pid`` (worker pid) and logs the epoch it starts at.
@@ -40,10 +38,8 @@ def run_trial(config: dict, context: TrialContext) -> None:
     """
     from ray import tune
 
-    cfg = TrialConfig.from_dict(config)
     device = _trial_device()
-    split = context.data.splits[cfg.resolution]
-    model = build_model(cfg, context)
+    plan = build_trial(config, context, device, _loader_workers())
     resume = _load_checkpoint(tune.get_checkpoint())
     _trace(resume["epoch"] + 1 if resume else 1)
     last: dict = {}
@@ -57,10 +53,9 @@ def run_trial(config: dict, context: TrialContext) -> None:
             tune.report({**dataclasses.asdict(metrics), **node}, checkpoint=tune.Checkpoint.from_directory(tmp))
         _maybe_simulate_oom(metrics.epoch + 1)
 
-    groups = param_groups(model, cfg.head_lr_mult, cfg.layer_decay)
     try:
         _maybe_simulate_oom(resume["epoch"] + 1 if resume else 1)
-        fit(model, split, fit_config(cfg, context, model, device, _loader_workers()), param_groups=groups, resume=resume, on_state=report)
+        fit(plan.model, plan.split, plan.fit, param_groups=plan.param_groups, resume=resume, on_state=report)
     except torch.cuda.OutOfMemoryError as exc:
         # Not retried: the same config on the same device would run out of memory again.
         text = f"{type(exc).__name__}: {exc}".strip()[:2000]

@@ -28,51 +28,11 @@ from ray.tune import Callback
 
 from tune_tl.errors import TuneTLError
 from tune_tl.config.params import PARAMS, TrialConfig
+from tune_tl.store.schema import EPOCH_SCHEMA, SCHEMA_VERSION, STATUSES, TRIAL_SCHEMA  # noqa: F401  (public names)
+from tune_tl.store.search_run import SearchRun
 from tune_tl.store.storage import Location
 
 log = logging.getLogger(__name__)
-
-SCHEMA_VERSION = "1"
-_META = {b"tune_tl.schema_version": SCHEMA_VERSION.encode()}
-_ARROW_TYPES = {int: pa.int64(), float: pa.float64(), str: pa.string()}
-
-EPOCH_SCHEMA = pa.schema(
-    [
-        ("trial_id", pa.string()),
-        ("epoch", pa.int32()),
-        ("train_loss", pa.float64()),
-        ("val_loss", pa.float64()),
-        ("val_acc", pa.float64()),
-        ("lr", pa.float64()),
-        ("epoch_seconds", pa.float64()),
-        ("trainable_params", pa.int64()),
-        ("diverged", pa.bool_()),
-        ("phase", pa.string()),  # probe | finetune
-        ("cached_features", pa.bool_()),
-        ("time", pa.timestamp("ms", tz="UTC")),
-        ("node_id", pa.string()),
-    ],
-    metadata=_META,
-)
-
-TRIAL_SCHEMA = pa.schema(
-    [
-        ("trial_id", pa.string()),
-        ("status", pa.string()),  # completed | pruned | diverged | oom | error
-        ("best_val_acc", pa.float64()),
-        ("last_val_acc", pa.float64()),
-        ("best_epoch", pa.int32()),
-        ("epochs_run", pa.int32()),
-        ("wall_seconds", pa.float64()),
-        ("error", pa.string()),
-        ("node_id", pa.string()),
-        ("node_ip", pa.string()),
-    ]
-    + [(name, _ARROW_TYPES[p.type]) for name, p in PARAMS.items()],
-    metadata=_META,
-)
-
-STATUSES = ("completed", "pruned", "diverged", "oom", "error")
 
 
 def write_table_atomic(rows: list[dict[str, Any]] | pa.Table, schema: pa.Schema, directory: Location | str | Path,
@@ -124,8 +84,8 @@ class ParquetSink(Callback):
     is, and a driver crash loses only results that the resumed trials produce again.
     """
 
-    def __init__(self, root: Location | str | Path, max_epochs: int, flush_rows: int = 50_000, flush_seconds: float = math.inf, compact_every: int = 128):
-        self.root = Location.parse(root)
+    def __init__(self, root: SearchRun | Location | str | Path, max_epochs: int, flush_rows: int = 50_000, flush_seconds: float = math.inf, compact_every: int = 128):
+        self.root = root.root if isinstance(root, SearchRun) else Location.parse(root)
         self.max_epochs = max_epochs
         self.flush_rows = flush_rows
         self.flush_seconds = flush_seconds
@@ -141,14 +101,12 @@ class ParquetSink(Callback):
     # -- Ray Tune hooks
     def setup(self, **info):
         """Rebuild what is already written (a resumed search): seen epochs, histories, ended trials."""
-        from tune_tl.analysis.frame import load_results
-
         self._seen, self._finished = set(), set()
         if not self.root.is_dir():
             return
-        res = load_results(self.root)
-        self._finished = set(res.trials["trial_id"])
-        for trial_id, rows in res.epochs.sort_values(["trial_id", "epoch"]).groupby("trial_id"):
+        run = SearchRun(self.root)
+        self._finished = set(run.trials()["trial_id"])
+        for trial_id, rows in run.epochs().sort_values(["trial_id", "epoch"]).groupby("trial_id"):
             start = rows["time"].min().timestamp() - float(rows["epoch_seconds"].iloc[0])
             history = [(int(r.epoch), r.val_acc, bool(r.diverged)) for r in rows.itertuples()]
             self._stats[trial_id] = {"start": start, "history": history}
@@ -188,11 +146,15 @@ class ParquetSink(Callback):
 
     def on_experiment_end(self, trials, **info):
         self.flush()
-        for name, schema in (("epochs", EPOCH_SCHEMA), ("trials", TRIAL_SCHEMA)):
-            if (self.root / name).is_dir():
-                compact(self.root / name, schema, only_small=False)
+        for folder, schema in self._tables():
+            if folder.is_dir():
+                compact(folder, schema, only_small=False)
 
     # -- internals
+    def _tables(self):
+        run = SearchRun(self.root)
+        return ((run.epochs_dir, EPOCH_SCHEMA), (run.trials_dir, TRIAL_SCHEMA))
+
     def _finish(self, trial, error: str | None) -> None:
         stats = self._stats.pop(trial.trial_id, {"start": time.time(), "history": []})
         if trial.trial_id in self._finished:
@@ -240,17 +202,17 @@ class ParquetSink(Callback):
     def flush(self) -> None:
         """Write buffered rows now (also called on every trial end and at the experiment's end)."""
         if self._epochs:
-            write_table_atomic(self._epochs, EPOCH_SCHEMA, self.root / "epochs")
+            write_table_atomic(self._epochs, EPOCH_SCHEMA, SearchRun(self.root).epochs_dir)
             self._epochs = []
         if self._trials:
-            write_table_atomic(self._trials, TRIAL_SCHEMA, self.root / "trials")
+            write_table_atomic(self._trials, TRIAL_SCHEMA, SearchRun(self.root).trials_dir)
             self._trials = []
             self._parts_since_compact += 1
         self._last_flush = time.monotonic()
         if self._parts_since_compact >= self.compact_every:
-            for name, schema in (("epochs", EPOCH_SCHEMA), ("trials", TRIAL_SCHEMA)):
-                if (self.root / name).is_dir():
-                    compact(self.root / name, schema, only_small=True)
+            for folder, schema in self._tables():
+                if folder.is_dir():
+                    compact(folder, schema, only_small=True)
             self._parts_since_compact = 0
 
 

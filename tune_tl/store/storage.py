@@ -10,7 +10,7 @@ Writes are whole-file: locally under a hidden temporary name renamed into place,
 as one PUT (an object appears whole or not at all). Either way a reader never sees half a file.
 
     >>> root = Location.parse("s3://my-bucket/results") / "demo"   # doctest: +SKIP
-    >>> root.write_text("{}", "search.json")                       # doctest: +SKIP
+    >>> root.write_text("{}", "notes.json")                        # doctest: +SKIP
 """
 
 from __future__ import annotations

@@ -1,20 +1,28 @@
-"""The recipe of a trial, without Ray: model, freezing, augmentation and training settings from its config.
+"""The recipe of a trial, without Ray: ``build_trial(config, context, device) -> TrialPlan``.
 
-The trainable, retrain, export and the benchmarks all build a trial here, so a config means the same
-model and the same training wherever it is run.
+A plan is everything a config means: the data split at its resolution, the model (pretrained
+backbone, fresh head, frozen per its policy), the optimiser's parameter groups, the ``FitConfig``
+(schedule, optimiser, augmentation) and the input ``Preprocessing``. The trainable, retrain,
+export and the benchmarks all build a trial here, so a config means the same model and the same
+training wherever it is run; ``training.loop.fit`` runs a plan::
+
+    plan = build_trial(config, context, "cpu")
+    fit(plan.model, plan.split, plan.fit, param_groups=plan.param_groups)
 """
 
 from __future__ import annotations
 
 from dataclasses import dataclass
-from typing import Mapping
+from typing import Any, Mapping
 
 import torch
 
 from tune_tl.config.params import TrialConfig
 from tune_tl.data.augment import AugmentConfig
-from tune_tl.data.types import PreparedData
-from tune_tl.models import FreezePolicy, TransferModel, build_backbone, build_head
+from tune_tl.data.preprocess import Preprocessing
+from tune_tl.data.types import FileSplit, PreparedData, Split
+from tune_tl.errors import TuneTLError
+from tune_tl.models import FreezePolicy, TransferModel, build_backbone, build_head, param_groups
 from tune_tl.training.loop import FitConfig
 
 
@@ -73,3 +81,41 @@ def fit_config(cfg: TrialConfig, ctx: TrialContext, model: TransferModel, device
         lp_epochs=min(cfg.lp_epochs, ctx.max_epochs),
         feature_cache=ctx.feature_cache,
     )
+
+
+@dataclass(frozen=True)
+class TrialPlan:
+    """A trial ready to train: what ``fit`` needs, plus how its inputs are preprocessed."""
+
+    config: TrialConfig
+    split: Split | FileSplit
+    model: TransferModel
+    param_groups: list[dict]
+    fit: FitConfig
+    preprocessing: Preprocessing
+
+    @property
+    def augment(self) -> AugmentConfig:
+        return self.fit.augment
+
+
+def build_trial(config: TrialConfig | Mapping[str, Any], context: TrialContext, device: str, num_workers: int = 0) -> TrialPlan:
+    """The plan of ``config`` (a ``TrialConfig`` or its dict) on ``context``'s data and backbone.
+
+    Raises:
+        TuneTLError: The data was not prepared at the config's resolution.
+    """
+    cfg = config if isinstance(config, TrialConfig) else TrialConfig.from_dict(dict(config))
+    if cfg.resolution not in context.data.splits:
+        raise TuneTLError(f"resolution {cfg.resolution} was not prepared (prepared: {sorted(context.data.splits)}); "
+                          "list it under params.resolution in the space file")
+    model = build_model(cfg, context)
+    groups = param_groups(model, cfg.head_lr_mult, cfg.layer_decay)
+    fcfg = fit_config(cfg, context, model, device, num_workers)
+    pre = preprocessing(cfg, model)
+    return TrialPlan(cfg, context.data.splits[cfg.resolution], model, groups, fcfg, pre)
+
+
+def preprocessing(cfg: TrialConfig, model: TransferModel) -> Preprocessing:
+    """The input rule of this trial's model: its resolution and its backbone's mean/std."""
+    return Preprocessing(cfg.resolution, tuple(model.backbone.mean), tuple(model.backbone.std))

@@ -1,0 +1,104 @@
+"""SearchRun owns a search folder: its record, tables, study and checkpoints, and no other module spells them."""
+
+import ast
+import json
+from pathlib import Path
+
+import pytest
+import torch
+
+from tune_tl.config.space import load_space
+from tune_tl.errors import TuneTLError
+from tune_tl.search.run import SearchOptions
+from tune_tl.store.search_run import CHECKPOINT_FILE, SearchRun
+
+
+def test_create_records_the_spec_and_open_gives_it_back_typed(tmp_path):
+    spec = load_space()
+    run = SearchRun.create(tmp_path / "demo", spec, SearchOptions(name="demo"), {"classes": ["a", "b"]})
+    again = SearchRun.open(tmp_path / "demo", require_metadata=True)
+    assert again.spec.budget == spec.budget and again.spec.data == spec.data and again.spec.seed == spec.seed
+    assert again.data_source == spec.data and SearchOptions(**again.options).name == "demo"
+    assert again.classes == ["a", "b"] and again.name == "demo"
+    assert json.loads((tmp_path / "demo" / "search.json").read_text())["root"] == str(run.root)
+    assert again.trials().empty and again.epochs().empty
+    assert again.study_storage.endswith("demo/optuna.db")
+
+
+def test_create_refuses_a_folder_that_holds_results(tmp_path):
+    (tmp_path / "old" / "trials").mkdir(parents=True)
+    with pytest.raises(TuneTLError, match="already holds search results"):
+        SearchRun.create(tmp_path / "old", load_space(), SearchOptions())
+
+
+def test_open_names_what_is_missing(tmp_path):
+    with pytest.raises(TuneTLError, match="is not a search results folder"):
+        SearchRun.open(tmp_path / "nothing")
+    with pytest.raises(TuneTLError, match="search.json is missing"):
+        SearchRun.open(tmp_path, require_metadata=True)
+
+
+def state(epoch: int, accs: list[float]) -> dict:
+    history = [{"epoch": e + 1, "val_acc": a} for e, a in enumerate(accs[:epoch])]
+    return {"epoch": epoch, "model": {"w": torch.tensor([float(epoch)])}, "history": history}
+
+
+def test_best_checkpoint_is_the_best_epoch_not_the_latest(tmp_path):
+    accs = [0.4, 0.9, 0.6]
+    trial = tmp_path / "run_trial_ab12_1_lr=0.1_2026"
+    for index, epoch in ((0, 2), (1, 3)):  # what Ray keeps: the best (epoch 2) and the latest (epoch 3)
+        (trial / f"checkpoint_{index:06d}").mkdir(parents=True)
+        torch.save(state(epoch, accs), trial / f"checkpoint_{index:06d}" / CHECKPOINT_FILE)
+    best = SearchRun(tmp_path).best_checkpoint("ab12")
+    assert best["epoch"] == 2 and best["model"]["w"].item() == 2.0
+    with pytest.raises(TuneTLError, match="no folder for trial 'zz'"):
+        SearchRun(tmp_path).best_checkpoint("zz")
+
+
+def test_a_checkpoint_kept_only_at_the_latest_epoch_is_not_passed_off_as_the_best(tmp_path):
+    trial = tmp_path / "run_trial_ab12_1_2026" / "checkpoint_000002"
+    trial.mkdir(parents=True)
+    torch.save(state(3, [0.4, 0.9, 0.6]), trial / CHECKPOINT_FILE)
+    with pytest.raises(TuneTLError, match="best epoch is not on disk"):
+        SearchRun(tmp_path).best_checkpoint("ab12")
+
+
+def test_no_module_but_search_run_spells_the_folder_file_names():
+    package = Path(__file__).resolve().parents[1] / "tune_tl"
+    names = ('"search.json"', '"optuna.db"', '"tuner.pkl"', '"skipped_images.txt"', '/ "feature_cache"', '/ "trials"', '/ "epochs"')
+    offenders = [f"{path.relative_to(package)}: {name}" for path in package.rglob("*.py") if path.name != "search_run.py"
+                 for name in names if name in path.read_text()]
+    assert offenders == []
+
+
+def import_graph() -> dict[str, set[str]]:
+    """Module → the tune_tl modules it imports anywhere (top level or inside functions); packages left out."""
+    package = Path(__file__).resolve().parents[1] / "tune_tl"
+    modules = {".".join(p.relative_to(package.parent).with_suffix("").parts): p for p in package.rglob("*.py") if p.name != "__init__.py"}
+    graph = {}
+    for name, path in modules.items():
+        deps = set()
+        for node in ast.walk(ast.parse(path.read_text())):
+            if isinstance(node, ast.ImportFrom) and node.module:
+                deps |= {node.module} | {f"{node.module}.{a.name}" for a in node.names}
+            elif isinstance(node, ast.Import):
+                deps |= {a.name for a in node.names}
+        graph[name] = {d for d in deps if d in modules and d != name}
+    return graph
+
+
+def test_no_module_imports_itself_back_even_inside_a_function():
+    graph = import_graph()
+
+    def reaches(start: str, goal: str) -> bool:
+        seen, todo = set(), [start]
+        while todo:
+            for dep in graph[todo.pop()] - seen:
+                if dep == goal:
+                    return True
+                seen.add(dep)
+                todo.append(dep)
+        return False
+
+    circles = sorted({tuple(sorted((a, b))) for a in graph for b in graph[a] if reaches(b, a)})
+    assert circles == []

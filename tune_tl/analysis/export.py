@@ -1,0 +1,101 @@
+"""``tune-tl export DIR [--trial ID] [--to PATH]``: a trial's best epoch as a model folder, without retraining.
+
+Every trial keeps the checkpoint of its best epoch by ``val_acc`` (next to its latest, which resume
+needs), so the weights that scored the trial's recorded ``best_val_acc`` are written as they were:
+predicting the validation images with the exported folder gives exactly that accuracy.
+
+    >>> saved = export_model("results/demo")                 # the chosen winner  # doctest: +SKIP
+    >>> saved.info["val_acc"], saved.directory               # doctest: +SKIP
+"""
+
+from __future__ import annotations
+
+import logging
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import pandas as pd
+
+from tune_tl.analysis.frame import Results, best_trial, load_results
+from tune_tl.analysis.model_folder import save_model_folder
+from tune_tl.config.params import PARAMS, TrialConfig
+from tune_tl.errors import TuneTLError
+from tune_tl.store.search_run import SearchRun
+
+log = logging.getLogger(__name__)
+
+
+@dataclass(frozen=True)
+class ExportedModel:
+    directory: Path
+    info: dict[str, Any]
+
+
+def export_model(search_dir: str | Path, trial_id: str | None = None, to: str | Path | None = None, program: bool = True) -> ExportedModel:
+    """Write trial ``trial_id``'s best-epoch weights (default: the best trial) as a model folder.
+
+    Args:
+        to: The folder to write (default ``<search>/models/<trial_id>-best``).
+        program: Also write ``model.pt2`` (a ``torch.export`` program, for plain PyTorch).
+
+    Raises:
+        TuneTLError: Unknown trial, no finished trial, or no checkpoint of its best epoch on disk.
+    """
+    from tune_tl.training.recipe import TrialContext, build_model, preprocessing
+
+    run = SearchRun.open(search_dir, require_metadata=True)
+    row = pick_trial(load_results(run), trial_id, run)
+    cfg = trial_config(row)
+    state = run.best_checkpoint(str(row["trial_id"]))
+    classes = run_classes(run)
+    spec = run.spec
+    from tune_tl.data.types import PreparedData
+
+    context = TrialContext(spec.backbone.name, "none", PreparedData(classes, {}), spec.budget.max_epochs, spec.seed)
+    model = build_model(cfg, context)
+    model.load_state_dict(state["model"])
+    epoch = int(state["epoch"])
+    info = {
+        "trial_id": str(row["trial_id"]),
+        "classes": classes,
+        "preprocessing": preprocessing(cfg, model).to_dict(),
+        "config": cfg.to_dict(),
+        "val_acc": float(state["history"][-1]["val_acc"]),
+        "epoch": epoch,
+        "backbone": spec.backbone.name,
+        "backbone_weights": spec.backbone.weights,
+        "made_by": "export",
+        "search": str(run.root),
+    }
+    folder = Path(to) if to is not None else run.model_dir(f"{row['trial_id']}-best")
+    save_model_folder(model, info, folder, program=program)
+    log.info("exported trial %s (epoch %d, val_acc %.4f) to %s", info["trial_id"], epoch, info["val_acc"], folder)
+    return ExportedModel(folder, info)
+
+
+def pick_trial(res: Results, trial_id: str | None, run: SearchRun) -> pd.Series:
+    """Trial ``trial_id``'s row, or the best completed or pruned trial's."""
+    if trial_id is None:
+        return best_trial(res)
+    rows = res.trials[res.trials["trial_id"] == trial_id]
+    if rows.empty:
+        known = ", ".join(res.trials["trial_id"].head(10)) + (" ..." if len(res.trials) > 10 else "")
+        raise TuneTLError(f"--trial {trial_id!r} is not among the finished trials of {run.root} (known: {known})")
+    return rows.iloc[0]
+
+
+def trial_config(row: pd.Series) -> TrialConfig:
+    """The trial's parameters from its row of the trials table."""
+    return TrialConfig.from_dict({k: PARAMS[k].type(row[k]) for k in PARAMS if k in row.index and pd.notna(row[k])})
+
+
+def run_classes(run: SearchRun) -> list[str]:
+    """Class names by label: recorded in ``search.json``; for older searches, from the data itself."""
+    if run.classes is not None:
+        return run.classes
+    from tune_tl.data import load_data
+
+    spec = run.spec
+    log.info("%s does not record its class names; reading them from the data", run.metadata_file)
+    return list(load_data(spec.data, spec.resolutions()[:1], spec.seed).data.classes)

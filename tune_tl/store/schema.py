@@ -1,0 +1,81 @@
+"""The Arrow schemas of a search's Parquet tables, and reading them back.
+
+``epochs/`` has one row per trial and epoch, ``trials/`` one row per finished trial (framework
+columns first, then one column per parameter). The writer is ``tune_tl.store.results``; the one
+reader is ``read_table`` (called by ``SearchRun.trials()`` / ``epochs()``).
+"""
+
+from __future__ import annotations
+
+import time
+
+import pandas as pd
+import pyarrow as pa
+import pyarrow.dataset as ds
+
+from tune_tl.config.params import PARAMS
+from tune_tl.store.storage import Location
+
+SCHEMA_VERSION = "1"
+_META = {b"tune_tl.schema_version": SCHEMA_VERSION.encode()}
+_ARROW_TYPES = {int: pa.int64(), float: pa.float64(), str: pa.string()}
+
+EPOCH_SCHEMA = pa.schema(
+    [
+        ("trial_id", pa.string()),
+        ("epoch", pa.int32()),
+        ("train_loss", pa.float64()),
+        ("val_loss", pa.float64()),
+        ("val_acc", pa.float64()),
+        ("lr", pa.float64()),
+        ("epoch_seconds", pa.float64()),
+        ("trainable_params", pa.int64()),
+        ("diverged", pa.bool_()),
+        ("phase", pa.string()),  # probe | finetune
+        ("cached_features", pa.bool_()),
+        ("time", pa.timestamp("ms", tz="UTC")),
+        ("node_id", pa.string()),
+    ],
+    metadata=_META,
+)
+
+TRIAL_SCHEMA = pa.schema(
+    [
+        ("trial_id", pa.string()),
+        ("status", pa.string()),  # completed | pruned | diverged | oom | error
+        ("best_val_acc", pa.float64()),
+        ("last_val_acc", pa.float64()),
+        ("best_epoch", pa.int32()),
+        ("epochs_run", pa.int32()),
+        ("wall_seconds", pa.float64()),
+        ("error", pa.string()),
+        ("node_id", pa.string()),
+        ("node_ip", pa.string()),
+    ]
+    + [(name, _ARROW_TYPES[p.type]) for name, p in PARAMS.items()],
+    metadata=_META,
+)
+
+#: The one status vocabulary: trials table, summaries, reports and the study's user attributes.
+STATUSES = ("completed", "pruned", "diverged", "oom", "error")
+
+
+def read_table(directory: Location, schema: pa.Schema, key: list[str], attempts: int = 5) -> pd.DataFrame:
+    """All parts in ``directory`` as one frame (empty with ``schema``'s columns if there are none).
+
+    Safe while a search writes: parts appear whole, and a part compacted away between listing and
+    reading makes this list the folder again; rows seen twice during a compaction are kept once.
+    """
+    if not directory.is_dir():
+        return schema.empty_table().to_pandas()
+    for attempt in range(attempts):
+        try:
+            # An explicit schema lets parts written by older versions (fewer columns) read as nulls.
+            dataset = ds.dataset(directory.path, schema=schema, format="parquet", filesystem=directory.fs)
+            frame = dataset.to_table().to_pandas()
+            break
+        except OSError:  # FileNotFoundError: compacted away by the running search since we listed
+            if attempt == attempts - 1:
+                raise
+            time.sleep(0.05)
+    return frame.drop_duplicates(key, keep="last", ignore_index=True)

@@ -1,0 +1,348 @@
+"""``SearchRun``: the one owner of a search folder and of every file name inside it.
+
+A search lives in ``<output>/<name>/`` (a local or shared folder, or an ``s3://``/``gs://`` prefix)::
+
+    search.json            what was run: space text, data, backbone, budget, options, versions, times
+    trials/  epochs/       the Parquet results (``tune_tl.store.results``)
+    optuna.db              the Optuna study (SQLite)
+    tuner.pkl              Ray Tune's experiment snapshot (``tune-tl resume`` restores it)
+    <ray trial folders>/checkpoint_*/state.pt   per-trial checkpoints (latest and best epoch)
+    skipped_images.txt     bad image files left out under ``skip_bad_images``
+    feature_cache/         shared frozen-backbone features
+    report/  models/       what ``tune-tl report`` / ``retrain`` write
+
+Resume, retrain, export, report, the scheduler's replay and the Parquet sink open the folder here;
+nothing else parses ``search.json`` or spells a name above.
+
+    >>> run = SearchRun.open("results/demo")          # doctest: +SKIP
+    >>> run.spec.budget.max_epochs, len(run.trials())  # doctest: +SKIP
+    >>> run.best_checkpoint(run.trials().trial_id[0])  # doctest: +SKIP
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import json
+import logging
+import tempfile
+import time
+from contextlib import AbstractContextManager, nullcontext
+from functools import cached_property
+from pathlib import Path
+from typing import Any
+
+import pandas as pd
+
+from tune_tl.errors import TuneTLError
+from tune_tl.store.schema import EPOCH_SCHEMA, TRIAL_SCHEMA, read_table
+from tune_tl.store.storage import Location
+
+log = logging.getLogger(__name__)
+
+METADATA_FILE = "search.json"
+TRIALS_DIR = "trials"
+EPOCHS_DIR = "epochs"
+STUDY_FILE = "optuna.db"
+TUNER_FILE = "tuner.pkl"
+SKIPPED_FILE = "skipped_images.txt"
+FEATURE_CACHE_DIR = "feature_cache"
+REPORT_DIR = "report"
+MODELS_DIR = "models"
+#: The file in each Ray checkpoint folder that holds a trial's training state (``training.loop._state``).
+CHECKPOINT_FILE = "state.pt"
+#: Any of these means the folder already holds a search (``create`` refuses to overwrite it).
+_RESULT_PARTS = (TRIALS_DIR, EPOCHS_DIR, STUDY_FILE, TUNER_FILE)
+
+
+class SearchRun:
+    """A search folder: its record (``search.json``), results, study, checkpoints.
+
+    Cheap to make: nothing is read until an accessor asks. Pickles as its location, so Ray
+    callbacks and schedulers can hold one.
+    """
+
+    def __init__(self, root: str | Path | Location):
+        self.root = Location.parse(root)
+
+    # ---------------------------------------------------------------- open / create
+
+    @classmethod
+    def open(cls, path: str | Path | Location, require_metadata: bool = False) -> SearchRun:
+        """The search in ``path``.
+
+        Raises:
+            TuneTLError: ``path`` is not a folder, or (``require_metadata``) has no ``search.json``.
+        """
+        run = cls(path)
+        if not run.root.is_dir():
+            raise TuneTLError(f"{run.root} is not a search results folder (expected {run.root}/{TRIALS_DIR} and {run.root}/{EPOCHS_DIR})")
+        if require_metadata and not run.metadata:
+            raise TuneTLError(f"{run.root}/{METADATA_FILE} is missing: this folder was not written by `tune-tl search`")
+        return run
+
+    @classmethod
+    def create(cls, location: str | Path | Location, spec, options, extra: dict[str, Any] | None = None) -> SearchRun:
+        """Make the folder for a new search and write its ``search.json``.
+
+        Args:
+            spec: The ``SearchSpec`` as run (CLI overrides applied).
+            options: The ``SearchOptions`` (a dataclass; recorded field by field).
+            extra: More fields for the record (versions, host, data description, ...).
+
+        Raises:
+            TuneTLError: The folder already holds search results.
+        """
+        run = cls(location)
+        run.check_new()
+        run.root.mkdir()
+        record = {
+            "name": run.root.name,
+            "space_file": spec.source,
+            "space_text": spec.text,
+            "options": dataclasses.asdict(options),
+            "seed": spec.seed,
+            # The space as run (CLI overrides applied): resume, retrain and report read these, not the text.
+            "data": dataclasses.asdict(spec.data),
+            "backbone": dataclasses.asdict(spec.backbone),
+            "budget": dataclasses.asdict(spec.budget),
+            "root": str(run.root),
+            "start_time": _now(),
+            **(extra or {}),
+        }
+        run.write_metadata(record)
+        return run
+
+    def has_results(self) -> bool:
+        return any((self.root / part).exists() for part in _RESULT_PARTS)
+
+    def check_new(self) -> None:
+        """Raise if the folder already holds a search (results are never overwritten)."""
+        if self.has_results():
+            raise TuneTLError(f"{self.root} already holds search results; choose another --name (or --output), "
+                              f"or continue it with `tune-tl resume {self.root}`")
+
+    def check_resumable(self) -> None:
+        """Raise unless this folder holds a search that Ray can restore, in its original place."""
+        if not self.metadata_file.is_file() or not self.tuner_file.is_file():
+            raise TuneTLError(f"{self.root} is not a tune_tl search folder to resume "
+                              f"(expected {self.metadata_file} and {self.tuner_file})")
+        meta = self.metadata
+        if "budget" not in meta:
+            raise TuneTLError(f"{self.metadata_file} was written by a tune_tl without resume support; start a new search")
+        if meta.get("root") and meta["root"] != str(self.root):
+            # The sink and the scheduler were pickled with the original folder; they would write there.
+            raise TuneTLError(f"{self.root} was moved from {meta['root']}; resume it in its original place")
+
+    def lock(self) -> AbstractContextManager:
+        """Exclusive use of the folder while a search or resume writes it.
+
+        A no-op today: ``tune_tl.store.lock`` (another change) provides the real lock and is wired here.
+        """
+        return nullcontext(self)
+
+    # ---------------------------------------------------------------- the record
+
+    @property
+    def name(self) -> str:
+        return self.root.name
+
+    @property
+    def metadata_file(self) -> Location:
+        return self.root / METADATA_FILE
+
+    @cached_property
+    def metadata(self) -> dict[str, Any]:
+        """The ``search.json`` record, or ``{}`` when there is none (yet)."""
+        try:
+            return json.loads(self.metadata_file.read_text())
+        except FileNotFoundError:
+            return {}
+        except (OSError, ValueError) as exc:
+            raise TuneTLError(f"{self.metadata_file} is not readable JSON ({exc})") from exc
+
+    def write_metadata(self, record: dict[str, Any]) -> None:
+        self.metadata_file.write_text(json.dumps(record, indent=2, default=str))
+        self.__dict__["metadata"] = json.loads(json.dumps(record, default=str))
+
+    def update_metadata(self, **fields: Any) -> None:
+        """Merge ``fields`` into ``search.json`` (e.g. ``end_time``, ``resumed``, ``budget``)."""
+        self.write_metadata({**self.metadata, **fields})
+
+    @cached_property
+    def spec(self):
+        """The ``SearchSpec`` the search ran with: its stored space text plus data, budget and seed as run."""
+        from tune_tl.config.space import BackboneSpec, BudgetSpec, load_space
+
+        meta = self._require("space_text", "budget")
+        suffix = Path(meta.get("space_file") or "space.yaml").suffix or ".yaml"
+        with tempfile.TemporaryDirectory(prefix="tune_tl-space-") as tmp:
+            file = Path(tmp) / f"space{suffix}"
+            file.write_text(meta["space_text"])
+            spec = load_space(file) if meta["space_text"].strip() else load_space()
+        backbone = BackboneSpec(**meta["backbone"]) if isinstance(meta.get("backbone"), dict) else spec.backbone
+        return dataclasses.replace(spec, data=self.data_spec or spec.data, backbone=backbone, budget=BudgetSpec(**meta["budget"]),
+                                   seed=meta.get("seed", spec.seed), source=meta.get("space_file", spec.source))
+
+    @property
+    def data_spec(self):
+        """The ``DataSpec`` as run (source, path, val_fraction, ...), or ``None`` for a record without one."""
+        from tune_tl.config.space import DataSpec
+
+        data = self.metadata.get("data")
+        return DataSpec(**data) if isinstance(data, dict) else None
+
+    data_source = data_spec
+
+    @property
+    def options(self) -> dict[str, Any]:
+        """The ``SearchOptions`` fields as recorded (``SearchOptions(**run.options)`` rebuilds them)."""
+        return dict(self._require("options")["options"])
+
+    @property
+    def classes(self) -> list[str] | None:
+        """Class names by label, as the search's data had them (``None`` in records from before they were kept)."""
+        classes = self.metadata.get("classes")
+        return list(classes) if classes is not None else None
+
+    @property
+    def seed(self) -> int:
+        return int(self.metadata.get("seed", 0))
+
+    def _require(self, *keys: str) -> dict[str, Any]:
+        meta = self.metadata
+        missing = [k for k in keys if k not in meta]
+        if missing:
+            raise TuneTLError(f"{self.metadata_file} has no {', '.join(missing)}: it is missing or from an older tune_tl; "
+                              "start a new search")
+        return meta
+
+    # ---------------------------------------------------------------- results
+
+    @property
+    def trials_dir(self) -> Location:
+        return self.root / TRIALS_DIR
+
+    @property
+    def epochs_dir(self) -> Location:
+        return self.root / EPOCHS_DIR
+
+    def trials(self) -> pd.DataFrame:
+        """One row per finished trial (``pd.read_parquet(<search>/trials)``, duplicates from a compaction dropped)."""
+        return read_table(self.trials_dir, TRIAL_SCHEMA, ["trial_id"])
+
+    def epochs(self) -> pd.DataFrame:
+        """One row per trial and epoch."""
+        return read_table(self.epochs_dir, EPOCH_SCHEMA, ["trial_id", "epoch"])
+
+    # ---------------------------------------------------------------- study, Ray, side files
+
+    @property
+    def study_location(self) -> Location:
+        return self.root / STUDY_FILE
+
+    def study_file(self, fresh: bool) -> Path:
+        """The study's SQLite file on this machine: ``<search>/optuna.db`` for a local (or shared) folder;
+        for an object store a local copy, emptied for a new search (``fresh``) and, for a resumed one,
+        downloaded from the search's last snapshot."""
+        if self.root.is_local:
+            return self.root.local_path / STUDY_FILE
+        local = self.root.local_mirror("study") / STUDY_FILE
+        local.parent.mkdir(parents=True, exist_ok=True)
+        local.unlink(missing_ok=True)
+        if not fresh:
+            self.study_location.download(local)
+        return local
+
+    @property
+    def study_storage(self) -> str:
+        """SQLAlchemy URL of the study on this machine (a fetched copy for an object store)."""
+        return f"sqlite:///{self.study_file(fresh=False).resolve()}"
+
+    @property
+    def tuner_file(self) -> Location:
+        return self.root / TUNER_FILE
+
+    @property
+    def skipped_file(self) -> Location:
+        return self.root / SKIPPED_FILE
+
+    def feature_cache_dir(self) -> Path:
+        """``<search>/feature_cache``, or a node-local folder when the search is on an object store."""
+        return self.root.local_path / FEATURE_CACHE_DIR if self.root.is_local else self.root.local_mirror("feature-cache")
+
+    def report_dir(self) -> Path:
+        """Where ``tune-tl report`` writes: ``<search>/report``, or ``./<name>-report`` for an object store."""
+        return self.root.local_path / REPORT_DIR if self.root.is_local else Path.cwd() / f"{self.name}-report"
+
+    def model_dir(self, trial_id: str) -> Path:
+        """Where ``tune-tl retrain`` saves trial ``trial_id``'s model (``./models/<id>`` for an object store)."""
+        return (self.root.local_path if self.root.is_local else Path.cwd()) / MODELS_DIR / str(trial_id)
+
+    # ---------------------------------------------------------------- checkpoints
+
+    def trial_dir(self, trial_id: str) -> Location:
+        """Ray's folder of trial ``trial_id`` (``<trainable>_<trial_id>_<n>_<config>_<date>``)."""
+        found = [d for d in self._ray_trial_dirs() if f"_{trial_id}_" in d.name]
+        if not found:
+            raise TuneTLError(f"{self.root} has no folder for trial {trial_id!r} (its checkpoints are gone, "
+                              "or it never reported an epoch)")
+        return found[0]
+
+    def _ray_trial_dirs(self) -> list[Location]:
+        from pyarrow import fs as pafs
+
+        infos = self.root.fs.get_file_info(pafs.FileSelector(self.root.path))
+        return [self.root / Path(i.path).name for i in infos if i.type == pafs.FileType.Directory and not Path(i.path).name.startswith(".")]
+
+    def checkpoint_paths(self, trial_id: str) -> list[Location]:
+        """Trial ``trial_id``'s checkpoint folders on disk (Ray keeps the latest and the best by val_acc)."""
+        from pyarrow import fs as pafs
+
+        trial = self.trial_dir(trial_id)
+        infos = trial.fs.get_file_info(pafs.FileSelector(trial.path))
+        names = sorted(Path(i.path).name for i in infos if i.type == pafs.FileType.Directory and Path(i.path).name.startswith("checkpoint_"))
+        return [trial / n for n in names]
+
+    def checkpoint_states(self, trial_id: str) -> list[dict]:
+        """The training states of trial ``trial_id``'s checkpoints (``torch.load``, ``weights_only``)."""
+        import io
+
+        import torch
+
+        states = []
+        for folder in self.checkpoint_paths(trial_id):
+            file = folder / CHECKPOINT_FILE
+            if file.is_file():
+                states.append(torch.load(io.BytesIO(file.read_bytes()), map_location="cpu", weights_only=True))
+        return states
+
+    def best_checkpoint(self, trial_id: str) -> dict:
+        """The training state of trial ``trial_id``'s best epoch by val_acc (the last such epoch on ties,
+        as the trials table's ``best_epoch``).
+
+        Ray keeps it: ``CheckpointConfig(checkpoint_score_attribute="val_acc")`` keeps the best-scored
+        checkpoints and always the latest as well (Ray's ``_CheckpointManager``).
+
+        Raises:
+            TuneTLError: No checkpoint of a best epoch is on disk (a search from before best-epoch keeping).
+        """
+        states = self.checkpoint_states(trial_id)
+        if not states:
+            raise TuneTLError(f"trial {trial_id!r} of {self.root} has no checkpoint on disk")
+        latest = max(states, key=lambda s: int(s["epoch"]))
+        best = max(_acc(m) for m in latest["history"])
+        kept = [s for s in states if _acc(s["history"][-1]) == best]
+        if not kept:
+            raise TuneTLError(f"trial {trial_id!r} of {self.root}: the checkpoint of its best epoch is not on disk "
+                              f"(kept: epochs {sorted(int(s['epoch']) for s in states)}); searches from before best-epoch "
+                              "keeping kept only the latest: use `tune-tl retrain`")
+        return max(kept, key=lambda s: int(s["epoch"]))
+
+
+def _acc(metrics: dict) -> float:
+    value = metrics["val_acc"]
+    return value if value == value else -1.0  # NaN ranks last
+
+
+def _now() -> str:
+    return time.strftime("%Y-%m-%dT%H:%M:%S%z")
