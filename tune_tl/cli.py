@@ -218,7 +218,7 @@ def _validate(args) -> int:
     spec = load_space(args.space)
     names = [p.name for p in spec.params] if spec.space_fn is None else ["space(trial)"]
     data = spec.data.source + (f" ({spec.data.path})" if spec.data.path else "")
-    print(f"{spec.source}: OK — data {data}, backbone {spec.backbone.name} ({spec.backbone.weights}), "
+    print(f"{spec.source}: OK — data {data}, backbone {' | '.join(spec.backbone.names)} ({spec.backbone.weights}), "
           f"{spec.budget.samples} trials × ≤{spec.budget.max_epochs} epochs; parameters: {', '.join(names)}")
     return 0
 

@@ -28,6 +28,9 @@ class Param:
 
 
 PARAMS: dict[str, Param] = {
+    # Set by the space's backbone.name (a list makes it a choice), never under params; first, because the
+    # block parameters' bounds depend on it. None = the search's one backbone (configs from before the choice).
+    "backbone": Param(str, None, "the pretrained backbone (backbone.name in the space file)"),
     "resolution": Param(int, 64, "input image side in pixels; data is prepared once per value"),
     "batch_size": Param(int, 64, "training batch size"),
     "freeze_policy": Param(str, "prefix", "what is trained: prefix (blocks after freeze_blocks), surgical (one block), "
@@ -92,6 +95,7 @@ class TrialConfig:
     Inactive conditional parameters are ``None`` (for example ``momentum`` under AdamW).
     """
 
+    backbone: str | None = None
     resolution: int = 64
     batch_size: int = 64
     freeze_policy: str = "prefix"

@@ -74,6 +74,10 @@ class BackboneSpec:
     name: str | tuple[str, ...] = "efficientnet_lite0"
     weights: str = "imagenet"
 
+    def __post_init__(self):
+        if isinstance(self.name, list):  # read back from search.json
+            object.__setattr__(self, "name", tuple(self.name))
+
     @property
     def names(self) -> tuple[str, ...]:
         """Every candidate backbone, in the space file's order."""
@@ -122,15 +126,26 @@ class SearchSpec:
                 return resolution_grid(d, self.source)
         return [PARAMS["resolution"].default]
 
-    def define_by_run(self, num_blocks: int) -> Callable:
-        """A picklable ``fn(trial) -> constants`` for Ray's ``OptunaSearch``."""
-        if self.space_fn is not None:
-            return self.space_fn
-        return functools.partial(sample_params, resolve_all(self.params, num_blocks, self.source))
+    def define_by_run(self, num_blocks: int | Mapping[str, int]) -> Callable:
+        """A picklable ``fn(trial) -> constants`` for Ray's ``OptunaSearch``.
 
-    def check_blocks(self, num_blocks: int) -> None:
-        """Raise if ``freeze_blocks`` or ``train_block`` can exceed the backbone's blocks."""
-        resolve_all(self.params, num_blocks, self.source)
+        ``num_blocks``: the backbone's block count, or each candidate backbone's (name -> count) when
+        ``backbone.name`` is a list; then ``backbone`` is sampled first and ``all``/``last`` mean that
+        backbone's own last block.
+        """
+        if self.space_fn is not None:
+            return functools.partial(sample_backbone, self.backbone.names, self.space_fn) if self.backbone.is_choice else self.space_fn
+        return functools.partial(sample_per_backbone, self.sub_spaces(num_blocks))
+
+    def sub_spaces(self, num_blocks: int | Mapping[str, int]) -> dict[str, tuple[ParamSpec, ...]]:
+        """Each candidate backbone's parameters, block bounds resolved for its block count."""
+        blocks = num_blocks if isinstance(num_blocks, Mapping) else dict.fromkeys(self.backbone.names, num_blocks)
+        suffix = " (backbone {})" if self.backbone.is_choice else ""
+        return {name: resolve_all(self.params, blocks[name], self.source + suffix.format(name)) for name in self.backbone.names}
+
+    def check_blocks(self, num_blocks: int | Mapping[str, int]) -> None:
+        """Raise if ``freeze_blocks`` or ``train_block`` can exceed a backbone's blocks."""
+        self.sub_spaces(num_blocks)
 
 
 #: A resolution range may sample at most this many sizes: data is prepared (and held in memory) once per size.
@@ -150,6 +165,25 @@ def resolution_grid(d: Range, source: str) -> list[int]:
         raise TuneTLError(f"{where}: low {d.low}, high {d.high}, step {d.step} gives {len(grid)} resolutions; at most "
                           f"{MAX_RESOLUTIONS} (each is prepared in memory): use a larger step")
     return grid
+
+
+def sample_per_backbone(spaces: Mapping[str, tuple[ParamSpec, ...]], trial) -> dict[str, Any]:
+    """Optuna define-by-run over backbones: ``backbone`` first (a choice when there are several), then its sub-space.
+
+    The backbone is returned as a constant when it is fixed, so every trial's config (and the trials
+    table's ``backbone`` column) names it.
+    """
+    if len(spaces) == 1:
+        (name, params), = spaces.items()
+        return {"backbone": name, **sample_params(params, trial)}
+    name = trial.suggest_categorical("backbone", list(spaces))
+    return sample_params(spaces[name], trial)
+
+
+def sample_backbone(names: tuple[str, ...], space_fn: Callable, trial) -> dict[str, Any] | None:
+    """A Python space under a list of backbones: the backbone is sampled first, then ``space(trial)``."""
+    trial.suggest_categorical("backbone", list(names))
+    return space_fn(trial)
 
 
 def sample_params(params: tuple[ParamSpec, ...], trial) -> dict[str, Any]:
@@ -260,7 +294,9 @@ def parse_settings(raw: Mapping[str, Any], source: str, allow_params: bool) -> S
 def _parse_params(raw: Any, source: str) -> tuple[ParamSpec, ...]:
     if not isinstance(raw, dict):
         raise TuneTLError(f"{source}: params must be a mapping of parameter name to value, list or range")
-    _known_keys(raw, set(PARAMS), source, "params.")
+    if "backbone" in raw:
+        raise TuneTLError(f"{source}: params.backbone: set backbone.name instead (a list of names makes it a choice)")
+    _known_keys(raw, set(PARAMS) - {"backbone"}, source, "params.")
     # Keep registry order so a conditional parameter is always sampled after its parent.
     return tuple(_parse_param(name, raw[name], source) for name in PARAMS if name in raw)
 

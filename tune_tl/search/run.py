@@ -119,12 +119,17 @@ def _prepare_context(spec: SearchSpec):
     from tune_tl.models import build_backbone
     from tune_tl.training.recipe import TrialContext
 
-    backbone = build_backbone(spec.backbone.name, spec.backbone.weights)
-    spec.check_blocks(len(backbone.blocks))
+    backbones = {name: build_backbone(name, spec.backbone.weights) for name in spec.backbone.names}
+    num_blocks = {name: len(b.blocks) for name, b in backbones.items()}
+    spec.check_blocks(num_blocks)
     loaded = load_data(spec.data, spec.resolutions(), spec.seed)
-    log.info("backbone %s: %d blocks, %d features", backbone.name, len(backbone.blocks), backbone.num_features)
-    context = TrialContext(spec.backbone.name, backbone.features.state_dict(), loaded.data, spec.budget.max_epochs, spec.seed)
-    return context, len(backbone.blocks), loaded
+    for b in backbones.values():
+        log.info("backbone %s: %d blocks, %d features", b.name, len(b.blocks), b.num_features)
+    states = {name: b.features.state_dict() for name, b in backbones.items()}
+    first = spec.backbone.names[0]
+    context = TrialContext(first, states[first], loaded.data, spec.budget.max_epochs, spec.seed,
+                           backbone_states=states if spec.backbone.is_choice else {})
+    return context, num_blocks, loaded
 
 
 def with_feature_cache(context, options: SearchOptions, root: Location):
@@ -166,7 +171,7 @@ def storage_config(root: Location) -> dict[str, Any]:
     return {"storage_path": root.parent.path, "storage_filesystem": root.fs}
 
 
-def _build_tuner(spec: SearchSpec, options: SearchOptions, context, num_blocks: int, root: Location, study: Path):
+def _build_tuner(spec: SearchSpec, options: SearchOptions, context, num_blocks: dict[str, int], root: Location, study: Path):
     import optuna
     from ray import tune
     from ray.tune.schedulers import FIFOScheduler
