@@ -46,6 +46,8 @@ def _parser() -> argparse.ArgumentParser:
     s.add_argument("--output", default="results", help="where results go: a folder (shared by all nodes on a cluster) or an s3://, gs:// URI (default ./results)")
     s.add_argument("--name", help="search name, the subfolder of --output (default search-DATE-TIME)")
     s.add_argument("--max-failures", type=int, default=2, help="retries of a trial whose worker dies, each from its last epoch (default 2)")
+    s.add_argument("--warm-start", nargs="+", metavar="DIR", default=[],
+                   help="earlier searches on the same data whose finished trials seed the new Optuna study")
     s.set_defaults(func=_search)
 
     r = sub.add_parser("resume", help="continue an interrupted search, or extend a finished one")
@@ -175,6 +177,7 @@ def _search(args) -> int:
         sampler=args.sampler,
         feature_cache=args.feature_cache,
         max_failures=args.max_failures,
+        warm_start=tuple(args.warm_start),
         command_line=tuple(args.argv),
     )
     summary = run_search(spec, options)

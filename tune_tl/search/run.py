@@ -44,6 +44,8 @@ class SearchOptions:
     feature_cache: bool = True
     #: Retries of a trial whose worker died, each from its last checkpoint.
     max_failures: int = 2
+    #: Earlier searches on the same data whose finished trials seed this search's Optuna study.
+    warm_start: tuple[str, ...] = ()
     #: The command that started the search (recorded in search.json; empty when called from Python).
     command_line: tuple[str, ...] = ()
 
@@ -97,9 +99,13 @@ def run_search(spec: SearchSpec, options: SearchOptions = SearchOptions()) -> Se
         root.check_writable()  # a missing bucket or credentials fail now, not after the data is loaded
 
     context, num_blocks, loaded = _prepare_context(spec)  # before Ray: bad weights or data fail here
+    from tune_tl.search.warm_start import data_fingerprint, seed_study, warm_trials
+
+    fingerprint = data_fingerprint(loaded.data)
+    warm = warm_trials(options.warm_start, fingerprint, spec.define_by_run(num_blocks)) if options.warm_start else []
     skipped = loaded.skipped
     run = SearchRun.create(root, spec, options, {**_metadata(), "data_loaded": loaded.description, "skipped_images": len(skipped),
-                                                     "classes": list(loaded.data.classes)})
+                                                     "classes": list(loaded.data.classes), "data_fingerprint": fingerprint})
     if skipped:
         from tune_tl.data.validate import write_skipped
 
@@ -107,7 +113,10 @@ def run_search(spec: SearchSpec, options: SearchOptions = SearchOptions()) -> Se
     context = with_feature_cache(context, options, root)
     log.info("search %r: %d trials, up to %d epochs each; results in %s", name, spec.budget.samples, spec.budget.max_epochs, root)
 
-    tuner = _build_tuner(spec, options, context, num_blocks, root, run.study_file(fresh=True))
+    study = run.study_file(fresh=True)
+    if warm:
+        seed_study(study, root.name, warm)  # TPE starts from the earlier trials
+    tuner = _build_tuner(spec, options, context, num_blocks, root, study)
     tuner.fit()  # a driver that dies here is continued by ``tune-tl resume`` (tune_tl.search.resume)
 
     run.update_metadata(end_time=time.strftime("%Y-%m-%dT%H:%M:%S%z"), node_ids=_node_ids())
