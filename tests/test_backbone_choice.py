@@ -128,3 +128,23 @@ def test_a_search_over_two_backbones_runs_and_records_both(ray_local, tmp_path):
     assert len(trials) == 4 and set(trials["status"]) == {"completed"}
     assert set(trials["backbone"]) == {"efficientnet_lite0", "efficientnet_lite1"}
     assert (trials["best_val_acc"] > 0.5).all()
+
+
+def test_backbone_selection_keeps_the_top_k_ranked_backbones_best_first(tmp_path):
+    from tune_tl.analysis.rank import select_backbones
+
+    spec = load_space(write(tmp_path, "backbone: {name: [a, b, c]}\nbackbone_selection: {top: 2}\n"))
+    table = pd.DataFrame({"backbone": ["a", "b", "c"], "logme": [0.1, 0.5, 0.3], "probe_acc": [0.9, 0.2, 0.8]})
+    assert select_backbones(spec, table).backbone.name == ("b", "c")
+    by_probe = load_space(write(tmp_path, "backbone: {name: [a, b, c]}\nbackbone_selection: {top: 1, by: probe_acc}\n"))
+    assert select_backbones(by_probe, table).backbone.name == "a"
+
+
+@pytest.mark.parametrize("text, message", [
+    ("backbone_selection: {top: 0}\n", "backbone_selection.top must be at least 1"),
+    ("backbone_selection: {top: 2, by: size}\n", "backbone_selection.by: 'size' is not one of"),
+    ("backbone_selection: {best: 2}\n", "unknown key 'backbone_selection.best'"),
+])
+def test_bad_backbone_selection_is_rejected_naming_the_key(tmp_path, text, message):
+    with pytest.raises(TuneTLError, match=message):
+        load_space(write(tmp_path, text))

@@ -142,3 +142,19 @@ def _images(split: Split | FileSplit, part: str, batch_size: int) -> Iterator[to
     images = getattr(split, f"{part}_x")
     for idx in batches:
         yield torch.from_numpy(images[idx])
+
+
+def select_backbones(spec: SearchSpec, table) -> SearchSpec:
+    """``spec`` with only the ``backbone_selection.top`` best backbones of ``table``, best first.
+
+    The best-ranked backbone leads the list, so it is the search's default backbone (the one a config
+    without ``backbone`` means).
+    """
+    import dataclasses
+
+    selection = spec.backbone_selection
+    ranked = table.sort_values(selection.by, ascending=False, kind="stable")["backbone"].tolist()
+    kept = tuple(ranked[: selection.top])
+    name = kept[0] if len(kept) == 1 else kept
+    log.info("backbone_selection: top %d by %s of %s: %s", selection.top, selection.by, ", ".join(ranked), ", ".join(kept))
+    return dataclasses.replace(spec, backbone=dataclasses.replace(spec.backbone, name=name))

@@ -89,6 +89,15 @@ class BackboneSpec:
 
 
 @dataclass(frozen=True)
+class SelectionSpec:
+    """``backbone_selection``: rank the listed backbones on the data first and search only the ``top`` best."""
+
+    top: int = 1
+    #: The ranking column: ``logme`` or ``probe_acc`` (see ``tune-tl rank``).
+    by: str = "logme"
+
+
+@dataclass(frozen=True)
 class BudgetSpec:
     samples: int = 12
     max_epochs: int = 4
@@ -111,6 +120,8 @@ class SearchSpec:
     declared_resolutions: tuple[int, ...] = (64,)
     source: str = "<built-in>"
     text: str = ""
+    #: Keep only the best-ranked backbones of a list (``None``: search every listed backbone).
+    backbone_selection: SelectionSpec | None = None
 
     def resolutions(self) -> list[int]:
         """Every input resolution a trial may ask for; data is prepared once for each."""
@@ -260,7 +271,7 @@ def load_space(path: str | Path | None = None) -> SearchSpec:
 
 def parse_settings(raw: Mapping[str, Any], source: str, allow_params: bool) -> SearchSpec:
     """Build a ``SearchSpec`` from a parsed mapping, rejecting unknown keys and bad values."""
-    top = {"seed", "data", "backbone", "budget"} | ({"params"} if allow_params else {"resolutions"})
+    top = {"seed", "data", "backbone", "backbone_selection", "budget"} | ({"params"} if allow_params else {"resolutions"})
     _known_keys(raw, top, source, "")
     seed = _typed(raw.get("seed", 0), int, source, "seed")
     data = _section(raw, "data", DataSpec, source)
@@ -288,7 +299,15 @@ def parse_settings(raw: Mapping[str, Any], source: str, allow_params: bool) -> S
         if not isinstance(values, list) or not values:
             raise TuneTLError(f"{source}: resolutions must be a non-empty list of ints")
         resolutions = tuple(coerce("resolution", v, f"{source}: resolutions") for v in values)
-    return SearchSpec(data, backbone, budget, seed, params, declared_resolutions=resolutions, source=source)
+    selection = None
+    if "backbone_selection" in raw:
+        selection = _section(raw, "backbone_selection", SelectionSpec, source)
+        if selection.top < 1:
+            raise TuneTLError(f"{source}: backbone_selection.top must be at least 1, got {selection.top}")
+        if selection.by not in ("logme", "probe_acc"):
+            raise TuneTLError(f"{source}: backbone_selection.by: {selection.by!r} is not one of ['logme', 'probe_acc']")
+    return SearchSpec(data, backbone, budget, seed, params, declared_resolutions=resolutions, source=source,
+                      backbone_selection=selection)
 
 
 def _parse_params(raw: Any, source: str) -> tuple[ParamSpec, ...]:

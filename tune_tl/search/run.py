@@ -98,6 +98,12 @@ def run_search(spec: SearchSpec, options: SearchOptions = SearchOptions()) -> Se
     if not root.is_local:
         root.check_writable()  # a missing bucket or credentials fail now, not after the data is loaded
 
+    ranking = None
+    if spec.backbone_selection is not None and spec.backbone.is_choice:
+        from tune_tl.analysis.rank import rank_backbones, select_backbones
+
+        ranking = rank_backbones(spec)  # one frozen-feature pass per listed backbone
+        spec = select_backbones(spec, ranking)
     context, num_blocks, loaded = _prepare_context(spec)  # before Ray: bad weights or data fail here
     from tune_tl.search.warm_start import data_fingerprint, seed_study, warm_trials
 
@@ -105,7 +111,8 @@ def run_search(spec: SearchSpec, options: SearchOptions = SearchOptions()) -> Se
     warm = warm_trials(options.warm_start, fingerprint, spec.define_by_run(num_blocks)) if options.warm_start else []
     skipped = loaded.skipped
     run = SearchRun.create(root, spec, options, {**_metadata(), "data_loaded": loaded.description, "skipped_images": len(skipped),
-                                                     "classes": list(loaded.data.classes), "data_fingerprint": fingerprint})
+                                                     "classes": list(loaded.data.classes), "data_fingerprint": fingerprint,
+                                                     "backbone_ranking": None if ranking is None else ranking.to_dict("records")})
     if skipped:
         from tune_tl.data.validate import write_skipped
 
