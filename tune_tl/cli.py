@@ -64,6 +64,8 @@ def _parser() -> argparse.ArgumentParser:
     s.add_argument("--max-failures", type=int, default=2, help="retries of a trial whose worker dies, each from its last epoch (default 2)")
     s.add_argument("--recheck", type=int, metavar="K", help="after the search, re-run the top K configs with 2 more seeds; the winner is the best mean")
     s.add_argument("--verbose", action="store_true", help="Ray's own output (tables, trial configs, logs) on the terminal instead of the progress view")
+    s.add_argument("--warm-start", nargs="+", metavar="DIR", default=[],
+                   help="earlier searches on the same data whose finished trials seed the new Optuna study")
     s.set_defaults(func=_search)
 
     r = sub.add_parser("resume", help="continue an interrupted search, or extend a finished one")
@@ -92,6 +94,14 @@ def _parser() -> argparse.ArgumentParser:
     t.add_argument("--train-on", choices=["train", "train+val"], default="train",
                    help="train (default) or train+val: also train on the validation images (then only a test split evaluates it)")
     t.set_defaults(func=_retrain)
+
+    k = sub.add_parser("rank", help="rank candidate backbones on the data: LogME, linear-probe accuracy, cost")
+    k.add_argument("space", nargs="?", help="search-space file; its data and backbone.name (default: bundled digits, the Lite0/1/2 portfolio)")
+    k.add_argument("--data", metavar="PATH", help="image folder (or cifar-10-batches-py folder) to rank on (overrides data.source and data.path)")
+    k.add_argument("--output", metavar="FILE", help="also write the table to FILE (.csv or .parquet)")
+    k.add_argument("--backbones", nargs="+", metavar="NAME", help="candidates to rank (default: the space's backbone.name)")
+    k.add_argument("--resolution", type=int, help="input side in pixels (default: the largest resolution the space allows)")
+    k.set_defaults(func=_rank, skip_bad_images=False)
 
     e = sub.add_parser("export", help="write a trial's best-epoch weights as a model folder (no retraining)")
     e.add_argument("dir", help="the search's results folder (<output>/<name>)")
@@ -178,6 +188,20 @@ def _export(args) -> int:
     return 0
 
 
+def _rank(args) -> int:
+    from tune_tl.analysis.rank import PORTFOLIO, RankOptions, format_table, rank_backbones
+    from tune_tl.config.space import load_space
+
+    spec = _data_overrides(load_space(args.space), args)
+    backbones = tuple(args.backbones or (() if args.space else PORTFOLIO))
+    options = RankOptions(backbones=backbones, resolution=args.resolution, output=args.output)
+    table = rank_backbones(spec, options)
+    print(format_table(table))
+    if args.output:
+        print(f"Written: {args.output}")
+    return 0
+
+
 def _predict(args) -> int:
     from tune_tl.analysis.predict import predict, write_predictions
 
@@ -219,6 +243,7 @@ def _search(args) -> int:
         feature_cache=args.feature_cache,
         max_failures=args.max_failures,
         verbose=int(args.verbose),
+        warm_start=tuple(args.warm_start),
         command_line=tuple(args.argv),
     )
     if args.recheck is not None and args.recheck < 1:
@@ -277,7 +302,7 @@ def _validate(args) -> int:
     spec = load_space(args.space)
     names = [p.name for p in spec.params] if spec.space_fn is None else ["space(trial)"]
     data = spec.data.source + (f" ({spec.data.path})" if spec.data.path else "")
-    print(f"{spec.source}: OK — data {data}, backbone {spec.backbone.name} ({spec.backbone.weights}), "
+    print(f"{spec.source}: OK — data {data}, backbone {' | '.join(spec.backbone.names)} ({spec.backbone.weights}), "
           f"{spec.budget.samples} trials × ≤{spec.budget.max_epochs} epochs; parameters: {', '.join(names)}")
     if spec.space_fn is not None:
         print("(a .py space is Python code: validate imported it and ran space(trial) on a throwaway study)")

@@ -11,7 +11,8 @@ from tune_tl.models import build_backbone
 TORCHVISION = ["resnet18", "resnet34", "resnet50", "vgg16", "alexnet", "squeezenet1_0", "densenet121",
                "mobilenet_v3_small", "mobilenet_v3_large", "efficientnet_b0"]
 BLOCK_COUNTS = {"resnet18": 5, "vgg16": 5, "alexnet": 3, "squeezenet1_0": 4, "densenet121": 6,
-                "mobilenet_v3_small": 13, "efficientnet_b0": 9, "efficientnet_lite0": 9}
+                "mobilenet_v3_small": 13, "efficientnet_b0": 9, "efficientnet_lite0": 9,
+                "efficientnet_lite1": 9, "efficientnet_lite2": 9}
 
 
 @functools.cache
@@ -35,7 +36,7 @@ def test_blocks_cover_every_feature_parameter_once_stem_first(name):
     assert len(backbone.blocks) == BLOCK_COUNTS.get(name.split("/")[-1], len(backbone.blocks))
 
 
-@pytest.mark.parametrize("name", [*TORCHVISION, "efficientnet_lite0", "timm/resnet18", "timm/convnext_atto"])
+@pytest.mark.parametrize("name", [*TORCHVISION, "efficientnet_lite0", "efficientnet_lite1", "efficientnet_lite2", "timm/resnet18", "timm/convnext_atto"])
 def test_features_are_pooled_to_num_features_at_64_pixels(name):
     backbone = _random_init(name)
     with torch.no_grad():
@@ -49,6 +50,7 @@ def test_features_are_pooled_to_num_features_at_64_pixels(name):
     ("torchvision/resnet18", "torchvision/resnet18"),
     ("timm/resnet18", "timm/resnet18"),
     ("timm/efficientnet_lite0", "efficientnet_lite0"),
+    ("efficientnet_lite2", "efficientnet_lite2"),
     ("convnext_atto", "timm/convnext_atto"),
 ])
 def test_names_resolve_to_the_library_they_mean(name, canonical):

@@ -52,7 +52,8 @@ def export_model(search_dir: str | Path, trial_id: str | None = None, to: str | 
     spec = run.spec
     from tune_tl.data.types import PreparedData
 
-    context = TrialContext(spec.backbone.name, "none", PreparedData(classes, {}), spec.budget.max_epochs, spec.seed)
+    backbone = cfg.backbone or spec.backbone.names[0]  # the trial's, when the search chose among several
+    context = TrialContext(backbone, "none", PreparedData(classes, {}), spec.budget.max_epochs, spec.seed)
     model = build_model(cfg, context)
     model.load_state_dict(state["model"])
     epoch = int(state["epoch"])
@@ -63,7 +64,7 @@ def export_model(search_dir: str | Path, trial_id: str | None = None, to: str | 
         "config": cfg.to_dict(),
         "val_acc": float(state["history"][-1]["val_acc"]),
         "epoch": epoch,
-        "backbone": spec.backbone.name,
+        "backbone": backbone,
         "backbone_weights": spec.backbone.weights,
         "made_by": "export",
         "search": str(run.root),

@@ -63,8 +63,9 @@ def retrain(search_dir: str | Path, trial_id: str | None = None, device: str | N
     cfg = trial_config(row)
     spec = run.spec
     loaded = load_data(spec.data, [cfg.resolution], spec.seed)
-    backbone = build_backbone(spec.backbone.name, spec.backbone.weights)
-    ctx = TrialContext(spec.backbone.name, backbone.features.state_dict(), loaded.data, spec.budget.max_epochs, spec.seed)
+    name = cfg.backbone or spec.backbone.names[0]  # the trial's, when the search chose among several
+    backbone = build_backbone(name, spec.backbone.weights)
+    ctx = TrialContext(name, backbone.features.state_dict(), loaded.data, spec.budget.max_epochs, spec.seed)
     device = device or ("cuda" if torch.cuda.is_available() else "cpu")
     plan = build_trial(cfg, ctx, device)
     split = plan.split if train_on == "train" else _with_val_in_train(plan.split)
@@ -80,7 +81,7 @@ def retrain(search_dir: str | Path, trial_id: str | None = None, device: str | N
     metrics = {"evaluated_on": on, "loss": loss, "accuracy": acc, "epochs": len(history), "train_on": train_on,
                "search_best_val_acc": float(row["best_val_acc"]) if row["best_val_acc"] == row["best_val_acc"] else None}
     info = {"trial_id": str(row["trial_id"]), "classes": list(loaded.data.classes), "preprocessing": plan.preprocessing.to_dict(),
-            "config": cfg.to_dict(), "val_acc": acc if on == "val" else None, "backbone": spec.backbone.name,
+            "config": cfg.to_dict(), "val_acc": acc if on == "val" else None, "backbone": name,
             "backbone_weights": spec.backbone.weights, "made_by": "retrain", "metrics": metrics, "search": str(run.root)}
     out = save_model_folder(plan.model, info, run.model_dir(str(row["trial_id"])), program=program)
     return SavedModel(out, metrics)

@@ -62,7 +62,10 @@ class Param:
 
 
 PARAMS: dict[str, Param] = {
-    "resolution": Param(int, 64, "input image side in pixels; data is prepared once per value",
+    # Set by the space's backbone.name (a list makes it a choice), never under params; first, because the
+    # block parameters' bounds depend on it. None = the search's one backbone (configs from before the choice).
+    "backbone": Param(str, None, "the pretrained backbone (backbone.name in the space file)"),
+        "resolution": Param(int, 64, "input image side in pixels; data is prepared once per value",
                         minimum=32, maximum=1024, why="32 px is the least ImageNet backbones take; above 1024 px the prepared "
                         "images would not fit in memory"),
     "batch_size": Param(int, 64, "training batch size", minimum=2, maximum=65536,
@@ -155,6 +158,7 @@ class TrialConfig:
     Inactive conditional parameters are ``None`` (for example ``momentum`` under AdamW).
     """
 
+    backbone: str | None = None
     resolution: int = 64
     batch_size: int = 64
     freeze_policy: str = "prefix"

@@ -73,8 +73,31 @@ class DataSpec:
 
 @dataclass(frozen=True)
 class BackboneSpec:
-    name: str = "efficientnet_lite0"
+    #: One backbone, or a tuple of names: then the backbone is a search parameter (``backbone`` column).
+    name: str | tuple[str, ...] = "efficientnet_lite0"
     weights: str = "imagenet"
+
+    def __post_init__(self):
+        if isinstance(self.name, list):  # read back from search.json
+            object.__setattr__(self, "name", tuple(self.name))
+
+    @property
+    def names(self) -> tuple[str, ...]:
+        """Every candidate backbone, in the space file's order."""
+        return (self.name,) if isinstance(self.name, str) else tuple(self.name)
+
+    @property
+    def is_choice(self) -> bool:
+        return not isinstance(self.name, str)
+
+
+@dataclass(frozen=True)
+class SelectionSpec:
+    """``backbone_selection``: rank the listed backbones on the data first and search only the ``top`` best."""
+
+    top: int = 1
+    #: The ranking column: ``logme`` or ``probe_acc`` (see ``tune-tl rank``).
+    by: str = "logme"
 
 
 @dataclass(frozen=True)
@@ -102,6 +125,8 @@ class SearchSpec:
     declared_resolutions: tuple[int, ...] = (64,)
     source: str = "<built-in>"
     text: str = ""
+    #: Keep only the best-ranked backbones of a list (``None``: search every listed backbone).
+    backbone_selection: SelectionSpec | None = None
 
     def resolutions(self) -> list[int]:
         """Every input resolution a trial may ask for; data is prepared once for each."""
@@ -117,15 +142,26 @@ class SearchSpec:
                 return resolution_grid(d, self.source)
         return [PARAMS["resolution"].default]
 
-    def define_by_run(self, num_blocks: int) -> Callable:
-        """A picklable ``fn(trial) -> constants`` for Ray's ``OptunaSearch``."""
-        if self.space_fn is not None:
-            return self.space_fn
-        return functools.partial(sample_params, resolve_all(self.params, num_blocks, self.source))
+    def define_by_run(self, num_blocks: int | Mapping[str, int]) -> Callable:
+        """A picklable ``fn(trial) -> constants`` for Ray's ``OptunaSearch``.
 
-    def check_blocks(self, num_blocks: int) -> None:
-        """Raise if ``freeze_blocks`` or ``train_block`` can exceed the backbone's blocks."""
-        resolve_all(self.params, num_blocks, self.source)
+        ``num_blocks``: the backbone's block count, or each candidate backbone's (name -> count) when
+        ``backbone.name`` is a list; then ``backbone`` is sampled first and ``all``/``last`` mean that
+        backbone's own last block.
+        """
+        if self.space_fn is not None:
+            return functools.partial(sample_backbone, self.backbone.names, self.space_fn) if self.backbone.is_choice else self.space_fn
+        return functools.partial(sample_per_backbone, self.sub_spaces(num_blocks))
+
+    def sub_spaces(self, num_blocks: int | Mapping[str, int]) -> dict[str, tuple[ParamSpec, ...]]:
+        """Each candidate backbone's parameters, block bounds resolved for its block count."""
+        blocks = num_blocks if isinstance(num_blocks, Mapping) else dict.fromkeys(self.backbone.names, num_blocks)
+        suffix = " (backbone {})" if self.backbone.is_choice else ""
+        return {name: resolve_all(self.params, blocks[name], self.source + suffix.format(name)) for name in self.backbone.names}
+
+    def check_blocks(self, num_blocks: int | Mapping[str, int]) -> None:
+        """Raise if ``freeze_blocks`` or ``train_block`` can exceed a backbone's blocks."""
+        self.sub_spaces(num_blocks)
 
 
 #: A resolution range may sample at most this many sizes: data is prepared (and held in memory) once per size.
@@ -145,6 +181,25 @@ def resolution_grid(d: Range, source: str) -> list[int]:
         raise TuneTLError(f"{where}: low {d.low}, high {d.high}, step {d.step} gives {len(grid)} resolutions; at most "
                           f"{MAX_RESOLUTIONS} (each is prepared in memory): use a larger step")
     return grid
+
+
+def sample_per_backbone(spaces: Mapping[str, tuple[ParamSpec, ...]], trial) -> dict[str, Any]:
+    """Optuna define-by-run over backbones: ``backbone`` first (a choice when there are several), then its sub-space.
+
+    The backbone is returned as a constant when it is fixed, so every trial's config (and the trials
+    table's ``backbone`` column) names it.
+    """
+    if len(spaces) == 1:
+        (name, params), = spaces.items()
+        return {"backbone": name, **sample_params(params, trial)}
+    name = trial.suggest_categorical("backbone", list(spaces))
+    return sample_params(spaces[name], trial)
+
+
+def sample_backbone(names: tuple[str, ...], space_fn: Callable, trial) -> dict[str, Any] | None:
+    """A Python space under a list of backbones: the backbone is sampled first, then ``space(trial)``."""
+    trial.suggest_categorical("backbone", list(names))
+    return space_fn(trial)
 
 
 def sample_params(params: tuple[ParamSpec, ...], trial) -> dict[str, Any]:
@@ -265,7 +320,7 @@ def _one_line(exc: Exception) -> str:
 
 def parse_settings(raw: Mapping[str, Any], source: str, allow_params: bool) -> SearchSpec:
     """Build a ``SearchSpec`` from a parsed mapping, rejecting unknown keys and bad values."""
-    top = {"seed", "data", "backbone", "budget"} | ({"params"} if allow_params else {"resolutions"})
+    top = {"seed", "data", "backbone", "backbone_selection", "budget"} | ({"params"} if allow_params else {"resolutions"})
     _known_keys(raw, top, source, "")
     seed = check_seed(_typed(raw.get("seed", 0), int, source, "seed"), f"{source}: seed")
     data = _section(raw, "data", DataSpec, source)
@@ -295,13 +350,23 @@ def parse_settings(raw: Mapping[str, Any], source: str, allow_params: bool) -> S
         if not isinstance(values, list) or not values:
             raise TuneTLError(f"{source}: resolutions must be a non-empty list of ints")
         resolutions = tuple(coerce("resolution", v, f"{source}: resolutions") for v in values)
-    return SearchSpec(data, backbone, budget, seed, params, declared_resolutions=resolutions, source=source)
+    selection = None
+    if "backbone_selection" in raw:
+        selection = _section(raw, "backbone_selection", SelectionSpec, source)
+        if selection.top < 1:
+            raise TuneTLError(f"{source}: backbone_selection.top must be at least 1, got {selection.top}")
+        if selection.by not in ("logme", "probe_acc"):
+            raise TuneTLError(f"{source}: backbone_selection.by: {selection.by!r} is not one of ['logme', 'probe_acc']")
+    return SearchSpec(data, backbone, budget, seed, params, declared_resolutions=resolutions, source=source,
+                      backbone_selection=selection)
 
 
 def _parse_params(raw: Any, source: str) -> tuple[ParamSpec, ...]:
     if not isinstance(raw, dict):
         raise TuneTLError(f"{source}: params must be a mapping of parameter name to value, list or range")
-    _known_keys(raw, set(PARAMS), source, "params.")
+    if "backbone" in raw:
+        raise TuneTLError(f"{source}: params.backbone: set backbone.name instead (a list of names makes it a choice)")
+    _known_keys(raw, set(PARAMS) - {"backbone"}, source, "params.")
     # Keep registry order so a conditional parameter is always sampled after its parent.
     params = tuple(_parse_param(name, raw[name], source) for name in PARAMS if name in raw)
     _check_conditions(params, source)
@@ -398,8 +463,21 @@ def _section(raw: Mapping[str, Any], key: str, cls: type, source: str):
             if value is None:
                 continue  # ``time: null``: no time budget
             expected = float
+        if (key, name) == ("backbone", "name") and isinstance(value, (list, tuple)):
+            values[name] = _backbone_names(value, source)
+            continue
         values[name] = _typed(value, expected, source, f"{key}.{name}")
     return cls(**values)
+
+
+def _backbone_names(values: list, source: str) -> str | tuple[str, ...]:
+    """``backbone.name`` as a list: distinct names, a choice when there are two or more."""
+    names = tuple(_typed(v, str, source, "backbone.name") for v in values)
+    if not names:
+        raise TuneTLError(f"{source}: backbone.name: an empty list; give one name or a list of names")
+    if len(set(names)) != len(names):
+        raise TuneTLError(f"{source}: backbone.name: {list(names)} lists a name twice")
+    return names[0] if len(names) == 1 else names
 
 
 def _typed(value: Any, expected: type, source: str, key: str) -> Any:

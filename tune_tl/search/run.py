@@ -51,6 +51,8 @@ class SearchOptions:
     feature_cache: bool = True
     #: Retries of a trial whose worker died, each from its last checkpoint.
     max_failures: int = 2
+    #: Earlier searches on the same data whose finished trials seed this search's Optuna study.
+    warm_start: tuple[str, ...] = ()
     #: The command that started the search (recorded in search.json; empty when called from Python).
     command_line: tuple[str, ...] = ()
 
@@ -124,12 +126,23 @@ def run_search(spec: SearchSpec, options: SearchOptions = SearchOptions()) -> Se
 
 
 def _run_locked(spec: SearchSpec, options: SearchOptions, name: str, root: Location) -> SearchSummary:
+    ranking = None
+    if spec.backbone_selection is not None and spec.backbone.is_choice:
+        from tune_tl.analysis.rank import rank_backbones, select_backbones
+
+        ranking = rank_backbones(spec)  # one frozen-feature pass per listed backbone
+        spec = select_backbones(spec, ranking)
     context, num_blocks, loaded = _prepare_context(spec)  # before Ray: bad weights or data fail here
+    from tune_tl.search.warm_start import data_fingerprint, seed_study, warm_trials
+
+    fingerprint = data_fingerprint(loaded.data)
+    warm = warm_trials(options.warm_start, fingerprint, spec.define_by_run(num_blocks)) if options.warm_start else []
     init_ray(options.address, options.verbose)
     check_resources(options)  # what the cluster really has: a trial that can never start would wait forever
     skipped = loaded.skipped
     run = SearchRun.create(root, spec, options, {**_metadata(), "data_loaded": loaded.description, "skipped_images": len(skipped),
-                                                     "classes": list(loaded.data.classes)})
+                                                     "classes": list(loaded.data.classes), "data_fingerprint": fingerprint,
+                                                     "backbone_ranking": None if ranking is None else ranking.to_dict("records")})
     if skipped:
         from tune_tl.data.validate import write_skipped
 
@@ -139,7 +152,10 @@ def _run_locked(spec: SearchSpec, options: SearchOptions, name: str, root: Locat
         _log_uncacheable(spec)
     log.info("search %r: %d trials, up to %d epochs each; results in %s", name, spec.budget.samples, spec.budget.max_epochs, root)
 
-    tuner = _build_tuner(spec, options, context, num_blocks, root, run.study_file(fresh=True))
+    study = run.study_file(fresh=True)
+    if warm:
+        seed_study(study, root.name, warm)  # TPE starts from the earlier trials
+    tuner = _build_tuner(spec, options, context, num_blocks, root, study)
     started = time.monotonic()
     tuner.fit()  # a driver that dies here is continued by ``tune-tl resume`` (tune_tl.search.resume)
     timed_out = ended_by_time_budget(spec, time.monotonic() - started)
@@ -158,12 +174,17 @@ def _prepare_context(spec: SearchSpec):
     from tune_tl.models import build_backbone
     from tune_tl.training.recipe import TrialContext
 
-    backbone = build_backbone(spec.backbone.name, spec.backbone.weights)
-    spec.check_blocks(len(backbone.blocks))
+    backbones = {name: build_backbone(name, spec.backbone.weights) for name in spec.backbone.names}
+    num_blocks = {name: len(b.blocks) for name, b in backbones.items()}
+    spec.check_blocks(num_blocks)
     loaded = load_data(spec.data, spec.resolutions(), spec.seed)
-    log.info("backbone %s: %d blocks, %d features", backbone.name, len(backbone.blocks), backbone.num_features)
-    context = TrialContext(spec.backbone.name, backbone.features.state_dict(), loaded.data, spec.budget.max_epochs, spec.seed)
-    return context, len(backbone.blocks), loaded
+    for b in backbones.values():
+        log.info("backbone %s: %d blocks, %d features", b.name, len(b.blocks), b.num_features)
+    states = {name: b.features.state_dict() for name, b in backbones.items()}
+    first = spec.backbone.names[0]
+    context = TrialContext(first, states[first], loaded.data, spec.budget.max_epochs, spec.seed,
+                           backbone_states=states if spec.backbone.is_choice else {})
+    return context, num_blocks, loaded
 
 
 def with_feature_cache(context, options: SearchOptions, root: Location):
@@ -248,7 +269,7 @@ def storage_config(root: Location) -> dict[str, Any]:
     return {"storage_path": root.parent.path, "storage_filesystem": root.fs}
 
 
-def _build_tuner(spec: SearchSpec, options: SearchOptions, context, num_blocks: int, root: Location, study: Path):
+def _build_tuner(spec: SearchSpec, options: SearchOptions, context, num_blocks: dict[str, int], root: Location, study: Path):
     from ray import tune
     from ray.tune.search import ConcurrencyLimiter
 

@@ -34,7 +34,7 @@ import sqlite3
 import tempfile
 from contextlib import contextmanager
 from pathlib import Path
-from typing import Any, Callable
+from typing import Any, Callable, Mapping
 
 import optuna
 from optuna.trial import TrialState
@@ -246,15 +246,22 @@ def make_sampler(name: str, spec) -> optuna.samplers.BaseSampler:
                                           multivariate=True, group=True, constant_liar=True)
 
 
-def enqueue_textbook(searcher: OptunaSearch, spec, num_blocks: int) -> list[str]:
-    """Enqueue the textbook recipes that fit ``spec``'s space as the study's first trials; their names."""
+def enqueue_textbook(searcher: OptunaSearch, spec, num_blocks: int | Mapping[str, int]) -> list[str]:
+    """Enqueue the textbook recipes that fit ``spec``'s space as the study's first trials; their names.
+
+    With a choice of backbones they go to the first listed one (the best ranked under ``backbone_selection``).
+    """
     from tune_tl.search.textbook import textbook_trials
 
     if spec.space_fn is not None:
         return []
     from tune_tl.config.space import resolve_all
 
-    recipes = textbook_trials(resolve_all(spec.params, num_blocks, spec.source), num_blocks)
+    first = spec.backbone.names[0]
+    blocks = num_blocks[first] if isinstance(num_blocks, Mapping) else num_blocks
+    recipes = textbook_trials(resolve_all(spec.params, blocks, spec.source), blocks)
+    if spec.backbone.is_choice:
+        recipes = [(name, {"backbone": first, **params}) for name, params in recipes]
     for name, params in recipes:
         searcher._ot_study.enqueue_trial(params, skip_if_exists=False)
     if recipes:

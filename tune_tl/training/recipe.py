@@ -12,7 +12,7 @@ training wherever it is run; ``training.loop.fit`` runs a plan::
 
 from __future__ import annotations
 
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from typing import Any, Mapping
 
 import torch
@@ -39,12 +39,25 @@ class TrialContext:
     seed: int
     #: Folder of the shared frozen-feature cache (``<search>/feature_cache``); ``None`` disables it.
     feature_cache: str | None = None
+    #: Every candidate's weights (name -> state) when the backbone is a search parameter; they travel to
+    #: Ray's object store once, with the context. Empty: ``backbone_name`` is the only backbone.
+    backbone_states: Mapping[str, Mapping[str, torch.Tensor]] = field(default_factory=dict)
+
+    def backbone_for(self, cfg: TrialConfig) -> tuple[str, Mapping[str, torch.Tensor] | str]:
+        """The (name, weights) a trial builds: its config's ``backbone``, else the search's one backbone."""
+        name = cfg.backbone or self.backbone_name
+        if name in self.backbone_states:
+            return name, self.backbone_states[name]
+        if name == self.backbone_name:
+            return name, self.backbone_state
+        raise TuneTLError(f"trial config: backbone {name!r} is not one of this search's backbones "
+                          f"({', '.join(self.backbone_states) or self.backbone_name})")
 
 
 def build_model(cfg: TrialConfig, ctx: TrialContext) -> TransferModel:
     """The trial's network: shared pretrained backbone + fresh head, frozen per the trial's policy."""
     torch.manual_seed(ctx.seed)
-    backbone = build_backbone(ctx.backbone_name, ctx.backbone_state)
+    backbone = build_backbone(*ctx.backbone_for(cfg))
     head = build_head(cfg.head, backbone.num_features, ctx.data.num_classes, cfg.head_hidden, cfg.head_dropout or 0.0)
     model = TransferModel(backbone, head)
     model.apply_policy(freeze_policy(cfg))

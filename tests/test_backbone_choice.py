@@ -1,0 +1,150 @@
+"""The backbone as a search parameter: a list in backbone.name, sub-spaces per backbone, weights per name."""
+
+import pickle
+
+import optuna
+import pandas as pd
+import pytest
+import torch
+
+from tune_tl.cli import main
+from tune_tl.config.params import TrialConfig
+from tune_tl.config.space import load_space
+from tune_tl.data.types import PreparedData, Split
+from tune_tl.errors import TuneTLError
+from tune_tl.models import build_backbone
+from tune_tl.training.recipe import TrialContext, build_trial
+
+CHOICE = """
+backbone: {name: [efficientnet_lite0, timm/resnet18], weights: imagenet}
+params:
+  freeze_policy: [prefix, surgical]
+  freeze_blocks: {low: 0, high: all}
+  train_block: {low: 0, high: last}
+"""
+
+
+def write(tmp_path, text, name="space.yaml"):
+    path = tmp_path / name
+    path.write_text(text)
+    return path
+
+
+def sample_many(fn, n=60):
+    study = optuna.create_study(sampler=optuna.samplers.RandomSampler(seed=0))
+    configs = []
+    for _ in range(n):
+        trial = study.ask()
+        constants = fn(trial) or {}
+        configs.append({**trial.params, **constants})
+        study.tell(trial, 0.0)
+    return configs
+
+
+def test_a_list_of_names_makes_the_backbone_a_choice_and_one_name_stays_fixed(tmp_path):
+    spec = load_space(write(tmp_path, CHOICE))
+    assert spec.backbone.is_choice and spec.backbone.names == ("efficientnet_lite0", "timm/resnet18")
+    single = load_space(write(tmp_path, "backbone: {name: [efficientnet_lite1]}\n"))
+    assert not single.backbone.is_choice and single.backbone.name == "efficientnet_lite1"
+
+
+@pytest.mark.parametrize("text, message", [
+    ("backbone: {name: []}\n", "backbone.name: an empty list"),
+    ("backbone: {name: [efficientnet_lite0, efficientnet_lite0]}\n", "lists a name twice"),
+    ("backbone: {name: [efficientnet_lite0, 3]}\n", "backbone.name: expected str, got 3"),
+    ("params:\n  backbone: [efficientnet_lite0]\n", "params.backbone: set backbone.name instead"),
+])
+def test_bad_backbone_lists_are_rejected_naming_the_key(tmp_path, text, message):
+    with pytest.raises(TuneTLError, match=message):
+        load_space(write(tmp_path, text))
+
+
+def test_all_and_last_mean_each_sampled_backbones_own_block_count(tmp_path):
+    spec = load_space(write(tmp_path, CHOICE))
+    fn = pickle.loads(pickle.dumps(spec.define_by_run({"efficientnet_lite0": 9, "timm/resnet18": 5})))
+    configs = sample_many(fn)
+    by = {name: [c for c in configs if c["backbone"] == name] for name in spec.backbone.names}
+    assert all(by.values()), "both backbones are sampled"
+    assert max(c["freeze_blocks"] for c in by["timm/resnet18"] if "freeze_blocks" in c) <= 5
+    assert max(c["freeze_blocks"] for c in by["efficientnet_lite0"] if "freeze_blocks" in c) > 5
+    assert max(c["train_block"] for c in by["timm/resnet18"] if "train_block" in c) <= 4
+
+
+def test_block_bounds_are_checked_for_every_candidate_backbone(tmp_path):
+    spec = load_space(write(tmp_path, CHOICE.replace("{low: 0, high: all}", "{low: 0, high: 7}")))
+    with pytest.raises(TuneTLError, match=r"\(backbone timm/resnet18\): params.freeze_blocks: 7 is outside 0..5"):
+        spec.check_blocks({"efficientnet_lite0": 9, "timm/resnet18": 5})
+
+
+def test_a_fixed_backbone_is_named_in_every_config(tmp_path):
+    configs = sample_many(load_space().define_by_run(num_blocks=9), n=3)
+    assert all(c["backbone"] == "efficientnet_lite0" for c in configs)
+
+
+def test_python_space_under_a_backbone_list_samples_the_backbone_first(tmp_path):
+    text = ('SETTINGS = {"backbone": {"name": ["efficientnet_lite0", "efficientnet_lite1"]}}\n'
+            'def space(trial):\n    trial.suggest_float("lr", 1e-4, 1e-1, log=True)\n')
+    spec = load_space(write(tmp_path, text, "space.py"))
+    configs = sample_many(pickle.loads(pickle.dumps(spec.define_by_run(9))), n=20)
+    assert {c["backbone"] for c in configs} == {"efficientnet_lite0", "efficientnet_lite1"}
+
+
+def test_each_trial_builds_its_own_backbone_with_its_own_preprocessing():
+    torch.manual_seed(0)
+    states = {name: build_backbone(name, "none").features.state_dict() for name in ("efficientnet_lite0", "timm/resnet18")}
+    images = torch.randint(0, 255, (4, 3, 32, 32), dtype=torch.uint8).numpy()
+    data = PreparedData(["a", "b"], {32: Split(images, torch.tensor([0, 1, 0, 1]).numpy(), images, torch.tensor([0, 1, 0, 1]).numpy())})
+    ctx = TrialContext("efficientnet_lite0", states["efficientnet_lite0"], data, 1, 0, backbone_states=states)
+    lite = build_trial(TrialConfig(backbone="efficientnet_lite0", resolution=32), ctx, "cpu")
+    resnet = build_trial(TrialConfig(backbone="timm/resnet18", resolution=32), ctx, "cpu")
+    assert lite.model.backbone.name == "efficientnet_lite0" and resnet.model.backbone.name == "timm/resnet18"
+    assert lite.fit.mean == (0.5, 0.5, 0.5) and resnet.fit.mean == pytest.approx((0.485, 0.456, 0.406))
+    assert resnet.preprocessing.mean == resnet.fit.mean
+    assert torch.equal(resnet.model.backbone.features.state_dict()["conv1.weight"], states["timm/resnet18"]["conv1.weight"])
+    with pytest.raises(TuneTLError, match="backbone 'efficientnet_lite2' is not one of this search's backbones"):
+        build_trial(TrialConfig(backbone="efficientnet_lite2", resolution=32), ctx, "cpu")
+
+
+SEARCH = """
+seed: 0
+data: {source: digits, val_fraction: 0.2}
+backbone: {name: [efficientnet_lite0, efficientnet_lite1], weights: imagenet}
+budget: {samples: 4, max_epochs: 1, grace_period: 1, reduction_factor: 2}
+params:
+  resolution: 32
+  batch_size: 128
+  freeze_policy: head_only
+  lr: {low: 1.0e-3, high: 3.0e-2, log: true}
+"""
+
+
+@pytest.mark.slow
+def test_a_search_over_two_backbones_runs_and_records_both(ray_local, tmp_path):
+    space = write(tmp_path, SEARCH)
+    code = main(["search", str(space), "--output", str(tmp_path / "out"), "--name", "pair", "--sampler", "random",
+                 "--scheduler", "fifo"])
+    assert code == 0
+    trials = pd.read_parquet(tmp_path / "out" / "pair" / "trials")
+    assert len(trials) == 4 and set(trials["status"]) == {"completed"}
+    assert set(trials["backbone"]) == {"efficientnet_lite0", "efficientnet_lite1"}
+    assert (trials["best_val_acc"] > 0.5).all()
+
+
+def test_backbone_selection_keeps_the_top_k_ranked_backbones_best_first(tmp_path):
+    from tune_tl.analysis.rank import select_backbones
+
+    spec = load_space(write(tmp_path, "backbone: {name: [a, b, c]}\nbackbone_selection: {top: 2}\n"))
+    table = pd.DataFrame({"backbone": ["a", "b", "c"], "logme": [0.1, 0.5, 0.3], "probe_acc": [0.9, 0.2, 0.8]})
+    assert select_backbones(spec, table).backbone.name == ("b", "c")
+    by_probe = load_space(write(tmp_path, "backbone: {name: [a, b, c]}\nbackbone_selection: {top: 1, by: probe_acc}\n"))
+    assert select_backbones(by_probe, table).backbone.name == "a"
+
+
+@pytest.mark.parametrize("text, message", [
+    ("backbone_selection: {top: 0}\n", "backbone_selection.top must be at least 1"),
+    ("backbone_selection: {top: 2, by: size}\n", "backbone_selection.by: 'size' is not one of"),
+    ("backbone_selection: {best: 2}\n", "unknown key 'backbone_selection.best'"),
+])
+def test_bad_backbone_selection_is_rejected_naming_the_key(tmp_path, text, message):
+    with pytest.raises(TuneTLError, match=message):
+        load_space(write(tmp_path, text))

@@ -1,0 +1,160 @@
+"""Rank candidate backbones on the target data before any fine-tuning: ``tune-tl rank``.
+
+For each backbone, one pass of its frozen, pooled features over the train and val images (the same
+features the search's feature cache holds) gives three cheap signals: LogME on the train features
+(You et al. 2021; higher = the features explain the labels better), the val accuracy of a quick linear
+probe (standardised features, scikit-learn's logistic regression), and the cost (feature seconds,
+parameter count). Later work found model size alone a strong baseline, which is why ``params`` is a
+column: compare before trusting either score.
+
+    >>> table = rank_backbones(load_space("search_spaces/portfolio.yaml"))
+    >>> table.columns.tolist()
+    ['backbone', 'logme', 'probe_acc', 'seconds', 'params']
+"""
+
+from __future__ import annotations
+
+import logging
+import time
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Iterator
+
+import numpy as np
+import torch
+
+from tune_tl.config.space import SearchSpec
+from tune_tl.data.types import FileSplit, Split
+from tune_tl.errors import TuneTLError
+from tune_tl.models import Backbone, build_backbone
+from tune_tl.models.transferability import logme
+
+log = logging.getLogger(__name__)
+
+COLUMNS = ["backbone", "logme", "probe_acc", "seconds", "params"]
+OUTPUT_SUFFIXES = (".csv", ".parquet")
+#: The bundled portfolio: what ``tune-tl rank`` compares when no space names candidates.
+PORTFOLIO = ("efficientnet_lite0", "efficientnet_lite1", "efficientnet_lite2")
+
+
+@dataclass(frozen=True)
+class RankOptions:
+    """What to rank and how: candidates, input side, where the table goes."""
+
+    #: Candidate backbones; empty = the space's ``backbone.name`` (its list when it is a choice).
+    backbones: tuple[str, ...] = ()
+    #: Input side in pixels; ``None`` = the largest resolution the space allows.
+    resolution: int | None = None
+    #: ``.csv`` or ``.parquet`` file for the table; ``None`` = print only.
+    output: str | None = None
+    batch_size: int = 128
+    device: str | None = None  # None: cuda when available
+
+    def validate(self) -> None:
+        if self.output is not None and Path(self.output).suffix not in OUTPUT_SUFFIXES:
+            raise TuneTLError(f"--output {self.output}: the table is written as .csv or .parquet; name the file so")
+        if self.resolution is not None and self.resolution < 32:
+            raise TuneTLError(f"--resolution {self.resolution}: use 32 px or more (ImageNet backbones)")
+
+
+def rank_backbones(spec: SearchSpec, options: RankOptions = RankOptions()):
+    """The ranking table (a pandas DataFrame, best LogME first; columns :data:`COLUMNS`).
+
+    Every backbone is built (and its weights checked) before the data is loaded, so a bad name fails first.
+    """
+    import pandas as pd
+
+    from tune_tl.data import load_data
+
+    options.validate()
+    names = options.backbones or spec.backbone.names
+    resolution = options.resolution or max(spec.resolutions())
+    backbones = {name: build_backbone(name, spec.backbone.weights) for name in names}
+    split = load_data(spec.data, [resolution], spec.seed).data.splits[resolution]
+    device = torch.device(options.device or ("cuda" if torch.cuda.is_available() else "cpu"))
+    rows = []
+    for name, backbone in backbones.items():
+        start = time.perf_counter()
+        train = encode(backbone, split, "train", options.batch_size, device)
+        val = encode(backbone, split, "val", options.batch_size, device)
+        seconds = time.perf_counter() - start
+        rows.append({
+            "backbone": name,
+            "logme": logme(train, split.train_y),
+            "probe_acc": probe_accuracy(train, split.train_y, val, split.val_y),
+            "seconds": seconds,
+            "params": sum(p.numel() for p in backbone.features.parameters()),
+        })
+        log.info("ranked %s: %s", name, rows[-1])
+    table = pd.DataFrame(rows, columns=COLUMNS).sort_values("logme", ascending=False, ignore_index=True)
+    if options.output:
+        write_table(table, options.output)
+    return table
+
+
+@torch.no_grad()
+def encode(backbone: Backbone, split: Split | FileSplit, part: str, batch_size: int, device: torch.device) -> np.ndarray:
+    """Pooled features (float32, one row per image) of ``split``'s ``part``, normalised as the weights expect."""
+    features = backbone.features.to(device).eval()
+    mean = torch.tensor(backbone.mean, device=device).view(1, 3, 1, 1) * 255
+    std = torch.tensor(backbone.std, device=device).view(1, 3, 1, 1) * 255
+    out = [features((images.to(device).float() - mean) / std).float().cpu() for images in _images(split, part, batch_size)]
+    return torch.cat(out).numpy()
+
+
+def probe_accuracy(train_x: np.ndarray, train_y: np.ndarray, val_x: np.ndarray, val_y: np.ndarray) -> float:
+    """Val accuracy of a logistic-regression probe on standardised features (L2, C = 1)."""
+    from sklearn.linear_model import LogisticRegression
+    from sklearn.pipeline import make_pipeline
+    from sklearn.preprocessing import StandardScaler
+
+    probe = make_pipeline(StandardScaler(), LogisticRegression(max_iter=1000))
+    return float(probe.fit(train_x, train_y).score(val_x, val_y))
+
+
+def write_table(table, output: str) -> None:
+    """``.csv`` or ``.parquet`` by the file's suffix, written under a temporary name and renamed."""
+    path = Path(output)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    tmp = path.with_name(f".{path.name}.tmp")
+    if path.suffix == ".csv":
+        table.to_csv(tmp, index=False)
+    else:
+        table.to_parquet(tmp, index=False)
+    tmp.replace(path)
+
+
+def format_table(table) -> str:
+    """The table as a person reads it: best first, scores rounded, parameters in millions."""
+    shown = table.assign(params=(table["params"] / 1e6).map("{:.1f}M".format))
+    return shown.to_string(index=False, float_format=lambda v: f"{v:.4f}")
+
+
+def _images(split: Split | FileSplit, part: str, batch_size: int) -> Iterator[torch.Tensor]:
+    n = len(getattr(split, f"{part}_y"))
+    batches = [np.arange(s, min(s + batch_size, n)) for s in range(0, n, batch_size)]
+    if isinstance(split, FileSplit):
+        from tune_tl.data.streaming import file_batches
+
+        for images, _ in file_batches(getattr(split, f"{part}_files"), getattr(split, f"{part}_y"), split.resolution, batches, 0):
+            yield images
+        return
+    images = getattr(split, f"{part}_x")
+    for idx in batches:
+        yield torch.from_numpy(images[idx])
+
+
+def select_backbones(spec: SearchSpec, table) -> SearchSpec:
+    """``spec`` with only the ``backbone_selection.top`` best backbones of ``table``, best first.
+
+    The best-ranked backbone leads the list, so it is the search's default backbone (the one a config
+    without ``backbone`` means).
+    """
+    import dataclasses
+
+    selection = spec.backbone_selection
+    ranked = table.sort_values(selection.by, ascending=False, kind="stable")["backbone"].tolist()
+    kept = tuple(ranked[: selection.top])
+    name = kept[0] if len(kept) == 1 else kept
+    log.info("backbone_selection: top %d by %s of %s: %s", selection.top, selection.by, ", ".join(ranked), ", ".join(kept))
+    return dataclasses.replace(spec, backbone=dataclasses.replace(spec.backbone, name=name))
