@@ -4,10 +4,8 @@ import numpy as np
 import pandas as pd
 import pytest
 
-from tune_tl.analysis.rank import COLUMNS, RankOptions, rank_backbones
+from tune_tl.analysis.rank import COLUMNS
 from tune_tl.cli import main
-from tune_tl.config.space import load_space
-from tune_tl.errors import TuneTLError
 
 SPACE = """
 data: {source: digits}
@@ -38,22 +36,15 @@ def test_rank_lists_every_candidate_of_the_space_with_finite_scores_of_imagenet_
     assert "efficientnet_lite1" in printed and "probe_acc" in printed
 
 
-def test_backbones_flag_and_csv_output_pick_the_candidates_and_format(space, tmp_path):
+def test_data_and_backbones_flags_pick_the_images_and_candidates_and_csv_is_written(space, tmp_path):
+    from tests.data.images import write_class_tree
+
+    folder = write_class_tree(tmp_path / "photos", per_class=5)
     out = tmp_path / "sub" / "rank.csv"
-    assert main(["rank", str(space), "--backbones", "efficientnet_lite0", "--output", str(out)]) == 0
+    assert main(["rank", str(space), "--data", str(folder), "--backbones", "efficientnet_lite0", "--output", str(out)]) == 0
     table = pd.read_csv(out)
-    assert table["backbone"].tolist() == ["efficientnet_lite0"] and table.columns.tolist() == COLUMNS
-
-
-def test_imagenet_features_rank_above_random_features_of_the_same_network(space):
-    """LogME and the probe both prefer pretrained Lite0 over randomly initialised Lite0 on digits at 32 px."""
-    spec = load_space(space)
-    pretrained = rank_backbones(spec, RankOptions(backbones=("efficientnet_lite0",)))
-    import dataclasses
-
-    random = rank_backbones(dataclasses.replace(spec, backbone=dataclasses.replace(spec.backbone, weights="none")),
-                            RankOptions(backbones=("efficientnet_lite0",)))
-    assert pretrained["logme"][0] > random["logme"][0]
+    assert table.columns.tolist() == COLUMNS and table["backbone"].tolist() == ["efficientnet_lite0"]
+    assert np.isfinite(table.loc[0, "logme"]) and 0 <= table.loc[0, "probe_acc"] <= 1
 
 
 @pytest.mark.parametrize("args, message", [
