@@ -65,7 +65,8 @@ class EpochMetrics:
     train_loss: float
     val_loss: float
     val_acc: float
-    lr: float
+    #: The epoch's scheduled learning rate (cosine from the config's peak ``lr``); named so it cannot collide with it.
+    scheduled_lr: float
     epoch_seconds: float
     trainable_params: int
     diverged: bool = False
