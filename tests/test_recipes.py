@@ -42,25 +42,25 @@ def run(split, **kw):
 
 def test_step_lr_with_step_size_1_and_gamma_0_1_gives_ten_times_smaller_lr_each_epoch(split):
     _, history = run(split, schedule=ScheduleConfig("step", step_size=1, gamma=0.1))
-    lrs = [m.lr for m in history]
+    lrs = [m.scheduled_lr for m in history]
     assert lrs == pytest.approx([0.01, 0.001, 0.0001], rel=1e-9)
 
 
 def test_the_default_schedule_is_the_cosine_the_loop_always_used(split):
     _, history = run(split, epochs=4)
-    assert [m.lr for m in history] == pytest.approx([0.01 * 0.5 * (1 + math.cos(math.pi * e / 4)) for e in range(4)], rel=1e-12)
+    assert [m.scheduled_lr for m in history] == pytest.approx([0.01 * 0.5 * (1 + math.cos(math.pi * e / 4)) for e in range(4)], rel=1e-12)
 
 
 def test_multistep_milestones_are_fractions_of_the_epoch_budget(split):
     assert milestone_epochs((0.5, 0.75), 4) == [2, 3]
     assert milestone_epochs((0.1,), 4) == [1]  # never at epoch 0: the first epoch runs at the full rate
     _, history = run(split, epochs=4, schedule=ScheduleConfig("multistep", gamma=0.5, milestones=(0.5, 0.75)))
-    assert [m.lr for m in history] == pytest.approx([0.01, 0.01, 0.005, 0.0025])
+    assert [m.scheduled_lr for m in history] == pytest.approx([0.01, 0.01, 0.005, 0.0025])
 
 
 def test_constant_schedule_keeps_the_rate(split):
     _, history = run(split, schedule=ScheduleConfig("constant"))
-    assert [m.lr for m in history] == [0.01] * 3
+    assert [m.scheduled_lr for m in history] == [0.01] * 3
 
 
 def test_warmup_ramps_the_rate_per_batch_then_hands_over_to_the_schedule():
@@ -81,7 +81,7 @@ def test_warmup_ramps_the_rate_per_batch_then_hands_over_to_the_schedule():
 
 def test_warmup_lowers_the_recorded_rate_of_the_first_epoch_only(split):
     _, history = run(split, schedule=ScheduleConfig("constant", warmup_epochs=1.0))
-    assert history[0].lr < 0.01 * 0.6 and [m.lr for m in history[1:]] == pytest.approx([0.01, 0.01])
+    assert history[0].scheduled_lr < 0.01 * 0.6 and [m.scheduled_lr for m in history[1:]] == pytest.approx([0.01, 0.01])
 
 
 # ---------------------------------------------------------------- regularisers
@@ -219,7 +219,7 @@ def test_a_resumed_run_with_every_recipe_on_matches_the_uninterrupted_run(split)
     full = fit(toy_model(num_classes=4), small, cfg, on_state=lambda m, s: states.append(roundtrip(s)))
     torch.manual_seed(99)
     resumed = fit(toy_model(num_classes=4), small, cfg, resume=states[0])
-    assert [(m.train_loss, m.val_loss, m.lr) for m in full] == [(m.train_loss, m.val_loss, m.lr) for m in resumed]
+    assert [(m.train_loss, m.val_loss, m.scheduled_lr) for m in full] == [(m.train_loss, m.val_loss, m.scheduled_lr) for m in resumed]
 
 
 # ---------------------------------------------------------------- the space file

@@ -44,7 +44,7 @@ def test_a_search_with_every_recipe_runs_to_the_end_and_records_the_step_schedul
 
     for trial_id, rows in epochs.groupby("trial_id"):
         lr = trials.set_index("trial_id").loc[trial_id, "lr"]
-        recorded = rows["lr"].tolist()
+        recorded = rows["scheduled_lr"].tolist()
         assert recorded[0] < lr  # half the first epoch warms up
         assert recorded[1:] == pytest.approx([lr * 0.1, lr * 0.01], rel=1e-9)  # StepLR(1, 0.1), per epoch
     assert not epochs["cached_features"].any()

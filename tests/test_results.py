@@ -16,7 +16,7 @@ def trial(trial_id, **config):
 
 
 def result(epoch, val_acc, diverged=False):
-    return {"epoch": epoch, "train_loss": 1.0 / epoch, "val_loss": 0.5, "val_acc": val_acc, "lr": 0.01,
+    return {"epoch": epoch, "train_loss": 1.0 / epoch, "val_loss": 0.5, "val_acc": val_acc, "scheduled_lr": 0.01,
             "epoch_seconds": 0.1, "trainable_params": 1000, "diverged": diverged, "training_iteration": epoch}
 
 

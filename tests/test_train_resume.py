@@ -42,7 +42,7 @@ def test_a_run_resumed_from_any_epoch_state_matches_the_uninterrupted_run():
     assert [m.epoch for m in resumed] == [3, 4], "continues at the next epoch, not epoch 1"
     assert [m.epoch for m in history] == [1, 2, 3, 4]
     for a, b in zip(full[2:], resumed):
-        assert a.train_loss == b.train_loss and a.val_loss == b.val_loss and a.lr == b.lr
+        assert a.train_loss == b.train_loss and a.val_loss == b.val_loss and a.scheduled_lr == b.scheduled_lr
 
 
 def test_a_state_of_the_last_epoch_resumes_to_nothing_left_to_do():

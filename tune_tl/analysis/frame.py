@@ -179,6 +179,6 @@ def _write_synthetic(sink, n_trials: int, epochs: int) -> None:
         sink.on_trial_start(0, [], trial)
         for e in range(1, epochs + 1):
             sink.on_trial_result(0, [], trial, {"epoch": e, "train_loss": 1 / e, "val_loss": 1 / e, "val_acc": rng.random(),
-                                                "lr": 0.01, "epoch_seconds": 1.0, "trainable_params": 1000, "diverged": False})
+                                                "scheduled_lr": 0.01, "epoch_seconds": 1.0, "trainable_params": 1000, "diverged": False})
         sink.on_trial_complete(0, [], trial)
     sink.on_experiment_end([])

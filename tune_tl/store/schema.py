@@ -27,7 +27,7 @@ EPOCH_SCHEMA = pa.schema(
         ("train_loss", pa.float64()),
         ("val_loss", pa.float64()),
         ("val_acc", pa.float64()),
-        ("lr", pa.float64()),
+        ("scheduled_lr", pa.float64()),  # the epoch's scheduled LR; the trials table's ``lr`` is the peak
         ("epoch_seconds", pa.float64()),
         ("trainable_params", pa.int64()),
         ("diverged", pa.bool_()),

@@ -79,7 +79,9 @@ class EpochMetrics:
     train_loss: float
     val_loss: float
     val_acc: float
-    lr: float  # the mean base learning rate over the epoch's batches (schedule × warmup)
+    #: The base learning rate the epoch used (mean over its batches: schedule × warmup); named so it cannot
+    #: collide with the config's peak ``lr`` (the trials table's column).
+    scheduled_lr: float
     epoch_seconds: float
     trainable_params: int
     diverged: bool = False
