@@ -373,6 +373,7 @@ RESOURCE_CASES = [
 ]
 
 
+@pytest.mark.slow
 @pytest.mark.parametrize("flags,expected", [c[1:] for c in RESOURCE_CASES], ids=[c[0] for c in RESOURCE_CASES])
 def test_resources_the_cluster_lacks_are_refused_right_after_ray_connects_not_left_pending(ray_local, flags, expected, tmp_path, capsys):
     run_case(flags_case(*flags), expected, tmp_path, capsys)
@@ -383,6 +384,7 @@ def test_the_table_has_at_least_60_cases():
     assert len({c[0] for c in CASES}) == len(CASES)
 
 
+@pytest.mark.slow
 @pytest.mark.parametrize("args", [["validate", "nope.yaml"], ["search", "--samples", "0"], ["search", "--name", "n" * 300]])
 def test_the_installed_command_prints_exactly_one_line_on_stderr(args, tmp_path):
     """The real process, not the in-process ``main``: no warnings or log lines around the error."""

@@ -112,15 +112,22 @@ def test_divergence_is_judged_against_the_first_epochs_loss(loss, first, diverge
     assert is_diverged(loss, first) is diverged
 
 
-def test_a_config_error_inside_a_trial_ends_it_as_error_without_raising_for_ray_to_retry(monkeypatch):
+@pytest.mark.slow
+def test_a_config_error_inside_a_real_trial_ends_it_as_error_at_once_instead_of_being_retried(ray_local, tmp_path):
     from ray import tune
 
-    from tune_tl.search import trainable
+    from tune_tl.search.trainable import run_trial
 
-    reported = []
-    monkeypatch.setattr(tune, "report", lambda metrics, **kw: reported.append(metrics))
-    trainable.run_trial({"head": "mlp", "head_dropout": 1.5}, context=None)
-    assert reported and reported[-1]["trial_status"] == "error" and "head_dropout" in reported[-1]["error"]
+    tuner = tune.Tuner(
+        tune.with_parameters(run_trial, context=None),  # the config fails before the context is used
+        param_space={"head": "mlp", "head_dropout": 1.5},
+        run_config=tune.RunConfig(storage_path=str(tmp_path), name="cfg", verbose=0,
+                                  failure_config=tune.FailureConfig(max_failures=2)),
+    )
+    (result,) = tuner.fit()
+    assert result.error is None, "raised for Ray to retry"
+    assert result.metrics["trial_status"] == "error" and "head_dropout" in result.metrics["error"]
+    assert result.metrics["training_iteration"] == 1, "one attempt, one report"
 
 
 # -------------------------------------------------------------------------------- the lock
