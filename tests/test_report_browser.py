@@ -59,6 +59,6 @@ def test_in_a_browser_every_plot_shows_at_full_size_nothing_is_cut_off_and_the_l
     found = re.search(r"<title>(.*?)</title>", dom, re.S)
     assert found, dom[:500]
     layout = json.loads(found.group(1).replace("&quot;", '"'))
-    assert layout["images"] == 5 and layout["broken"] == [] and layout["shrunk"] == []
+    assert layout["images"] == 6 and layout["broken"] == [] and layout["shrunk"] == []
     assert layout["wide"] == []
     assert layout["rows"] == [str(i) for i in range(1, 11)]

@@ -44,14 +44,17 @@ def serve_dashboard(path: str | Path, port: int = 8080) -> None:
 
 def study_copy(root: Location, tmp: Path) -> Path:
     """The study's SQLite file: the search's own for a local folder, else a copy downloaded into ``tmp``."""
+    from tune_tl.store.search_run import SearchRun
+
+    study = SearchRun(root).study_location
+    missing = f"{study} not found: DIR must be a search folder (<output>/<name>) with an Optuna study"
     if root.is_local:
-        file = root.local_path / "optuna.db"
-        if not file.is_file():
-            raise TuneTLError(f"{file} not found: DIR must be a search folder (<output>/<name>) with an Optuna study")
-        return file
-    local = tmp / "optuna.db"
-    if not (root / "optuna.db").download(local):
-        raise TuneTLError(f"{root}/optuna.db not found: DIR must be a search folder (<output>/<name>) with an Optuna study")
+        if not study.is_file():
+            raise TuneTLError(missing)
+        return study.local_path
+    local = tmp / study.name
+    if not study.download(local):
+        raise TuneTLError(missing)
     return local
 
 

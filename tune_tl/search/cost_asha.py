@@ -26,7 +26,7 @@ from pathlib import Path
 import numpy as np
 from ray.tune.schedulers import TrialScheduler
 
-from tune_tl.search.schedulers import ReplayASHA
+from tune_tl.search.replay_asha import ReplayASHA
 from tune_tl.store.storage import Location
 
 log = logging.getLogger(__name__)
