@@ -172,7 +172,8 @@ def from_search(path: str | Path, max_epochs: int | None = None) -> pd.DataFrame
 
 def write_curves(table: pd.DataFrame, out: str | Path, meta: dict[str, str]) -> None:
     arrow = pa.Table.from_pandas(table, preserve_index=False)
-    arrow = arrow.replace_schema_metadata({**(arrow.schema.metadata or {}), **{f"tune_tl.{k}".encode(): v.encode() for k, v in meta.items()}})
+    ours = {f"tune_tl.{k}".encode(): v.encode() for k, v in meta.items()}
+    arrow = arrow.replace_schema_metadata({**(arrow.schema.metadata or {}), **ours})
     Path(out).parent.mkdir(parents=True, exist_ok=True)
     pq.write_table(arrow, out, compression="zstd")
 
