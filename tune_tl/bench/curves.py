@@ -138,7 +138,13 @@ def record(spec: SearchSpec, out: str | Path, work: str | Path, concurrency: int
         failure = exc
         log.error("the recording search failed (%s); writing the configs that finished", exc)
     wall = time.time() - start
-    table = from_search(Path(work) / name, spec.budget.max_epochs)  # an interrupted run keeps its finished configs
+    try:
+        table = from_search(Path(work) / name, spec.budget.max_epochs)  # a failed run keeps its finished configs
+    except TuneTLError as exc:
+        if failure is None:
+            raise
+        raise TuneTLError(f"the recording search failed before any config finished ({failure}); "
+                          f"its results are kept in {Path(work) / name}") from None
     meta = {
         "task": task or spec.data.source,
         "space": spec.source,
