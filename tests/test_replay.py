@@ -100,11 +100,13 @@ def test_every_registered_scheduler_and_sampler_finds_a_dominant_config_and_the_
     runs = replay(task, list(SCHEDULERS), ["random", "tpe", "textbook"], [1, 2, 64], seeds=3)
     summary = summarize(runs)
     assert len(runs) == len(SCHEDULERS) * 3 * 3 * 3
-    assert np.allclose(summary["100%"], 0.99)
+    assert (summary["100%"] >= 0.9).all()  # every scheduler found the star (the others stay below 0.8) ...
+    plain = summary[summary["scheduler"].isin(["fifo", "asha", "asha-seconds", "median"])]
+    assert np.allclose(plain["100%"], 0.99)  # ... and these train a survivor to its last epoch (PASHA may not)
     assert (summary["25%"] <= summary["50%"]).all() and (summary["50%"] <= summary["100%"]).all()
     assert set(best_by_workers(summary)) == {1, 2, 64}
     text = markdown(task, summary, seeds=3)
-    assert "| 64 |" in text and "0.9900" in text and "best recorded val_acc 0.9900" in text
+    assert "| 64 |" in text and "| 0.9900 |" in text and "best recorded val_acc 0.9900" in text
 
 
 def test_samplers_propose_each_recorded_config_once_then_run_dry():
@@ -123,7 +125,7 @@ def test_textbook_first_starts_with_the_configs_nearest_to_the_textbook_recipes(
               curve("lpft", [0.5], freeze_policy="full", optimizer="adamw", lr=8e-4, lp_epochs=1),
               curve("other", [0.5], freeze_policy="prefix", optimizer="sgd", lr=3e-2, lp_epochs=0)]
     sampler = TextbookFirst(curves, seed=0)
-    assert [sampler.propose().trial_id for _ in TEXTBOOK] == ["probe", "ft", "lpft"]
+    assert [sampler.propose().trial_id for _ in TEXTBOOK] == ["ft", "probe", "lpft"]
 
 
 def test_a_curve_table_round_trips_through_parquet_into_curves(tmp_path):

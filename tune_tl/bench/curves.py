@@ -138,7 +138,13 @@ def record(spec: SearchSpec, out: str | Path, work: str | Path, concurrency: int
         failure = exc
         log.error("the recording search failed (%s); writing the configs that finished", exc)
     wall = time.time() - start
-    table = from_search(Path(work) / name, spec.budget.max_epochs)  # an interrupted run keeps its finished configs
+    try:
+        table = from_search(Path(work) / name, spec.budget.max_epochs)  # a failed run keeps its finished configs
+    except TuneTLError as exc:
+        if failure is None:
+            raise
+        raise TuneTLError(f"the recording search failed before any config finished ({failure}); "
+                          f"its results are kept in {Path(work) / name}") from None
     meta = {
         "task": task or spec.data.source,
         "space": spec.source,
@@ -172,7 +178,8 @@ def from_search(path: str | Path, max_epochs: int | None = None) -> pd.DataFrame
 
 def write_curves(table: pd.DataFrame, out: str | Path, meta: dict[str, str]) -> None:
     arrow = pa.Table.from_pandas(table, preserve_index=False)
-    arrow = arrow.replace_schema_metadata({**(arrow.schema.metadata or {}), **{f"tune_tl.{k}".encode(): v.encode() for k, v in meta.items()}})
+    ours = {f"tune_tl.{k}".encode(): v.encode() for k, v in meta.items()}
+    arrow = arrow.replace_schema_metadata({**(arrow.schema.metadata or {}), **ours})
     Path(out).parent.mkdir(parents=True, exist_ok=True)
     pq.write_table(arrow, out, compression="zstd")
 

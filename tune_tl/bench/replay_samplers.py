@@ -20,13 +20,19 @@ from optuna.trial import TrialState
 
 from tune_tl.bench.sim import Curve
 
-#: Textbook transfer-learning recipes, tried first by ``TextbookFirst`` (nearest recorded config to
-#: each): a linear probe, a whole-model fine-tune with AdamW at 1e-3, and LP→FT.
-TEXTBOOK = (
-    {"freeze_policy": "head_only"},
-    {"freeze_policy": "full", "optimizer": "adamw", "lr": 1e-3, "lp_epochs": 0},
-    {"freeze_policy": "full", "optimizer": "adamw", "lr": 1e-3, "lp_epochs": 1},
-)
+#: Textbook transfer-learning recipes, tried first by ``TextbookFirst``: ``(defining values, every
+#: value)``; the nearest recorded config on the defining values (then on all) stands in for each.
+#: tune_tl's own list (``tune_tl.search.textbook.RECIPES``) when it exists.
+try:
+    from tune_tl.search.textbook import RECIPES as _RECIPES
+
+    TEXTBOOK = tuple((dict(defining), {**values, **defining}) for _, defining, values in _RECIPES)
+except ImportError:  # a tune_tl without textbook recipes
+    TEXTBOOK = (
+        ({"freeze_policy": "full", "lp_epochs": 0}, {"freeze_policy": "full", "optimizer": "adamw", "lr": 1e-3, "lp_epochs": 0}),
+        ({"freeze_policy": "head_only"}, {"freeze_policy": "head_only", "optimizer": "adamw", "lr": 1e-3}),
+        ({"freeze_policy": "full", "lp_epochs": 1}, {"freeze_policy": "full", "optimizer": "adamw", "lr": 1e-3, "lp_epochs": 1}),
+    )
 
 
 def space_of(curves: list[Curve]) -> dict[str, Any]:
@@ -85,16 +91,16 @@ class RandomOrder:
 
 
 class TextbookFirst(RandomOrder):
-    """The recorded configs nearest to the ``TEXTBOOK`` recipes first, then a seeded random order."""
+    """The recorded configs nearest to the ``TEXTBOOK`` recipes first (in their order), then a seeded random order."""
 
     def __init__(self, curves: list[Curve], seed: int, recipes=TEXTBOOK):
         super().__init__(curves, seed)
         dists = space_of(curves)
         first: list[Curve] = []
-        for recipe in recipes:
+        for defining, values in recipes:
             pool = [c for c in curves if c not in first]
             if pool:
-                first.append(nearest(recipe, pool, dists))
+                first.append(min(pool, key=lambda c: (distance(defining, c.params, dists), distance(values, c.params, dists), c.trial_id)))
         self._queue = first + [c for c in self._queue if c not in first]
 
 

@@ -148,7 +148,8 @@ def simulate(curves: list[Curve], scheduler: TrialScheduler, sampler: Sampler, w
             trace.times.append(now)
             trace.best.append(acc)
         result = {"trial_id": trial.trial_id, "epoch": i + 1, "training_iteration": i + 1, METRIC: acc,
-                  "time_total_s": float(curve.seconds[: i + 1].sum()), "time_this_iter_s": float(curve.seconds[i]), "epoch_seconds": float(curve.seconds[i])}
+                  "time_total_s": float(curve.seconds[: i + 1].sum()), "time_this_iter_s": float(curve.seconds[i]),
+                  "epoch_seconds": float(curve.seconds[i])}
         trial.last_result = result
         decision = scheduler.on_trial_result(controller, trial, result)
         last = i + 1 == len(curve.val_acc)
