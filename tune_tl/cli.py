@@ -37,6 +37,7 @@ def _parser() -> argparse.ArgumentParser:
     s.add_argument("--seed", type=int, help="seed for the data split, the sampler and training (overrides seed)")
     s.add_argument("--cpus-per-trial", type=float, default=1.0, help="CPUs per trial; also its torch threads (default 1)")
     s.add_argument("--gpus-per-trial", type=float, default=0.0, help="GPUs per trial, fractions allowed (default 0)")
+    s.add_argument("--workers-per-trial", type=int, default=1, help="data-parallel (DDP) workers per trial, sharing each batch: gloo on CPU, NCCL with one GPU each; --gpus-per-trial 2+ means one worker per GPU (default 1)")
     s.add_argument("--concurrency", type=int, help="max trials at once (default: as many as resources allow)")
     s.add_argument("--scheduler", choices=["asha", "fifo"], default="asha", help="asha (default) or fifo: no early stopping, for comparison")
     s.add_argument("--sampler", choices=["tpe", "random"], default="tpe", help="Optuna sampler: tpe (default) or random, for comparison")
@@ -126,6 +127,7 @@ def _search(args) -> int:
         sampler=args.sampler,
         feature_cache=args.feature_cache,
         max_failures=args.max_failures,
+        workers_per_trial=args.workers_per_trial,
         command_line=tuple(args.argv),
     )
     summary = run_search(spec, options)

@@ -60,6 +60,7 @@ def resume_search(path: str | Path, samples: int | None = None):
     """Continue the search in ``path`` until it has ``samples`` trials (default: its own budget)."""
     from ray import tune
 
+    from tune_tl.search.resources import check_resources
     from tune_tl.search.sampler import study_file
     from tune_tl.search.run import SearchOptions, _prepare_context, init_ray, make_trainable, storage_config, summarize, with_feature_cache
 
@@ -73,6 +74,7 @@ def resume_search(path: str | Path, samples: int | None = None):
     context, _, _ = _prepare_context(spec)  # before Ray: bad weights or data fail here
     context = with_feature_cache(context, options, root)
     init_ray(options.address)
+    check_resources(options)
     log.info("resuming search %s: %d trials in all", root, target)
     study_file(root, fresh=False)  # an object store's study: fetch its copy before Ray unpickles the searcher
     with SampleTarget.extending(target):

@@ -16,6 +16,7 @@ from typing import Any
 
 from tune_tl.errors import TuneTLError
 from tune_tl.config.space import SearchSpec
+from tune_tl.search.resources import check_resources
 from tune_tl.store.storage import Location
 
 log = logging.getLogger(__name__)
@@ -46,9 +47,16 @@ class SearchOptions:
     max_failures: int = 2
     #: The command that started the search (recorded in search.json; empty when called from Python).
     command_line: tuple[str, ...] = ()
+    #: Data-parallel workers per trial (``tune_tl.training.distributed``): gloo on CPU, NCCL with one GPU each.
+    workers_per_trial: int = 1
 
     #: Trial checkpoints kept on disk per trial (the last epoch's; resume needs nothing older).
     keep_checkpoints = 1
+
+    @property
+    def workers(self) -> int:
+        """Workers each trial trains with: ``--workers-per-trial``, or one per GPU when ``--gpus-per-trial`` > 1."""
+        return int(self.gpus_per_trial) if self.gpus_per_trial > 1 else self.workers_per_trial
 
     def validate(self) -> None:
         if self.cpus_per_trial <= 0:
@@ -65,6 +73,17 @@ class SearchOptions:
             raise TuneTLError(f"--scheduler must be 'asha' or 'fifo', got {self.scheduler!r}")
         if self.sampler not in ("tpe", "random"):
             raise TuneTLError(f"--sampler must be 'tpe' or 'random', got {self.sampler!r}")
+        if self.workers_per_trial < 1:
+            raise TuneTLError(f"--workers-per-trial must be at least 1, got {self.workers_per_trial}")
+        if self.gpus_per_trial > 1 and self.workers_per_trial not in (1, int(self.gpus_per_trial)):
+            raise TuneTLError(f"--gpus-per-trial {self.gpus_per_trial:g} trains with one worker per GPU; "
+                              f"--workers-per-trial must be {int(self.gpus_per_trial)} (or left out), got {self.workers_per_trial}")
+        if self.workers_per_trial > 1 and 0 < self.gpus_per_trial < 1:
+            raise TuneTLError(f"--workers-per-trial {self.workers_per_trial} needs one whole GPU per worker "
+                              f"(--gpus-per-trial {self.workers_per_trial}) or none (CPU); got --gpus-per-trial {self.gpus_per_trial:g}")
+        if self.workers_per_trial > 1 and self.gpus_per_trial == 1:
+            raise TuneTLError(f"--workers-per-trial {self.workers_per_trial} needs one GPU per worker: "
+                              f"use --gpus-per-trial {self.workers_per_trial} (or 0 for CPU workers)")
         if self.name is not None and (not self.name or "/" in self.name or self.name.startswith(".")):
             raise TuneTLError(f"--name must be a plain folder name, got {self.name!r}")
 
@@ -98,6 +117,7 @@ def run_search(spec: SearchSpec, options: SearchOptions = SearchOptions()) -> Se
         root.check_writable()  # a missing bucket or credentials fail now, not after the data is loaded
 
     context, num_blocks, loaded = _prepare_context(spec)  # before Ray: bad weights or data fail here
+    check_resources(options)  # connects Ray; a trial the cluster can never hold fails now, not PENDING forever
     skipped = loaded.skipped
     root.mkdir()
     if skipped:
@@ -150,7 +170,7 @@ def make_trainable(context, options: SearchOptions):
     from tune_tl.search.trainable import run_trial
 
     resources = {"cpu": options.cpus_per_trial, "gpu": options.gpus_per_trial}
-    return tune.with_resources(tune.with_parameters(run_trial, context=context), resources)
+    return tune.with_resources(tune.with_parameters(run_trial, context=context, workers=options.workers), resources)
 
 
 def init_ray(address: str | None = None) -> None:
