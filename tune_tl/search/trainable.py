@@ -30,7 +30,7 @@ SIMULATE_OOM_ENV = "TUNE_TL_SIMULATE_OOM_AT_EPOCH"
 TRACE_DIR_ENV = "TUNE_TL_TRACE_DIR"
 
 
-def run_trial(config: dict, context: TrialContext) -> None:
+def run_trial(config: dict, context: TrialContext, workers: int = 1) -> None:
     """Ray Tune entry point (wrapped by ``tune.with_parameters``).
 
     Every epoch is reported together with a checkpoint of the full training state, so a trial whose
