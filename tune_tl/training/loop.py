@@ -55,6 +55,8 @@ class FitConfig:
     lp_epochs: int = 0
     #: Folder of the shared frozen-feature cache; ``None`` always runs the backbone.
     feature_cache: str | None = None
+    #: This worker's part of a data-parallel group (``tune_tl.training.distributed.Shard``); ``None``: one worker.
+    shard: Any = None
 
 
 @dataclass(frozen=True)
@@ -114,6 +116,8 @@ def fit(
     if param_groups is None:
         param_groups = [{"params": [p for p in model.parameters() if p.requires_grad]}]
     optimizer = make_optimizer(param_groups, cfg)
+    if cfg.shard is not None:
+        cfg.shard.average_gradients(model)
     autocast, scaler = _amp(device)
     mean = torch.tensor(cfg.mean, device=device).view(1, 3, 1, 1) * 255
     std = torch.tensor(cfg.std, device=device).view(1, 3, 1, 1) * 255
@@ -145,6 +149,8 @@ def fit(
         order = rng.permutation(len(split.train_y))
         # BatchNorm cannot train on a single image, so a last batch of one is dropped.
         batches = [np.sort(b) for b in np.array_split(order, max(1, math.ceil(len(order) / cfg.batch_size))) if len(b) >= 2]
+        if cfg.shard is not None:  # every worker draws the same global batches and trains on its slice
+            batches = cfg.shard.local(batches)
         loaded = _batches(split, "train", batches, cfg, resident) if cached is None else ((None, None) for _ in batches)
         for batch, (images, labels) in zip(batches, loaded):
             with autocast:
@@ -161,7 +167,7 @@ def fit(
             scaler.update()
             total_loss += loss.item() * len(y)
             seen += len(y)
-        train_loss = total_loss / max(seen, 1)
+        train_loss = total_loss / max(seen, 1) if cfg.shard is None else cfg.shard.mean_loss(total_loss, seen)
         diverged = not math.isfinite(train_loss)
         if cached is None:
             val_loss, val_acc = evaluate_split(model, split, cfg, mean, std, resident)
