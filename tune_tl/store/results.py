@@ -51,6 +51,7 @@ EPOCH_SCHEMA = pa.schema(
         ("cached_features", pa.bool_()),
         ("time", pa.timestamp("ms", tz="UTC")),
         ("node_id", pa.string()),
+        ("workers", pa.int32()),  # data-parallel workers that trained the epoch (--workers-per-trial)
     ],
     metadata=_META,
 )
@@ -67,6 +68,7 @@ TRIAL_SCHEMA = pa.schema(
         ("error", pa.string()),
         ("node_id", pa.string()),
         ("node_ip", pa.string()),
+        ("workers", pa.int32()),  # data-parallel workers per trial (--workers-per-trial)
     ]
     + [(name, _ARROW_TYPES[p.type]) for name, p in PARAMS.items()],
     metadata=_META,
@@ -177,6 +179,7 @@ class ParquetSink(Callback):
         row["time"] = int(time.time() * 1000)
         stats["history"].append((row["epoch"], row["val_acc"], bool(row["diverged"])))
         stats["node"] = (result.get("node_id"), result.get("node_ip"))
+        stats["workers"] = result.get("workers")
         self._epochs.append(row)
         self._maybe_flush()
 
@@ -225,6 +228,7 @@ class ParquetSink(Callback):
             error=error,
             node_id=stats.get("node", (None, None))[0],
             node_ip=stats.get("node", (None, None))[1],
+            workers=stats.get("workers"),
         )
         self._trials.append(row)
         acc = f"{best_acc:.4f}" if best_acc is not None else "n/a"

@@ -10,8 +10,8 @@ which reports and checkpoints them exactly as a one-worker trial does.
 
 Why not ``DistributedDataParallel`` around the model: ``fit`` changes which parameters train in the
 middle of a run (linear probe, then fine-tune) and trains the head alone on cached backbone features
-(``model.head(x)``), and DDP's wrapper sees neither without being rebuilt. The same all-reduce, issued
-from per-parameter gradient hooks, covers both. As in DDP without SyncBatchNorm, BatchNorm statistics
+(``model.head(x)``), and DDP's wrapper sees neither without being rebuilt. The same all-reduce, queued
+from a gradient hook on the head's output, covers both. As in DDP without SyncBatchNorm, BatchNorm statistics
 are each worker's own; the checkpoint holds worker 0's.
 
     >>> shard = Shard(rank=0, world_size=2)
@@ -47,7 +47,6 @@ class Shard:
 
     def __init__(self, rank: int, world_size: int):
         self.rank, self.world_size = rank, world_size
-        self._pending = False
 
     def local(self, batches: list[np.ndarray]) -> list[np.ndarray]:
         """This worker's slice of each global batch. Batches too small to give every worker two images
@@ -63,18 +62,19 @@ class Shard:
         return float(sums[0] / max(float(sums[1]), 1.0))
 
     def average_gradients(self, model: torch.nn.Module) -> None:
-        """Average every parameter's gradient across workers at the end of each ``backward``.
+        """Average every gradient across workers at the end of each ``backward`` through ``model``.
 
-        Hooks sit on all parameters, frozen ones too: a parameter that starts training later (LP→FT)
-        is averaged from then on. The first hook of a backward pass queues one all-reduce of all
-        gradients (flattened per dtype, like DDP's buckets) to run when the pass ends.
+        A forward hook on the model's head (which every training forward ends in, the backbone's or
+        the cached features' path alike) marks its output; when ``backward`` reaches it, one
+        all-reduce of all gradients (flattened per dtype, like DDP's buckets) is queued to run as the
+        pass ends. Whatever trains then is averaged, so parameters that start training later (LP→FT)
+        are covered too.
         """
         if self.world_size == 1:
             return
         params = list(model.parameters())
 
         def reduce_all() -> None:
-            self._pending = False
             grads = [p.grad for p in params if p.grad is not None]
             for dtype in {g.dtype for g in grads}:
                 same = [g for g in grads if g.dtype == dtype]
@@ -86,13 +86,14 @@ class Shard:
                     g.copy_(flat[offset : offset + g.numel()].view_as(g))
                     offset += g.numel()
 
-        def hook(_param: torch.Tensor) -> None:
-            if not self._pending:
-                self._pending = True
-                torch.autograd.Variable._execution_engine.queue_callback(reduce_all)
+        def on_backward(grad: torch.Tensor) -> None:
+            torch.autograd.Variable._execution_engine.queue_callback(reduce_all)
 
-        for p in params:
-            p.register_post_accumulate_grad_hook(hook)
+        def on_forward(_module, _inputs, output) -> None:
+            if torch.is_grad_enabled() and isinstance(output, torch.Tensor) and output.requires_grad:
+                output.register_hook(on_backward)
+
+        getattr(model, "head", model).register_forward_hook(on_forward)
 
 
 def _collective_device() -> torch.device:
