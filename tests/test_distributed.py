@@ -1,6 +1,8 @@
 """Data-parallel workers (gloo on CPU): each trains on its slice of a batch, the gradients are averaged,
 so two workers take the step one worker takes on the whole batch."""
 
+import copy
+
 import numpy as np
 import pytest
 import torch
@@ -43,9 +45,11 @@ def one_step_worker(link, job):
     """A worker of the test: one ``fit`` step on its half of the batch; worker 0 sends back the weights."""
     torch.set_num_threads(1)
     model = _model()
-    history = fit(model, _split(), _config(shard=Shard(link.rank, link.world_size)))
+    cfg = _config(shard=Shard(link.rank, link.world_size), device=link.device, epochs=(job or {}).get("epochs", 1))
+    history = fit(model, _split(), cfg, resume=(job or {}).get("resume"))
     if link.rank == 0:
-        link.send("result", {"state": model.state_dict(), "train_loss": history[-1].train_loss})
+        state = {k: v.cpu() for k, v in model.state_dict().items()}
+        link.send("result", {"state": state, "train_loss": history[-1].train_loss})
 
 
 def failing_worker(link, job):
@@ -54,9 +58,9 @@ def failing_worker(link, job):
     torch.distributed.barrier()  # would wait for worker 1 forever; the trial must not
 
 
-def _run() -> dict:
+def _run(use_gpus: bool = False, job: dict | None = None) -> dict:
     got = {}
-    run_workers(2, one_step_worker, None, lambda kind, payload: got.update(payload))
+    run_workers(2, one_step_worker, job, lambda kind, payload: got.update(payload), use_gpus=use_gpus)
     return got
 
 
@@ -77,6 +81,28 @@ def test_two_workers_take_the_step_one_worker_takes_on_the_concatenated_batch():
 
 
 @pytest.mark.slow
+def test_two_workers_resume_a_one_worker_checkpoint_and_end_where_one_worker_would():
+    # As a retried trial does: epoch 1 ran (here on one worker), epoch 2 runs on two from the saved state.
+    states = []
+    fit(_model(), _split(), _config(epochs=2), on_state=lambda m, state: states.append(copy.deepcopy(state)))
+    whole = _model()
+    fit(whole, _split(), _config(epochs=2))
+    two = _run(job={"epochs": 2, "resume": states[0]})
+    for name, value in whole.state_dict().items():
+        torch.testing.assert_close(two["state"][name], value, rtol=1e-5, atol=1e-6)
+
+
+@pytest.mark.slow
 def test_a_worker_that_raises_fails_the_run_with_its_error_and_no_worker_is_left_waiting():
     with pytest.raises(WorkerFailed, match="worker 1: ValueError: worker 1 broke"):
         run_workers(2, failing_worker, None, lambda kind, payload: None)
+
+
+@pytest.mark.slow
+@pytest.mark.skipif(torch.cuda.device_count() < 2, reason="NCCL workers need two CUDA GPUs")
+def test_two_nccl_workers_on_two_gpus_take_the_one_gpu_step_up_to_mixed_precision():
+    model = _model()
+    fit(model, _split(), _config(device="cuda"))
+    two = _run(use_gpus=True)
+    for name, value in model.state_dict().items():
+        torch.testing.assert_close(two["state"][name], value.cpu(), rtol=1e-2, atol=5e-3)  # bf16/fp16 autocast
