@@ -128,9 +128,10 @@ def run_workers(world_size: int, target: Callable[[Link, Any], None], job: Any, 
     """Run ``target(link, job)`` in ``world_size`` new processes joined in one process group.
 
     ``on_message(kind, payload)`` runs here, in the calling process, for every message a worker sends;
-    an ``"error"`` message raises :class:`WorkerFailed`, and an ``"oom"`` message ends the run. Returns when every worker has exited normally.
-    Whatever way this function is left (a stopped trial raises out of ``on_message``), every worker
-    is terminated; a worker also dies with the thread that started it (``PR_SET_PDEATHSIG``).
+    an ``"error"`` message raises :class:`WorkerFailed`, and an ``"oom"`` message ends the run. Returns
+    when every worker has exited normally. Whatever way this function is left (a stopped trial raises
+    out of ``on_message``), every worker is terminated; a worker also dies with the thread that started
+    it (``PR_SET_PDEATHSIG``).
     """
     ctx = torch.multiprocessing.get_context("spawn")  # fork is unsafe in a threaded Ray worker
     with tempfile.TemporaryDirectory(prefix="tune_tl-ddp-") as tmp:
