@@ -29,7 +29,7 @@ def test_cluster_launcher_configs_pass_rays_own_validation(name):
     assert any("tune_tl" in cmd for cmd in config["setup_commands"])
 
 
-@pytest.mark.parametrize("name", ["kuberay-raycluster.yaml", "kuberay-rayjob.yaml"])
+@pytest.mark.parametrize("name", ["kuberay-raycluster.yaml", "kuberay-rayjob.yaml", "kuberay-rayjob-ddp.yaml"])
 def test_kuberay_manifests_name_a_head_a_gpu_worker_group_and_a_pinned_image(name):
     doc = yaml.safe_load((CLUSTER / name).read_text())
     assert doc["apiVersion"] == "ray.io/v1" and doc["kind"] in ("RayCluster", "RayJob")
@@ -42,6 +42,61 @@ def test_kuberay_manifests_name_a_head_a_gpu_worker_group_and_a_pinned_image(nam
     assert all(not c["image"].endswith(":latest") and ":" in c["image"] for c in containers)
     if doc["kind"] == "RayJob":
         assert doc["spec"]["entrypoint"].startswith("tune-tl search")
+
+
+def _manifests() -> dict[str, list[dict]]:
+    return {p.name: [d for d in yaml.safe_load_all(p.read_text()) if d] for p in sorted(CLUSTER.glob("*.yaml"))
+            if p.name not in ("aws.yaml", "gcp.yaml")}
+
+
+def _references(node, found: set[tuple[str, str]]) -> set[tuple[str, str]]:
+    """Every (kind, name) of a claim, secret or config map that a Kubernetes object refers to, at any depth."""
+    if isinstance(node, dict):
+        if isinstance(node.get("persistentVolumeClaim"), dict):
+            found.add(("PersistentVolumeClaim", node["persistentVolumeClaim"]["claimName"]))
+        for key, kind, name_key in (("secret", "Secret", "secretName"), ("secretKeyRef", "Secret", "name"),
+                                    ("secretRef", "Secret", "name"), ("configMap", "ConfigMap", "name"),
+                                    ("configMapKeyRef", "ConfigMap", "name"), ("configMapRef", "ConfigMap", "name")):
+            if isinstance(node.get(key), dict) and name_key in node[key]:
+                found.add((kind, node[key][name_key]))
+        for ref in node.get("imagePullSecrets", []) or []:
+            found.add(("Secret", ref["name"]))
+        for value in node.values():
+            _references(value, found)
+    elif isinstance(node, list):
+        for value in node:
+            _references(value, found)
+    return found
+
+
+def test_every_claim_secret_and_config_map_a_manifest_references_is_shipped_or_documented():
+    manifests = _manifests()
+    defined = {(d["kind"], d["metadata"]["name"]) for docs in manifests.values() for d in docs}
+    readme = (CLUSTER / "README.md").read_text()
+    referenced = {(name, ref) for name, docs in manifests.items() for d in docs for ref in _references(d, set())}
+    assert ("kuberay-rayjob.yaml", ("PersistentVolumeClaim", "tune-tl-results")) in referenced  # the walker finds them
+    missing = [f"{name}: {kind} {ref}" for name, (kind, ref) in sorted(referenced)
+               if (kind, ref) not in defined and f"`{ref}`" not in readme]
+    assert not missing, f"referenced but neither defined in cluster/ nor documented in cluster/README.md: {missing}"
+
+
+def test_the_results_claim_is_read_write_many_so_head_and_workers_share_it():
+    (claim,) = [d for docs in _manifests().values() for d in docs if d["kind"] == "PersistentVolumeClaim"]
+    assert claim["metadata"]["name"] == "tune-tl-results"
+    assert claim["spec"]["accessModes"] == ["ReadWriteMany"]
+    assert "storage class" in (CLUSTER / "README.md").read_text().lower()
+
+
+def test_the_data_parallel_job_asks_for_no_more_gpus_and_cpus_per_trial_than_one_worker_pod_has():
+    from tune_tl.cli import _parser
+
+    doc = yaml.safe_load((CLUSTER / "kuberay-rayjob-ddp.yaml").read_text())
+    args = _parser().parse_args(doc["spec"]["entrypoint"].split()[1:])
+    assert args.workers_per_trial == 2 and args.gpus_per_trial == 2, "a GPU worker group that uses --workers-per-trial"
+    limits = [g["template"]["spec"]["containers"][0]["resources"]["limits"] for g in doc["spec"]["rayClusterSpec"]["workerGroupSpecs"]]
+    assert any(l["nvidia.com/gpu"] >= args.gpus_per_trial and float(l["cpu"]) >= args.cpus_per_trial for l in limits)
+    groups = yaml.safe_load((CLUSTER / "kuberay-raycluster.yaml").read_text())["spec"]["workerGroupSpecs"]
+    assert any(g["template"]["spec"]["containers"][0]["resources"]["limits"]["nvidia.com/gpu"] >= 2 for g in groups)
 
 
 def _free_port() -> int:

@@ -47,6 +47,7 @@ def _parser() -> argparse.ArgumentParser:
     s.add_argument("--seed", type=int, help="seed for the data split, the sampler and training (overrides seed)")
     s.add_argument("--cpus-per-trial", type=float, default=1.0, help="CPUs per trial; also its torch threads (default 1)")
     s.add_argument("--gpus-per-trial", type=float, default=0.0, help="GPUs per trial, fractions allowed (default 0)")
+    s.add_argument("--workers-per-trial", type=int, default=1, help="data-parallel (DDP) workers per trial, sharing each batch: gloo on CPU, NCCL with one GPU each; --gpus-per-trial 2+ means one worker per GPU (default 1)")
     s.add_argument("--concurrency", type=int, help="max trials at once (default: as many as resources allow)")
     s.add_argument("--scheduler", choices=["cost-asha", "asha", "pasha", "fifo"], default="cost-asha",
                    help="cost-asha (default: ASHA with rungs in training seconds), asha (epoch rungs), pasha (progressive "
@@ -244,6 +245,7 @@ def _search(args) -> int:
         max_failures=args.max_failures,
         verbose=int(args.verbose),
         warm_start=tuple(args.warm_start),
+        workers_per_trial=args.workers_per_trial,
         command_line=tuple(args.argv),
     )
     if args.recheck is not None and args.recheck < 1:

@@ -1,4 +1,4 @@
-"""``python -m tune_tl.bench [curves|replay] ...``: the side-by-side suite, or the recorded-curve tools."""
+"""``python -m tune_tl.bench [curves|replay|gpu] ...``: the side-by-side suite, the recorded-curve tools, or the GPU figures."""
 
 import sys
 
@@ -6,7 +6,9 @@ if len(sys.argv) > 1 and sys.argv[1] == "curves":
     from tune_tl.bench.curves import main
 elif len(sys.argv) > 1 and sys.argv[1] == "replay":
     from tune_tl.bench.replay import main
+elif len(sys.argv) > 1 and sys.argv[1] == "gpu":
+    from tune_tl.bench.gpu import main
 else:
     from tune_tl.bench.suite import main
 
-main(sys.argv[2:] if len(sys.argv) > 1 and sys.argv[1] in ("curves", "replay") else None)
+main(sys.argv[2:] if len(sys.argv) > 1 and sys.argv[1] in ("curves", "replay", "gpu") else None)

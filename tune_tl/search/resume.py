@@ -18,7 +18,8 @@ import time
 from pathlib import Path
 
 from tune_tl.errors import TuneTLError
-from tune_tl.search.run import SearchOptions, _prepare_context, check_resources, init_ray, make_trainable, storage_config, summarize, with_feature_cache
+from tune_tl.search.resources import check_resources
+from tune_tl.search.run import SearchOptions, _prepare_context, init_ray, make_trainable, storage_config, summarize, with_feature_cache
 from tune_tl.search.sampler import SampleTarget  # noqa: F401  (pickled tuners from before the move name it here)
 from tune_tl.store.search_run import SearchRun
 from tune_tl.store.storage import Location

@@ -18,6 +18,7 @@ from typing import Any
 from tune_tl.errors import TuneTLError
 from tune_tl.config.space import SearchSpec
 from tune_tl.store.search_run import SearchRun
+from tune_tl.search.resources import check_resources
 from tune_tl.store.storage import Location
 
 log = logging.getLogger(__name__)
@@ -55,10 +56,17 @@ class SearchOptions:
     warm_start: tuple[str, ...] = ()
     #: The command that started the search (recorded in search.json; empty when called from Python).
     command_line: tuple[str, ...] = ()
+    #: Data-parallel workers per trial (``tune_tl.training.distributed``): gloo on CPU, NCCL with one GPU each.
+    workers_per_trial: int = 1
 
     #: Best-scoring (by val_acc) checkpoints kept per trial; Ray always keeps the latest as well, which
     #: resume restores from, so a trial holds at most two: its latest and its best epoch (for export).
     keep_checkpoints = 1
+
+    @property
+    def workers(self) -> int:
+        """Workers each trial trains with: ``--workers-per-trial``, or one per GPU when ``--gpus-per-trial`` > 1."""
+        return int(self.gpus_per_trial) if self.gpus_per_trial > 1 else self.workers_per_trial
 
     def validate(self) -> None:
         for flag, value in (("--cpus-per-trial", self.cpus_per_trial), ("--gpus-per-trial", self.gpus_per_trial)):
@@ -80,6 +88,17 @@ class SearchOptions:
             raise TuneTLError(f"--scheduler must be one of {', '.join(SCHEDULERS)}; got {self.scheduler!r}")
         if self.sampler not in ("tpe", "random", "tpe-classic"):
             raise TuneTLError(f"--sampler must be 'tpe' or 'random', got {self.sampler!r}")
+        if self.workers_per_trial < 1:
+            raise TuneTLError(f"--workers-per-trial must be at least 1, got {self.workers_per_trial}")
+        if self.gpus_per_trial > 1 and self.workers_per_trial not in (1, int(self.gpus_per_trial)):
+            raise TuneTLError(f"--gpus-per-trial {self.gpus_per_trial:g} trains with one worker per GPU; "
+                              f"--workers-per-trial must be {int(self.gpus_per_trial)} (or left out), got {self.workers_per_trial}")
+        if self.workers_per_trial > 1 and 0 < self.gpus_per_trial < 1:
+            raise TuneTLError(f"--workers-per-trial {self.workers_per_trial} needs one whole GPU per worker "
+                              f"(--gpus-per-trial {self.workers_per_trial}) or none (CPU); got --gpus-per-trial {self.gpus_per_trial:g}")
+        if self.workers_per_trial > 1 and self.gpus_per_trial == 1:
+            raise TuneTLError(f"--workers-per-trial {self.workers_per_trial} needs one GPU per worker: "
+                              f"use --gpus-per-trial {self.workers_per_trial} (or 0 for CPU workers)")
         if self.name is not None and (not self.name or "/" in self.name or "\\" in self.name or self.name.startswith(".")
                                       or not self.name.isprintable()):
             raise TuneTLError(f"--name must be a plain folder name, got {self.name!r}")
@@ -219,7 +238,7 @@ def make_trainable(context, options: SearchOptions):
     from tune_tl.search.trainable import run_trial
 
     resources = {"cpu": options.cpus_per_trial, "gpu": options.gpus_per_trial}
-    return tune.with_resources(tune.with_parameters(run_trial, context=context), resources)
+    return tune.with_resources(tune.with_parameters(run_trial, context=context, workers=options.workers), resources)
 
 
 def init_ray(address: str | None = None, verbose: int = 1) -> None:
@@ -238,28 +257,6 @@ def init_ray(address: str | None = None, verbose: int = 1) -> None:
         ray.init(address=address, logging_level=logging.WARNING, **quiet)
     else:  # address="local": never join a stray cluster; no dashboard, so nothing listens on the network
         ray.init(address="local", include_dashboard=False, logging_level=logging.WARNING, **quiet)
-
-
-#: Set to 1 to skip ``check_resources`` (an autoscaling cluster that adds GPU nodes on demand).
-SKIP_RESOURCE_CHECK_ENV = "TUNE_TL_SKIP_RESOURCE_CHECK"
-
-
-def check_resources(options: SearchOptions) -> None:
-    """Raise unless some alive Ray node has the CPUs and GPUs one trial asks for.
-
-    Ray would otherwise keep such a trial PENDING forever (on a fixed cluster nothing will ever fit it).
-    """
-    import ray
-
-    if os.environ.get(SKIP_RESOURCE_CHECK_ENV) == "1":
-        return
-    nodes = [n.get("Resources", {}) for n in ray.nodes() if n.get("Alive")]
-    for key, flag, wanted in (("CPU", "--cpus-per-trial", options.cpus_per_trial), ("GPU", "--gpus-per-trial", options.gpus_per_trial)):
-        most = max((n.get(key, 0.0) for n in nodes), default=0.0)
-        if wanted > most:
-            where = "this machine" if len(nodes) <= 1 else f"the largest of the cluster's {len(nodes)} nodes"
-            raise TuneTLError(f"{flag} {wanted:g}: {where} has {most:g} {key}(s) for Ray, so no trial could ever start; "
-                              f"ask for at most {most:g} (an autoscaling cluster: set {SKIP_RESOURCE_CHECK_ENV}=1)")
 
 
 def storage_config(root: Location) -> dict[str, Any]:

@@ -12,6 +12,7 @@ import dataclasses
 import logging
 import os
 import tempfile
+from typing import Callable
 
 import torch
 
@@ -30,7 +31,7 @@ SIMULATE_OOM_ENV = "TUNE_TL_SIMULATE_OOM_AT_EPOCH"
 TRACE_DIR_ENV = "TUNE_TL_TRACE_DIR"
 
 
-def run_trial(config: dict, context: TrialContext) -> None:
+def run_trial(config: dict, context: TrialContext, workers: int = 1) -> None:
     """Ray Tune entry point (wrapped by ``tune.with_parameters``).
 
     A configuration error (``TuneTLError`` or ``ValueError``: a bad parameter value, a config the
@@ -40,47 +41,111 @@ def run_trial(config: dict, context: TrialContext) -> None:
     from ray import tune
 
     try:
-        _run_trial(config, context)
+        _run_trial(config, context, workers)
     except (TuneTLError, ValueError) as exc:
         text = f"{type(exc).__name__}: {exc}".strip()[:2000]
         log.warning("trial configuration error (not retried): %s", text)
         tune.report({"val_acc": float("nan"), "trial_status": "error", "error": text})
 
 
-def _run_trial(config: dict, context: TrialContext) -> None:
+def _run_trial(config: dict, context: TrialContext, workers: int) -> None:
     """One trial, reporting every epoch.
 
     Every epoch is reported together with a checkpoint of the full training state, so a trial whose
     worker dies is retried by Ray from its last epoch. Outcomes that a retry cannot fix end the trial
     normally with a final ``trial_status`` result instead of raising: divergence (``fit`` stops by
-    itself) and CUDA out-of-memory (``trial_status="oom"`` plus the exception text).
+    itself) and CUDA out-of-memory (``trial_status="oom"`` plus the exception text). With ``workers``
+    > 1 the same training runs in that many data-parallel processes (``_run_data_parallel``); what
+    is reported, checkpointed and recorded is the same.
     """
     from ray import tune
 
     cfg = TrialConfig.from_dict(config)  # a bad config fails here, before any resources are touched
-    device = _trial_device()
-    plan = build_trial(cfg, context, device, _loader_workers())
+    device = _trial_device(workers)
     resume = _load_checkpoint(tune.get_checkpoint())
     _trace(resume["epoch"] + 1 if resume else 1)
     last: dict = {}
+    node = {**_node_info(), "workers": workers}
 
-    node = _node_info()
-
-    def report(metrics: EpochMetrics, state: dict) -> None:
-        last.update(dataclasses.asdict(metrics))
-        with tempfile.TemporaryDirectory(prefix="tune_tl-ckpt-") as tmp:
-            _save_atomic(state, os.path.join(tmp, CHECKPOINT_FILE))
-            tune.report({**dataclasses.asdict(metrics), **node}, checkpoint=tune.Checkpoint.from_directory(tmp))
-        _maybe_simulate_oom(metrics.epoch + 1)
+    def report(metrics: dict, folder: str) -> None:
+        last.update(metrics)
+        tune.report({**metrics, **node}, checkpoint=tune.Checkpoint.from_directory(folder))
+        _maybe_simulate_oom(metrics["epoch"] + 1)
 
     try:
         _maybe_simulate_oom(resume["epoch"] + 1 if resume else 1)
-        fit(plan.model, plan.split, plan.fit, param_groups=plan.param_groups, resume=resume, on_state=report)
+        if workers > 1:
+            _run_data_parallel(TrialJob(config, context, resume, device, _threads(workers)), workers, report)
+            return
+        plan = build_trial(cfg, context, device, _loader_workers())
+        fit(plan.model, plan.split, plan.fit, param_groups=plan.param_groups, resume=resume, on_state=_saving(report))
     except torch.cuda.OutOfMemoryError as exc:
         # Not retried: the same config on the same device would run out of memory again.
-        text = f"{type(exc).__name__}: {exc}".strip()[:2000]
-        log.warning("trial ran out of GPU memory: %s", text)
-        tune.report({"val_acc": last.get("val_acc", float("nan")), "trial_status": "oom", "error": text})
+        _report_oom(f"{type(exc).__name__}: {exc}", last)
+
+
+def _saving(report: Callable[[dict, str], None]):
+    """``fit``'s ``on_state``: save the state as a checkpoint folder, then ``report`` metrics and folder."""
+
+    def on_state(metrics: EpochMetrics, state: dict) -> None:
+        with tempfile.TemporaryDirectory(prefix="tune_tl-ckpt-") as tmp:
+            _save_atomic(state, os.path.join(tmp, CHECKPOINT_FILE))
+            report(dataclasses.asdict(metrics), tmp)
+
+    return on_state
+
+
+def _report_oom(text: str, last: dict) -> None:
+    from ray import tune
+
+    text = text.strip()[:2000]
+    log.warning("trial ran out of GPU memory: %s", text)
+    tune.report({"val_acc": last.get("val_acc", float("nan")), "trial_status": "oom", "error": text})
+
+
+@dataclasses.dataclass(frozen=True)
+class TrialJob:
+    """What each data-parallel worker of a trial needs to build and train the trial's model."""
+
+    config: dict
+    context: TrialContext
+    resume: dict | None
+    device: str  # "cuda" (one GPU per worker) or "cpu"
+    threads: int  # torch threads per worker: the trial's CPUs shared out
+
+
+def _run_data_parallel(job: TrialJob, workers: int, report: Callable[[dict, str], None]) -> None:
+    """Train in ``workers`` processes (``tune_tl.training.distributed``); report here, in the trial."""
+    from tune_tl.training.distributed import run_workers
+
+    def on_message(kind: str, payload) -> None:
+        if kind == "epoch":
+            report(*payload)  # a stopped trial raises here, and run_workers ends the workers
+        elif kind == "oom":
+            raise torch.cuda.OutOfMemoryError(payload)
+
+    run_workers(workers, train_worker, job, on_message, use_gpus=job.device == "cuda")
+
+
+def train_worker(link, job: TrialJob) -> None:
+    """One data-parallel worker: the trial's recipe and ``fit`` on this worker's slice of every batch.
+
+    Worker 0 saves each epoch's state into a folder and waits until the trial has reported it.
+    """
+    from tune_tl.training.distributed import Shard
+
+    torch.set_num_threads(job.threads)
+    plan = build_trial(job.config, job.context, link.device)
+    fit_cfg = dataclasses.replace(plan.fit, shard=Shard(link.rank, link.world_size))
+
+    def send_epoch(metrics: dict, folder: str) -> None:
+        link.send("epoch", (metrics, folder), wait_for_ack=True)  # the folder lives until the trial has it
+
+    try:
+        fit(plan.model, plan.split, fit_cfg, param_groups=plan.param_groups, resume=job.resume,
+            on_state=_saving(send_epoch) if link.rank == 0 else None)
+    except torch.cuda.OutOfMemoryError as exc:
+        link.send("oom", f"{type(exc).__name__}: {exc}")
 
 
 def _node_info() -> dict[str, str]:
@@ -124,15 +189,22 @@ def _trace(start_epoch: int) -> None:
         f.write(f"{trial_id} {start_epoch}\n")
 
 
-def _trial_device() -> str:
+def _trial_device(workers: int = 1) -> str:
     """CUDA when Ray gave this trial a GPU; otherwise CPU with torch threads = the trial's CPU share."""
     import ray
 
     if torch.cuda.is_available() and ray.get_gpu_ids():
         return "cuda"
-    cpus = ray.get_runtime_context().get_assigned_resources().get("CPU", 1)
-    torch.set_num_threads(max(1, int(cpus)))
+    torch.set_num_threads(_threads(workers))
     return "cpu"
+
+
+def _threads(workers: int) -> int:
+    """torch threads for each of ``workers`` processes: the trial's CPUs shared out, at least one each."""
+    import ray
+
+    cpus = ray.get_runtime_context().get_assigned_resources().get("CPU", 1)
+    return max(1, int(cpus) // workers)
 
 
 def _loader_workers() -> int:

@@ -176,6 +176,7 @@ class ParquetSink(Callback):
         row["time"] = int(time.time() * 1000)
         stats["history"].append((row["epoch"], row["val_acc"], bool(row["diverged"])))
         stats["node"] = (result.get("node_id"), result.get("node_ip"))
+        stats["workers"] = result.get("workers")
         self._epochs.append(row)
         self._maybe_flush()
 
@@ -229,6 +230,7 @@ class ParquetSink(Callback):
             error=error,
             node_id=stats.get("node", (None, None))[0],
             node_ip=stats.get("node", (None, None))[1],
+            workers=stats.get("workers"),
         )
         self._trials.append(row)
         acc = f"{best_acc:.4f}" if best_acc is not None else "n/a"

@@ -35,6 +35,7 @@ EPOCH_SCHEMA = pa.schema(
         ("cached_features", pa.bool_()),
         ("time", pa.timestamp("ms", tz="UTC")),
         ("node_id", pa.string()),
+        ("workers", pa.int32()),  # data-parallel workers that trained the epoch (--workers-per-trial)
     ],
     metadata=_META,
 )
@@ -51,6 +52,7 @@ TRIAL_SCHEMA = pa.schema(
         ("error", pa.string()),
         ("node_id", pa.string()),
         ("node_ip", pa.string()),
+        ("workers", pa.int32()),  # data-parallel workers per trial (--workers-per-trial)
     ]
     + [(name, _ARROW_TYPES[p.type]) for name, p in PARAMS.items()],
     metadata=_META,

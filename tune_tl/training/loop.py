@@ -69,6 +69,8 @@ class FitConfig:
     regularise: RegulariseConfig = RegulariseConfig()
     #: Classes, for MixUp/CutMix's soft targets; ``None`` = the largest training label + 1.
     num_classes: int | None = None
+    #: This worker's part of a data-parallel group (``tune_tl.training.distributed.Shard``); ``None``: one worker.
+    shard: Any = None
 
 
 @dataclass(frozen=True)
@@ -136,6 +138,8 @@ def fit(
     schedule = LRSchedule(optimizer, cfg.schedule, cfg.epochs, len(_epoch_batches(np.arange(len(split.train_y)), cfg.batch_size)))
     mixer = batch_mixer(cfg.regularise, cfg.num_classes or int(np.max(split.train_y)) + 1)
     l2sp = l2sp_penalty(model, cfg.regularise.l2sp)  # anchored at the weights fit starts from (pretrained)
+    if cfg.shard is not None:
+        cfg.shard.average_gradients(model)
     autocast, scaler = _amp(device)
     mean = torch.tensor(cfg.mean, device=device).view(1, 3, 1, 1) * 255
     std = torch.tensor(cfg.std, device=device).view(1, 3, 1, 1) * 255
@@ -164,6 +168,8 @@ def fit(
         model.train()
         total_loss, seen, lrs = 0.0, 0, []
         batches = _epoch_batches(rng.permutation(len(split.train_y)), cfg.batch_size)
+        if cfg.shard is not None:  # every worker draws the same global batches and trains on its slice
+            batches = cfg.shard.local(batches)
         loaded = _batches(split, "train", batches, cfg, resident) if cached is None else ((None, None) for _ in batches)
         for batch, (images, labels) in zip(batches, loaded):
             with autocast:
@@ -188,7 +194,7 @@ def fit(
             seen += len(y)
         lr = _epoch_lr(lrs or [base_lr(optimizer)])
         schedule.after_epoch()
-        train_loss = total_loss / max(seen, 1)
+        train_loss = total_loss / max(seen, 1) if cfg.shard is None else cfg.shard.mean_loss(total_loss, seen)
         diverged = is_diverged(train_loss, history[0].train_loss if history else math.log(max(2, int(split.train_y.max()) + 1)))
         if cached is None:
             val_loss, val_acc = evaluate_split(model, split, cfg, mean, std, resident)

@@ -1,0 +1,30 @@
+"""A real search whose trial trains with two data-parallel workers (gloo on CPU), end to end."""
+
+import pandas as pd
+import pytest
+
+from tune_tl.cli import main
+
+TINY = """
+seed: 0
+data: {source: digits, val_fraction: 0.2}
+backbone: {name: efficientnet_lite0, weights: imagenet}
+budget: {samples: 1, max_epochs: 1, grace_period: 1}
+params: {resolution: 32, batch_size: 128, freeze_blocks: 8, optimizer: adamw, lr: 1.0e-3, head: linear}
+"""
+
+
+@pytest.mark.slow
+def test_a_two_worker_trial_runs_in_a_real_search_and_its_rows_record_two_workers(ray_local, tmp_path):
+    space = tmp_path / "tiny.yaml"
+    space.write_text(TINY)
+    out = tmp_path / "out"
+    assert main(["search", str(space), "--workers-per-trial", "2", "--output", str(out), "--name", "ddp"]) == 0
+
+    trials = pd.read_parquet(out / "ddp" / "trials")
+    epochs = pd.read_parquet(out / "ddp" / "epochs")
+    assert len(trials) == 1 and trials["status"].tolist() == ["completed"], trials["error"].tolist()
+    assert trials["workers"].tolist() == [2] and epochs["workers"].tolist() == [2]
+    assert epochs["val_acc"].between(0, 1).all() and epochs["train_loss"].notna().all()
+    assert epochs["trainable_params"].iloc[0] > 0
+    assert list((out / "ddp").glob("*/checkpoint_*/state.pt")), "worker 0's state is the trial's checkpoint"

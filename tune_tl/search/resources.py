@@ -1,0 +1,76 @@
+"""Does the Ray cluster have room for one trial? Checked once, right after Ray connects.
+
+Ray Tune keeps a trial whose resources no node can ever offer PENDING forever, silently. A search
+asking for ``--gpus-per-trial 2`` on a one-GPU machine must instead stop at once with one line that
+says what to change. An autoscaling cluster (the Ray cluster launcher, KubeRay) may hold fewer
+resources now than it can grow to: then the most its configuration allows counts, the figure Ray
+Train checks its own worker groups against.
+
+    >>> check_resources(SearchOptions(gpus_per_trial=2))   # doctest: +SKIP
+    TuneTLError: --gpus-per-trial 2 needs 2 GPUs on one node, but the largest Ray node has 1 GPU ...
+"""
+
+from __future__ import annotations
+
+import logging
+import os
+
+from tune_tl.errors import TuneTLError
+
+log = logging.getLogger(__name__)
+
+#: Set to 1 to skip ``check_resources``.
+SKIP_RESOURCE_CHECK_ENV = "TUNE_TL_SKIP_RESOURCE_CHECK"
+
+
+def check_resources(options) -> None:
+    """Raise ``TuneTLError`` unless one node of the cluster can hold one trial of ``options``.
+
+    ``options`` is a ``SearchOptions``; Ray must be connected (``tune_tl.search.run.init_ray``). A
+    trial is one Ray bundle, so its CPUs and GPUs must sit on a single node (its data-parallel
+    workers are processes of that trial). ``TUNE_TL_SKIP_RESOURCE_CHECK=1`` skips the check (a
+    cluster whose nodes are added by other means than Ray's autoscaler).
+    """
+    import ray
+
+    if os.environ.get(SKIP_RESOURCE_CHECK_ENV) == "1":
+        return
+    need = {"CPU": float(options.cpus_per_trial), "GPU": float(options.gpus_per_trial)}
+    largest = largest_node(ray.nodes())
+    grows_to = _autoscaling_limits()
+    for resource, amount in need.items():
+        if amount <= 0 or largest.get(resource, 0.0) >= amount:
+            continue
+        if grows_to is not None and grows_to.get(resource, 0) >= amount:
+            log.info("the cluster has %g %s on its largest node now; its autoscaler can add up to %s",
+                     largest.get(resource, 0.0), resource, grows_to[resource])
+            continue
+        raise TuneTLError(_message(resource, amount, largest.get(resource, 0.0), ray.cluster_resources().get(resource, 0.0)))
+
+
+def largest_node(nodes: list[dict]) -> dict[str, float]:
+    """The most of each resource that one alive node of ``ray.nodes()`` offers."""
+    largest: dict[str, float] = {}
+    for node in nodes:
+        if not node.get("Alive"):
+            continue
+        for resource, amount in node.get("Resources", {}).items():
+            largest[resource] = max(largest.get(resource, 0.0), float(amount))
+    return largest
+
+
+def _message(resource: str, amount: float, on_one_node: float, in_total: float) -> str:
+    flag = {"CPU": "--cpus-per-trial", "GPU": "--gpus-per-trial"}[resource]
+    unit = resource + ("s" if amount != 1 else "")
+    return (f"{flag} {amount:g} needs {amount:g} {unit} on one node, but the largest Ray node has {on_one_node:g} "
+            f"({in_total:g} in the whole cluster); lower {flag} or join a cluster with larger nodes (--address)")
+
+
+def _autoscaling_limits() -> dict[str, float] | None:
+    """The most of each resource the cluster's autoscaler may provide, or ``None`` when it does not autoscale."""
+    try:  # a private Ray API (Ray Train v2 uses it for the same check); absent or failing = no autoscaler
+        from ray._private.state import state
+
+        return state.get_max_resources_from_cluster_config()
+    except Exception:  # noqa: BLE001 - an unknown cluster type must not fail the search
+        return None
