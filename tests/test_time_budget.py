@@ -49,28 +49,34 @@ def test_a_bad_time_budget_flag_exits_2_with_one_line_before_any_ray_work(tmp_pa
 def test_time_budget_ends_a_real_search_and_every_started_trial_and_epoch_is_in_parquet(ray_local, tmp_path, capsys):
     space = tmp_path / "fast.yaml"
     space.write_text(FAST_SPACE)
-    # 50 trials cannot all run in 60 s on any machine this suite runs on; the budget must end it.
-    code = main(["search", str(space), "--time-budget", "60", "--output", str(tmp_path / "out"), "--name", "tb"])
+    # 50 trials cannot all run in 90 s on any machine this suite runs on; the budget must end it.
+    code = main(["search", str(space), "--time-budget", "90", "--output", str(tmp_path / "out"), "--name", "tb"])
     assert code == 0
     out = capsys.readouterr().out
     assert "The time budget ended the search" in out
 
     root = tmp_path / "out" / "tb"
     assert json.loads((root / "search.json").read_text())["ended_by_time_budget"] is True
-    trials = pd.read_parquet(root / "trials")
-    assert 1 <= len(trials) < 50 and trials["trial_id"].is_unique
-    assert set(trials["status"]) <= {"completed", "pruned"}
-    assert (trials.loc[trials["status"] == "completed", "epochs_run"] == 2).all()
-    if (root / "epochs").exists():  # every reported epoch is written, for every trial that has a row
-        epochs = pd.read_parquet(root / "epochs")
-        runs = epochs.groupby("trial_id")["epoch"].count()
-        assert set(runs.index) <= set(trials["trial_id"])
-        assert (trials.set_index("trial_id")["epochs_run"] == runs.reindex(trials["trial_id"]).fillna(0).astype(int)).all()
-
     study = optuna.load_study(study_name="tb", storage=f"sqlite:///{root / 'optuna.db'}")
-    assert not [t for t in study.trials if t.state == optuna.trial.TrialState.RUNNING], "a stopped trial left RUNNING in Optuna"
-    recorded = {t.user_attrs["ray_trial_id"]: t.user_attrs["tune_tl_status"] for t in study.trials}
-    assert {recorded[t] for t in trials["trial_id"]} <= {"completed", "pruned"}
+    assert study.trials and not [t for t in study.trials if t.state == optuna.trial.TrialState.RUNNING], \
+        "a trial the budget stopped was left RUNNING in Optuna"
+    recorded = {t.user_attrs["ray_trial_id"]: t.user_attrs.get("tune_tl_status") for t in study.trials if "ray_trial_id" in t.user_attrs}
+    # On a very busy machine no trial may have started within the budget: then there are no rows, and
+    # every Optuna trial says so. Otherwise every started trial has its row and all its epochs.
+    started = (root / "trials").exists()
+    assert started or set(recorded.values()) == {"not_started"}
+    if started:
+        trials = pd.read_parquet(root / "trials")
+        assert len(trials) < 50 and trials["trial_id"].is_unique
+        assert set(trials["status"]) <= {"completed", "pruned"}
+        assert (trials.loc[trials["status"] == "completed", "epochs_run"] == 2).all()
+        assert {recorded[t] for t in trials["trial_id"]} <= {"completed", "pruned"}
+        assert set(recorded) - set(trials["trial_id"]) == {t for t, s in recorded.items() if s == "not_started"}
+        if (root / "epochs").exists():  # every reported epoch is written, for every trial that has a row
+            epochs = pd.read_parquet(root / "epochs")
+            runs = epochs.groupby("trial_id")["epoch"].count()
+            assert set(runs.index) <= set(trials["trial_id"])
+            assert (trials.set_index("trial_id")["epochs_run"] == runs.reindex(trials["trial_id"]).fillna(0).astype(int)).all()
 
 
 def _fake(trial_id):
