@@ -9,6 +9,6 @@ elif len(sys.argv) > 1 and sys.argv[1] == "replay":
 elif len(sys.argv) > 1 and sys.argv[1] == "gpu":
     from tune_tl.bench.gpu import main
 else:
-    from tune_tl.bench.suite import main
+    from tune_tl.bench.headline import main
 
 main(sys.argv[2:] if len(sys.argv) > 1 and sys.argv[1] in ("curves", "replay", "gpu") else None)

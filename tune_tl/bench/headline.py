@@ -14,8 +14,11 @@ Wall time includes everything each run does (data, model, Ray start of trials, c
 
 from __future__ import annotations
 
+import argparse
 import dataclasses
+import logging
 import os
+import tempfile
 import time
 from pathlib import Path
 
@@ -89,3 +92,25 @@ def print_headline(rows: list[HeadlineRow], samples: int = SAMPLES, epochs: int 
     print("| run | best val acc | wall | acc − (a) | wall ÷ (a) | notes |\n|---|---|---|---|---|---|")
     for r in rows:
         print(f"| {r.run} | {100 * r.best:.1f} % | {r.wall:.0f} s | {100 * (r.best - a.best):+.1f} pts | {r.wall / a.wall:.2f}× | {r.note} |")
+
+
+def main(argv: list[str] | None = None) -> None:
+    parser = argparse.ArgumentParser(prog="python -m tune_tl.bench", description="Side-by-side benchmarks: the headline (textbook fine-tune vs old and new default), then optionally the other sections.")
+    parser.add_argument("--quick", action="store_true", help="small searches: a few minutes on 2 CPU cores")
+    parser.add_argument("--handwritten", action="store_true", help="add the hand-written Ray Tune + OptunaSearch + ASHA script to the headline")
+    parser.add_argument("--sections", action="store_true", help="after the headline, run the other sections (schedulers, cache, overhead, sink, GPU)")
+    args = parser.parse_args(argv)
+    logging.basicConfig(level=logging.WARNING)
+    from tune_tl.bench.suite import machine, run_sections
+    from tune_tl.search.run import init_ray
+
+    init_ray()  # a fresh local Ray (or $RAY_ADDRESS), never a stale cluster left on the machine
+    from tune_tl.config.space import load_space
+
+    base = load_space()
+    with tempfile.TemporaryDirectory() as tmp:
+        rows = run_headline(base, Path(tmp), quick=args.quick, handwritten=args.handwritten)
+    print(f"\nMachine: {machine()}")
+    print_headline(rows, *((6, 3) if args.quick else (16, 6)))
+    if args.sections:
+        run_sections(base, args.quick)

@@ -1,4 +1,6 @@
-"""Side-by-side benchmarks on the bundled default task; prints markdown tables.
+"""The side-by-side sections behind ``python -m tune_tl.bench --sections`` and the helpers the benchmarks share.
+
+The command itself is :func:`tune_tl.bench.headline.main`:
 
     python -m tune_tl.bench                 # the headline: textbook fine-tune vs old and new default (~10 min, 2 CPUs)
     python -m tune_tl.bench --handwritten   # ... plus a hand-written Ray Tune + Optuna + ASHA script
@@ -10,7 +12,6 @@ Every comparison runs in the same process, on the same machine, with the same se
 
 from __future__ import annotations
 
-import argparse
 import dataclasses
 import logging
 import os
@@ -22,7 +23,7 @@ from types import SimpleNamespace
 
 import numpy as np
 
-from tune_tl.config.space import SearchSpec, load_space, parse_settings
+from tune_tl.config.space import SearchSpec, parse_settings
 
 log = logging.getLogger(__name__)
 
@@ -188,26 +189,6 @@ def bench_gpu(out: Path, spec: SearchSpec) -> list[Row]:
     return rows
 
 
-def main(argv: list[str] | None = None) -> None:
-    parser = argparse.ArgumentParser(prog="python -m tune_tl.bench", description=__doc__.splitlines()[0])
-    parser.add_argument("--quick", action="store_true", help="small searches: a few minutes on 2 CPU cores")
-    parser.add_argument("--handwritten", action="store_true", help="add the hand-written Ray Tune + OptunaSearch + ASHA script to the headline")
-    parser.add_argument("--sections", action="store_true", help="after the headline, run the other sections (schedulers, cache, overhead, sink, GPU)")
-    args = parser.parse_args(argv)
-    logging.basicConfig(level=logging.WARNING)
-    from tune_tl.bench.headline import print_headline, run_headline
-    from tune_tl.search.run import init_ray
-
-    init_ray()  # a fresh local Ray (or $RAY_ADDRESS), never a stale cluster left on the machine
-    base = load_space()
-    with tempfile.TemporaryDirectory() as tmp:
-        rows = run_headline(base, Path(tmp), quick=args.quick, handwritten=args.handwritten)
-    print(f"\nMachine: {machine()}")
-    print_headline(rows, *((6, 3) if args.quick else (16, 6)))
-    if args.sections:
-        run_sections(base, args.quick)
-
-
 def run_sections(base: SearchSpec, quick: bool) -> None:
     """The older side-by-side sections: ASHA vs FIFO, TPE vs random, cache, overhead, sink, GPU."""
     samples, epochs = (8, 3) if quick else (20, 6)
@@ -225,6 +206,3 @@ def run_sections(base: SearchSpec, quick: bool) -> None:
     for r in rows:
         print(f"| {r.comparison} | {r.variant} | {r.figures} |")
 
-
-if __name__ == "__main__":
-    main()
