@@ -369,7 +369,7 @@ def test_a_bad_input_is_one_line_exit_2_and_writes_nothing(build, expected, tmp_
 
 RESOURCE_CASES = [
     ("gpus_beyond_the_machine", ("--gpus-per-trial", "2"), "--gpus-per-trial 2 needs 2 GPUs on one node, but the largest Ray node has 0"),
-    ("cpus_beyond_the_machine", ("--cpus-per-trial", "64"), "--cpus-per-trial 64: this machine has 2 CPU(s)"),
+    ("cpus_beyond_the_machine", ("--cpus-per-trial", "64"), "--cpus-per-trial 64 needs 64 CPUs on one node, but the largest Ray node has 2"),
 ]
 
 
