@@ -324,7 +324,7 @@ def _format_summary(summary) -> str:
     if summary.best:
         best = summary.best
         lines.append(f"Best trial {best['trial_id']}: val_acc {best['best_val_acc']:.4f} (epoch {best['best_epoch']}, {best['status']})")
-        skip = {"trial_id", "status", "best_val_acc", "last_val_acc", "best_epoch", "epochs_run", "wall_seconds", "error", "node_id", "node_ip"}
+        skip = {"trial_id", "status", "best_val_acc", "last_val_acc", "best_epoch", "epochs_run", "wall_seconds", "error", "node_id", "node_ip", "workers"}
         lines.append("  config: " + ", ".join(f"{k}={_fmt(v)}" for k, v in best.items() if k not in skip))
     if summary.uncached_trials:
         lines.append(f"Feature cache: not used by {summary.uncached_trials} trial(s) whose inputs change every epoch "
