@@ -2,7 +2,6 @@
 
 import pickle
 
-import optuna
 import pandas as pd
 import pytest
 import torch
@@ -14,6 +13,7 @@ from tune_tl.data.types import PreparedData, Split
 from tune_tl.errors import TuneTLError
 from tune_tl.models import build_backbone
 from tune_tl.training.recipe import TrialContext, build_trial
+from sampling import sample_many
 
 CHOICE = """
 backbone: {name: [efficientnet_lite0, timm/resnet18], weights: imagenet}
@@ -30,15 +30,6 @@ def write(tmp_path, text, name="space.yaml"):
     return path
 
 
-def sample_many(fn, n=60):
-    study = optuna.create_study(sampler=optuna.samplers.RandomSampler(seed=0))
-    configs = []
-    for _ in range(n):
-        trial = study.ask()
-        constants = fn(trial) or {}
-        configs.append({**trial.params, **constants})
-        study.tell(trial, 0.0)
-    return configs
 
 
 def test_a_list_of_names_makes_the_backbone_a_choice_and_one_name_stays_fixed(tmp_path):
@@ -62,7 +53,7 @@ def test_bad_backbone_lists_are_rejected_naming_the_key(tmp_path, text, message)
 def test_all_and_last_mean_each_sampled_backbones_own_block_count(tmp_path):
     spec = load_space(write(tmp_path, CHOICE))
     fn = pickle.loads(pickle.dumps(spec.define_by_run({"efficientnet_lite0": 9, "timm/resnet18": 5})))
-    configs = sample_many(fn)
+    configs = sample_many(fn, n=60)
     by = {name: [c for c in configs if c["backbone"] == name] for name in spec.backbone.names}
     assert all(by.values()), "both backbones are sampled"
     assert max(c["freeze_blocks"] for c in by["timm/resnet18"] if "freeze_blocks" in c) <= 5

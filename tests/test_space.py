@@ -3,11 +3,11 @@
 import pickle
 from pathlib import Path
 
-import optuna
 import pytest
 
 from tune_tl.errors import TuneTLError
 from tune_tl.config.space import DEFAULT_SPACE, Choice, Fixed, Range, load_space
+from sampling import sample_many
 
 SPACES = sorted((Path(__file__).parent.parent / "search_spaces").glob("*"))
 
@@ -100,15 +100,6 @@ def test_train_block_last_means_the_last_block_and_larger_indices_are_rejected(t
         spec.check_blocks(9)
 
 
-def sample_many(fn, n=40):
-    study = optuna.create_study(sampler=optuna.samplers.RandomSampler(seed=0))
-    configs = []
-    for _ in range(n):
-        trial = study.ask()
-        constants = fn(trial) or {}
-        configs.append({**trial.params, **constants})
-        study.tell(trial, 0.0)
-    return configs
 
 
 def test_conditional_parameters_are_sampled_only_when_they_apply():

@@ -263,7 +263,7 @@ def load_space(path: str | Path | None = None) -> SearchSpec:
     if path.suffix == ".py":
         return _load_python(path, text)
     try:
-        raw = yaml.load(text, Loader=StrictLoader) or {}
+        raw = yaml.load(text, Loader=StrictLoader) or {}  # StrictLoader is a SafeLoader: data, never objects
     except yaml.YAMLError as exc:
         raise TuneTLError(f"{path}: not valid YAML: {_one_line(exc)}") from None
     if not isinstance(raw, dict):
