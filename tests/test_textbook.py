@@ -25,6 +25,14 @@ def test_default_space_starts_with_fine_tune_linear_probe_and_lp_ft_in_that_orde
     assert "bn_stats" not in dict(found)["linear probe"], "bn_stats does not apply to a linear probe"
 
 
+def test_in_a_recipe_space_the_textbook_trials_turn_every_regulariser_and_augmentation_off():
+    spec = load_space("search_spaces/recipes.yaml")
+    fine_tune = dict(textbook_trials(resolve_all(spec.params, BLOCKS, spec.source), BLOCKS))["fine-tune"]
+    assert fine_tune["schedule"] == "cosine" and fine_tune["warmup_epochs"] == 0.0
+    assert fine_tune["mixup_alpha"] == fine_tune["cutmix_alpha"] == fine_tune["label_smoothing"] == fine_tune["l2sp"] == 0.0
+    assert fine_tune["auto_augment"] == "none"
+
+
 def test_values_outside_the_space_are_left_to_the_sampler():
     found = recipes({"freeze_policy": ["full", "head_only"], "lr": {"low": 0.01, "high": 0.1, "log": True}, "optimizer": ["sgd"]})
     assert "lr" not in found["fine-tune"]

@@ -22,8 +22,12 @@ from typing import Any
 from tune_tl.config.params import is_active
 from tune_tl.config.space import Choice, Fixed, ParamSpec, Range
 
+#: What every recipe shares: AdamW 1e-3 under the default cosine schedule, a linear head, and every
+#: regulariser and augmentation off (a wider space must not turn a textbook trial into a MixUp trial).
 _COMMON = {"optimizer": "adamw", "lr": 1e-3, "weight_decay": 1e-4, "head": "linear", "head_lr_mult": 1.0,
-           "layer_decay": 1.0, "bn_stats": "update", "aug_crop_scale": 1.0, "aug_flip": 0, "aug_rotate": 0.0, "aug_jitter": 0.0}
+           "layer_decay": 1.0, "bn_stats": "update", "aug_crop_scale": 1.0, "aug_flip": 0, "aug_rotate": 0.0, "aug_jitter": 0.0,
+           "schedule": "cosine", "warmup_epochs": 0.0, "label_smoothing": 0.0, "mixup_alpha": 0.0, "cutmix_alpha": 0.0,
+           "auto_augment": "none", "l2sp": 0.0}
 
 #: (name, the values that define it, every value). A recipe is skipped unless its defining values fit.
 RECIPES: tuple[tuple[str, dict[str, Any], dict[str, Any]], ...] = (
