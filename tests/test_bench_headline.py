@@ -13,6 +13,12 @@ def test_headline_spec_is_the_default_space_at_64_px_with_16_trials_of_6_epochs(
 
 
 def test_headline_table_gives_accuracy_and_wall_relative_to_the_single_fine_tune(capsys):
-    print_headline([HeadlineRow("(a) textbook", 0.96, 80.0), HeadlineRow("(c) new default", 0.98, 160.0)])
+    curve = ((60.0, 0.90), (120.0, 0.97), (160.0, 0.98))
+    print_headline([HeadlineRow("(a) textbook", 0.96, 80.0), HeadlineRow("(c) new default", 0.98, 160.0, curve=curve)])
     out = capsys.readouterr().out
-    assert "| (c) new default | 98.0 % | 160 s | +2.0 pts | 2.00× |" in out
+    assert "| (c) new default | 98.0 % | 160 s | +2.0 pts | 2.00× | 120 s (1.50×) |" in out, "the first epoch at (a)'s accuracy"
+
+
+def test_a_search_that_never_reaches_the_fine_tune_says_never(capsys):
+    print_headline([HeadlineRow("(a) textbook", 0.99, 80.0), HeadlineRow("(b) old", 0.95, 200.0, curve=((50.0, 0.95),))])
+    assert "| -4.0 pts | 2.50× | never |" in capsys.readouterr().out

@@ -60,13 +60,20 @@ def search_figures(spec: SearchSpec, out: Path, name: str, **options) -> dict:
     res = load_results(out / name)
     best = res.trials["best_val_acc"].max()
     first_best = res.epochs.loc[res.epochs["val_acc"] >= best - 1e-12, "time"].min()
+    seconds = np.array([t.timestamp() - start for t in res.epochs["time"]])
     return {
         "best": best,
         "epochs": len(res.epochs),
         "wall": wall,
         "to_best": first_best.timestamp() - start,
         "pruned": int((res.trials["status"] == "pruned").sum()),
+        "curve": sorted(zip(seconds.tolist(), res.epochs["val_acc"].tolist())),  # (s since start, val acc) per epoch
     }
+
+
+def time_to_reach(curve: list[tuple[float, float]], accuracy: float) -> float | None:
+    """Seconds from the search's start until some epoch first scored ``accuracy`` or more (``None``: never)."""
+    return next((t for t, acc in curve if acc >= accuracy - 1e-12), None)
 
 
 def fmt_search(f: dict) -> str:
