@@ -139,3 +139,53 @@ def test_backbone_selection_keeps_the_top_k_ranked_backbones_best_first(tmp_path
 def test_bad_backbone_selection_is_rejected_naming_the_key(tmp_path, text, message):
     with pytest.raises(TuneTLError, match=message):
         load_space(write(tmp_path, text))
+
+
+LITES = "backbone: {name: [efficientnet_lite0, efficientnet_lite1, efficientnet_lite2]}\n"
+BLOCKS = {"efficientnet_lite0": 9, "efficientnet_lite1": 9, "efficientnet_lite2": 9}
+
+
+def test_resolution_native_is_each_backbones_own_input_size(tmp_path):
+    spec = load_space(write(tmp_path, LITES + "params:\n  resolution: native\n"))
+    assert spec.resolutions() == [224, 240, 260], "data is prepared at each native size"
+    configs = sample_many(spec.define_by_run(BLOCKS), n=30)
+    assert {(c["backbone"], c["resolution"]) for c in configs} == {
+        ("efficientnet_lite0", 224), ("efficientnet_lite1", 240), ("efficientnet_lite2", 260)}
+
+
+def test_a_resolution_range_up_to_native_stops_at_each_backbones_last_step_below_it(tmp_path):
+    spec = load_space(write(tmp_path, LITES + "params:\n  resolution: {low: 128, high: native, step: 32}\n"))
+    assert spec.resolutions() == [128, 160, 192, 224, 256]
+    configs = sample_many(spec.define_by_run(BLOCKS), n=120)
+    top = {name: max(c["resolution"] for c in configs if c["backbone"] == name) for name in BLOCKS}
+    assert top == {"efficientnet_lite0": 224, "efficientnet_lite1": 224, "efficientnet_lite2": 256}
+
+
+@pytest.mark.parametrize("text, message", [
+    ("  resolution: [128, native]\n", "params.resolution: 'native' cannot be one of a list's choices"),
+    ("  resolution: {low: native, high: 256, step: 32}\n", r"params.resolution.low: 'native' can only be a range's high"),
+    ("  resolution: {low: 128, high: native}\n", r"params.resolution: a range up to native needs a 'step'"),
+    ("  resolution: natve\n", "params.resolution"),
+])
+def test_bad_native_resolutions_are_rejected_naming_the_key(tmp_path, text, message):
+    with pytest.raises(TuneTLError, match=message):
+        load_space(write(tmp_path, LITES + "params:\n" + text))
+
+
+@pytest.mark.slow
+def test_backbone_selection_searches_only_the_best_ranked_backbone(ray_local, tmp_path):
+    import json
+
+    space = write(tmp_path, SEARCH.replace("samples: 4", "samples: 2") + "backbone_selection: {top: 1, by: logme}\n")
+    assert main(["search", str(space), "--output", str(tmp_path / "out"), "--name", "top1", "--scheduler", "fifo"]) == 0
+    ranking = json.loads((tmp_path / "out" / "top1" / "search.json").read_text())["backbone_ranking"]
+    best = max(ranking, key=lambda row: row["logme"])["backbone"]
+    assert {row["backbone"] for row in ranking} == {"efficientnet_lite0", "efficientnet_lite1"}
+    trials = pd.read_parquet(tmp_path / "out" / "top1" / "trials")
+    assert set(trials["backbone"]) == {best} and len(trials) == 2
+
+
+def test_the_shipped_image_folder_space_searches_the_portfolio_up_to_each_native_size():
+    spec = load_space("search_spaces/imagefolder.yaml")
+    assert spec.backbone.names == ("efficientnet_lite0", "efficientnet_lite1", "efficientnet_lite2")
+    assert spec.resolutions() == [128, 160, 192, 224, 256]

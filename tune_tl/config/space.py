@@ -30,6 +30,7 @@ from tune_tl.config.params import PARAMS, TrialConfig, coerce, is_active
 DEFAULT_SPACE = Path(__file__).resolve().parents[2] / "search_spaces" / "default.yaml"
 ALL = "all"  # freeze_blocks upper bound meaning "every block" (a linear probe)
 LAST = "last"  # train_block value meaning "the last block"
+NATIVE = "native"  # resolution (fixed, or a range's high) meaning "the side each backbone's weights were trained at"
 #: Parameters that name backbone blocks: (symbolic value, what it stands for, highest valid index).
 SEED_MAX = 2**32 - 1
 MAX_SPACE_BYTES = 1 << 20
@@ -134,13 +135,17 @@ class SearchSpec:
             return sorted(self.declared_resolutions)
         for p in self.params:
             if p.name == "resolution":
-                d = p.dist
-                if isinstance(d, Fixed):
-                    return [d.value]
-                if isinstance(d, Choice):
-                    return sorted(d.values)
-                return resolution_grid(d, self.source)
+                if _uses_native(p.dist):
+                    sizes = self.native_sizes()
+                    return sorted({r for name in self.backbone.names for r in _resolutions(_native(p.dist, sizes[name]), self.source)})
+                return _resolutions(p.dist, self.source)
         return [PARAMS["resolution"].default]
+
+    def native_sizes(self) -> dict[str, int]:
+        """Each candidate backbone's native input side (``resolution: native``)."""
+        from tune_tl.models.backbones import native_size
+
+        return {name: native_size(name) for name in self.backbone.names}
 
     def define_by_run(self, num_blocks: int | Mapping[str, int]) -> Callable:
         """A picklable ``fn(trial) -> constants`` for Ray's ``OptunaSearch``.
@@ -157,7 +162,9 @@ class SearchSpec:
         """Each candidate backbone's parameters, block bounds resolved for its block count."""
         blocks = num_blocks if isinstance(num_blocks, Mapping) else dict.fromkeys(self.backbone.names, num_blocks)
         suffix = " (backbone {})" if self.backbone.is_choice else ""
-        return {name: resolve_all(self.params, blocks[name], self.source + suffix.format(name)) for name in self.backbone.names}
+        native = self.native_sizes() if any(p.name == "resolution" and _uses_native(p.dist) for p in self.params) else {}
+        return {name: resolve_native(resolve_all(self.params, blocks[name], self.source + suffix.format(name)), native.get(name))
+                for name in self.backbone.names}
 
     def check_blocks(self, num_blocks: int | Mapping[str, int]) -> None:
         """Raise if ``freeze_blocks`` or ``train_block`` can exceed a backbone's blocks."""
@@ -166,6 +173,35 @@ class SearchSpec:
 
 #: A resolution range may sample at most this many sizes: data is prepared (and held in memory) once per size.
 MAX_RESOLUTIONS = 16
+
+
+def _resolutions(d: Fixed | Choice | Range, source: str) -> list[int]:
+    if isinstance(d, Fixed):
+        return [d.value]
+    if isinstance(d, Choice):
+        return sorted(d.values)
+    return resolution_grid(d, source)
+
+
+def _uses_native(d: Fixed | Choice | Range) -> bool:
+    return (d.value if isinstance(d, Fixed) else d.high if isinstance(d, Range) else None) == NATIVE
+
+
+def _native(d: Fixed | Choice | Range, size: int) -> Fixed | Choice | Range:
+    """``d`` with ``native`` replaced by ``size``; a range's high becomes its largest step at or below ``size``."""
+    if isinstance(d, Fixed):
+        return Fixed(size) if d.value == NATIVE else d
+    if isinstance(d, Range) and d.high == NATIVE:
+        step = d.step or 1
+        return Range(d.low, d.low + (size - d.low) // step * step, d.log, d.step) if size >= d.low else Fixed(size)
+    return d
+
+
+def resolve_native(params: tuple[ParamSpec, ...], size: int | None) -> tuple[ParamSpec, ...]:
+    """Replace ``native`` in ``resolution`` by ``size`` (one backbone's native side); no-op when ``size`` is ``None``."""
+    if size is None:
+        return params
+    return tuple(ParamSpec(p.name, _native(p.dist, size)) if p.name == "resolution" else p for p in params)
 
 
 def resolution_grid(d: Range, source: str) -> list[int]:
@@ -402,6 +438,9 @@ def _parse_param(name: str, raw: Any, source: str) -> ParamSpec:
     if isinstance(raw, list):
         if not raw:
             raise TuneTLError(f"{where}: an empty list of choices")
+        if name == "resolution" and NATIVE in raw:
+            raise TuneTLError(f"{where}: 'native' cannot be one of a list's choices (they must be the same for every backbone); "
+                              f"write resolution: native, or a range up to it, e.g. {{low: 128, high: native, step: 32}}")
         return ParamSpec(name, Choice(tuple(_value(name, v, where) for v in raw)))
     if not isinstance(raw, dict):
         return ParamSpec(name, Fixed(_value(name, raw, where)))
@@ -413,7 +452,9 @@ def _parse_param(name: str, raw: Any, source: str) -> ParamSpec:
     low, high = _value(name, raw["low"], where + ".low"), _value(name, raw["high"], where + ".high")
     log = _typed(raw.get("log", False), bool, source, f"params.{name}.log")
     step = raw.get("step")
-    if not {ALL, LAST} & {low, high} and low > high:
+    if name == "resolution" and low == NATIVE:
+        raise TuneTLError(f"{where}.low: 'native' can only be a range's high (e.g. {{low: 128, high: native, step: 32}})")
+    if not {ALL, LAST, NATIVE} & {low, high} and low > high:
         raise TuneTLError(f"{where}: low ({low}) is greater than high ({high})")
     if log and (low in (ALL, LAST) or low <= 0):
         raise TuneTLError(f"{where}: a log range needs low > 0, got {low}")
@@ -421,14 +462,19 @@ def _parse_param(name: str, raw: Any, source: str) -> ParamSpec:
         step = _step(name, step, low, high, source)
         if log:
             raise TuneTLError(f"{where}: 'step' and 'log' cannot be combined (Optuna forbids it)")
-    if name == "resolution":
-        resolution_grid(Range(low, high, log, step), source)  # a range without a usable grid fails here
+    if name == "resolution" and high == NATIVE and not step:
+        raise TuneTLError(f"{where}: a range up to native needs a 'step' (e.g. {{low: {low}, high: native, step: 32}}), because "
+                          "the data is prepared once per resolution it can sample")
+    if name == "resolution":  # a range without a usable grid fails here (up to native: once the backbones are known)
+        resolution_grid(Range(low, low if high == NATIVE else high, log, step), source)
     return ParamSpec(name, Range(low, high, log, step))
 
 
 def _value(name: str, value: Any, where: str) -> Any:
     """One value of ``name`` (fixed, a choice or a range end): its type and bounds come from its ``Param``."""
     if name in BLOCK_PARAMS and value == BLOCK_PARAMS[name][0]:
+        return value
+    if name == "resolution" and value == NATIVE:
         return value
     if name == "milestones" and not isinstance(value, str):
         raise TuneTLError(f"{where}: write milestones as one quoted string of fractions of max_epochs, e.g. "

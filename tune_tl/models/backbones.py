@@ -95,6 +95,21 @@ def build_backbone(name: str, weights: Weights = "imagenet") -> Backbone:
     return backbone
 
 
+def native_size(name: str) -> int:
+    """The image side ``name``'s pretrained weights were trained at (``resolution: native``).
+
+    Bundled EfficientNet-Lites are known without building them; other names are built without weights.
+    """
+    library, arch = _resolve(name)
+    if library == "lite":
+        return lite.LITE[arch].input_size
+    size = build_backbone(name, "none").input_size
+    if not size:
+        raise TuneTLError(f"backbone {name!r} does not say which input size its weights expect: write params.resolution "
+                          "as numbers instead of 'native'")
+    return int(size)
+
+
 def _resolve(name: str) -> tuple[str, str]:
     """``name`` -> (library, arch), library being ``lite`` (bundled), ``torchvision`` or ``timm``."""
     import timm

@@ -255,11 +255,9 @@ def enqueue_textbook(searcher: OptunaSearch, spec, num_blocks: int | Mapping[str
 
     if spec.space_fn is not None:
         return []
-    from tune_tl.config.space import resolve_all
-
     first = spec.backbone.names[0]
     blocks = num_blocks[first] if isinstance(num_blocks, Mapping) else num_blocks
-    recipes = textbook_trials(resolve_all(spec.params, blocks, spec.source), blocks)
+    recipes = textbook_trials(spec.sub_spaces(num_blocks)[first], blocks)
     if spec.backbone.is_choice:
         recipes = [(name, {"backbone": first, **params}) for name, params in recipes]
     for name, params in recipes:
