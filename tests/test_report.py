@@ -2,11 +2,12 @@
 
 import json
 
+import pandas as pd
 import pytest
 
 from tune_tl.analysis.frame import _write_synthetic
 from tune_tl.cli import main
-from tune_tl.analysis.report import asha_rungs, parameter_importances, write_report
+from tune_tl.analysis.report import asha_rungs, cost_asha_rungs, parameter_importances, write_report
 from tune_tl.store.results import ParquetSink
 
 
@@ -14,6 +15,14 @@ def test_asha_rungs_follow_grace_period_times_reduction_factor_powers():
     assert asha_rungs({"budget": {"grace_period": 1, "reduction_factor": 3, "max_epochs": 10}}) == [1, 3, 9]
     assert asha_rungs({"budget": {"grace_period": 2, "reduction_factor": 2, "max_epochs": 8}}) == [2, 4]
     assert asha_rungs({}) == []
+
+
+def test_cost_aware_rungs_are_in_training_seconds_of_the_first_trials_first_epoch():
+    search = {"budget": {"grace_period": 1, "reduction_factor": 3, "max_epochs": 10}, "options": {"scheduler": "cost-asha"}}
+    epochs = pd.DataFrame({"trial_id": ["b", "a", "a"], "epoch": [1, 1, 2], "epoch_seconds": [0.1, 20.0, 20.0],
+                           "time": pd.to_datetime(["2026-01-01 00:00:05", "2026-01-01 00:00:02", "2026-01-01 00:00:04"])})
+    assert cost_asha_rungs(search, epochs) == [20.0, 60.0, 180.0], "trial a reported first: 20 s is the unit"
+    assert cost_asha_rungs(search, epochs.iloc[:0]) == []
 
 
 def test_report_on_a_search_with_no_trial_yet_still_writes_a_page(tmp_path, capsys):

@@ -87,22 +87,50 @@ def _plt():
     return plt
 
 
+def cost_asha_rungs(search: dict, epochs: pd.DataFrame) -> list[float]:
+    """Cost-aware ASHA's rungs in training seconds. The unit is its first trial's first epoch, read back
+    from the epochs table (the earliest recorded epoch), as ``tune-tl resume`` does without ``scheduler.json``."""
+    from tune_tl.search.cost_asha import cost_rungs
+
+    budget = search.get("budget") or {}
+    grace, factor, top = budget.get("grace_period"), budget.get("reduction_factor"), budget.get("max_epochs")
+    if not (grace and factor and top) or factor <= 1 or not len(epochs):
+        return []
+    first = epochs.sort_values([c for c in ("time", "epoch") if c in epochs.columns], kind="stable")["epoch_seconds"].iloc[0]
+    return cost_rungs(max(float(first), 1e-6), grace, top, factor)
+
+
+def _scheduler(search: dict) -> str:
+    return (search.get("options") or {}).get("scheduler") or "asha"
+
+
 def _learning_curves(res: Results, file: Path) -> Path:
+    """Val accuracy per trial against what the scheduler compares trials at: epochs, or (cost-aware ASHA)
+    cumulative training seconds, with the rungs where trials were stopped."""
     plt = _plt()
     fig, ax = plt.subplots(figsize=(7, 4.5))
     status = res.trials.set_index("trial_id")["status"]
+    scheduler = _scheduler(res.search)
+    by_seconds = scheduler == "cost-asha" and "epoch_seconds" in res.epochs.columns
     for trial_id, rows in res.epochs.sort_values("epoch").groupby("trial_id"):
         s = status.get(trial_id, "running")
-        ax.plot(rows["epoch"], rows["val_acc"], color=STATUS_COLOURS.get(s, "black"), alpha=0.7, marker=".", lw=1)
-    for rung in asha_rungs(res.search):
+        x = rows["epoch_seconds"].cumsum() if by_seconds else rows["epoch"]
+        ax.plot(x, rows["val_acc"], color=STATUS_COLOURS.get(s, "black"), alpha=0.7, marker=".", lw=1)
+    rungs = [] if scheduler == "fifo" else cost_asha_rungs(res.search, res.epochs) if by_seconds else asha_rungs(res.search)
+    for rung in rungs:
         ax.axvline(rung, color="black", ls=":", lw=1)
     for s, colour in STATUS_COLOURS.items():
         ax.plot([], [], color=colour, label=s)
-    ax.plot([], [], color="black", ls=":", label="ASHA rung")
+    if rungs:
+        ax.plot([], [], color="black", ls=":", label="cost-aware ASHA rung" if by_seconds else "ASHA rung")
     from matplotlib.ticker import MaxNLocator
 
-    ax.xaxis.set_major_locator(MaxNLocator(integer=True))
-    ax.set(xlabel="epoch", ylabel="validation accuracy", title="Learning curves")
+    if by_seconds:
+        ax.set_xscale("symlog", linthresh=1.0)  # head-only epochs take ~0.1 s, fine-tune epochs tens of seconds
+    else:
+        ax.xaxis.set_major_locator(MaxNLocator(integer=True))
+    ax.set(xlabel="training seconds (the cost-aware scheduler's clock)" if by_seconds else "epoch",
+           ylabel="validation accuracy", title="Learning curves")
     ax.legend(fontsize=8, loc="lower right")
     return _save(fig, file)
 

@@ -37,6 +37,14 @@ TRAINING_SECONDS = "training_seconds"
 STATE_FILE = "scheduler.json"
 
 
+def cost_rungs(unit: float, grace_period: int, max_epochs: int, reduction_factor: float) -> list[float]:
+    """Rung milestones in training seconds, lowest first: ``grace_period × unit × reduction_factor^k``, as many
+    as Ray's ASHA makes between ``grace_period`` and ``max_epochs`` units."""
+    min_t, max_t = grace_period * unit, max(max_epochs, grace_period) * unit
+    count = int(np.log(max_t / min_t) / np.log(reduction_factor) + 1 + 1e-9)  # Ray's rung count
+    return [min_t * reduction_factor**k for k in range(count)]
+
+
 class CostASHA(ReplayASHA):
     """Ray's ``ASHAScheduler`` (one bracket) with ``time_attr`` = cumulative training seconds.
 
@@ -67,11 +75,9 @@ class CostASHA(ReplayASHA):
 
     def _set_rungs(self, unit: float) -> None:
         self.unit = max(float(unit), 1e-6)
-        min_t, max_t = self._grace_epochs * self.unit, self._max_epochs * self.unit
-        count = int(np.log(max_t / min_t) / np.log(self._rf) + 1 + 1e-9)  # Ray's rung count
         # Mutate the one bracket in place: trials already added keep pointing at it.
-        self._brackets[0]._rungs = [(min_t * self._rf**k, {}) for k in reversed(range(count))]
-        self._max_t = max_t
+        self._brackets[0]._rungs = [(m, {}) for m in reversed(cost_rungs(self.unit, self._grace_epochs, self._max_epochs, self._rf))]
+        self._max_t = self._max_epochs * self.unit
         log.info("cost-aware ASHA: rungs at %s training seconds", ", ".join(f"{m:.1f}" for m in self.rungs))
 
     def _timed(self, trial_id: str, result: dict) -> dict:
