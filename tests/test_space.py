@@ -103,7 +103,7 @@ def test_train_block_last_means_the_last_block_and_larger_indices_are_rejected(t
 
 
 def test_conditional_parameters_are_sampled_only_when_they_apply():
-    configs = sample_many(load_space().define_by_run(num_blocks=9))
+    configs = sample_many(load_space("search_spaces/broad.yaml").define_by_run(num_blocks=9))
     assert {c["head"] for c in configs} == {"linear", "mlp"}
     for c in configs:
         assert ("head_hidden" in c) == (c["head"] == "mlp")
