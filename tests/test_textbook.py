@@ -19,21 +19,17 @@ def test_default_space_starts_with_fine_tune_linear_probe_and_lp_ft_in_that_orde
     spec = load_space()
     found = textbook_trials(resolve_all(spec.params, BLOCKS, spec.source), BLOCKS)
     assert [name for name, _ in found] == ["fine-tune", "linear probe", "LP→FT"]
-    recipes = dict(found)
-    assert recipes["fine-tune"] == {"freeze_blocks": 0, "lp_epochs": 0, "lr": 1e-3, "weight_decay": 1e-4, "head": "linear",
-                                    "head_lr_mult": 1.0, "layer_decay": 1.0}, "prefix freezing expresses the policies"
-    assert recipes["linear probe"]["freeze_blocks"] == BLOCKS
-    assert recipes["LP→FT"]["freeze_blocks"] == 0 and recipes["LP→FT"]["lp_epochs"] == 1
-
-
-def test_broad_space_starts_with_the_same_recipes_by_freeze_policy():
-    spec = load_space("search_spaces/broad.yaml")
-    found = textbook_trials(resolve_all(spec.params, BLOCKS, spec.source), BLOCKS)
-    assert [name for name, _ in found] == ["fine-tune", "linear probe", "LP→FT"]
     fine_tune = dict(found)["fine-tune"]
-    assert fine_tune["freeze_policy"] == "full" and fine_tune["lr"] == 1e-3 and fine_tune["optimizer"] == "adamw"
+    assert fine_tune["freeze_policy"] == "full" and fine_tune["lr"] == 1e-3 and "optimizer" not in fine_tune, "adamw is fixed"
     assert fine_tune["head"] == "linear" and fine_tune["lp_epochs"] == 0 and fine_tune["bn_stats"] == "update"
     assert "bn_stats" not in dict(found)["linear probe"], "bn_stats does not apply to a linear probe"
+
+
+def test_a_prefix_only_space_expresses_the_recipes_by_frozen_blocks():
+    found = recipes({"freeze_blocks": {"low": 0, "high": "all"}, "lp_epochs": [0, 1], "lr": {"low": 3e-4, "high": 1e-2, "log": True}})
+    assert found["fine-tune"] == {"freeze_blocks": 0, "lp_epochs": 0, "lr": 1e-3}
+    assert found["linear probe"]["freeze_blocks"] == BLOCKS
+    assert found["LP→FT"] == {"freeze_blocks": 0, "lp_epochs": 1, "lr": 1e-3}
 
 
 def test_in_a_recipe_space_the_textbook_trials_turn_every_regulariser_and_augmentation_off():
