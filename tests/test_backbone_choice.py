@@ -120,6 +120,18 @@ def test_a_search_over_two_backbones_runs_and_records_both(ray_local, tmp_path):
     assert set(trials["backbone"]) == {"efficientnet_lite0", "efficientnet_lite1"}
     assert (trials["best_val_acc"] > 0.5).all()
 
+    # Report and export handle the mix: each exported model names and rebuilds its trial's own backbone.
+    assert main(["report", str(tmp_path / "out" / "pair")]) == 0
+    from tune_tl.analysis.model_folder import load_model_folder
+
+    for backbone, rows in trials.groupby("backbone"):
+        trial_id = rows["trial_id"].iloc[0]
+        to = tmp_path / "models" / trial_id
+        assert main(["export", str(tmp_path / "out" / "pair"), "--trial", trial_id, "--to", str(to)]) == 0
+        model, info, pre = load_model_folder(to)
+        assert info["backbone"] == backbone and model.backbone.name == backbone
+        assert pre.mean == build_backbone(backbone, "none").mean, "its own preprocessing"
+
 
 def test_backbone_selection_keeps_the_top_k_ranked_backbones_best_first(tmp_path):
     from tune_tl.analysis.rank import select_backbones

@@ -127,6 +127,7 @@ def main(argv: list[str] | None = None) -> None:
     parser.add_argument("--quick", action="store_true", help="small searches: a few minutes on 2 CPU cores")
     parser.add_argument("--handwritten", action="store_true", help="add the hand-written Ray Tune + OptunaSearch + ASHA script to the headline")
     parser.add_argument("--sections", action="store_true", help="after the headline, run the other sections (schedulers, cache, overhead, sink, GPU)")
+    parser.add_argument("--keep", metavar="DIR", help="keep each search's results folder under DIR (default: a temporary folder, removed)")
     args = parser.parse_args(argv)
     logging.basicConfig(level=logging.WARNING)
     from tune_tl.bench.suite import machine, run_sections
@@ -137,7 +138,7 @@ def main(argv: list[str] | None = None) -> None:
 
     base = load_space()
     with tempfile.TemporaryDirectory() as tmp:
-        rows = run_headline(base, Path(tmp), quick=args.quick, handwritten=args.handwritten)
+        rows = run_headline(base, Path(args.keep or tmp), quick=args.quick, handwritten=args.handwritten)
     print(f"\nMachine: {machine()}")
     print_headline(rows, *((6, 3) if args.quick else (16, 6)))
     if args.sections:
