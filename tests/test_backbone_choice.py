@@ -173,6 +173,12 @@ def test_a_resolution_range_up_to_native_stops_at_each_backbones_last_step_below
     assert top == {"efficientnet_lite0": 224, "efficientnet_lite1": 224, "efficientnet_lite2": 256}
 
 
+def test_a_range_up_to_native_that_starts_above_a_backbones_native_size_names_it(tmp_path):
+    spec = load_space(write(tmp_path, LITES + "params:\n  resolution: {low: 232, high: native, step: 32}\n"))
+    with pytest.raises(TuneTLError, match=r"\(backbone efficientnet_lite0\): params.resolution: low 232 is above this backbone's native size 224"):
+        spec.resolutions()
+
+
 @pytest.mark.parametrize("text, message", [
     ("  resolution: [128, native]\n", "params.resolution: 'native' cannot be one of a list's choices"),
     ("  resolution: {low: native, high: 256, step: 32}\n", r"params.resolution.low: 'native' can only be a range's high"),

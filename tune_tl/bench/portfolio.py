@@ -1,6 +1,6 @@
 """Does choosing the backbone pay, and do the cheap rankings know which one to choose?
 
-    python -m tune_tl.bench portfolio            # digits at 64 px; about 20 minutes on 2 CPU cores
+    python -m tune_tl.bench portfolio            # digits at 64 px; about 25 minutes on 2 CPU cores
     python -m tune_tl.bench portfolio --quick    # shorter searches and fine-tunes
 
 In one run, on the same machine and data (digits at 64 px unless ``--space``/``--resolution`` say otherwise):
@@ -10,8 +10,9 @@ In one run, on the same machine and data (digits at 64 px unless ``--space``/``-
 2. one textbook fine-tune of each backbone (whole model, AdamW 1e-3, linear head): its fine-tuned accuracy;
 3. Kendall τ between each cheap signal (LogME, probe accuracy, and model size, the baseline later work
    found strong) and the fine-tuned accuracy;
-4. two searches with the same ``--time-budget``: the portfolio space (``search_spaces/portfolio.yaml``,
-   the backbone a choice) against the same space with Lite0 only.
+4. three searches with the same ``--time-budget``: the portfolio space (``search_spaces/portfolio.yaml``,
+   the backbone a choice), the same with ``backbone_selection: {top: 1}`` (the search ranks the
+   backbones by LogME first and keeps the best), and the same space with Lite0 only.
 """
 
 from __future__ import annotations
@@ -24,7 +25,7 @@ import tempfile
 import time
 from pathlib import Path
 
-from tune_tl.config.space import DEFAULT_SPACE, BackboneSpec, Fixed, ParamSpec, SearchSpec, load_space
+from tune_tl.config.space import DEFAULT_SPACE, BackboneSpec, Fixed, ParamSpec, SearchSpec, SelectionSpec, load_space
 
 PORTFOLIO_SPACE = DEFAULT_SPACE.parent / "portfolio.yaml"
 SIGNALS = ("logme", "probe_acc", "params")
@@ -79,8 +80,10 @@ def run_portfolio(spec: SearchSpec, out: Path, resolution: int, epochs: int, bud
 
     timed = dataclasses.replace(spec, budget=dataclasses.replace(spec.budget, samples=200, time=budget))
     searches = {}
-    for label, s in (("portfolio (Lite0/1/2)", timed), ("Lite0 only", only(timed, spec.backbone.names[0]))):
-        name = label.split()[0].lower()
+    ranked = dataclasses.replace(timed, backbone_selection=SelectionSpec(top=1, by="logme"))
+    for name, label, s in (("portfolio", "portfolio (Lite0/1/2)", timed),
+                           ("portfolio-top1", "portfolio, `backbone_selection: {top: 1}` (LogME)", ranked),
+                           ("lite0", "Lite0 only", only(timed, spec.backbone.names[0]))):
         f = search_figures(s, out, name)
         trials = load_results(out / name).trials
         f["per_backbone"] = trials.groupby("backbone")["best_val_acc"].agg(["count", "max"]).to_dict("index")

@@ -137,7 +137,8 @@ class SearchSpec:
             if p.name == "resolution":
                 if _uses_native(p.dist):
                     sizes = self.native_sizes()
-                    return sorted({r for name in self.backbone.names for r in _resolutions(_native(p.dist, sizes[name]), self.source)})
+                    return sorted({r for name in self.backbone.names
+                                   for r in _resolutions(_native(p.dist, sizes[name], f"{self.source} (backbone {name})"), self.source)})
                 return _resolutions(p.dist, self.source)
         return [PARAMS["resolution"].default]
 
@@ -163,7 +164,8 @@ class SearchSpec:
         blocks = num_blocks if isinstance(num_blocks, Mapping) else dict.fromkeys(self.backbone.names, num_blocks)
         suffix = " (backbone {})" if self.backbone.is_choice else ""
         native = self.native_sizes() if any(p.name == "resolution" and _uses_native(p.dist) for p in self.params) else {}
-        return {name: resolve_native(resolve_all(self.params, blocks[name], self.source + suffix.format(name)), native.get(name))
+        return {name: resolve_native(resolve_all(self.params, blocks[name], self.source + suffix.format(name)), native.get(name),
+                                     self.source + suffix.format(name))
                 for name in self.backbone.names}
 
     def check_blocks(self, num_blocks: int | Mapping[str, int]) -> None:
@@ -187,21 +189,23 @@ def _uses_native(d: Fixed | Choice | Range) -> bool:
     return (d.value if isinstance(d, Fixed) else d.high if isinstance(d, Range) else None) == NATIVE
 
 
-def _native(d: Fixed | Choice | Range, size: int) -> Fixed | Choice | Range:
+def _native(d: Fixed | Choice | Range, size: int, where: str) -> Fixed | Choice | Range:
     """``d`` with ``native`` replaced by ``size``; a range's high becomes its largest step at or below ``size``."""
     if isinstance(d, Fixed):
         return Fixed(size) if d.value == NATIVE else d
     if isinstance(d, Range) and d.high == NATIVE:
-        step = d.step or 1
-        return Range(d.low, d.low + (size - d.low) // step * step, d.log, d.step) if size >= d.low else Fixed(size)
+        if size < d.low:
+            raise TuneTLError(f"{where}: params.resolution: low {d.low} is above this backbone's native size {size}; "
+                              f"use a low of at most {size}")
+        return Range(d.low, d.low + (size - d.low) // d.step * d.step, d.log, d.step)
     return d
 
 
-def resolve_native(params: tuple[ParamSpec, ...], size: int | None) -> tuple[ParamSpec, ...]:
+def resolve_native(params: tuple[ParamSpec, ...], size: int | None, where: str = "") -> tuple[ParamSpec, ...]:
     """Replace ``native`` in ``resolution`` by ``size`` (one backbone's native side); no-op when ``size`` is ``None``."""
     if size is None:
         return params
-    return tuple(ParamSpec(p.name, _native(p.dist, size)) if p.name == "resolution" else p for p in params)
+    return tuple(ParamSpec(p.name, _native(p.dist, size, where)) if p.name == "resolution" else p for p in params)
 
 
 def resolution_grid(d: Range, source: str) -> list[int]:
