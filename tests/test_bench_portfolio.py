@@ -2,7 +2,8 @@
 
 import pandas as pd
 
-from tune_tl.bench.portfolio import PORTFOLIO_SPACE, at_resolution, kendall, only
+from tune_tl.bench.portfolio import PORTFOLIO_SPACE, kendall, only
+from tune_tl.bench.suite import at_resolution
 from tune_tl.config.space import load_space
 
 

@@ -27,7 +27,7 @@ import tempfile
 import time
 from pathlib import Path
 
-from tune_tl.config.space import DEFAULT_SPACE, Fixed, ParamSpec, SearchSpec, load_space
+from tune_tl.config.space import DEFAULT_SPACE, SearchSpec, load_space
 
 SAMPLES, EPOCHS, RESOLUTION = 16, 6, 64
 #: The default space before the recorded curves narrowed it.
@@ -47,9 +47,10 @@ class HeadlineRow:
 
 def headline_spec(base: SearchSpec, samples: int = SAMPLES, epochs: int = EPOCHS) -> SearchSpec:
     """The default space at 64 px with ``samples`` trials of at most ``epochs`` epochs."""
-    params = tuple(ParamSpec(p.name, Fixed(RESOLUTION)) if p.name == "resolution" else p for p in base.params)
+    from tune_tl.bench.suite import at_resolution
+
     budget = dataclasses.replace(base.budget, samples=samples, max_epochs=epochs)
-    return dataclasses.replace(base, params=params, budget=budget)
+    return dataclasses.replace(at_resolution(base, RESOLUTION), budget=budget)
 
 
 def textbook_fit(base: SearchSpec, epochs: int) -> HeadlineRow:
@@ -75,7 +76,7 @@ def search_row(label: str, spec: SearchSpec, out: Path, name: str, **options) ->
 
 
 def run_headline(base: SearchSpec, out: Path, quick: bool = False, handwritten: bool = False) -> list[HeadlineRow]:
-    """Run (a)–(d) (and (e)), logging each row as it is measured (a long run on a busy machine)."""
+    """Run (a)–(e) (and (f)), logging each row as it is measured (a long run on a busy machine)."""
     samples, epochs = (6, 3) if quick else (SAMPLES, EPOCHS)
     spec = headline_spec(base, samples, epochs)
     old = headline_spec(load_space(OLD_SPACE), samples, epochs)

@@ -25,15 +25,11 @@ import tempfile
 import time
 from pathlib import Path
 
-from tune_tl.config.space import DEFAULT_SPACE, BackboneSpec, Fixed, ParamSpec, SearchSpec, SelectionSpec, load_space
+from tune_tl.bench.suite import at_resolution
+from tune_tl.config.space import DEFAULT_SPACE, BackboneSpec, SearchSpec, SelectionSpec, load_space
 
 PORTFOLIO_SPACE = DEFAULT_SPACE.parent / "portfolio.yaml"
 SIGNALS = ("logme", "probe_acc", "params")
-
-
-def at_resolution(spec: SearchSpec, resolution: int) -> SearchSpec:
-    params = tuple(ParamSpec(p.name, Fixed(resolution)) if p.name == "resolution" else p for p in spec.params)
-    return dataclasses.replace(spec, params=params)
 
 
 def only(spec: SearchSpec, backbone: str) -> SearchSpec:
@@ -63,7 +59,7 @@ def kendall(table, signal: str, target: str = "fine_tuned_acc") -> float:
 
 
 def run_portfolio(spec: SearchSpec, out: Path, resolution: int, epochs: int, budget: float) -> tuple:
-    """The ranking joined with fine-tuned accuracy, the τ per signal, and the two searches' figures."""
+    """The ranking joined with fine-tuned accuracy, the τ per signal, and the three searches' figures."""
     from tune_tl.analysis.frame import load_results
     from tune_tl.analysis.rank import RankOptions, rank_backbones
     from tune_tl.bench.suite import search_figures

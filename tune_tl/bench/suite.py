@@ -99,6 +99,14 @@ def bench_schedulers_and_samplers(spec: SearchSpec, out: Path) -> list[Row]:
 FIXED = {"resolution": 32, "batch_size": 64, "freeze_policy": "full", "optimizer": "adamw", "lr": 1e-3, "head": "linear"}
 
 
+def at_resolution(spec: SearchSpec, resolution: int) -> SearchSpec:
+    """``spec`` with ``resolution`` fixed (the benchmarks' tasks are defined at one size)."""
+    from tune_tl.config.space import Fixed, ParamSpec
+
+    params = tuple(ParamSpec(p.name, Fixed(resolution)) if p.name == "resolution" else p for p in spec.params)
+    return dataclasses.replace(spec, params=params)
+
+
 def fixed_spec(base: SearchSpec, epochs: int, **params) -> SearchSpec:
     raw = {"seed": base.seed, "budget": {"samples": 1, "max_epochs": epochs, "grace_period": 1}, "params": {**FIXED, **params}}
     return parse_settings(raw, "benchmark", allow_params=True)
