@@ -5,10 +5,9 @@ from types import SimpleNamespace
 
 import pandas as pd
 import pyarrow as pa
-import pyarrow.parquet as pq
 import pytest
 
-from tune_tl.analysis.frame import _write_synthetic, best_trial, leaderboard, load_results, param_summary
+from tune_tl.analysis.frame import best_trial, leaderboard, load_results, param_summary
 from tune_tl.errors import TuneTLError
 from tune_tl.store.results import EPOCH_SCHEMA, TRIAL_SCHEMA, ParquetSink, write_table_atomic
 

@@ -8,7 +8,7 @@ import torch
 
 from tune_tl.cli import main
 from tune_tl.config.params import TrialConfig
-from tune_tl.config.space import load_space
+from tune_tl.config import load_space
 from tune_tl.data.types import PreparedData, Split
 from tune_tl.errors import TuneTLError
 from tune_tl.models import build_backbone

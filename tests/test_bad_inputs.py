@@ -181,6 +181,7 @@ def search_folder(tmp: Path, space_file: Path, text: str, **meta) -> Path:
     (root / "tuner.pkl").write_bytes(b"")
     base = {"space_file": str(space_file), "space_path": str(space_file), "space_text": text,
             "space_sha256": hashlib.sha256(text.encode()).hexdigest(), "options": {}, "seed": 0, "root": str(root),
+            "data": {"source": "digits"}, "backbone": {"name": "efficientnet_lite0"},
             "budget": {"samples": 2, "max_epochs": 1, "grace_period": 1, "reduction_factor": 2.0}}
     (root / "search.json").write_text(json.dumps({**base, **meta}))
     return root

@@ -1,7 +1,7 @@
 """The headline benchmark runs the searches the issue names: digits at 64 px, 16 trials, ≤ 6 epochs."""
 
 from tune_tl.bench.headline import HeadlineRow, headline_spec, print_headline
-from tune_tl.config.space import Fixed, load_space
+from tune_tl.config import Fixed, load_space
 
 
 def test_headline_spec_is_the_default_space_at_64_px_with_16_trials_of_6_epochs():

@@ -4,7 +4,7 @@ import pandas as pd
 
 from tune_tl.bench.portfolio import PORTFOLIO_SPACE, kendall, only
 from tune_tl.bench.suite import at_resolution
-from tune_tl.config.space import load_space
+from tune_tl.config import load_space
 
 
 def test_kendall_tau_is_one_for_the_same_order_and_minus_one_for_the_reverse():

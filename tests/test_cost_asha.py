@@ -4,7 +4,7 @@ from types import SimpleNamespace
 
 import pytest
 
-from tune_tl.config.space import load_space
+from tune_tl.config import load_space
 from tune_tl.search.cost_asha import TRAINING_SECONDS, CostASHA
 from tune_tl.search.pasha import PASHA
 from tune_tl.search.schedulers import SCHEDULERS, ReplayASHA, make_scheduler

@@ -37,13 +37,13 @@ def test_search_over_an_image_folder_runs_with_the_folder_gone_once_data_is_prep
 
     # Trials run in other processes; once the driver has prepared the data, take the images away.
     # Any trial that read or decoded an image file would now fail (status "error").
-    build_tuner = tune_tl.search.run._build_tuner
+    build_tuner = tune_tl.search.run.build_tuner
 
     def build_tuner_without_the_folder(*args, **kwargs):
         photos.rename(tmp_path / "photos-moved")
         return build_tuner(*args, **kwargs)
 
-    monkeypatch.setattr(tune_tl.search.run, "_build_tuner", build_tuner_without_the_folder)
+    monkeypatch.setattr(tune_tl.search.run, "build_tuner", build_tuner_without_the_folder)
     with caplog.at_level(logging.INFO, logger="tune_tl"):
         code = main(["search", str(space), "--data", str(photos), "--skip-bad-images",
                      "--output", str(tmp_path / "out"), "--name", "photos", "--concurrency", "2"])

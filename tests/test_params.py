@@ -1,9 +1,11 @@
 """TrialConfig parses Ray's config dict strictly and fills conditional parameters honestly."""
 
+import dataclasses
+
 import pytest
 
 from tune_tl.errors import TuneTLError
-from tune_tl.config.params import TrialConfig
+from tune_tl.config.params import PARAMS, TrialConfig
 
 
 def test_missing_keys_take_defaults_and_inactive_conditionals_are_none():
@@ -38,3 +40,17 @@ def test_policy_parameters_apply_only_under_their_policy():
     probe = TrialConfig.from_dict({"freeze_policy": "head_only", "bn_stats": "frozen"})
     assert probe.bn_stats is None and probe.train_block is None and probe.freeze_blocks is None
     assert TrialConfig.from_dict({}).freeze_blocks == 0  # old spaces: prefix policy, nothing frozen
+
+
+def test_every_registered_parameter_is_a_field_of_trial_config_and_back():
+    assert set(PARAMS) == {f.name for f in dataclasses.fields(TrialConfig)}
+
+
+def test_a_trials_table_row_gives_back_the_config_that_trained_it():
+    cfg = TrialConfig.from_dict({"freeze_policy": "prefix", "freeze_blocks": 3, "head": "mlp", "head_hidden": 64, "lr": 0.01})
+    row = {**cfg.to_dict(), "trial_id": "abc", "momentum": float("nan")}  # pandas reads null floats as NaN
+    assert TrialConfig.from_row(row) == cfg
+
+
+def test_trial_config_defaults_are_the_registry_defaults():
+    assert TrialConfig() == TrialConfig.from_dict({})

@@ -6,10 +6,9 @@ import torch
 from PIL import Image
 
 from tests.data.images import image
-from tune_tl.config.space import load_space
+from tune_tl.config import load_space
 from tune_tl.data.imagefolder import decode
-from tune_tl.data.prepare import resize_uint8
-from tune_tl.data.preprocess import Preprocessing, square_uint8
+from tune_tl.data.preprocess import Preprocessing, square_arrays, square_uint8
 from tune_tl.errors import TuneTLError
 
 
@@ -30,7 +29,7 @@ def test_training_data_and_predict_see_the_same_pixels(tmp_path):
                            / (torch.tensor([0.2] * 3).view(1, 3, 1, 1) * 255))
     arrays = np.stack([np.asarray(image(0, size=(16, 16))).transpose(2, 0, 1)])
     with Image.open(file):
-        assert np.array_equal(resize_uint8(arrays, 32)[0], square_uint8(image(0, size=(16, 16)), 32))
+        assert np.array_equal(square_arrays(arrays, 32)[0], square_uint8(image(0, size=(16, 16)), 32))
     assert Preprocessing.from_dict(pre.to_dict()) == pre
 
 

@@ -7,7 +7,9 @@ from dataclasses import dataclass, field
 
 from rich.console import Console
 
-from tune_tl.search.progress import SearchProgress, ray_output, trial_name
+from tune_tl.search.progress import SearchProgress
+from tune_tl.search.ray_logs import ray_output
+from tune_tl.store.search_run import trial_folder_name
 from tune_tl.store.storage import Location
 
 
@@ -123,7 +125,7 @@ def test_rays_define_by_run_timing_warning_goes_to_the_log_and_other_warnings_st
 
 
 def test_trials_are_named_and_filed_by_their_id():
-    assert trial_name(FakeTrial("4c1e2a1b")) == "4c1e2a1b"
+    assert trial_folder_name(FakeTrial("4c1e2a1b")) == "4c1e2a1b"
 
 
 def test_a_trial_out_of_gpu_memory_is_reported_with_the_trainables_message(tmp_path, capsys):

@@ -2,14 +2,15 @@
 
 import pytest
 
-from tune_tl.analysis.frame import _write_synthetic, chosen_winner, load_results, recheck_summary
+from tune_tl.analysis.frame import chosen_winner, load_results, recheck_summary
 from tune_tl.store.results import ParquetSink, write_table_atomic
 from tune_tl.store.schema import RECHECK_SCHEMA
 from tune_tl.store.search_run import SearchRun
+from synthetic import write_synthetic
 
 
 def test_the_winner_by_mean_over_seeds_replaces_a_lucky_single_run(tmp_path):
-    _write_synthetic(ParquetSink(tmp_path, max_epochs=2), 6, 2)
+    write_synthetic(ParquetSink(tmp_path, max_epochs=2), 6, 2)
     run = SearchRun(tmp_path)
     res = load_results(run)
     lucky = chosen_winner(res, run)["trial_id"]  # not rechecked yet: the single best run

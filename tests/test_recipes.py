@@ -9,11 +9,12 @@ import torch
 
 from toy_models import toy_model
 from tune_tl.config.params import TrialConfig
-from tune_tl.config.space import load_space
+from tune_tl.config import load_space
 from tune_tl.data.types import Split
 from tune_tl.errors import TuneTLError
 from tune_tl.models import FreezePolicy
-from tune_tl.training.loop import FitConfig, cache_blockers, features_cacheable, fit, make_optimizer
+from tune_tl.training.frozen_features import cache_blockers, features_cacheable
+from tune_tl.training.loop import FitConfig, fit, make_optimizer
 from tune_tl.training.recipe import inputs_vary, regularise_config, schedule_config
 from tune_tl.training.regularisers import L2SP, RegulariseConfig, batch_mixer
 from tune_tl.training.schedules import LRSchedule, ScheduleConfig, milestone_epochs
@@ -179,10 +180,11 @@ def test_sgd_nesterov_is_a_choice_and_defaults_to_on():
 def test_mixing_or_a_policy_augmentation_disables_the_feature_cache():
     model = toy_model()
     model.apply_policy(FreezePolicy("head_only"))
-    assert features_cacheable(model, config())
-    for cfg in (config(regularise=RegulariseConfig(mixup_alpha=0.2)), config(regularise=RegulariseConfig(cutmix_alpha=1.0))):
-        assert not features_cacheable(model, cfg)
-    assert cache_blockers(config(regularise=RegulariseConfig(mixup_alpha=0.2, cutmix_alpha=1.0))) == ["mixup_alpha", "cutmix_alpha"]
+    plain = config()
+    assert features_cacheable(model, plain.augment, plain.regularise)
+    for regularise in (RegulariseConfig(mixup_alpha=0.2), RegulariseConfig(cutmix_alpha=1.0)):
+        assert not features_cacheable(model, plain.augment, regularise)
+    assert cache_blockers(plain.augment, RegulariseConfig(mixup_alpha=0.2, cutmix_alpha=1.0)) == ["mixup_alpha", "cutmix_alpha"]
     assert inputs_vary(TrialConfig.from_dict({"auto_augment": "trivialaugment"}))
     assert not inputs_vary(TrialConfig.from_dict({"label_smoothing": 0.1, "l2sp": 0.01}))
 

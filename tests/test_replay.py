@@ -163,7 +163,7 @@ def test_the_texture_task_is_the_same_images_for_the_same_seed(tmp_path):
 
 def test_recording_overrides_fix_the_budget_and_one_resolution_and_reject_bad_values(tmp_path):
     from tune_tl.bench.curves import with_overrides
-    from tune_tl.config.space import load_space
+    from tune_tl.config import load_space
 
     spec = with_overrides(load_space(), configs=3, max_epochs=2, resolution=48, data=None)
     assert (spec.budget.samples, spec.budget.max_epochs, spec.resolutions()) == (3, 2, [48])

@@ -3,12 +3,12 @@
 import json
 
 import pandas as pd
-import pytest
 
-from tune_tl.analysis.frame import _write_synthetic
+
 from tune_tl.cli import main
 from tune_tl.analysis.report import asha_rungs, cost_asha_rungs, parameter_importances, write_report
 from tune_tl.store.results import ParquetSink
+from synthetic import write_synthetic
 
 
 def test_asha_rungs_follow_grace_period_times_reduction_factor_powers():
@@ -35,7 +35,7 @@ def test_report_on_a_search_with_no_trial_yet_still_writes_a_page(tmp_path, caps
 
 def test_report_on_a_running_search_counts_unfinished_trials(tmp_path, capsys):
     sink = ParquetSink(tmp_path, max_epochs=3)
-    _write_synthetic(sink, 6, 3)
+    write_synthetic(sink, 6, 3)
     sink.on_trial_result(0, [], type("T", (), {"trial_id": "live", "config": {}})(), {"epoch": 1, "val_acc": 0.5})
     sink.flush()
     text, files = write_report(tmp_path, top=3)
@@ -46,14 +46,14 @@ def test_report_on_a_running_search_counts_unfinished_trials(tmp_path, capsys):
 
 def test_importances_need_enough_trials(tmp_path):
     sink = ParquetSink(tmp_path, max_epochs=2)
-    _write_synthetic(sink, 4, 2)
+    write_synthetic(sink, 4, 2)
     from tune_tl.analysis.frame import load_results
 
     assert parameter_importances(load_results(tmp_path).trials) is None
 
 
 def test_retrain_and_predict_name_what_is_missing(tmp_path, capsys):
-    _write_synthetic(ParquetSink(tmp_path, max_epochs=1), 2, 1)
+    write_synthetic(ParquetSink(tmp_path, max_epochs=1), 2, 1)
     assert main(["retrain", str(tmp_path)]) == 2
     assert "search.json is missing" in capsys.readouterr().err
     (tmp_path / "search.json").write_text(json.dumps({"budget": {"max_epochs": 1}}))

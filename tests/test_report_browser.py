@@ -7,9 +7,10 @@ import subprocess
 
 import pytest
 
-from tune_tl.analysis.frame import _write_synthetic, load_results
+from tune_tl.analysis.frame import load_results
 from tune_tl.analysis.report import anytime_curve, write_report
 from tune_tl.store.results import ParquetSink
+from synthetic import write_synthetic
 
 CHROMIUM = next((shutil.which(name) for name in ("chromium", "chromium-browser", "google-chrome") if shutil.which(name)), None)
 
@@ -17,7 +18,7 @@ CHROMIUM = next((shutil.which(name) for name in ("chromium", "chromium-browser",
 @pytest.fixture
 def search(tmp_path):
     sink = ParquetSink(tmp_path, max_epochs=4)
-    _write_synthetic(sink, 12, 4)
+    write_synthetic(sink, 12, 4)
     return tmp_path
 
 

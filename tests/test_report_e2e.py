@@ -69,7 +69,7 @@ def test_retrained_best_model_predicts_image_files_and_seeds_a_new_backbone(sear
     best = leaderboard(load_results(search)).iloc[0]["trial_id"]
     model_dir = search / "models" / best
     info = json.loads((model_dir / "model.json").read_text())
-    assert info["classes"] == [str(i) for i in range(10)] and info["resolution"] == 32
+    assert info["classes"] == [str(i) for i in range(10)] and info["preprocessing"]["resolution"] == 32
     assert info["metrics"]["evaluated_on"] == "val" and info["metrics"]["accuracy"] > 0.5
     assert f"val accuracy {info['metrics']['accuracy']:.4f}" in out
 

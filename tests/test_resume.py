@@ -6,7 +6,9 @@ import pytest
 
 from tune_tl.cli import main
 from tune_tl.errors import TuneTLError
-from tune_tl.search.resume import SampleTarget, resume_search, spec_from_metadata
+from tune_tl.search.resume import resume_search
+from tune_tl.search.sampler import SampleTarget
+from tune_tl.store.search_run import SearchRun
 from tune_tl.search.run import SearchOptions
 
 YAML = "seed: 3\nbudget: {samples: 5, max_epochs: 2}\nparams:\n  lr: {low: 1.0e-4, high: 1.0e-2, log: true}\n"
@@ -16,7 +18,7 @@ def search_folder(tmp_path, **meta):
     root = tmp_path / "s"
     root.mkdir(parents=True)
     (root / "tuner.pkl").write_bytes(b"")
-    base = {"space_file": "x.yaml", "space_text": YAML, "options": {}, "seed": 7, "root": str(root),
+    base = {"space_file": "x.yaml", "space_text": YAML, "options": {}, "seed": 7, "root": str(root), "data": {"source": "digits"}, "backbone": {"name": "efficientnet_lite0"},
             "budget": {"samples": 6, "max_epochs": 3, "grace_period": 1, "reduction_factor": 2.0}}
     (root / "search.json").write_text(json.dumps({**base, **meta}))
     return root
@@ -24,7 +26,7 @@ def search_folder(tmp_path, **meta):
 
 def test_the_spec_is_rebuilt_from_the_stored_space_text_with_the_command_line_overrides(tmp_path):
     root = search_folder(tmp_path)
-    spec = spec_from_metadata(json.loads((root / "search.json").read_text()), root)
+    spec = SearchRun.open(root).spec
     assert spec.budget.samples == 6 and spec.budget.max_epochs == 3 and spec.seed == 7
     assert [p.name for p in spec.params] == ["lr"] and spec.source == "x.yaml"
 

@@ -6,10 +6,10 @@ from pathlib import Path
 import pytest
 
 from tune_tl.errors import TuneTLError
-from tune_tl.config.space import DEFAULT_SPACE, Choice, Fixed, Range, load_space
+from tune_tl.config import Choice, Fixed, Range, load_space, shipped_space
 from sampling import sample_many
 
-SPACES = sorted((Path(__file__).parent.parent / "search_spaces").glob("*"))
+SPACES = sorted((Path(__file__).parent.parent / "tune_tl" / "search_spaces").glob("*"))
 
 
 def write(tmp_path, text, name="space.yaml"):
@@ -27,7 +27,7 @@ def test_every_shipped_space_file_loads(path):
 
 def test_default_space_is_the_bundled_offline_search():
     spec = load_space()
-    assert spec.source == str(DEFAULT_SPACE)
+    assert spec.source == "default.yaml (shipped)" and spec.text == shipped_space("default").read_text()
     assert (spec.data.source, spec.backbone.name, spec.backbone.weights) == ("digits", "efficientnet_lite0", "imagenet")
     dists = {p.name: p.dist for p in spec.params}
     assert dists["freeze_blocks"] == Range(0, "all")

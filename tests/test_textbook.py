@@ -3,7 +3,8 @@
 import optuna
 import pytest
 
-from tune_tl.config.space import load_space, parse_settings, resolve_all
+from tune_tl.config import load_space, parse_settings
+from tune_tl.config.distributions import resolve_all
 from tune_tl.search.sampler import make_sampler, startup_trials
 from tune_tl.search.textbook import textbook_trials
 

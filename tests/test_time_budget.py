@@ -7,7 +7,7 @@ import pandas as pd
 import pytest
 
 from tune_tl.cli import main
-from tune_tl.config.space import load_space, parse_settings
+from tune_tl.config import load_space, parse_settings
 from tune_tl.errors import TuneTLError
 
 FAST_SPACE = """

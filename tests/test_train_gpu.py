@@ -13,7 +13,8 @@ from tune_tl.training import device as placement
 from tune_tl.data.augment import AugmentConfig
 from tune_tl.data.types import FileSplit, Split
 from tune_tl.training.device import RESIDENT_FRACTION, memory_format, resident_on_device, resident_split
-from tune_tl.training.loop import FitConfig, _batches, fit
+from tune_tl.training.batches import batches as batches_of
+from tune_tl.training.loop import FitConfig, fit
 
 CPU, CUDA = torch.device("cpu"), torch.device("cuda")
 
@@ -64,9 +65,9 @@ def test_a_cpu_fit_keeps_the_default_layout_and_copies_batch_by_batch(split, mon
 
 def test_resident_batches_are_the_host_batches(split, monkeypatch):
     batches = [np.sort(b) for b in np.array_split(np.random.default_rng(1).permutation(90), 6)]
-    host = list(_batches(split, "train", batches, config()))
+    host = list(batches_of(split, "train", batches))
     monkeypatch.setattr(placement, "resident_on_device", lambda *a, **k: True)  # force it on the CPU
-    resident = list(_batches(split, "train", batches, config(), resident_split(split, CPU)))
+    resident = list(batches_of(split, "train", batches, resident=resident_split(split, CPU)))
     assert len(resident) == len(host)
     for (hx, hy), (rx, ry) in zip(host, resident):
         assert torch.equal(hx, rx) and torch.equal(hy, ry)

@@ -8,7 +8,7 @@ import pandas as pd
 import pytest
 
 from tune_tl.cli import main
-from tune_tl.config.space import load_space
+from tune_tl.config import load_space
 from tune_tl.data.types import PreparedData, Split
 from tune_tl.errors import TuneTLError
 from tune_tl.search.warm_start import check_same_data, data_fingerprint, frozen_trials, seed_study

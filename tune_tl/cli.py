@@ -1,4 +1,9 @@
-"""``tune-tl`` command line: turn flags into typed options and call the library."""
+"""``tune-tl`` command line: turn flags into typed options and call the library.
+
+Each command imports the library modules it runs inside its own function: together they pull in torch,
+Ray, Optuna, timm, scikit-learn and matplotlib (about ten seconds on a laptop), and ``tune-tl --help`` or
+a mistyped flag must answer at once.
+"""
 
 from __future__ import annotations
 
@@ -6,8 +11,13 @@ import argparse
 import dataclasses
 import logging
 import sys
+from pathlib import Path
 
+from tune_tl.config.shipped import IMAGEFOLDER, shipped_space, shipped_spaces
+from tune_tl.config.space import check_seed, load_space
+from tune_tl.config.spec import with_budget
 from tune_tl.errors import TuneTLError
+from tune_tl.search.options import SAMPLERS, SCHEDULERS, SearchOptions
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -37,7 +47,8 @@ def _parser() -> argparse.ArgumentParser:
     sub = parser.add_subparsers(dest="command", required=True, parser_class=_OneLineParser)
 
     s = sub.add_parser("search", help="run a search (default: the bundled offline space)")
-    s.add_argument("space", nargs="?", help="search-space file (.yaml or .py); default: search_spaces/default.yaml")
+    s.add_argument("space", nargs="?", help="search-space file (.yaml or .py) or a shipped space's name (tune-tl spaces); "
+                                           "default: imagefolder with --data, else default (digits)")
     s.add_argument("--samples", type=int, help="number of trials (overrides budget.samples)")
     s.add_argument("--max-epochs", type=int, help="epoch budget per trial and ASHA max_t (overrides budget.max_epochs)")
     s.add_argument("--grace-period", type=int, help="ASHA grace period in epochs (overrides budget.grace_period)")
@@ -49,10 +60,10 @@ def _parser() -> argparse.ArgumentParser:
     s.add_argument("--gpus-per-trial", type=float, default=0.0, help="GPUs per trial, fractions allowed (default 0)")
     s.add_argument("--workers-per-trial", type=int, default=1, help="data-parallel (DDP) workers per trial, sharing each batch: gloo on CPU, NCCL with one GPU each; --gpus-per-trial 2+ means one worker per GPU (default 1)")
     s.add_argument("--concurrency", type=int, help="max trials at once (default: as many as resources allow)")
-    s.add_argument("--scheduler", choices=["cost-asha", "asha", "pasha", "fifo"], default="cost-asha",
+    s.add_argument("--scheduler", choices=SCHEDULERS, default=SCHEDULERS[0],
                    help="cost-asha (default: ASHA with rungs in training seconds), asha (epoch rungs), pasha (progressive "
                         "maximum budget) or fifo: no early stopping, for comparison")
-    s.add_argument("--sampler", choices=["tpe", "random"], default="tpe", help="Optuna sampler: tpe (default) or random, for comparison")
+    s.add_argument("--sampler", choices=SAMPLERS, default=SAMPLERS[0], help="Optuna sampler: tpe (default) or random, for comparison")
     s.add_argument("--no-textbook-start", dest="textbook_start", action="store_false",
                    help="do not start with the textbook recipes (fine-tune, linear probe, LP→FT); sample every trial")
     s.add_argument("--time-budget", type=float, metavar="SECONDS", dest="time",
@@ -74,8 +85,13 @@ def _parser() -> argparse.ArgumentParser:
     r.add_argument("--samples", type=int, help="total number of trials wanted (default: the search's own budget)")
     r.set_defaults(func=_resume)
 
+    w = sub.add_parser("spaces", help="list the shipped search spaces, or print / copy one to edit")
+    w.add_argument("name", nargs="?", help="a shipped space (e.g. imagefolder); without it, list them")
+    w.add_argument("--to", metavar="FILE", help="write the space to FILE instead of printing it")
+    w.set_defaults(func=_spaces)
+
     v = sub.add_parser("validate", help="check a search-space file without running a search (a .py file is imported: its code runs)")
-    v.add_argument("space", help="search-space file (.yaml or .py; a .py file is executed, like any Python script)")
+    v.add_argument("space", help="search-space file (.yaml or .py; a .py file is executed, like any Python script) or a shipped space's name")
     v.set_defaults(func=_validate)
 
     d = sub.add_parser("dashboard", help="open the search's Optuna study in optuna-dashboard, on 127.0.0.1")
@@ -153,7 +169,7 @@ class _Format(logging.Formatter):
 def _dashboard(args) -> int:
     from tune_tl.analysis.dashboard import serve_dashboard
 
-    serve_dashboard(args.dir, port=args.port)
+    serve_dashboard(args.dir, port=args.port, on_ready=lambda line: print(line, flush=True))
     return 0
 
 
@@ -191,12 +207,12 @@ def _export(args) -> int:
 
 def _rank(args) -> int:
     from tune_tl.analysis.rank import PORTFOLIO, RankOptions, format_table, rank_backbones
-    from tune_tl.config.space import load_space
+    from tune_tl.data.sources import with_data_path
 
-    spec = _data_overrides(load_space(args.space), args)
+    spec = load_space(args.space)
+    spec = dataclasses.replace(spec, data=with_data_path(spec.data, args.data))
     backbones = tuple(args.backbones or (() if args.space else PORTFOLIO))
-    options = RankOptions(backbones=backbones, resolution=args.resolution, output=args.output)
-    table = rank_backbones(spec, options)
+    table = rank_backbones(spec, RankOptions(backbones=backbones, resolution=args.resolution, output=args.output))
     print(format_table(table))
     if args.output:
         print(f"Written: {args.output}")
@@ -218,19 +234,17 @@ def _predict(args) -> int:
 
 
 def _search(args) -> int:
-    from tune_tl.search.run import SearchOptions, run_search
-    from tune_tl.config.space import load_space
+    from tune_tl.data.sources import with_data_path
+    from tune_tl.search.run import run_search
+    from tune_tl.search.summary import format_summary
 
-    spec = load_space(args.space)
-    budget = {k: getattr(args, k) for k in ("samples", "max_epochs", "grace_period", "reduction_factor", "time") if getattr(args, k) is not None}
-    if budget:
-        spec = dataclasses.replace(spec, budget=dataclasses.replace(spec.budget, **budget))
-        spec = _revalidated(spec)
+    space = args.space or (IMAGEFOLDER if args.data else None)  # --data alone: the image-folder defaults
+    spec = load_space(space)
+    spec = with_budget(spec, samples=args.samples, max_epochs=args.max_epochs, grace_period=args.grace_period,
+                       reduction_factor=args.reduction_factor, time=args.time)
     if args.seed is not None:
-        from tune_tl.config.space import check_seed
-
         spec = dataclasses.replace(spec, seed=check_seed(args.seed, "--seed"))
-    spec = _data_overrides(spec, args)
+    spec = dataclasses.replace(spec, data=with_data_path(spec.data, args.data, args.skip_bad_images))
     options = SearchOptions(
         output=args.output,
         name=args.name,
@@ -251,7 +265,7 @@ def _search(args) -> int:
     if args.recheck is not None and args.recheck < 1:
         raise TuneTLError(f"--recheck must be at least 1, got {args.recheck}")
     summary = run_search(spec, options)
-    print(_format_summary(summary))
+    print(format_summary(summary))
     if args.recheck:
         _print_recheck(summary.path, args.recheck)
     return 0
@@ -268,39 +282,16 @@ def _print_recheck(path, k: int) -> None:
     print(f"Winner by mean: {table['trial_id'].iloc[0]} (tune-tl export takes it)")
 
 
-def _data_overrides(spec, args):
-    """``--data PATH``: an image folder, or CIFAR-10 when PATH holds the torchvision batch files."""
-    from tune_tl.data.cifar10 import find_root
-
-    data = spec.data
-    if args.data is not None:
-        source = "cifar10" if find_root(args.data) is not None else "imagefolder"
-        data = dataclasses.replace(data, source=source, path=args.data)
-    if args.skip_bad_images:
-        data = dataclasses.replace(data, skip_bad_images=True)
-    return dataclasses.replace(spec, data=data)
-
-
 def _resume(args) -> int:
     from tune_tl.search.resume import resume_search
+    from tune_tl.search.summary import format_summary
 
     summary = resume_search(args.dir, samples=args.samples)
-    print(_format_summary(summary))
+    print(format_summary(summary))
     return 0
 
 
-def _revalidated(spec):
-    """Run the space loader's budget checks on CLI overrides (same messages, flag names)."""
-    from tune_tl.config.space import parse_settings
-
-    budget = dataclasses.asdict(spec.budget)
-    parse_settings({"budget": budget}, "command line", allow_params=False)
-    return spec
-
-
 def _validate(args) -> int:
-    from tune_tl.config.space import load_space
-
     spec = load_space(args.space)
     names = [p.name for p in spec.params] if spec.space_fn is None else ["space(trial)"]
     data = spec.data.source + (f" ({spec.data.path})" if spec.data.path else "")
@@ -311,33 +302,25 @@ def _validate(args) -> int:
     return 0
 
 
-def _format_summary(summary) -> str:
-    from tune_tl.store.search_run import SearchRun
-
-    c = summary.counts
-    lines = [
-        "",
-        f"Search finished: {c['completed']} completed, {c['pruned']} pruned, {c['diverged']} diverged, {c.get('oom', 0)} out of memory, {c['error']} failed.",
-    ]
-    if getattr(summary, "ended_by_time_budget", False):
-        lines.append("The time budget ended the search: no new trials were started, running ones were stopped (status pruned).")
-    if summary.best:
-        best = summary.best
-        lines.append(f"Best trial {best['trial_id']}: val_acc {best['best_val_acc']:.4f} (epoch {best['best_epoch']}, {best['status']})")
-        skip = {"trial_id", "status", "best_val_acc", "last_val_acc", "best_epoch", "epochs_run", "wall_seconds", "error", "node_id", "node_ip", "workers"}
-        lines.append("  config: " + ", ".join(f"{k}={_fmt(v)}" for k, v in best.items() if k not in skip))
-    if summary.uncached_trials:
-        lines.append(f"Feature cache: not used by {summary.uncached_trials} trial(s) whose inputs change every epoch "
-                     f"(aug_*, auto_augment, mixup_alpha or cutmix_alpha)")
-    if summary.skipped_images:
-        lines.append(f"Skipped {summary.skipped_images} bad image file(s); listed in {SearchRun(summary.path).skipped_file}")
-    lines.append(f"Results (Parquet): {summary.path / 'trials'}  and  {summary.path / 'epochs'}")
-    lines.append(f"Read them with: pandas.read_parquet('{summary.path / 'trials'}')")
-    return "\n".join(lines)
-
-
-def _fmt(v) -> str:
-    return f"{v:.4g}" if isinstance(v, float) else str(v)
+def _spaces(args) -> int:
+    spaces = shipped_spaces()
+    if args.name is None:
+        for name, file in spaces.items():
+            first = next((line.lstrip("# ").strip() for line in file.read_text().splitlines() if line.startswith("#")), "")
+            print(f"{name:<12} {first}")
+        return 0
+    file = shipped_space(args.name)
+    if file is None:
+        raise TuneTLError(f"no shipped space {args.name!r}; shipped: {', '.join(spaces)}")
+    if args.to is None:
+        print(file.read_text(), end="")
+        return 0
+    target = Path(args.to)
+    if target.exists():
+        raise TuneTLError(f"--to {target}: already exists; choose another file name")
+    target.write_text(file.read_text())
+    print(f"Wrote {target}; check it with: tune-tl validate {target}")
+    return 0
 
 
 if __name__ == "__main__":

@@ -5,11 +5,11 @@ import pickle
 import numpy as np
 import pytest
 
-from tune_tl.cli import _data_overrides
 from tune_tl.data import load_source, prepare
 from tune_tl.data.cifar10 import FOLDER, TRAIN_BATCHES
 from tune_tl.errors import TuneTLError
-from tune_tl.config.space import SearchSpec
+from tune_tl.config import DataSpec
+from tune_tl.data.sources import with_data_path
 
 CLASSES = ["airplane", "automobile", "bird", "cat", "deer", "dog", "frog", "horse", "ship", "truck"]
 
@@ -61,10 +61,6 @@ def test_a_missing_batch_and_a_broken_batch_are_named(tmp_path):
 def test_data_flag_picks_cifar10_for_a_batches_folder_and_imagefolder_otherwise(tmp_path):
     root = write_fake_cifar(tmp_path / "c")
 
-    class Args:
-        data, skip_bad_images = str(root), True
-
-    spec = _data_overrides(SearchSpec(), Args)
-    assert (spec.data.source, spec.data.path, spec.data.skip_bad_images) == ("cifar10", str(root), True)
-    Args.data = str(tmp_path / "photos")
-    assert _data_overrides(SearchSpec(), Args).data.source == "imagefolder"
+    data = with_data_path(DataSpec(), str(root), skip_bad_images=True)
+    assert (data.source, data.path, data.skip_bad_images) == ("cifar10", str(root), True)
+    assert with_data_path(DataSpec(), str(tmp_path / "photos")).source == "imagefolder"

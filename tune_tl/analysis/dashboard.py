@@ -10,18 +10,24 @@ search's last snapshot and does not follow a running search.
 
 from __future__ import annotations
 
+import logging
 import tempfile
 from pathlib import Path
+from typing import Callable
+
+import optuna
 
 from tune_tl.errors import TuneTLError
+from tune_tl.store.search_run import SearchRun
 from tune_tl.store.storage import Location
 
 HOST = "127.0.0.1"  # the dashboard can edit the study: never listen beyond this machine
 INSTALL_HINT = "pip install 'tune-tl[dashboard]'"
+log = logging.getLogger(__name__)
 
 
-def serve_dashboard(path: str | Path, port: int = 8080) -> None:
-    """Print the dashboard's URL and serve it until interrupted (blocks)."""
+def serve_dashboard(path: str | Path, port: int = 8080, on_ready: Callable[[str], None] = log.warning) -> None:
+    """Serve the dashboard until interrupted (blocks); ``on_ready`` gets the line with its URL first (the CLI prints it)."""
     try:
         import optuna_dashboard
     except ImportError:
@@ -33,7 +39,7 @@ def serve_dashboard(path: str | Path, port: int = 8080) -> None:
         study_id = _study_id(storage, root.name)
         if study_id is not None:
             url += f"studies/{study_id}"
-        print(f"optuna-dashboard for study {root.name!r}: {url}  (Ctrl-C stops it)", flush=True)
+        on_ready(f"optuna-dashboard for study {root.name!r}: {url}  (Ctrl-C stops it)")
         try:
             optuna_dashboard.run_server(storage, host=HOST, port=port)
         except KeyboardInterrupt:
@@ -44,8 +50,6 @@ def serve_dashboard(path: str | Path, port: int = 8080) -> None:
 
 def study_copy(root: Location, tmp: Path) -> Path:
     """The study's SQLite file: the search's own for a local folder, else a copy downloaded into ``tmp``."""
-    from tune_tl.store.search_run import SearchRun
-
     study = SearchRun(root).study_location
     missing = f"{study} not found: DIR must be a search folder (<output>/<name>) with an Optuna study"
     if root.is_local:
@@ -59,9 +63,8 @@ def study_copy(root: Location, tmp: Path) -> Path:
 
 
 def _study_id(storage: str, name: str) -> int | None:
-    import optuna
-
     try:
         return optuna.storages.RDBStorage(storage).get_study_id_from_name(name)
-    except Exception:  # another study name, or an older database: the study list is still served
+    except KeyError:  # no study of that name (a renamed folder): the dashboard's study list is still served
+        log.info("no study named %r in %s; the dashboard lists the studies it holds", name, storage)
         return None

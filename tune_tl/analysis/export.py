@@ -19,9 +19,11 @@ import pandas as pd
 
 from tune_tl.analysis.frame import Results, chosen_winner, load_results
 from tune_tl.analysis.model_folder import save_model_folder
-from tune_tl.config.params import PARAMS, TrialConfig
+from tune_tl.config.params import TrialConfig
 from tune_tl.errors import TuneTLError
+from tune_tl.models import build_backbone
 from tune_tl.store.search_run import SearchRun
+from tune_tl.training.recipe import build_network, preprocessing
 
 log = logging.getLogger(__name__)
 
@@ -42,19 +44,14 @@ def export_model(search_dir: str | Path, trial_id: str | None = None, to: str | 
     Raises:
         TuneTLError: Unknown trial, no finished trial, or no checkpoint of its best epoch on disk.
     """
-    from tune_tl.training.recipe import TrialContext, build_model, preprocessing
-
     run = SearchRun.open(search_dir, require_metadata=True)
     row = pick_trial(load_results(run), trial_id, run)
-    cfg = trial_config(row)
+    cfg = TrialConfig.from_row(row)
     state = run.best_checkpoint(str(row["trial_id"]))
-    classes = run_classes(run)
+    classes = run.classes
     spec = run.spec
-    from tune_tl.data.types import PreparedData
-
     backbone = cfg.backbone or spec.backbone.names[0]  # the trial's, when the search chose among several
-    context = TrialContext(backbone, "none", PreparedData(classes, {}), spec.budget.max_epochs, spec.seed)
-    model = build_model(cfg, context)
+    model = build_network(cfg, build_backbone(backbone, "none"), len(classes))  # architecture; the weights are the checkpoint's
     model.load_state_dict(state["model"])
     epoch = int(state["epoch"])
     info = {
@@ -84,19 +81,3 @@ def pick_trial(res: Results, trial_id: str | None, run: SearchRun) -> pd.Series:
         known = ", ".join(res.trials["trial_id"].head(10)) + (" ..." if len(res.trials) > 10 else "")
         raise TuneTLError(f"--trial {trial_id!r} is not among the finished trials of {run.root} (known: {known})")
     return rows.iloc[0]
-
-
-def trial_config(row: pd.Series) -> TrialConfig:
-    """The trial's parameters from its row of the trials table."""
-    return TrialConfig.from_dict({k: PARAMS[k].type(row[k]) for k in PARAMS if k in row.index and pd.notna(row[k])})
-
-
-def run_classes(run: SearchRun) -> list[str]:
-    """Class names by label: recorded in ``search.json``; for older searches, from the data itself."""
-    if run.classes is not None:
-        return run.classes
-    from tune_tl.data import load_data
-
-    spec = run.spec
-    log.info("%s does not record its class names; reading them from the data", run.metadata_file)
-    return list(load_data(spec.data, spec.resolutions()[:1], spec.seed).data.classes)

@@ -9,21 +9,18 @@ Example:
 
 from __future__ import annotations
 
-import time
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
 import pandas as pd
 
-from tune_tl.errors import TuneTLError
 from tune_tl.config.params import PARAMS
+from tune_tl.errors import TuneTLError
+from tune_tl.store.ranking import RANKED_STATUSES, best_row, ranked
 from tune_tl.store.schema import STATUSES
 from tune_tl.store.search_run import SearchRun
 from tune_tl.store.storage import Location
-
-#: Statuses whose ``best_val_acc`` is a real measurement (a diverged trial's is not comparable).
-RANKED_STATUSES = ("completed", "pruned")
 
 
 @dataclass(frozen=True)
@@ -55,26 +52,19 @@ def load_results(path: str | Path | Location | SearchRun) -> Results:
     return Results(run.trials(), run.epochs(), run.metadata)
 
 
-def load_search_info(path: str | Path | Location) -> dict[str, Any]:
-    """The search's ``search.json`` record, or ``{}`` when it has none (yet)."""
-    return SearchRun(path).metadata
-
-
 def leaderboard(results: Results, top: int | None = 10) -> pd.DataFrame:
     """Trials ranked by best validation accuracy, finished-and-comparable trials first.
 
-    Completed and pruned trials are ranked by ``best_val_acc`` (ties: fewer epochs first); diverged
-    and failed trials follow. The columns are the result columns, then the parameters.
+    Completed and pruned trials come first in the one order of ``store.ranking.ranked`` (ties: fewer
+    epochs, then ``trial_id``); the rest (diverged, failed, no accuracy) follow. The columns are the
+    result columns, then the parameters.
 
     Example:
         >>> leaderboard(load_results("results/demo"), top=3)[["trial_id", "status", "best_val_acc"]]
     """
     t = results.trials
-    ranked = t["status"].isin(RANKED_STATUSES)
-    order = pd.concat([
-        t[ranked].sort_values(["best_val_acc", "epochs_run", "trial_id"], ascending=[False, True, True], na_position="last"),
-        t[~ranked].sort_values("trial_id"),
-    ])
+    first = ranked(t)
+    order = pd.concat([first, t.drop(first.index).sort_values("trial_id")])
     order = order.reset_index(drop=True)
     order.index = pd.RangeIndex(1, len(order) + 1, name="rank")
     return order if top is None else order.head(top)
@@ -90,11 +80,10 @@ def best_trial(results: Results) -> pd.Series:
         >>> best = best_trial(load_results("results/demo"))
         >>> best["trial_id"], best["best_val_acc"], best["freeze_blocks"]
     """
-    board = leaderboard(results, top=None)
-    board = board[board["status"].isin(RANKED_STATUSES) & board["best_val_acc"].notna()]
-    if board.empty:
+    best = best_row(results.trials)
+    if best is None:
         raise TuneTLError("no completed or pruned trial yet: nothing to rank (is the search still starting?)")
-    return board.iloc[0]
+    return best
 
 
 def recheck_summary(run: SearchRun) -> pd.DataFrame:
@@ -147,38 +136,3 @@ def param_summary(results: Results, param: str) -> pd.DataFrame:
     out = pd.DataFrame({"best": grouped.max(), "mean": grouped.mean(), "trials": t.groupby(key, dropna=False).size()})
     counts = pd.crosstab(key, t["status"]).reindex(columns=list(STATUSES), fill_value=0)
     return out.join(counts).fillna({s: 0 for s in counts.columns}).sort_values("best", ascending=False, na_position="last")
-
-
-def measure_load_seconds(n_trials: int = 10_000, epochs: int = 10, directory: str | Path | None = None) -> float:
-    """Write a synthetic search through the real sink (one flush per trial end) and time ``load_results``.
-
-    Returns:
-        Seconds for one ``load_results`` call on ``n_trials`` trials × ``epochs`` epochs.
-    """
-    import tempfile
-
-    from tune_tl.store.results import ParquetSink
-
-    with tempfile.TemporaryDirectory(dir=directory) as tmp:
-        _write_synthetic(ParquetSink(tmp, max_epochs=epochs, flush_rows=10**9, flush_seconds=1e9), n_trials, epochs)
-        start = time.perf_counter()
-        res = load_results(tmp)
-        seconds = time.perf_counter() - start
-        assert len(res.trials) == n_trials and len(res.epochs) == n_trials * epochs, "synthetic search did not read back"
-    return seconds
-
-
-def _write_synthetic(sink, n_trials: int, epochs: int) -> None:
-    import random
-    from types import SimpleNamespace
-
-    rng = random.Random(0)
-    for i in range(n_trials):
-        trial = SimpleNamespace(trial_id=f"t{i:06d}", config={"lr": 10 ** rng.uniform(-4, -1), "freeze_blocks": rng.randint(0, 9)},
-                                error_file=None)
-        sink.on_trial_start(0, [], trial)
-        for e in range(1, epochs + 1):
-            sink.on_trial_result(0, [], trial, {"epoch": e, "train_loss": 1 / e, "val_loss": 1 / e, "val_acc": rng.random(),
-                                                "scheduled_lr": 0.01, "epoch_seconds": 1.0, "trainable_params": 1000, "diverged": False})
-        sink.on_trial_complete(0, [], trial)
-    sink.on_experiment_end([])

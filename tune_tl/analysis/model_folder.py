@@ -5,7 +5,7 @@
 - ``model.pt2``: the same network as a ``torch.export`` program, loadable in plain PyTorch with
   ``torch.export.load(path).module()`` (no tune_tl needed);
 - ``model.json``: ``trial_id``, ``classes``, ``preprocessing`` (resolution, resize rule, mean, std),
-  ``config``, ``val_acc``, ``backbone``, and how it was made.
+  ``config``, ``val_acc``, ``backbone``, and how it was made (``made_by``).
 """
 
 from __future__ import annotations
@@ -20,6 +20,8 @@ import torch
 from tune_tl.config.params import TrialConfig
 from tune_tl.data.preprocess import Preprocessing
 from tune_tl.errors import TuneTLError
+from tune_tl.models import build_backbone
+from tune_tl.training.recipe import build_network
 
 WEIGHTS_FILE = "model.pt"
 PROGRAM_FILE = "model.pt2"
@@ -37,30 +39,22 @@ def save_model_folder(model: torch.nn.Module, info: dict[str, Any], folder: Path
         with torch.no_grad():
             exported = torch.export.export(model, example, dynamic_shapes=({0: torch.export.Dim("batch", min=1, max=65536)},))
         _atomic(folder / PROGRAM_FILE, lambda tmp: torch.export.save(exported, tmp))
-    pre = info["preprocessing"]
-    # ``resolution``/``mean``/``std`` at the top level too: what model.json files before ``preprocessing`` held.
-    record = {**info, "resolution": pre["resolution"], "mean": pre["mean"], "std": pre["std"]}
-    _atomic(folder / INFO_FILE, lambda tmp: Path(tmp).write_text(json.dumps(record, indent=2, default=str)))
+    _atomic(folder / INFO_FILE, lambda tmp: Path(tmp).write_text(json.dumps(info, indent=2, default=str)))
     return folder
 
 
 def load_model_folder(model_path: str | Path):
     """A saved model (its folder, ``model.pt`` or ``model.json``) in eval mode, its ``model.json`` and ``Preprocessing``."""
-    from tune_tl.models import TransferModel, build_backbone, build_head
-
     path = Path(model_path)
     folder = path if path.is_dir() else path.parent
     meta_file, weights = folder / INFO_FILE, folder / WEIGHTS_FILE
     if not meta_file.is_file() or not weights.is_file():
         raise TuneTLError(f"{path}: expected a model folder with {WEIGHTS_FILE} and {INFO_FILE} (written by tune-tl export or retrain)")
     info = json.loads(meta_file.read_text())
-    cfg = TrialConfig.from_dict({k: v for k, v in info["config"].items() if v is not None})
-    backbone = build_backbone(info["backbone"], "none")  # architecture only; weights come from model.pt
-    head = build_head(cfg.head, backbone.num_features, len(info["classes"]), cfg.head_hidden, cfg.head_dropout or 0.0)
-    model = TransferModel(backbone, head)
+    cfg = TrialConfig.from_row(info["config"])
+    model = build_network(cfg, build_backbone(info["backbone"], "none"), len(info["classes"]))  # weights come from model.pt
     model.load_state_dict(torch.load(weights, map_location="cpu", weights_only=True))
-    pre = info.get("preprocessing") or {"resolution": info["resolution"], "mean": info["mean"], "std": info["std"]}
-    return model.eval(), info, Preprocessing.from_dict(pre)
+    return model.eval(), info, Preprocessing.from_dict(info["preprocessing"])
 
 
 def _atomic(path: Path, write) -> None:

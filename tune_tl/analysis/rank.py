@@ -14,20 +14,25 @@ column: compare before trusting either score.
 
 from __future__ import annotations
 
+import dataclasses
 import logging
 import time
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Iterator
 
 import numpy as np
+import pandas as pd
 import torch
+from sklearn.linear_model import LogisticRegression
+from sklearn.pipeline import make_pipeline
+from sklearn.preprocessing import StandardScaler
 
-from tune_tl.config.space import SearchSpec
-from tune_tl.data.types import FileSplit, Split
+from tune_tl.config.spec import SearchSpec
+from tune_tl.data.preprocess import Normaliser
 from tune_tl.errors import TuneTLError
-from tune_tl.models import Backbone, build_backbone
 from tune_tl.models.transferability import logme
+from tune_tl.training.context import PreparedSearch, prepare_context
+from tune_tl.training.frozen_features import encode
 
 log = logging.getLogger(__name__)
 
@@ -57,26 +62,31 @@ class RankOptions:
             raise TuneTLError(f"--resolution {self.resolution}: use 32 px or more (ImageNet backbones)")
 
 
-def rank_backbones(spec: SearchSpec, options: RankOptions = RankOptions()):
-    """The ranking table (a pandas DataFrame, best LogME first; columns :data:`COLUMNS`).
+def rank_backbones(spec: SearchSpec, options: RankOptions = RankOptions()) -> pd.DataFrame:
+    """The ranking table (best LogME first; columns :data:`COLUMNS`) of the candidates on ``spec``'s data.
 
     Every backbone is built (and its weights checked) before the data is loaded, so a bad name fails first.
     """
-    import pandas as pd
-
-    from tune_tl.data import load_data
-
     options.validate()
-    names = options.backbones or spec.backbone.names
     resolution = options.resolution or max(spec.resolutions())
-    backbones = {name: build_backbone(name, spec.backbone.weights) for name in names}
-    split = load_data(spec.data, [resolution], spec.seed).data.splits[resolution]
-    device = torch.device(options.device or ("cuda" if torch.cuda.is_available() else "cpu"))
+    prepared = prepare_context(spec, resolutions=[resolution], backbones=options.backbones or spec.backbone.names)
+    table = rank_prepared(prepared, resolution, options.batch_size, options.device)
+    if options.output:
+        write_table(table, options.output)
+    return table
+
+
+def rank_prepared(prepared: PreparedSearch, resolution: int, batch_size: int = 128, device: str | None = None) -> pd.DataFrame:
+    """Rank the backbones of an already prepared search on its split at ``resolution`` (best LogME first)."""
+    split = prepared.context.data.splits[resolution]
+    device = torch.device(device or ("cuda" if torch.cuda.is_available() else "cpu"))
     rows = []
-    for name, backbone in backbones.items():
+    for name, backbone in prepared.backbones.items():
         start = time.perf_counter()
-        train = encode(backbone, split, "train", options.batch_size, device)
-        val = encode(backbone, split, "val", options.batch_size, device)
+        normalise = Normaliser(backbone.mean, backbone.std, device)
+        features = backbone.features.to(device)
+        train = encode(features, split, "train", normalise, batch_size)
+        val = encode(features, split, "val", normalise, batch_size)
         seconds = time.perf_counter() - start
         rows.append({
             "backbone": name,
@@ -86,28 +96,11 @@ def rank_backbones(spec: SearchSpec, options: RankOptions = RankOptions()):
             "params": sum(p.numel() for p in backbone.features.parameters()),
         })
         log.info("ranked %s: %s", name, rows[-1])
-    table = pd.DataFrame(rows, columns=COLUMNS).sort_values("logme", ascending=False, ignore_index=True)
-    if options.output:
-        write_table(table, options.output)
-    return table
-
-
-@torch.no_grad()
-def encode(backbone: Backbone, split: Split | FileSplit, part: str, batch_size: int, device: torch.device) -> np.ndarray:
-    """Pooled features (float32, one row per image) of ``split``'s ``part``, normalised as the weights expect."""
-    features = backbone.features.to(device).eval()
-    mean = torch.tensor(backbone.mean, device=device).view(1, 3, 1, 1) * 255
-    std = torch.tensor(backbone.std, device=device).view(1, 3, 1, 1) * 255
-    out = [features((images.to(device).float() - mean) / std).float().cpu() for images in _images(split, part, batch_size)]
-    return torch.cat(out).numpy()
+    return pd.DataFrame(rows, columns=COLUMNS).sort_values("logme", ascending=False, ignore_index=True)
 
 
 def probe_accuracy(train_x: np.ndarray, train_y: np.ndarray, val_x: np.ndarray, val_y: np.ndarray) -> float:
     """Val accuracy of a logistic-regression probe on standardised features (L2, C = 1)."""
-    from sklearn.linear_model import LogisticRegression
-    from sklearn.pipeline import make_pipeline
-    from sklearn.preprocessing import StandardScaler
-
     probe = make_pipeline(StandardScaler(), LogisticRegression(max_iter=1000))
     return float(probe.fit(train_x, train_y).score(val_x, val_y))
 
@@ -130,28 +123,12 @@ def format_table(table) -> str:
     return shown.to_string(index=False, float_format=lambda v: f"{v:.4f}")
 
 
-def _images(split: Split | FileSplit, part: str, batch_size: int) -> Iterator[torch.Tensor]:
-    n = len(getattr(split, f"{part}_y"))
-    batches = [np.arange(s, min(s + batch_size, n)) for s in range(0, n, batch_size)]
-    if isinstance(split, FileSplit):
-        from tune_tl.data.streaming import file_batches
-
-        for images, _ in file_batches(getattr(split, f"{part}_files"), getattr(split, f"{part}_y"), split.resolution, batches, 0):
-            yield images
-        return
-    images = getattr(split, f"{part}_x")
-    for idx in batches:
-        yield torch.from_numpy(images[idx])
-
-
 def select_backbones(spec: SearchSpec, table) -> SearchSpec:
     """``spec`` with only the ``backbone_selection.top`` best backbones of ``table``, best first.
 
     The best-ranked backbone leads the list, so it is the search's default backbone (the one a config
     without ``backbone`` means).
     """
-    import dataclasses
-
     selection = spec.backbone_selection
     ranked = table.sort_values(selection.by, ascending=False, kind="stable")["backbone"].tolist()
     kept = tuple(ranked[: selection.top])

@@ -23,9 +23,18 @@ from pathlib import Path
 import numpy as np
 import torch
 
-from tune_tl.analysis.model_folder import load_model_folder, save_model_folder
+from tune_tl.analysis.export import pick_trial
+from tune_tl.analysis.frame import load_results
+from tune_tl.analysis.model_folder import save_model_folder
+from tune_tl.config.params import TrialConfig
+from tune_tl.data.preprocess import Normaliser
+from tune_tl.data.types import FileSplit
 from tune_tl.errors import TuneTLError
 from tune_tl.store.search_run import SearchRun
+from tune_tl.training.context import prepare_context
+from tune_tl.training.evaluate import evaluate_split
+from tune_tl.training.loop import fit
+from tune_tl.training.recipe import build_trial
 
 log = logging.getLogger(__name__)
 
@@ -49,38 +58,30 @@ def retrain(search_dir: str | Path, trial_id: str | None = None, device: str | N
     Raises:
         TuneTLError: Unknown trial, no finished trial, a search without ``search.json``, or its data gone.
     """
-    from tune_tl.analysis.export import pick_trial, trial_config
-    from tune_tl.analysis.frame import load_results
-    from tune_tl.data import load_data
-    from tune_tl.models import build_backbone
-    from tune_tl.training.loop import evaluate_split, fit
-    from tune_tl.training.recipe import TrialContext, build_trial
-
     if train_on not in TRAIN_ON:
         raise TuneTLError(f"--train-on must be one of {list(TRAIN_ON)}, got {train_on!r}")
     run = SearchRun.open(search_dir, require_metadata=True)
     row = pick_trial(load_results(run), trial_id, run)
-    cfg = trial_config(row)
+    cfg = TrialConfig.from_row(row)
     spec = run.spec
-    loaded = load_data(spec.data, [cfg.resolution], spec.seed)
     name = cfg.backbone or spec.backbone.names[0]  # the trial's, when the search chose among several
-    backbone = build_backbone(name, spec.backbone.weights)
-    ctx = TrialContext(name, backbone.features.state_dict(), loaded.data, spec.budget.max_epochs, spec.seed)
+    prepared = prepare_context(spec, resolutions=[cfg.resolution], backbones=[name])
     device = device or ("cuda" if torch.cuda.is_available() else "cpu")
-    plan = build_trial(cfg, ctx, device)
+    plan = build_trial(cfg, prepared.context, device)
     split = plan.split if train_on == "train" else _with_val_in_train(plan.split)
     history = fit(plan.model, split, plan.fit, lambda m: log.info("epoch %d: val_acc %.4f", m.epoch, m.val_acc),
                   param_groups=plan.param_groups)
     test = _test_as_val(split)
+    normalise = Normaliser(plan.fit.mean, plan.fit.std, device)
     if test is not None:
-        on, (loss, acc) = "test", evaluate_split(plan.model, test, plan.fit)
+        on, (loss, acc) = "test", evaluate_split(plan.model, test, normalise, plan.fit.eval_batch_size)
     elif train_on == "train":  # no held-out test split in this data source: say so rather than pretend
-        on, (loss, acc) = "val", evaluate_split(plan.model, split, plan.fit)
+        on, (loss, acc) = "val", evaluate_split(plan.model, split, normalise, plan.fit.eval_batch_size)
     else:
         on, loss, acc = None, None, None  # trained on every labelled image: nothing left to evaluate on
     metrics = {"evaluated_on": on, "loss": loss, "accuracy": acc, "epochs": len(history), "train_on": train_on,
                "search_best_val_acc": float(row["best_val_acc"]) if row["best_val_acc"] == row["best_val_acc"] else None}
-    info = {"trial_id": str(row["trial_id"]), "classes": list(loaded.data.classes), "preprocessing": plan.preprocessing.to_dict(),
+    info = {"trial_id": str(row["trial_id"]), "classes": list(prepared.context.data.classes), "preprocessing": plan.preprocessing.to_dict(),
             "config": cfg.to_dict(), "val_acc": acc if on == "val" else None, "backbone": name,
             "backbone_weights": spec.backbone.weights, "made_by": "retrain", "metrics": metrics, "search": str(run.root)}
     out = save_model_folder(plan.model, info, run.model_dir(str(row["trial_id"])), program=program)
@@ -89,8 +90,6 @@ def retrain(search_dir: str | Path, trial_id: str | None = None, device: str | N
 
 def _with_val_in_train(split):
     """The split with its validation images appended to the training images (``--train-on train+val``)."""
-    from tune_tl.data.types import FileSplit
-
     if isinstance(split, FileSplit):
         return dataclasses.replace(split, train_files=split.train_files + split.val_files,
                                    train_y=np.concatenate([split.train_y, split.val_y]))
@@ -100,23 +99,8 @@ def _with_val_in_train(split):
 
 def _test_as_val(split):
     """The split's test part in the validation slot (what ``evaluate_split`` reads), or ``None``."""
-    from tune_tl.data.types import FileSplit
-
     if split.test_y is None or not len(split.test_y):
         return None
     if isinstance(split, FileSplit):
         return dataclasses.replace(split, val_files=split.test_files, val_y=split.test_y)
     return dataclasses.replace(split, val_x=split.test_x, val_y=split.test_y)
-
-
-def load_model(model_path: str | Path):
-    """A saved model (its folder, ``model.pt`` or ``model.json``) in eval mode, and its ``model.json``."""
-    model, info, _ = load_model_folder(model_path)
-    return model, info
-
-
-def predict(model_path: str | Path, images: list[str | Path]) -> list[tuple[str, str, float]]:
-    """(image, class, probability) for each image file: see ``tune_tl.analysis.predict``."""
-    from tune_tl.analysis.predict import predict as _predict
-
-    return _predict(model_path, images)

@@ -13,10 +13,16 @@ first one gains. Run it with ``python -m tune_tl.bench.cache [--resolution 64] [
 from __future__ import annotations
 
 import argparse
+import dataclasses
 import statistics
 import tempfile
 
 import torch
+
+from tune_tl.config import TrialConfig, parse_settings
+from tune_tl.training.context import prepare_context
+from tune_tl.training.loop import fit
+from tune_tl.training.recipe import build_trial
 
 
 def measure_feature_cache(
@@ -31,21 +37,17 @@ def measure_feature_cache(
 
     ``threads`` is torch's CPU thread count, the share a 1-CPU trial gets.
     """
-    from tune_tl.data import load_source, prepare
-    from tune_tl.models import FreezePolicy, TransferModel, build_backbone, build_head
-    from tune_tl.training.loop import FitConfig, fit
-
     torch.set_num_threads(threads)
-    split = prepare(load_source("digits"), [resolution], 0.2, seed).splits[resolution]
-    state = build_backbone(backbone).features.state_dict()
+    spec = parse_settings({"seed": seed, "backbone": {"name": backbone}, "budget": {"samples": 1, "max_epochs": epochs},
+                           "params": {"resolution": resolution, "batch_size": batch_size, "freeze_policy": "head_only", "lr": 1e-2}},
+                          "feature-cache benchmark", allow_params=True)
+    context = prepare_context(spec).context
+    split = context.data.splits[resolution]
+    config = TrialConfig.from_dict({p.name: p.dist.value for p in spec.params})
 
     def run(cache: str | None):
-        torch.manual_seed(seed)
-        bb = build_backbone(backbone, state)
-        model = TransferModel(bb, build_head("linear", bb.num_features, 10))
-        model.apply_policy(FreezePolicy("head_only"))
-        cfg = FitConfig(epochs=epochs, batch_size=batch_size, lr=1e-2, mean=bb.mean, std=bb.std, seed=seed, feature_cache=cache)
-        return fit(model, split, cfg)
+        plan = build_trial(config, dataclasses.replace(context, feature_cache=cache), "cpu")
+        return fit(plan.model, plan.split, plan.fit, param_groups=plan.param_groups)
 
     uncached = run(None)
     with tempfile.TemporaryDirectory() as cache:

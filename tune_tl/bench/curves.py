@@ -20,6 +20,7 @@ import shutil
 import sys
 import tempfile
 import time
+from importlib import resources
 from pathlib import Path
 
 import numpy as np
@@ -27,16 +28,19 @@ import pandas as pd
 import pyarrow as pa
 import pyarrow.parquet as pq
 
-from tune_tl.config.params import PARAMS
-from tune_tl.config.space import Fixed, ParamSpec, SearchSpec, load_space
+from tune_tl.analysis.frame import load_results
+from tune_tl.bench.suite import machine
+from tune_tl.config import PARAMS, Fixed, ParamSpec, SearchSpec, load_space
 from tune_tl.errors import TuneTLError
+from tune_tl.search.options import SearchOptions
+from tune_tl.search.run import run_search
 
 log = logging.getLogger(__name__)
 
 #: The framework columns of a curve table; every other column is a trial parameter.
 CURVE_COLUMNS = ("trial_id", "epoch", "val_acc", "epoch_seconds", "phase", "cached_features")
-#: Where the recorded tables live (shipped with the package).
-CURVES_DIR = Path(__file__).parent / "curves"
+#: The recorded curve tables shipped as package data (``tune_tl/bench/curves/*.parquet``).
+CURVES_DIR = resources.files("tune_tl.bench") / "curves"
 
 TEXTURE_CLASSES = ("stripes_h", "stripes_v", "stripes_diag", "checks", "dots", "noise")
 
@@ -125,8 +129,6 @@ def curve_table(epochs: pd.DataFrame, trials: pd.DataFrame) -> pd.DataFrame:
 
 def record(spec: SearchSpec, out: str | Path, work: str | Path, concurrency: int = 2, task: str = "") -> pd.DataFrame:
     """Run every config of ``spec`` to ``max_epochs`` (FIFO, random sampler) and write the curve table."""
-    from tune_tl.bench.suite import machine
-    from tune_tl.search.run import SearchOptions, run_search
 
     name = time.strftime("curves-%Y%m%d-%H%M%S")
     start = time.time()
@@ -140,7 +142,7 @@ def record(spec: SearchSpec, out: str | Path, work: str | Path, concurrency: int
     wall = time.time() - start
     try:
         table = from_search(Path(work) / name, spec.budget.max_epochs)  # a failed run keeps its finished configs
-    except TuneTLError as exc:
+    except TuneTLError:
         if failure is None:
             raise
         raise TuneTLError(f"the recording search failed before any config finished ({failure}); "
@@ -164,8 +166,6 @@ def record(spec: SearchSpec, out: str | Path, work: str | Path, concurrency: int
 def from_search(path: str | Path, max_epochs: int | None = None) -> pd.DataFrame:
     """The curve table of an existing search's results: only trials that ran ``max_epochs`` (default:
     the longest any trial ran), so the curves are full-budget curves as ``record`` makes them."""
-    from tune_tl.analysis.frame import load_results
-
     res = load_results(path)
     if not len(res.epochs):
         raise TuneTLError(f"--from-search {path}: no epoch results recorded yet")

@@ -19,6 +19,13 @@ import tempfile
 import time
 from pathlib import Path
 
+from tune_tl.bench.suite import fixed_spec, machine, search_figures
+from tune_tl.config import load_space
+from tune_tl.models import TransferModel, build_backbone, build_head
+from tune_tl.search.session import init_ray
+from tune_tl.training.batches import amp
+from tune_tl.training.device import memory_format
+
 log = logging.getLogger(__name__)
 
 MODELS = (("efficientnet_lite0", "imagenet"), ("resnet50", "none"))
@@ -31,9 +38,6 @@ def images_per_second(name: str, weights: str, resolution: int, batch_size: int,
     import torch
     import torch.nn.functional as F
 
-    from tune_tl.models import TransferModel, build_backbone, build_head
-    from tune_tl.training.device import memory_format
-    from tune_tl.training.loop import _amp
 
     device = torch.device(device)
     sync = torch.cuda.synchronize if device.type == "cuda" else (lambda: None)
@@ -41,7 +45,7 @@ def images_per_second(name: str, weights: str, resolution: int, batch_size: int,
     model = TransferModel(backbone, build_head("linear", backbone.num_features, 10)).to(device, memory_format=memory_format(device))
     model.train()
     optimizer = torch.optim.AdamW([p for p in model.parameters() if p.requires_grad], lr=1e-4)
-    autocast, scaler = _amp(device)
+    autocast, scaler = amp(device)
     x = torch.randn(batch_size, 3, resolution, resolution, device=device).contiguous(memory_format=memory_format(device))
     y = torch.randint(0, 10, (batch_size,), device=device)
 
@@ -65,8 +69,6 @@ def images_per_second(name: str, weights: str, resolution: int, batch_size: int,
 
 def trials_per_hour(out: Path, share: float, samples: int, epochs: int) -> tuple[float, dict]:
     """A real search of ``samples`` fixed Lite0 trials with ``share`` of the GPU each."""
-    from tune_tl.bench.suite import fixed_spec, search_figures
-    from tune_tl.config.space import load_space
 
     spec = fixed_spec(load_space(), epochs, batch_size=128)
     spec = dataclasses.replace(spec, budget=dataclasses.replace(spec.budget, samples=samples, max_epochs=epochs))
@@ -87,8 +89,6 @@ def main(argv: list[str] | None = None) -> None:
         print("python -m tune_tl.bench gpu: no CUDA GPU on this machine; nothing measured")
         return
     logging.basicConfig(level=logging.WARNING)
-    from tune_tl.bench.suite import machine
-    from tune_tl.search.run import init_ray
 
     rows = []
     for name, weights in MODELS:

@@ -11,13 +11,17 @@ import time
 
 import numpy as np
 import torch
+from ray import tune
+from ray.tune.schedulers import ASHAScheduler
+from ray.tune.search.optuna import OptunaSearch
 from torch import nn
+
+from tune_tl.config import DataSpec
+from tune_tl.data import load_data
+from tune_tl.models import build_backbone
 
 
 def train(config, data, num_epochs):
-    from ray import tune
-
-    from tune_tl.models import build_backbone
 
     torch.set_num_threads(1)
     torch.manual_seed(0)
@@ -48,12 +52,7 @@ def train(config, data, num_epochs):
 
 def run_handwritten(samples: int, max_epochs: int, resolution: int, storage) -> tuple[float, float]:
     """Run the script's search on digits at ``resolution``; returns (best val acc, wall seconds)."""
-    from ray import tune
-    from ray.tune.schedulers import ASHAScheduler
-    from ray.tune.search.optuna import OptunaSearch
 
-    from tune_tl.config.space import DataSpec
-    from tune_tl.data import load_data
 
     start = time.time()
     data = load_data(DataSpec(), [resolution], 0).data.splits[resolution]

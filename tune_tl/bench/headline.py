@@ -27,11 +27,14 @@ import tempfile
 import time
 from pathlib import Path
 
-from tune_tl.config.space import DEFAULT_SPACE, SearchSpec, load_space
+from tune_tl.bench.handwritten import run_handwritten
+from tune_tl.bench.suite import at_resolution, fixed_spec, machine, plain_fit, run_sections, search_figures, time_to_reach
+from tune_tl.config import SearchSpec, load_space
+from tune_tl.search.session import init_ray
 
 SAMPLES, EPOCHS, RESOLUTION = 16, 6, 64
 #: The default space before the recorded curves narrowed it.
-OLD_SPACE = DEFAULT_SPACE.parent / "broad.yaml"
+OLD_SPACE = "broad"  # a shipped space (tune_tl/search_spaces/broad.yaml)
 #: The issue's target: (c) reaches (a)'s accuracy within this multiple of (a)'s wall time.
 TARGET_RATIO = 2.5
 
@@ -47,8 +50,6 @@ class HeadlineRow:
 
 def headline_spec(base: SearchSpec, samples: int = SAMPLES, epochs: int = EPOCHS) -> SearchSpec:
     """The default space at 64 px with ``samples`` trials of at most ``epochs`` epochs."""
-    from tune_tl.bench.suite import at_resolution
-
     budget = dataclasses.replace(base.budget, samples=samples, max_epochs=epochs)
     return dataclasses.replace(at_resolution(base, RESOLUTION), budget=budget)
 
@@ -57,7 +58,6 @@ def textbook_fit(base: SearchSpec, epochs: int) -> HeadlineRow:
     """(a): the textbook recipe in a plain loop (no Ray, no Optuna, no sink, no checkpoints)."""
     import torch
 
-    from tune_tl.bench.suite import fixed_spec, plain_fit
 
     torch.set_num_threads(os.cpu_count() or 1)
     start = time.time()
@@ -68,8 +68,6 @@ def textbook_fit(base: SearchSpec, epochs: int) -> HeadlineRow:
 
 
 def search_row(label: str, spec: SearchSpec, out: Path, name: str, **options) -> HeadlineRow:
-    from tune_tl.bench.suite import search_figures
-
     f = search_figures(spec, out, name, **options)
     return HeadlineRow(label, f["best"], f["wall"], f"{f['epochs']} epochs trained, {f['pruned']} pruned, best first reached after {f['to_best']:.0f} s",
                        tuple(f["curve"]))
@@ -90,8 +88,6 @@ def run_headline(base: SearchSpec, out: Path, quick: bool = False, handwritten: 
     rows.append(search_row(f"(d) new default with `--time-budget {budget}` ({TARGET_RATIO} × (a)'s wall)", timed, out, "new-default-budget"))
     rows.append(search_row("(e) new scheduler and sampler on the old space", old, out, "new-on-old-space"))
     if handwritten:
-        from tune_tl.bench.handwritten import run_handwritten
-
         best, wall = run_handwritten(samples=samples, max_epochs=epochs, resolution=RESOLUTION, storage=out / "handwritten")
         rows.append(HeadlineRow("(f) hand-written Ray Tune + OptunaSearch + ASHA script", best, wall, "freeze depth / head / lr"))
     return rows
@@ -113,8 +109,6 @@ def print_headline(rows: list[HeadlineRow], samples: int = SAMPLES, epochs: int 
 
 
 def _reached(row: HeadlineRow, a: HeadlineRow) -> str:
-    from tune_tl.bench.suite import time_to_reach
-
     if row is a:
         return f"{a.wall:.0f} s (1.00×)"
     if not row.curve:
@@ -131,11 +125,8 @@ def main(argv: list[str] | None = None) -> None:
     parser.add_argument("--keep", metavar="DIR", help="keep each search's results folder under DIR (default: a temporary folder, removed)")
     args = parser.parse_args(argv)
     logging.basicConfig(level=logging.WARNING)
-    from tune_tl.bench.suite import machine, run_sections
-    from tune_tl.search.run import init_ray
 
     init_ray()  # a fresh local Ray (or $RAY_ADDRESS), never a stale cluster left on the machine
-    from tune_tl.config.space import load_space
 
     base = load_space()
     with tempfile.TemporaryDirectory() as tmp:

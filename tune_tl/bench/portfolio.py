@@ -25,10 +25,13 @@ import tempfile
 import time
 from pathlib import Path
 
-from tune_tl.bench.suite import at_resolution
-from tune_tl.config.space import DEFAULT_SPACE, BackboneSpec, SearchSpec, SelectionSpec, load_space
+from tune_tl.analysis.frame import load_results
+from tune_tl.analysis.rank import RankOptions, rank_backbones
+from tune_tl.bench.suite import at_resolution, fixed_spec, machine, plain_fit, search_figures
+from tune_tl.config import BackboneSpec, SearchSpec, SelectionSpec, load_space
+from tune_tl.search.session import init_ray
 
-PORTFOLIO_SPACE = DEFAULT_SPACE.parent / "portfolio.yaml"
+PORTFOLIO_SPACE = "portfolio"  # a shipped space (tune_tl/search_spaces/portfolio.yaml)
 SIGNALS = ("logme", "probe_acc", "params")
 
 
@@ -41,7 +44,6 @@ def fine_tune(spec: SearchSpec, backbone: str, epochs: int, resolution: int) -> 
     """(best val acc, seconds) of the textbook fine-tune of ``backbone`` in a plain loop with every CPU thread."""
     import torch
 
-    from tune_tl.bench.suite import fixed_spec, plain_fit
 
     torch.set_num_threads(os.cpu_count() or 1)
     fixed = dataclasses.replace(fixed_spec(spec, epochs, resolution=resolution, lr=1e-3), data=spec.data,
@@ -60,9 +62,6 @@ def kendall(table, signal: str, target: str = "fine_tuned_acc") -> float:
 
 def run_portfolio(spec: SearchSpec, out: Path, resolution: int, epochs: int, budget: float) -> tuple:
     """The ranking joined with fine-tuned accuracy, the τ per signal, and the three searches' figures."""
-    from tune_tl.analysis.frame import load_results
-    from tune_tl.analysis.rank import RankOptions, rank_backbones
-    from tune_tl.bench.suite import search_figures
 
     spec = at_resolution(spec, resolution)
     table = rank_backbones(spec, RankOptions(resolution=resolution))
@@ -112,8 +111,6 @@ def main(argv: list[str] | None = None) -> None:
     parser.add_argument("--quick", action="store_true", help="2-epoch fine-tunes and 90-second searches")
     args = parser.parse_args(argv)
     logging.basicConfig(level=logging.WARNING)
-    from tune_tl.bench.suite import machine
-    from tune_tl.search.run import init_ray
 
     spec = load_space(args.space)
     epochs = 2 if args.quick else args.epochs or spec.budget.max_epochs

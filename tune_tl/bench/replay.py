@@ -31,6 +31,8 @@ from tune_tl.bench.curves import CURVES_DIR, read_curves
 from tune_tl.bench.replay_samplers import SAMPLERS
 from tune_tl.bench.sim import METRIC, Curve, curves_from_table, simulate
 from tune_tl.errors import TuneTLError
+from tune_tl.search.schedulers import SCHEDULERS as NAMES
+from tune_tl.search.schedulers import make_scheduler
 
 log = logging.getLogger(__name__)
 
@@ -93,11 +95,6 @@ SCHEDULERS: dict[str, Callable[[Task], TrialScheduler]] = {
 def _register_tune_tl_schedulers() -> None:
     """Add the schedulers ``tune-tl search --scheduler`` offers (``tune_tl.search.schedulers.make_scheduler``),
     built for the task's budget with the space file's defaults (grace 1, reduction factor 3)."""
-    try:
-        from tune_tl.search.schedulers import SCHEDULERS as NAMES, make_scheduler
-    except ImportError:  # a tune_tl without the scheduler registry
-        return
-
     def factory(name: str) -> Callable[[Task], TrialScheduler]:
         def build(task: Task) -> TrialScheduler:
             budget = SimpleNamespace(max_epochs=task.max_epochs, grace_period=1, reduction_factor=3.0)
@@ -238,7 +235,7 @@ def main(argv: list[str] | None = None) -> int:
             raise TuneTLError("--seeds and --workers must be at least 1")
         if args.budget_seconds is not None and args.budget_seconds <= 0:
             raise TuneTLError(f"--budget-seconds must be positive, got {args.budget_seconds}")
-        paths = args.curves or sorted(str(p) for p in CURVES_DIR.glob("*.parquet"))
+        paths = args.curves or sorted(str(p) for p in CURVES_DIR.iterdir() if p.name.endswith(".parquet"))
         if not paths:
             raise TuneTLError(f"no curve tables in {CURVES_DIR}; record one with `python -m tune_tl.bench curves` or pass --curves")
         tasks = [load_task(p) for p in paths]

@@ -19,13 +19,12 @@ from optuna.distributions import CategoricalDistribution, FloatDistribution, Int
 from optuna.trial import TrialState
 
 from tune_tl.bench.sim import Curve
+from tune_tl.search.textbook import RECIPES as _RECIPES
 
 #: Textbook transfer-learning recipes, tried first by ``TextbookFirst``: ``(defining values, every
 #: value)``; the nearest recorded config on the defining values (then on all) stands in for each.
 #: tune_tl's own list (``tune_tl.search.textbook.RECIPES``) when it exists.
 try:
-    from tune_tl.search.textbook import RECIPES as _RECIPES
-
     TEXTBOOK = tuple((dict(defining), {**values, **defining}) for _, defining, values in _RECIPES)
 except ImportError:  # a tune_tl without textbook recipes
     TEXTBOOK = (

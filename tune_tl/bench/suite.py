@@ -22,8 +22,19 @@ from pathlib import Path
 from types import SimpleNamespace
 
 import numpy as np
+import optuna
+import ray
 
-from tune_tl.config.space import SearchSpec, parse_settings
+from tune_tl.analysis.frame import load_results
+from tune_tl.bench.cache import measure_feature_cache
+from tune_tl.config import Fixed, ParamSpec, SearchSpec, parse_settings
+from tune_tl.config.params import TrialConfig
+from tune_tl.search.options import SearchOptions
+from tune_tl.search.run import run_search
+from tune_tl.store.results import ParquetSink
+from tune_tl.training.context import prepare_context
+from tune_tl.training.loop import fit
+from tune_tl.training.recipe import build_trial
 
 log = logging.getLogger(__name__)
 
@@ -36,8 +47,6 @@ class Row:
 
 
 def machine() -> str:
-    import optuna
-    import ray
     import timm
     import torch
 
@@ -51,8 +60,6 @@ def machine() -> str:
 
 def search_figures(spec: SearchSpec, out: Path, name: str, **options) -> dict:
     """Run one search and measure best accuracy, epochs trained, wall time, time to the best."""
-    from tune_tl.analysis.frame import load_results
-    from tune_tl.search.run import SearchOptions, run_search
 
     start = time.time()
     run_search(spec, SearchOptions(output=str(out), name=name, verbose=0, **options))
@@ -101,8 +108,6 @@ FIXED = {"resolution": 32, "batch_size": 64, "freeze_policy": "full", "optimizer
 
 def at_resolution(spec: SearchSpec, resolution: int) -> SearchSpec:
     """``spec`` with ``resolution`` fixed (the benchmarks' tasks are defined at one size)."""
-    from tune_tl.config.space import Fixed, ParamSpec
-
     params = tuple(ParamSpec(p.name, Fixed(resolution)) if p.name == "resolution" else p for p in spec.params)
     return dataclasses.replace(spec, params=params)
 
@@ -114,12 +119,8 @@ def fixed_spec(base: SearchSpec, epochs: int, **params) -> SearchSpec:
 
 def plain_fit(spec: SearchSpec, device: str):
     """The same training as a trial, in a plain PyTorch loop: no Ray, no Optuna, no sink, no checkpoints."""
-    from tune_tl.config.params import TrialConfig
-    from tune_tl.search.run import _prepare_context
-    from tune_tl.training.loop import fit
-    from tune_tl.training.recipe import build_trial
 
-    context, _, _ = _prepare_context(spec)
+    context = prepare_context(spec).context
     cfg = TrialConfig.from_dict({p.name: p.dist.value for p in spec.params})
     plan = build_trial(cfg, context, device)
     return fit(plan.model, plan.split, plan.fit, param_groups=plan.param_groups), context
@@ -147,8 +148,6 @@ def bench_overhead(base: SearchSpec, out: Path, epochs: int) -> list[Row]:
 
 def bench_sink(n_trials: int = 10_000, epochs: int = 10) -> list[Row]:
     """A simulated search through the Parquet callback's hooks: ms per result, then load time."""
-    from tune_tl.analysis.frame import load_results
-    from tune_tl.store.results import ParquetSink
 
     rng = np.random.default_rng(0)
     with tempfile.TemporaryDirectory() as tmp:
@@ -177,8 +176,6 @@ def bench_sink(n_trials: int = 10_000, epochs: int = 10) -> list[Row]:
 
 def bench_cache() -> list[Row]:
     """Head-only epochs with the frozen-feature cache vs running the frozen backbone every epoch."""
-    from tune_tl.bench.cache import measure_feature_cache
-
     f = measure_feature_cache(resolution=64, epochs=3)
     return [
         Row(f"3. Frozen-feature cache (head-only epoch, lite0 {f['resolution']} px, 1 thread)", "recompute backbone", f"{f['uncached_s_per_epoch']:.3f} s/epoch"),

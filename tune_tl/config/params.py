@@ -205,6 +205,12 @@ class TrialConfig:
                 values[name] = param.default
         return cls(**values)
 
+    @classmethod
+    def from_row(cls, row: Mapping[str, Any]) -> "TrialConfig":
+        """The config of a row of the ``trials`` table (a pandas row or dict; nulls are inactive parameters)."""
+        values = {name: row[name] for name in PARAMS if name in row and row[name] is not None and row[name] == row[name]}
+        return cls.from_dict({name: PARAMS[name].type(v) for name, v in values.items()})
+
     def to_dict(self) -> dict[str, Any]:
         return dataclasses.asdict(self)
 
@@ -218,6 +224,3 @@ def parse_milestones(text: str, where: str = "milestones") -> tuple[float, ...]:
     if not all(0 < v < 1 for v in values) or list(values) != sorted(set(values)):
         raise TuneTLError(f"{where}: {text!r} must be increasing fractions of max_epochs, each in (0, 1), e.g. '0.5,0.75'")
     return values
-
-
-assert set(PARAMS) == {f.name for f in dataclasses.fields(TrialConfig)}, "PARAMS and TrialConfig disagree"

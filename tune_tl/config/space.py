@@ -1,315 +1,61 @@
-"""Read and validate a search-space file; compile it to an Optuna define-by-run function.
+"""Read a space file (YAML, or Python defining ``space(trial)``) into a validated ``SearchSpec``.
 
-A space file is YAML (declarative, what users edit) or a Python file defining ``space(trial)``.
-Every mistake is reported with the file and the key, before any Ray work starts.
+A YAML space is data (the safe loader, duplicate keys refused); a ``.py`` space is code, imported like any
+script the user runs. Every mistake is one line naming the file and the key, before any Ray work starts.
+The shipped spaces live in the package (``tune_tl/search_spaces/``, :mod:`tune_tl.config.shipped`); a
+bare name such as ``imagefolder`` loads one of them from any folder.
 
 Example:
-    >>> spec = load_space("search_spaces/default.yaml")
-    >>> spec.budget.max_epochs
-    4
+    >>> spec = load_space("imagefolder")          # a shipped space, by name
+    >>> spec.backbone.names
+    ('efficientnet_lite0', 'efficientnet_lite1', 'efficientnet_lite2')
 """
 
 from __future__ import annotations
 
 import dataclasses
 import difflib
-import functools
 import hashlib
 import importlib.util
 import math
 import sys
-from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any, Callable, Mapping
+from typing import Any, Mapping
 
+import optuna
 import yaml
 
+from tune_tl.config.distributions import ALL, BLOCK_PARAMS, LAST, NATIVE, Choice, Fixed, ParamSpec, Range, resolution_grid
+from tune_tl.config.params import PARAMS, TrialConfig, coerce
+from tune_tl.config.shipped import DEFAULT, shipped_space
+from tune_tl.config.spec import BackboneSpec, BudgetSpec, DataSpec, SearchSpec, SelectionSpec
 from tune_tl.errors import TuneTLError
-from tune_tl.config.params import PARAMS, TrialConfig, coerce, is_active
 
-DEFAULT_SPACE = Path(__file__).resolve().parents[2] / "search_spaces" / "default.yaml"
-ALL = "all"  # freeze_blocks upper bound meaning "every block" (a linear probe)
-LAST = "last"  # train_block value meaning "the last block"
-NATIVE = "native"  # resolution (fixed, or a range's high) meaning "the side each backbone's weights were trained at"
-#: Parameters that name backbone blocks: (symbolic value, what it stands for, highest valid index).
 SEED_MAX = 2**32 - 1
 MAX_SPACE_BYTES = 1 << 20
-BLOCK_PARAMS = {"freeze_blocks": (ALL, lambda n: n), "train_block": (LAST, lambda n: n - 1)}
-
-
-@dataclass(frozen=True)
-class Fixed:
-    value: Any
-
-
-@dataclass(frozen=True)
-class Choice:
-    values: tuple
-
-
-@dataclass(frozen=True)
-class Range:
-    low: Any
-    high: Any
-    log: bool = False
-    step: Any = None
-
-
-@dataclass(frozen=True)
-class ParamSpec:
-    name: str
-    dist: Fixed | Choice | Range
-
-
-@dataclass(frozen=True)
-class DataSpec:
-    source: str = "digits"
-    path: str | None = None
-    val_fraction: float = 0.2
-    #: Decoded images above this size are streamed from files per epoch instead of shared in memory.
-    memory_budget_mb: float = 4096.0
-    #: Leave out corrupt/unreadable/non-image files (listed in skipped_images.txt) instead of failing.
-    skip_bad_images: bool = False
-
-
-@dataclass(frozen=True)
-class BackboneSpec:
-    #: One backbone, or a tuple of names: then the backbone is a search parameter (``backbone`` column).
-    name: str | tuple[str, ...] = "efficientnet_lite0"
-    weights: str = "imagenet"
-
-    def __post_init__(self):
-        if isinstance(self.name, list):  # read back from search.json
-            object.__setattr__(self, "name", tuple(self.name))
-
-    @property
-    def names(self) -> tuple[str, ...]:
-        """Every candidate backbone, in the space file's order."""
-        return (self.name,) if isinstance(self.name, str) else tuple(self.name)
-
-    @property
-    def is_choice(self) -> bool:
-        return not isinstance(self.name, str)
-
-
-@dataclass(frozen=True)
-class SelectionSpec:
-    """``backbone_selection``: rank the listed backbones on the data first and search only the ``top`` best."""
-
-    top: int = 1
-    #: The ranking column: ``logme`` or ``probe_acc`` (see ``tune-tl rank``).
-    by: str = "logme"
-
-
-@dataclass(frozen=True)
-class BudgetSpec:
-    samples: int = 12
-    max_epochs: int = 4
-    grace_period: int = 1
-    reduction_factor: float = 3.0
-    #: Seconds the search may run (``--time-budget``); ``None`` = no limit.
-    time: float | None = None
-
-
-@dataclass(frozen=True)
-class SearchSpec:
-    """A validated search: what data, which backbone, how much budget, which parameters."""
-
-    data: DataSpec = DataSpec()
-    backbone: BackboneSpec = BackboneSpec()
-    budget: BudgetSpec = BudgetSpec()
-    seed: int = 0
-    params: tuple[ParamSpec, ...] = ()
-    #: A user's define-by-run function (Python space files); ``None`` for YAML spaces.
-    space_fn: Callable | None = field(default=None, compare=False)
-    #: Resolutions a Python space may sample (YAML spaces derive them from ``params``).
-    declared_resolutions: tuple[int, ...] = (64,)
-    source: str = "<built-in>"
-    text: str = ""
-    #: Keep only the best-ranked backbones of a list (``None``: search every listed backbone).
-    backbone_selection: SelectionSpec | None = None
-
-    def resolutions(self) -> list[int]:
-        """Every input resolution a trial may ask for; data is prepared once for each."""
-        if self.space_fn is not None:
-            return sorted(self.declared_resolutions)
-        for p in self.params:
-            if p.name == "resolution":
-                if _uses_native(p.dist):
-                    sizes = self.native_sizes()
-                    return sorted({r for name in self.backbone.names
-                                   for r in _resolutions(_native(p.dist, sizes[name], f"{self.source} (backbone {name})"), self.source)})
-                return _resolutions(p.dist, self.source)
-        return [PARAMS["resolution"].default]
-
-    def native_sizes(self) -> dict[str, int]:
-        """Each candidate backbone's native input side (``resolution: native``)."""
-        from tune_tl.models.backbones import native_size
-
-        return {name: native_size(name) for name in self.backbone.names}
-
-    def define_by_run(self, num_blocks: int | Mapping[str, int]) -> Callable:
-        """A picklable ``fn(trial) -> constants`` for Ray's ``OptunaSearch``.
-
-        ``num_blocks``: the backbone's block count, or each candidate backbone's (name -> count) when
-        ``backbone.name`` is a list; then ``backbone`` is sampled first and ``all``/``last`` mean that
-        backbone's own last block.
-        """
-        if self.space_fn is not None:
-            return functools.partial(sample_backbone, self.backbone.names, self.space_fn) if self.backbone.is_choice else self.space_fn
-        return functools.partial(sample_per_backbone, self.sub_spaces(num_blocks))
-
-    def sub_spaces(self, num_blocks: int | Mapping[str, int]) -> dict[str, tuple[ParamSpec, ...]]:
-        """Each candidate backbone's parameters, block bounds resolved for its block count."""
-        blocks = num_blocks if isinstance(num_blocks, Mapping) else dict.fromkeys(self.backbone.names, num_blocks)
-        suffix = " (backbone {})" if self.backbone.is_choice else ""
-        native = self.native_sizes() if any(p.name == "resolution" and _uses_native(p.dist) for p in self.params) else {}
-        return {name: resolve_native(resolve_all(self.params, blocks[name], self.source + suffix.format(name)), native.get(name),
-                                     self.source + suffix.format(name))
-                for name in self.backbone.names}
-
-    def check_blocks(self, num_blocks: int | Mapping[str, int]) -> None:
-        """Raise if ``freeze_blocks`` or ``train_block`` can exceed a backbone's blocks."""
-        self.sub_spaces(num_blocks)
-
-
-#: A resolution range may sample at most this many sizes: data is prepared (and held in memory) once per size.
-MAX_RESOLUTIONS = 16
-
-
-def _resolutions(d: Fixed | Choice | Range, source: str) -> list[int]:
-    if isinstance(d, Fixed):
-        return [d.value]
-    if isinstance(d, Choice):
-        return sorted(d.values)
-    return resolution_grid(d, source)
-
-
-def _uses_native(d: Fixed | Choice | Range) -> bool:
-    return (d.value if isinstance(d, Fixed) else d.high if isinstance(d, Range) else None) == NATIVE
-
-
-def _native(d: Fixed | Choice | Range, size: int, where: str) -> Fixed | Choice | Range:
-    """``d`` with ``native`` replaced by ``size``; a range's high becomes its largest step at or below ``size``."""
-    if isinstance(d, Fixed):
-        return Fixed(size) if d.value == NATIVE else d
-    if isinstance(d, Range) and d.high == NATIVE:
-        if size < d.low:
-            raise TuneTLError(f"{where}: params.resolution: low {d.low} is above this backbone's native size {size}; "
-                              f"use a low of at most {size}")
-        return Range(d.low, d.low + (size - d.low) // d.step * d.step, d.log, d.step)
-    return d
-
-
-def resolve_native(params: tuple[ParamSpec, ...], size: int | None, where: str = "") -> tuple[ParamSpec, ...]:
-    """Replace ``native`` in ``resolution`` by ``size`` (one backbone's native side); no-op when ``size`` is ``None``."""
-    if size is None:
-        return params
-    return tuple(ParamSpec(p.name, _native(p.dist, size, where)) if p.name == "resolution" else p for p in params)
-
-
-def resolution_grid(d: Range, source: str) -> list[int]:
-    """Every size a ``resolution`` range can sample: ``low, low+step, ... <= high`` (Optuna's int grid)."""
-    where = f"{source}: params.resolution"
-    if d.step is not None and d.step < 1:
-        raise TuneTLError(f"{where}.step: must be at least 1, got {d.step}")
-    if not d.step:
-        raise TuneTLError(f"{where}: a range needs a 'step' (e.g. {{low: {d.low}, high: {d.high}, step: 32}}), because "
-                          "the data is prepared once per resolution it can sample; or list the choices")
-    grid = list(range(int(d.low), int(d.high) + 1, int(d.step)))
-    if len(grid) > MAX_RESOLUTIONS:
-        raise TuneTLError(f"{where}: low {d.low}, high {d.high}, step {d.step} gives {len(grid)} resolutions; at most "
-                          f"{MAX_RESOLUTIONS} (each is prepared in memory): use a larger step")
-    return grid
-
-
-def sample_per_backbone(spaces: Mapping[str, tuple[ParamSpec, ...]], trial) -> dict[str, Any]:
-    """Optuna define-by-run over backbones: ``backbone`` first (a choice when there are several), then its sub-space.
-
-    The backbone is returned as a constant when it is fixed, so every trial's config (and the trials
-    table's ``backbone`` column) names it.
-    """
-    if len(spaces) == 1:
-        (name, params), = spaces.items()
-        return {"backbone": name, **sample_params(params, trial)}
-    name = trial.suggest_categorical("backbone", list(spaces))
-    return sample_params(spaces[name], trial)
-
-
-def sample_backbone(names: tuple[str, ...], space_fn: Callable, trial) -> dict[str, Any] | None:
-    """A Python space under a list of backbones: the backbone is sampled first, then ``space(trial)``."""
-    trial.suggest_categorical("backbone", list(names))
-    return space_fn(trial)
-
-
-def sample_params(params: tuple[ParamSpec, ...], trial) -> dict[str, Any]:
-    """Optuna define-by-run: suggest active parameters, return fixed ones as constants.
-
-    Module-level (with the space bound by ``functools.partial``) so Ray can pickle it.
-    """
-    chosen: dict[str, Any] = {}
-    constants: dict[str, Any] = {}
-    for p in params:
-        if not is_active(p.name, chosen):
-            continue
-        d = p.dist
-        if isinstance(d, Fixed):
-            chosen[p.name] = constants[p.name] = d.value
-        elif isinstance(d, Choice):
-            chosen[p.name] = trial.suggest_categorical(p.name, list(d.values))
-        elif PARAMS[p.name].type is int:
-            chosen[p.name] = trial.suggest_int(p.name, d.low, d.high, log=d.log, step=d.step or 1)
-        else:
-            chosen[p.name] = trial.suggest_float(p.name, d.low, d.high, log=d.log, step=d.step)
-    return constants
-
-
-def resolve_all(params: tuple[ParamSpec, ...], num_blocks: int, source: str) -> tuple[ParamSpec, ...]:
-    """Replace ``all`` (``freeze_blocks``) and ``last`` (``train_block``) by block indices; check ranges fit."""
-    out = []
-    for p in params:
-        d = p.dist
-        if p.name in BLOCK_PARAMS:
-            where = f"{source}: params.{p.name}"
-            symbol, high = BLOCK_PARAMS[p.name]
-            fix = functools.partial(_blocks, symbol=symbol, high=high(num_blocks), num_blocks=num_blocks, where=where)
-            if isinstance(d, Range):
-                d = Range(fix(d.low), fix(d.high), d.log, d.step)
-                if d.low > d.high:
-                    raise TuneTLError(f"{where}: low ({d.low}) is greater than high ({d.high}) for this backbone")
-            elif isinstance(d, Choice):
-                d = Choice(tuple(fix(v) for v in d.values))
-            else:
-                d = Fixed(fix(d.value))
-        out.append(ParamSpec(p.name, d))
-    return tuple(out)
-
-
-def _blocks(value: Any, symbol: str, high: int, num_blocks: int, where: str) -> int:
-    if value == symbol:
-        return high
-    if not 0 <= value <= high:
-        raise TuneTLError(f"{where}: {value} is outside 0..{high} (this backbone has {num_blocks} blocks)")
-    return value
-
-
-# ---------------------------------------------------------------- loading
 
 
 def load_space(path: str | Path | None = None) -> SearchSpec:
-    """Load ``path`` (YAML or ``.py``); ``None`` loads the bundled default space."""
-    path = Path(path) if path is not None else DEFAULT_SPACE
+    """Load ``path`` (a ``.yaml``/``.py`` file, or the name of a shipped space); ``None`` loads the default space."""
+    if path is None or (not Path(path).exists() and shipped_space(str(path)) is not None):
+        name = DEFAULT if path is None else str(path)
+        return parse_space_text(shipped_space(name).read_text(encoding="utf-8"), f"{Path(name).stem}.yaml (shipped)")
+    path = Path(path)
     text = read_space_text(path)
     if path.suffix == ".py":
         return _load_python(path, text)
+    return parse_space_text(text, str(path))
+
+
+def parse_space_text(text: str, source: str) -> SearchSpec:
+    """A YAML space from its ``text``; ``source`` names it in errors (a file, or a stored search's record)."""
     try:
         raw = yaml.load(text, Loader=StrictLoader) or {}  # StrictLoader is a SafeLoader: data, never objects
     except yaml.YAMLError as exc:
-        raise TuneTLError(f"{path}: not valid YAML: {_one_line(exc)}") from None
+        raise TuneTLError(f"{source}: not valid YAML: {_one_line(exc)}") from None
     if not isinstance(raw, dict):
-        raise TuneTLError(f"{path}: expected a mapping at the top level, got {type(raw).__name__}")
-    spec = parse_settings(raw, str(path), allow_params=True)
-    return dataclasses.replace(spec, text=text)
+        raise TuneTLError(f"{source}: expected a mapping at the top level, got {type(raw).__name__}")
+    return dataclasses.replace(parse_settings(raw, source, allow_params=True), text=text)
 
 
 def check_seed(seed: int, where: str) -> int:
@@ -363,24 +109,9 @@ def parse_settings(raw: Mapping[str, Any], source: str, allow_params: bool) -> S
     top = {"seed", "data", "backbone", "backbone_selection", "budget"} | ({"params"} if allow_params else {"resolutions"})
     _known_keys(raw, top, source, "")
     seed = check_seed(_typed(raw.get("seed", 0), int, source, "seed"), f"{source}: seed")
-    data = _section(raw, "data", DataSpec, source)
-    if data.source not in ("digits", "imagefolder", "cifar10"):
-        raise TuneTLError(f"{source}: data.source: {data.source!r} is not one of ['digits', 'imagefolder', 'cifar10']")
-    if not data.memory_budget_mb > 0:
-        raise TuneTLError(f"{source}: data.memory_budget_mb must be positive, got {data.memory_budget_mb}")
-    if not 0.0 < data.val_fraction < 1.0:
-        raise TuneTLError(f"{source}: data.val_fraction must be between 0 and 1, got {data.val_fraction}")
+    data = _section(raw, "data", DataSpec, source).check(source)
     backbone = _section(raw, "backbone", BackboneSpec, source)
-    budget = _section(raw, "budget", BudgetSpec, source)
-    for key in ("samples", "max_epochs", "grace_period"):
-        if getattr(budget, key) < 1:
-            raise TuneTLError(f"{source}: budget.{key} must be at least 1, got {getattr(budget, key)}")
-    if budget.grace_period > budget.max_epochs:
-        raise TuneTLError(f"{source}: budget.grace_period ({budget.grace_period}) exceeds budget.max_epochs ({budget.max_epochs})")
-    if not 1 < budget.reduction_factor < math.inf:
-        raise TuneTLError(f"{source}: budget.reduction_factor must be greater than 1 (and finite), got {budget.reduction_factor}")
-    if budget.time is not None and not (math.isfinite(budget.time) and budget.time > 0):
-        raise TuneTLError(f"{source}: budget.time must be a positive number of seconds, got {budget.time}")
+    budget = _section(raw, "budget", BudgetSpec, source).check(source)
     params: tuple[ParamSpec, ...] = ()
     resolutions: tuple[int, ...] = (PARAMS["resolution"].default,)
     if allow_params:
@@ -390,13 +121,7 @@ def parse_settings(raw: Mapping[str, Any], source: str, allow_params: bool) -> S
         if not isinstance(values, list) or not values:
             raise TuneTLError(f"{source}: resolutions must be a non-empty list of ints")
         resolutions = tuple(coerce("resolution", v, f"{source}: resolutions") for v in values)
-    selection = None
-    if "backbone_selection" in raw:
-        selection = _section(raw, "backbone_selection", SelectionSpec, source)
-        if selection.top < 1:
-            raise TuneTLError(f"{source}: backbone_selection.top must be at least 1, got {selection.top}")
-        if selection.by not in ("logme", "probe_acc"):
-            raise TuneTLError(f"{source}: backbone_selection.by: {selection.by!r} is not one of ['logme', 'probe_acc']")
+    selection = _section(raw, "backbone_selection", SelectionSpec, source).check(source) if "backbone_selection" in raw else None
     return SearchSpec(data, backbone, budget, seed, params, declared_resolutions=resolutions, source=source,
                       backbone_selection=selection)
 
@@ -593,8 +318,6 @@ def _exception_line(exc: BaseException) -> str:
 def probe_python_space(spec: SearchSpec, draws: int = 8) -> None:
     """Run a Python space on a throwaway study so bad parameter names, values, return values and
     exceptions fail before Ray starts, as one line naming the file."""
-    import optuna
-
     optuna.logging.set_verbosity(optuna.logging.WARNING)
     study = optuna.create_study(sampler=optuna.samplers.RandomSampler(seed=spec.seed))
     for _ in range(draws):

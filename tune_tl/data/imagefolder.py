@@ -21,8 +21,8 @@ import numpy as np
 from PIL import Image, UnidentifiedImageError
 
 from tune_tl.data import validate
-from tune_tl.data.preprocess import load_rgb, square_uint8
 from tune_tl.data.prepare import stratified_split
+from tune_tl.data.preprocess import load_rgb, square_uint8
 from tune_tl.data.types import BadImage, FileSplit, LoadedData, PreparedData, Split
 from tune_tl.errors import TuneTLError
 
@@ -46,11 +46,6 @@ class FolderIndex:
 # ---------------------------------------------------------------- decoding
 
 
-# The one resize rule lives in ``tune_tl.data.preprocess`` (shared with predict); the old names stay.
-open_rgb = load_rgb
-fit_square = square_uint8
-
-
 def decode(path: str, resolutions: tuple[int, ...]) -> list[np.ndarray] | BadImage:
     """One file at every resolution, or the reason it cannot be used."""
     try:
@@ -61,14 +56,14 @@ def decode(path: str, resolutions: tuple[int, ...]) -> list[np.ndarray] | BadIma
     except OSError as exc:
         return BadImage(path, f"cannot be read ({exc.strerror or exc})")
     try:
-        img = open_rgb(path)
+        img = load_rgb(path)
     except UnidentifiedImageError:
         return BadImage(path, f"is not an image file Pillow can read (supported: {FORMATS})")
     except Image.DecompressionBombError as exc:
         return BadImage(path, f"is too large to decode safely ({exc})")
     except (OSError, SyntaxError, ValueError) as exc:
         return BadImage(path, f"is corrupt or truncated ({exc})")
-    return [fit_square(img, r) for r in resolutions]
+    return [square_uint8(img, r) for r in resolutions]
 
 
 def decode_all(files: list[str], resolutions: tuple[int, ...], keep: bool) -> tuple[dict[int, np.ndarray], np.ndarray, list[BadImage]]:

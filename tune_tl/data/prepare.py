@@ -24,18 +24,13 @@ def stratified_split(labels: np.ndarray, val_fraction: float, seed: int) -> tupl
     return np.sort(train_idx), np.sort(val_idx)
 
 
-def resize_uint8(images: np.ndarray, resolution: int) -> np.ndarray:
-    """Resize uint8 ``(N, 3, H, W)`` to ``(N, 3, R, R)`` with the one rule of ``tune_tl.data.preprocess``."""
-    return square_arrays(images, resolution)
-
-
 def prepare(data: LabelledImages, resolutions: list[int], val_fraction: float, seed: int) -> PreparedData:
     """Split ``data`` (seeded, stratified) and resize it to every resolution the space allows."""
     train_idx, val_idx = stratified_split(data.labels, val_fraction, seed)
     splits = {}
     for r in sorted(set(resolutions)):
-        resized = resize_uint8(data.images, r)
-        test_x = None if data.test_images is None else resize_uint8(data.test_images, r)
+        resized = square_arrays(data.images, r)
+        test_x = None if data.test_images is None else square_arrays(data.test_images, r)
         splits[r] = Split(resized[train_idx], data.labels[train_idx], resized[val_idx], data.labels[val_idx], test_x, data.test_labels)
         log.info("prepared %d train / %d val images at %d px", len(train_idx), len(val_idx), r)
     return PreparedData(list(data.classes), splits)

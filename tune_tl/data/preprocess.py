@@ -22,6 +22,8 @@ import torch
 from PIL import Image, ImageOps
 
 RULE = "shorter side to resolution (bicubic), centre crop"
+IMAGENET_MEAN = (0.485, 0.456, 0.406)
+IMAGENET_STD = (0.229, 0.224, 0.225)
 
 
 @dataclass(frozen=True)
@@ -80,8 +82,19 @@ def square_arrays(images: np.ndarray, resolution: int) -> np.ndarray:
     return out
 
 
+class Normaliser:
+    """uint8 (or float 0..255) ``(N, 3, R, R)`` → ``(x/255 - mean) / std`` as float, with the constants made once on ``device``."""
+
+    def __init__(self, mean: Sequence[float], std: Sequence[float], device: str | torch.device = "cpu"):
+        self.device = torch.device(device)
+        self.mean_values, self.std_values = [float(v) for v in mean], [float(v) for v in std]
+        self._mean = torch.tensor(self.mean_values, device=self.device).view(1, 3, 1, 1) * 255
+        self._std = torch.tensor(self.std_values, device=self.device).view(1, 3, 1, 1) * 255
+
+    def __call__(self, x: torch.Tensor) -> torch.Tensor:
+        return (x.float() - self._mean) / self._std
+
+
 def normalise(x: torch.Tensor, mean: Sequence[float], std: Sequence[float]) -> torch.Tensor:
-    """uint8 (or float 0..255) ``(N, 3, R, R)`` → ``(x/255 - mean) / std`` as float, on ``x``'s device."""
-    m = torch.tensor(mean, device=x.device).view(1, 3, 1, 1) * 255
-    s = torch.tensor(std, device=x.device).view(1, 3, 1, 1) * 255
-    return (x.float() - m) / s
+    """``Normaliser(mean, std)`` applied once, on ``x``'s device."""
+    return Normaliser(mean, std, x.device)(x)

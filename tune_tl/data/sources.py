@@ -2,46 +2,55 @@
 
 from __future__ import annotations
 
+import dataclasses
 import logging
 
+from tune_tl.config.spec import DATA_SOURCES, DataSpec
+from tune_tl.data.cifar10 import find_root, load_cifar10
+from tune_tl.data.digits import load_digits_images
+from tune_tl.data.imagefolder import load_imagefolder
+from tune_tl.data.prepare import prepare
 from tune_tl.data.types import LabelledImages, LoadedData
+from tune_tl.data.validate import check_memory
 from tune_tl.errors import TuneTLError
 
 log = logging.getLogger(__name__)
 
-SOURCES = ("digits", "imagefolder", "cifar10")
+
+
+def source_of(path: str) -> str:
+    """The ``data.source`` a folder given as ``--data PATH`` holds: ``cifar10`` when it has the torchvision batch
+    files (at ``PATH`` or in ``PATH/cifar-10-batches-py``), else ``imagefolder``."""
+    return "cifar10" if find_root(path) is not None else "imagefolder"
+
+
+def with_data_path(data: DataSpec, path: str | None, skip_bad_images: bool = False) -> DataSpec:
+    """``data`` pointed at ``path`` (``--data``), its source detected, and ``--skip-bad-images`` applied."""
+    if path is not None:
+        data = dataclasses.replace(data, source=source_of(path), path=path)
+    return dataclasses.replace(data, skip_bad_images=True) if skip_bad_images else data
 
 
 def load_source(source: str, path: str | None = None) -> LabelledImages:
     """Load the in-memory images of ``source`` (``digits`` or ``cifar10``; image folders go through ``load_data``)."""
     if source == "digits":
-        from tune_tl.data.digits import load_digits_images
-
         return load_digits_images()
     if source == "cifar10":
-        from tune_tl.data.cifar10 import load_cifar10
-
         return load_cifar10(path)
-    raise TuneTLError(f"data.source: {source!r} has no in-memory loader; use one of {list(SOURCES)}")
+    raise TuneTLError(f"data.source: {source!r} has no in-memory loader; use one of {list(DATA_SOURCES)}")
 
 
-def load_data(data, resolutions: list[int], seed: int) -> LoadedData:
+def load_data(data: DataSpec, resolutions: list[int], seed: int) -> LoadedData:
     """The driver's one data step: load, validate, split and resize ``data`` (a ``DataSpec``).
 
     Runs before Ray starts, so every bad file or folder is reported first. Logs which path the
     data takes: in memory (shared zero-copy by all trials) or streamed from files per epoch.
     """
-    from tune_tl.data.prepare import prepare
-
     if data.source == "imagefolder":
         if not data.path:
             raise TuneTLError("data.path: data.source imagefolder needs the folder's path (or pass --data PATH)")
-        from tune_tl.data.imagefolder import load_imagefolder
-
         loaded = load_imagefolder(data.path, resolutions, data.val_fraction, seed, data.memory_budget_mb, data.skip_bad_images)
     else:
-        from tune_tl.data.validate import check_memory
-
         images = load_source(data.source, data.path)
         count = len(images.labels) + (0 if images.test_labels is None else len(images.test_labels))
         need_mb = check_memory(count, resolutions, f"data.source {data.source}")  # before resizing, not a MemoryError during it

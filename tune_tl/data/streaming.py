@@ -1,8 +1,8 @@
 """The streaming fallback: decode image files per epoch in DataLoader workers.
 
 Used only when an image folder's decoded arrays would exceed ``data.memory_budget_mb``. Each file
-is decoded and resized exactly as the in-memory path does (``imagefolder.open_rgb`` +
-``fit_square``), so a trial sees the same pixels either way; only where and when differ.
+is decoded and resized exactly as the in-memory path does (``preprocess.load_rgb`` +
+``square_uint8``), so a trial sees the same pixels either way; only where and when differ.
 """
 
 from __future__ import annotations
@@ -12,6 +12,8 @@ from typing import Iterable, Iterator
 import numpy as np
 import torch
 from torch.utils.data import DataLoader, Dataset
+
+from tune_tl.data.preprocess import load_rgb, square_uint8
 
 
 class ImageFiles(Dataset):
@@ -24,9 +26,7 @@ class ImageFiles(Dataset):
         return len(self.files)
 
     def __getitem__(self, i: int):
-        from tune_tl.data.imagefolder import fit_square, open_rgb
-
-        return torch.from_numpy(fit_square(open_rgb(self.files[i]), self.resolution)), int(self.labels[i])
+        return torch.from_numpy(square_uint8(load_rgb(self.files[i]), self.resolution)), int(self.labels[i])
 
 
 def file_batches(files: tuple[str, ...], labels: np.ndarray, resolution: int, batches: Iterable[np.ndarray],

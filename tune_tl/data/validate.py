@@ -13,6 +13,7 @@ from pathlib import Path
 
 from tune_tl.data.types import BadImage
 from tune_tl.errors import TuneTLError
+from tune_tl.store.storage import Location
 
 SKIP_HINT = "fix or remove it, or pass --skip-bad-images to leave bad files out"
 
@@ -126,6 +127,4 @@ def check_left_after_skipping(counts: dict[str, int], where: Path) -> None:
 
 def write_skipped(skipped: tuple[BadImage, ...], path) -> None:
     """List skipped files, one ``path: reason`` a line, next to the results (a path or a ``Location``)."""
-    from tune_tl.store.storage import Location
-
     Location.parse(path).write_text("".join(f"{b}\n" for b in skipped))

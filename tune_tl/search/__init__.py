@@ -1,5 +1,5 @@
-"""Running a search on Ray Tune: the driver (``run``), resume, the trainable, schedulers and the Optuna sampler."""
+"""Running a search on Ray Tune: ``options`` (how), ``run`` (the driver), ``tuner`` (its wiring), ``resume``,
+``trainable`` (what each trial runs), the schedulers, the Optuna bridge (``sampler``) and the progress view.
 
-from tune_tl.search.run import METRIC, MODE, SearchOptions, SearchSummary, run_search
-
-__all__ = ["METRIC", "MODE", "SearchOptions", "SearchSummary", "run_search"]
+Import from the modules (or the names ``tune_tl`` exports); this package imports nothing, so the CLI stays quick.
+"""

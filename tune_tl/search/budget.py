@@ -36,8 +36,7 @@ class CloseOpenTrials(Callback):
     def on_experiment_end(self, trials, **info):
         if self._started is None or time.monotonic() - self._started < self.time_budget:
             return  # not the budget: an interrupted driver's trials continue on ``tune-tl resume``
-        # The sink's per-trial bookkeeping holds exactly the trials it saw start and not yet end.
-        open_ids = set(getattr(self.sink, "_stats", {}))
+        open_ids = self.sink.open_trials
         closed = [t.trial_id for t in trials if t.trial_id in open_ids]
         for trial in trials:
             if trial.trial_id in open_ids:

@@ -4,94 +4,29 @@
 up to date in place (trials done / running / pruned / diverged, the best trial so far with its
 config, elapsed and remaining time, epochs per second) and prints one line above it per finished
 trial. Anywhere else (CI, ``| tee``, a log file) it prints only those per-trial lines: nothing that
-redraws. Ray's own reporting is off (``RunConfig(verbose=0)``) and :func:`ray_output` sends Ray's
-(and Optuna's) log lines to ``<search>/logs/ray.log``; ``tune-tl search --verbose`` keeps today's
-stream instead.
+redraws. Ray's own reporting is off (``RunConfig(verbose=0)``) and ``search.ray_logs`` sends Ray's
+log lines to ``<search>/logs/ray.log``; ``tune-tl search --verbose`` keeps Ray's stream instead.
 """
 
 from __future__ import annotations
 
 import atexit
-import functools
-import logging
-import math
-import os
 import threading
 import time
-import warnings
-from contextlib import contextmanager
-from pathlib import Path
 from typing import Any
 
 from ray.tune import Callback
+from rich.console import Console, Group
+from rich.live import Live
+from rich.progress_bar import ProgressBar
+from rich.table import Table
+from rich.text import Text
 
+from tune_tl.store.ranking import best_row
+from tune_tl.store.schema import STATUSES
+from tune_tl.store.search_run import SearchRun
 from tune_tl.store.storage import Location
-
-LOG_FILE = "ray.log"  # in <search>/logs/
-#: Loggers whose lines are for whoever debugs Ray, not for the user following a search.
-ROUTED_LOGGERS = ("ray", "optuna")
-AIR_OUTPUT_ENV = "RAY_AIR_NEW_OUTPUT"
-#: Python warnings from Ray that are about Ray's internals, not the user's search: sent to ray.log.
-#: (OptunaSearch times the sampler together with the define-by-run function; SQLite writes on a busy disk pass 1 s.)
-RAY_WARNINGS = ("Define-by-run function passed in the `space` argument took",)
-
-
-def trial_name(trial) -> str:
-    """Ray's name and folder for a trial: its id (``4c1e2a1b``), which is also the Parquet ``trial_id``."""
-    return trial.trial_id
-
-
-@contextmanager
-def ray_output(root: Location, verbose: int):
-    """While Ray runs, send the ``ray`` and ``optuna`` loggers to ``<search>/logs/ray.log`` (unless
-    ``verbose``). An object-store search writes the file on this machine and uploads it at the end."""
-    if verbose:
-        yield None
-        return
-    folder = root.local_path / "logs" if root.is_local else root.local_mirror("logs")
-    file = folder / LOG_FILE
-    handler = _LazyFileHandler(file, encoding="utf-8", delay=True)  # a search that fails on bad input leaves no file
-    handler.setFormatter(logging.Formatter("%(asctime)s %(levelname)s %(name)s: %(message)s"))
-    # Ray's new output engine prints its experiment box and paths even at verbose=0; the legacy one is silent.
-    saved_env = os.environ.get(AIR_OUTPUT_ENV)
-    os.environ[AIR_OUTPUT_ENV] = "0"
-    saved = {}
-    for name in ROUTED_LOGGERS:
-        logger = logging.getLogger(name)
-        saved[name] = (logger.handlers[:], logger.propagate)
-        logger.handlers, logger.propagate = [handler], False
-    show = warnings.showwarning
-    warnings.showwarning = functools.partial(_show_warning, show)
-    try:
-        yield file
-    finally:
-        warnings.showwarning = show
-        for name, (handlers, propagate) in saved.items():
-            logger = logging.getLogger(name)
-            logger.handlers, logger.propagate = handlers, propagate
-        handler.close()
-        if saved_env is None:
-            os.environ.pop(AIR_OUTPUT_ENV, None)
-        else:
-            os.environ[AIR_OUTPUT_ENV] = saved_env
-        if not root.is_local and file.is_file():
-            try:
-                (root / "logs" / LOG_FILE).upload(file)
-            except OSError as exc:  # a log must never fail a finished search
-                logging.getLogger(__name__).warning("could not upload %s: %s", file, exc)
-
-
-class _LazyFileHandler(logging.FileHandler):
-    def _open(self):
-        Path(self.baseFilename).parent.mkdir(parents=True, exist_ok=True)
-        return super()._open()
-
-
-def _show_warning(show, message, category, filename, lineno, file=None, line=None):
-    if any(str(message).startswith(text) for text in RAY_WARNINGS):
-        logging.getLogger("ray").warning("%s:%s: %s: %s", filename, lineno, category.__name__, message)
-    else:
-        show(message, category, filename, lineno, file, line)
+from tune_tl.store.trial_record import TrialRecord, raised_error
 
 
 class SearchProgress(Callback):
@@ -111,13 +46,11 @@ class SearchProgress(Callback):
         self._lock = threading.Lock()
         self._live = None
         self._start = time.monotonic()
-        self._counts = {status: 0 for status in ("completed", "pruned", "diverged", "oom", "error")}
+        self._counts = dict.fromkeys(STATUSES, 0)
         self._best: tuple[float, str, int] | None = None  # (val_acc, trial_id, epoch) of a resumed search's trials
         self._unranked: set[str] = set()  # diverged, failed: their accuracies are not comparable
         self._configs: dict[str, dict] = {}
-        self._history: dict[str, list[tuple[int, float, bool]]] = {}  # trial -> [(epoch, val_acc, diverged)]
-        self._verdict: dict[str, str] = {}  # the trainable's own status (oom)
-        self._errors: dict[str, str] = {}  # and its error text
+        self._records: dict[str, TrialRecord] = {}
         self._running: list[str] = []
         self._epochs = 0
 
@@ -134,12 +67,8 @@ class SearchProgress(Callback):
         if total_num_samples and total_num_samples > 0:
             self.samples = total_num_samples  # a resumed search may have been extended
         self._load_finished()
-        from rich.console import Console
-
         console = Console()
         if self.live and console.is_terminal:
-            from rich.live import Live
-
             self._live = Live(console=console, get_renderable=self._render, refresh_per_second=2)
             self._live.start()
             atexit.register(self._stop)
@@ -155,60 +84,45 @@ class SearchProgress(Callback):
     def on_trial_result(self, iteration, trials, trial, result, **info):
         with self._lock:
             self._configs[trial.trial_id] = dict(trial.config)
-            if "trial_status" in result:
-                self._verdict[trial.trial_id] = result["trial_status"]
-                self._errors[trial.trial_id] = str(result.get("error") or "")[:300]
-                return
-            if result.get("epoch") is None:
-                return
-            epoch, acc = int(result["epoch"]), _finite(result.get("val_acc"))
-            self._history.setdefault(trial.trial_id, []).append((epoch, acc, bool(result.get("diverged"))))
-            self._epochs += 1
+            is_epoch = result.get("epoch") is not None and "trial_status" not in result
+            if self._records.setdefault(trial.trial_id, TrialRecord()).add_result(result) and is_epoch:
+                self._epochs += 1
 
     def on_trial_complete(self, iteration, trials, trial, **info):
-        self._finished(trial, error=None)
+        self._finished(trial, raised=None)
 
     def on_trial_error(self, iteration, trials, trial, **info):
-        self._finished(trial, error=_error_line(trial))
+        self._finished(trial, raised=raised_error(trial))
 
     def on_experiment_end(self, trials, **info):
         self._stop()
 
     # -- internals
-    def _finished(self, trial, error: str | None) -> None:
+    def _finished(self, trial, raised: str | None) -> None:
         with self._lock:
             self._configs.setdefault(trial.trial_id, dict(trial.config))
-            history = sorted(self._history.get(trial.trial_id, []))
-            epochs_run = max((e for e, _, _ in history), default=0)
-            if error is not None:
-                status = "error"
-            elif trial.trial_id in self._verdict:
-                status, error = self._verdict[trial.trial_id], self._errors.get(trial.trial_id) or None
-            elif history and history[-1][2]:
-                status = "diverged"
-            else:
-                status = "completed" if epochs_run >= self.max_epochs else "pruned"
-            self._counts[status] = self._counts.get(status, 0) + 1
+            record = self._records.setdefault(trial.trial_id, TrialRecord())
+            status, error = record.verdict(self.max_epochs, raised)
+            if status == "diverged":
+                error = None  # the status says it; the line stays short
+            self._counts[status] += 1
             if trial.trial_id in self._running:
                 self._running.remove(trial.trial_id)
             if status not in ("completed", "pruned"):
                 self._unranked.add(trial.trial_id)
-            accs = [(a, e) for e, a, _ in history if a is not None]
-            best = max(accs) if accs else None
+            best = record.best
             leader = self._leader()
             is_best = best is not None and leader is not None and leader[1] == trial.trial_id
             done = sum(self._counts.values())
-            line = (f"[{done}/{self.samples}] trial {trial.trial_id} {status} after {epochs_run}/{self.max_epochs} epoch(s)"
+            line = (f"[{done}/{self.samples}] trial {trial.trial_id} {status} after {record.epochs_run}/{self.max_epochs} epoch(s)"
                     + (f": val_acc {best[0]:.4f} (epoch {best[1]})" if best else "")
                     + (" - best so far" if is_best else "")
-                    + (f"; {error}" if error else "")
+                    + (f"; {error[:300]}" if error else "")
                     + "; " + _config_text(self._configs[trial.trial_id], self._varying()))
         self._print(line)
 
     def _print(self, line: str) -> None:
         if self._live is not None:
-            from rich.text import Text
-
             self._live.console.print(Text(line))  # above the live view; wrapped, so the whole config shows
         else:
             print(line, flush=True)
@@ -220,26 +134,20 @@ class SearchProgress(Callback):
 
     def _load_finished(self) -> None:
         """Counts and best trial of a resumed search, from what the Parquet results already hold."""
-        try:
-            from tune_tl.analysis.frame import load_results
-
-            trials = load_results(self.root).trials
-        except Exception:  # a new search (nothing written yet) or unreadable results: start from zero
-            return
+        trials = SearchRun(self.root).trials()  # empty for a new search
         for status, n in trials["status"].value_counts().items():
             self._counts[status] = int(n)
-        ok = trials[trials["best_val_acc"].notna()]
-        if len(ok):
-            row = ok.loc[ok["best_val_acc"].idxmax()]
-            self._best = (float(row["best_val_acc"]), str(row["trial_id"]), int(row["best_epoch"]))
+        best = best_row(trials)
+        if best is not None:
+            self._best = (float(best["best_val_acc"]), str(best["trial_id"]), int(best["best_epoch"]))
 
     def _leader(self) -> tuple[float, str, int] | None:
         """(val_acc, trial_id, epoch) of the best epoch so far, among trials that did not diverge or fail."""
         best = self._best
-        for trial_id, history in self._history.items():
+        for trial_id, record in self._records.items():
             if trial_id in self._unranked:
                 continue
-            for epoch, acc, _ in history:
+            for epoch, acc, _ in record.history:
                 if acc is not None and (best is None or acc > best[0]):
                     best = (acc, trial_id, epoch)
         return best
@@ -253,11 +161,6 @@ class SearchProgress(Callback):
         return [k for k in keys if len({repr(c.get(k)) for c in configs}) > 1]
 
     def _render(self):
-        from rich.console import Group
-        from rich.progress_bar import ProgressBar
-        from rich.table import Table
-        from rich.text import Text
-
         with self._lock:
             done, c = sum(self._counts.values()), self._counts
             elapsed = time.monotonic() - self._start
@@ -274,8 +177,8 @@ class SearchProgress(Callback):
                 config = self._configs.get(trial_id)
                 lines.append(Text(f"  best: val_acc {acc:.4f}, trial {trial_id} epoch {epoch}"
                                   + (f": {_config_text(config, self._varying())}" if config else ""), no_wrap=True, overflow="ellipsis"))
-            running = [f"{t} epoch {self._history[t][-1][0]}/{self.max_epochs}" if self._history.get(t) else f"{t} starting"
-                       for t in self._running]
+            running = [f"{t} epoch {self._records[t].epochs_run}/{self.max_epochs}" if t in self._records and self._records[t].history
+                       else f"{t} starting" for t in self._running]
             if running:
                 lines.append(Text("  running: " + ", ".join(running), no_wrap=True, overflow="ellipsis"))
         return Group(*lines)
@@ -297,10 +200,6 @@ def _fmt(v) -> str:
     return f"{v:.3g}" if isinstance(v, float) else str(v)
 
 
-def _finite(v) -> float | None:
-    return float(v) if isinstance(v, (int, float)) and math.isfinite(v) else None
-
-
 def _clock(seconds: float) -> str:
     seconds = int(seconds)
     h, m, s = seconds // 3600, seconds // 60 % 60, seconds % 60
@@ -317,13 +216,3 @@ def _seconds(budget: Any) -> float | None:
         return float(budget)
     except (TypeError, ValueError):
         return None
-
-
-def _error_line(trial) -> str:
-    """The last line of the trial's error file (the exception), without Ray's traceback."""
-    try:
-        text = Path(trial.error_file).read_text() if trial.error_file else ""
-    except OSError:
-        text = ""
-    lines = [line for line in text.strip().splitlines() if line.strip()]
-    return lines[-1][:300] if lines else "unknown error"

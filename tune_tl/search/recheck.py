@@ -22,10 +22,15 @@ import pandas as pd
 import torch
 
 from tune_tl.analysis.frame import recheck_summary
-from tune_tl.config.params import PARAMS, TrialConfig
+from tune_tl.config.params import TrialConfig
 from tune_tl.errors import TuneTLError
+from tune_tl.store.ranking import ranked
+from tune_tl.store.results import write_table_atomic
 from tune_tl.store.schema import RECHECK_SCHEMA
 from tune_tl.store.search_run import SearchRun
+from tune_tl.training.context import prepare_context
+from tune_tl.training.loop import fit
+from tune_tl.training.recipe import build_trial
 
 log = logging.getLogger(__name__)
 
@@ -39,11 +44,6 @@ def recheck_top(path: str | Path, k: int, seeds: int = EXTRA_SEEDS, device: str 
     Raises:
         TuneTLError: ``k`` < 1, or no finished trial to recheck.
     """
-    from tune_tl.search.run import _prepare_context
-    from tune_tl.store.results import write_table_atomic
-    from tune_tl.training.loop import fit
-    from tune_tl.training.recipe import build_trial
-
     if k < 1:
         raise TuneTLError(f"--recheck must be at least 1, got {k}")
     run = SearchRun.open(path, require_metadata=True)
@@ -51,11 +51,11 @@ def recheck_top(path: str | Path, k: int, seeds: int = EXTRA_SEEDS, device: str 
     if top.empty:
         raise TuneTLError(f"{run.root}: no completed or pruned trial to recheck")
     spec = run.spec
-    context, _, _ = _prepare_context(spec)
+    context = prepare_context(spec).context
     device = device or ("cuda" if torch.cuda.is_available() else "cpu")
     rows = []
     for _, row in top.iterrows():
-        cfg = TrialConfig.from_dict({n: PARAMS[n].type(row[n]) for n in PARAMS if n in row.index and pd.notna(row[n])})
+        cfg = TrialConfig.from_row(row)
         for seed in range(spec.seed + 1, spec.seed + 1 + seeds):
             plan = build_trial(cfg, dataclasses.replace(context, seed=seed, feature_cache=None), device)
             history = fit(plan.model, plan.split, plan.fit, param_groups=plan.param_groups)
@@ -66,9 +66,3 @@ def recheck_top(path: str | Path, k: int, seeds: int = EXTRA_SEEDS, device: str 
             log.info("recheck %s seed %d: best val_acc %.4f", row["trial_id"], seed, history[best].val_acc)
     write_table_atomic(rows, RECHECK_SCHEMA, run.recheck_dir)
     return recheck_summary(run)
-
-
-def ranked(trials: pd.DataFrame) -> pd.DataFrame:
-    """Completed and pruned trials, best ``best_val_acc`` first (ties: fewer epochs, then id)."""
-    ok = trials[trials["status"].isin(("completed", "pruned")) & trials["best_val_acc"].notna()]
-    return ok.sort_values(["best_val_acc", "epochs_run", "trial_id"], ascending=[False, True, True])

@@ -72,5 +72,6 @@ def _autoscaling_limits() -> dict[str, float] | None:
         from ray._private.state import state
 
         return state.get_max_resources_from_cluster_config()
-    except Exception:  # noqa: BLE001 - an unknown cluster type must not fail the search
+    except Exception as exc:  # noqa: BLE001 - an unknown cluster type must not fail the search
+        log.info("no autoscaling limits from Ray (%s: %s); checking the nodes Ray has now", type(exc).__name__, exc)
         return None

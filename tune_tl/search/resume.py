@@ -17,17 +17,24 @@ import logging
 import time
 from pathlib import Path
 
+from ray import tune
+
 from tune_tl.errors import TuneTLError
+from tune_tl.search.options import SearchOptions
+from tune_tl.search.ray_logs import ray_output
 from tune_tl.search.resources import check_resources
-from tune_tl.search.run import SearchOptions, _prepare_context, init_ray, make_trainable, storage_config, summarize, with_feature_cache
-from tune_tl.search.sampler import SampleTarget  # noqa: F401  (pickled tuners from before the move name it here)
+from tune_tl.search.run import with_feature_cache
+from tune_tl.search.sampler import SampleTarget
+from tune_tl.search.session import init_ray, storage_config
+from tune_tl.search.summary import SearchSummary, summarize
+from tune_tl.search.tuner import make_trainable
 from tune_tl.store.search_run import SearchRun
-from tune_tl.store.storage import Location
+from tune_tl.training.context import prepare_context
 
 log = logging.getLogger(__name__)
 
 
-def resume_search(path: str | Path, samples: int | None = None):
+def resume_search(path: str | Path, samples: int | None = None) -> SearchSummary:
     """Continue the search in ``path`` until it has ``samples`` trials (default: its own budget)."""
     run = SearchRun(path)
     run.check_resumable()  # a folder that is not a search is named before anything is created
@@ -35,19 +42,14 @@ def resume_search(path: str | Path, samples: int | None = None):
         return _resume_locked(run, samples)
 
 
-def _resume_locked(run: SearchRun, samples: int | None):
-    from ray import tune
-
+def _resume_locked(run: SearchRun, samples: int | None) -> SearchSummary:
     spec = run.spec
     target = max(samples or 0, spec.budget.samples)
     if samples is not None and samples < spec.budget.samples:
         raise TuneTLError(f"--samples {samples} is fewer than the search's {spec.budget.samples} trials; give at least that many")
     options = SearchOptions(**run.options)
     root = run.root
-    context, _, _ = _prepare_context(spec)  # before Ray: bad weights or data fail here
-    context = with_feature_cache(context, options, root)
-    from tune_tl.search.progress import ray_output
-
+    context = with_feature_cache(prepare_context(spec).context, options, root)  # before Ray: bad weights or data fail here
     log.info("resuming search %s: %d trials in all", root, target)
     run.study_file(fresh=False)  # an object store's study: fetch its copy before Ray unpickles the searcher
     with ray_output(root, options.verbose), SampleTarget.extending(target):  # Ray's log lines: <search>/logs/ray.log
@@ -61,8 +63,3 @@ def _resume_locked(run: SearchRun, samples: int | None):
     meta = run.metadata
     run.update_metadata(budget={**meta["budget"], "samples": target}, resumed=meta.get("resumed", []) + [now], end_time=now)
     return summarize(root)
-
-
-def spec_from_metadata(meta: dict, root: Location | str | Path):
-    """The ``SearchSpec`` recorded in ``root``'s ``search.json`` (kept for callers; use ``SearchRun.open(root).spec``)."""
-    return SearchRun(root).spec

@@ -22,7 +22,7 @@ runs:
     >>> study.trials_dataframe()[["number", "state", "value", "user_attrs_tune_tl_status"]]
 
 or ``optuna-dashboard sqlite:///results/demo/optuna.db``. SQLite needs a local file, so a search whose
-output is an object store (``s3://``, ``gs://``) keeps the study in a local copy (:func:`study_file`) that
+output is an object store (``s3://``, ``gs://``) keeps the study in a local copy (``SearchRun.study_file``) that
 :class:`SqliteMirror` uploads to ``<search>/optuna.db`` at every Ray snapshot and at the end.
 """
 
@@ -32,9 +32,10 @@ import logging
 import math
 import sqlite3
 import tempfile
+import warnings
 from contextlib import contextmanager
 from pathlib import Path
-from typing import Any, Callable, Mapping
+from typing import Callable, Mapping
 
 import optuna
 from optuna.trial import TrialState
@@ -42,15 +43,11 @@ from ray.tune import Callback
 from ray.tune.search import SearchGenerator
 from ray.tune.search.optuna import OptunaSearch
 
-from tune_tl.store.search_run import SearchRun
+from tune_tl.search.textbook import textbook_trials
 from tune_tl.store.storage import Location
+from tune_tl.store.trial_record import TrialRecord
 
 log = logging.getLogger(__name__)
-
-
-def study_file(root: Location, fresh: bool) -> Path:
-    """The study's SQLite file on this machine (see ``SearchRun.study_file``)."""
-    return SearchRun(root).study_file(fresh)
 
 
 class SampleTarget(SearchGenerator):
@@ -113,8 +110,6 @@ class SqliteMirror(Callback):
 
 def storage_url(path) -> str:
     """SQLAlchemy URL of an SQLite file at ``path`` (absolute, so it works from any working directory)."""
-    from pathlib import Path
-
     return f"sqlite:///{Path(path).resolve()}"
 
 
@@ -147,7 +142,7 @@ class HonestOptunaSearch(OptunaSearch):
         super().__init__(space=space, metric=metric, mode=mode, sampler=sampler, storage=rdb, study_name=study_name)
         self._max_epochs = max_epochs
         self._time_attr = time_attr
-        self._progress: dict[str, dict[str, Any]] = {}
+        self._records: dict[str, TrialRecord] = {}
 
     def restore(self, checkpoint_path: str):
         """Restore Ray's snapshot, then fail the study's orphans: trials a killed driver had asked for
@@ -168,52 +163,39 @@ class HonestOptunaSearch(OptunaSearch):
     def on_trial_result(self, trial_id: str, result: dict) -> None:
         if trial_id in self._completed_trials or trial_id not in self._ot_trials:
             return
-        progress = self._progress.setdefault(trial_id, {"epoch": 0, "best": None, "diverged": False})
-        if result.get("trial_status") in ("oom", "error"):  # the trainable's own verdict, not an epoch
-            progress[result["trial_status"]] = True
-            return
-        epoch = int(result.get(self._time_attr) or 0)
-        if epoch <= progress["epoch"]:
-            return  # already seen (e.g. the final result repeated at completion)
-        progress["epoch"] = epoch
-        progress["diverged"] = bool(result.get("diverged", False))
-        value = result.get(self.metric)
+        record = self._records.setdefault(trial_id, TrialRecord())
+        is_epoch = result.get(self._time_attr) is not None and "trial_status" not in result
+        if not record.add_result(result) or not is_epoch:
+            return  # already seen (e.g. the final result repeated at completion), or the trainable's verdict
+        epoch, value = record.history[-1][0], result.get(self.metric)
         if isinstance(value, (int, float)) and math.isfinite(value):
-            value = float(value)
-            best = progress["best"]
-            progress["best"] = value if best is None else (max(best, value) if self.mode == "max" else min(best, value))
-            self._ot_trials[trial_id].report(value, step=epoch)
+            self._ot_trials[trial_id].report(float(value), step=epoch)
 
     def on_trial_complete(self, trial_id: str, result: dict | None = None, error: bool = False) -> None:
         if trial_id in self._completed_trials or trial_id not in self._ot_trials:
             return
         if result:
             self.on_trial_result(trial_id, result)
-        status, state, value = self._verdict(self._progress.pop(trial_id, None), error)
+        record = self._records.pop(trial_id, TrialRecord())
+        status, _ = record.verdict(self._max_epochs, raised="raised" if error else None)
         ot_trial = self._ot_trials[trial_id]
         ot_trial.set_user_attr("tune_tl_status", status)
+        state, value = optuna_outcome(status, record)
         try:
             self._ot_study.tell(ot_trial, value, state=state)
         except Exception as exc:  # never let bookkeeping kill the search
             log.warning("could not record trial %s in Optuna: %s", trial_id, exc)
         self._completed_trials.add(trial_id)
 
-    def _verdict(self, progress: dict | None, error: bool) -> tuple[str, TrialState, float | None]:
-        """(Parquet status, Optuna state, value): the same rule as ``results.ParquetSink``."""
-        if error or (progress and progress.get("error")):
-            return "error", TrialState.FAIL, None
-        if progress and progress.get("oom"):
-            return "oom", TrialState.FAIL, None
-        if progress and progress["diverged"]:
-            return "diverged", TrialState.FAIL, None
-        if progress and progress["epoch"] >= self._max_epochs and progress["best"] is not None:
-            return "completed", TrialState.COMPLETE, progress["best"]
-        return "pruned", TrialState.PRUNED, None
 
-
-#: ``--sampler`` names; ``tpe-classic`` is Optuna's stock TPE (10 random start-up trials), the sampler
-#: of the old default, kept for the benchmark that compares against it (not a CLI choice).
-SAMPLERS = ("tpe", "random")
+def optuna_outcome(status: str, record: TrialRecord) -> tuple[TrialState, float | None]:
+    """How a trial's ``status`` is told to Optuna: completed → COMPLETE with its best epoch's value, pruned →
+    PRUNED (its intermediate values stay), diverged / oom / error → FAIL (no honest value exists)."""
+    if status == "completed" and record.best is not None:
+        return TrialState.COMPLETE, record.best[0]
+    if status == "pruned":
+        return TrialState.PRUNED, None
+    return TrialState.FAIL, None
 
 
 def startup_trials(samples: int) -> int:
@@ -226,14 +208,12 @@ def startup_trials(samples: int) -> int:
 
 
 def make_sampler(name: str, spec) -> optuna.samplers.BaseSampler:
-    """The Optuna sampler called ``name`` (``tpe`` | ``random`` | ``tpe-classic``), seeded with ``spec.seed``.
+    """The Optuna sampler called ``name`` (``options.SAMPLERS``, or the benchmarks' ``tpe-classic``), seeded with ``spec.seed``.
 
     ``tpe`` is multivariate TPE with the group-decomposed search space (the space is conditional:
     ``freeze_blocks`` exists only under ``prefix``, ``head_hidden`` only with an MLP head), the
     constant liar for parallel trials, and :func:`startup_trials` random trials first.
     """
-    import warnings
-
     if name == "random":
         return optuna.samplers.RandomSampler(seed=spec.seed)
     if name == "tpe-classic":
@@ -251,8 +231,6 @@ def enqueue_textbook(searcher: OptunaSearch, spec, num_blocks: int | Mapping[str
 
     With a choice of backbones they go to the first listed one (the best ranked under ``backbone_selection``).
     """
-    from tune_tl.search.textbook import textbook_trials
-
     if spec.space_fn is not None:
         return []
     first = spec.backbone.names[0]

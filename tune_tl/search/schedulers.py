@@ -12,14 +12,15 @@ from __future__ import annotations
 
 from pathlib import Path
 
+from ray.tune.schedulers import FIFOScheduler
+
+from tune_tl.search.cost_asha import CostASHA
+from tune_tl.search.options import SCHEDULERS
+from tune_tl.search.pasha import PASHA
 from tune_tl.search.replay_asha import ReplayASHA
 from tune_tl.store.storage import Location
 
-__all__ = ["DEFAULT_SCHEDULER", "SCHEDULERS", "ReplayASHA", "make_scheduler"]
-
-
-SCHEDULERS = ("cost-asha", "asha", "pasha", "fifo")
-DEFAULT_SCHEDULER = SCHEDULERS[0]
+__all__ = ["SCHEDULERS", "ReplayASHA", "make_scheduler"]
 
 
 def make_scheduler(name: str, spec, root: str | Path | Location, metric: str = "val_acc", mode: str = "max"):
@@ -30,19 +31,13 @@ def make_scheduler(name: str, spec, root: str | Path | Location, metric: str = "
     ``epoch_seconds``; ``asha`` and ``cost-asha`` rebuild their rungs from ``root``'s Parquet
     results after ``tune-tl resume``.
     """
-    from ray.tune.schedulers import FIFOScheduler
-
     budget = spec.budget
     common = dict(metric=metric, mode=mode, grace_period=budget.grace_period, reduction_factor=budget.reduction_factor)
     if name == "asha":
         return ReplayASHA(root, time_attr="epoch", max_t=budget.max_epochs, **common)
     if name == "cost-asha":
-        from tune_tl.search.cost_asha import CostASHA
-
         return CostASHA(root, max_epochs=budget.max_epochs, **common)
     if name == "pasha":
-        from tune_tl.search.pasha import PASHA
-
         return PASHA(max_epochs=budget.max_epochs, **common)
     if name == "fifo":
         return FIFOScheduler()

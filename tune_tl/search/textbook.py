@@ -19,7 +19,7 @@ from __future__ import annotations
 
 from typing import Any
 
-from tune_tl.config.params import is_active
+from tune_tl.config.params import PARAMS, is_active
 from tune_tl.config.space import Choice, Fixed, ParamSpec, Range
 
 #: What every recipe shares: AdamW 1e-3 under the default cosine schedule, a linear head, and every
@@ -80,8 +80,6 @@ def _defining(defining: dict[str, Any], space: dict, num_blocks: int) -> dict[st
 
 def _allowed(space: dict, key: str, value: Any) -> bool:
     """A value the trial will run with: inside the space, or the parameter's default when not searched."""
-    from tune_tl.config.params import PARAMS
-
     if key not in space:
         return value == PARAMS[key].default
     return _contains(space[key], value)

@@ -14,13 +14,17 @@ import os
 import tempfile
 from typing import Callable
 
+import ray
 import torch
+from ray import tune
 
 from tune_tl.config.params import TrialConfig
 from tune_tl.errors import TuneTLError
 from tune_tl.store.search_run import CHECKPOINT_FILE
+from tune_tl.training.context import TrialContext
+from tune_tl.training.distributed import Shard, run_workers
 from tune_tl.training.loop import EpochMetrics, fit
-from tune_tl.training.recipe import TrialContext, build_trial
+from tune_tl.training.recipe import build_trial
 
 log = logging.getLogger(__name__)
 
@@ -38,8 +42,6 @@ def run_trial(config: dict, context: TrialContext, workers: int = 1) -> None:
     model or optimizer rejects) is deterministic, so it is not raised for Ray to retry: the trial ends
     at once with a final ``trial_status="error"`` result carrying the message.
     """
-    from ray import tune
-
     try:
         _run_trial(config, context, workers)
     except (TuneTLError, ValueError) as exc:
@@ -58,8 +60,6 @@ def _run_trial(config: dict, context: TrialContext, workers: int) -> None:
     > 1 the same training runs in that many data-parallel processes (``_run_data_parallel``); what
     is reported, checkpointed and recorded is the same.
     """
-    from ray import tune
-
     cfg = TrialConfig.from_dict(config)  # a bad config fails here, before any resources are touched
     device = _trial_device(workers)
     resume = _load_checkpoint(tune.get_checkpoint())
@@ -96,8 +96,6 @@ def _saving(report: Callable[[dict, str], None]):
 
 
 def _report_oom(text: str, last: dict) -> None:
-    from ray import tune
-
     text = text.strip()[:2000]
     log.warning("trial ran out of GPU memory: %s", text)
     tune.report({"val_acc": last.get("val_acc", float("nan")), "trial_status": "oom", "error": text})
@@ -116,8 +114,6 @@ class TrialJob:
 
 def _run_data_parallel(job: TrialJob, workers: int, report: Callable[[dict, str], None]) -> None:
     """Train in ``workers`` processes (``tune_tl.training.distributed``); report here, in the trial."""
-    from tune_tl.training.distributed import run_workers
-
     def on_message(kind: str, payload) -> None:
         if kind == "epoch":
             report(*payload)  # a stopped trial raises here, and run_workers ends the workers
@@ -132,8 +128,6 @@ def train_worker(link, job: TrialJob) -> None:
 
     Worker 0 saves each epoch's state into a folder and waits until the trial has reported it.
     """
-    from tune_tl.training.distributed import Shard
-
     torch.set_num_threads(job.threads)
     plan = build_trial(job.config, job.context, link.device)
     fit_cfg = dataclasses.replace(plan.fit, shard=Shard(link.rank, link.world_size))
@@ -150,8 +144,6 @@ def train_worker(link, job: TrialJob) -> None:
 
 def _node_info() -> dict[str, str]:
     """Which Ray node runs this trial (recorded on every row, so cluster runs can be audited)."""
-    import ray
-
     return {"node_id": ray.get_runtime_context().get_node_id(), "node_ip": ray.util.get_node_ip_address()}
 
 
@@ -180,7 +172,6 @@ def _trace(start_epoch: int) -> None:
     folder = os.environ.get(TRACE_DIR_ENV)
     if not folder:
         return
-    from ray import tune
 
     trial_id = tune.get_context().get_trial_id()
     with open(os.path.join(folder, f"{trial_id}.pid"), "w") as f:
@@ -191,8 +182,6 @@ def _trace(start_epoch: int) -> None:
 
 def _trial_device(workers: int = 1) -> str:
     """CUDA when Ray gave this trial a GPU; otherwise CPU with torch threads = the trial's CPU share."""
-    import ray
-
     if torch.cuda.is_available() and ray.get_gpu_ids():
         return "cuda"
     torch.set_num_threads(_threads(workers))
@@ -201,15 +190,11 @@ def _trial_device(workers: int = 1) -> str:
 
 def _threads(workers: int) -> int:
     """torch threads for each of ``workers`` processes: the trial's CPUs shared out, at least one each."""
-    import ray
-
     cpus = ray.get_runtime_context().get_assigned_resources().get("CPU", 1)
     return max(1, int(cpus) // workers)
 
 
 def _loader_workers() -> int:
     """Streaming path only: decode in as many worker processes as the trial has CPUs (none for one CPU)."""
-    import ray
-
     cpus = int(ray.get_runtime_context().get_assigned_resources().get("CPU", 1))
     return cpus if cpus >= 2 else 0

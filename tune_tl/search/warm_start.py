@@ -31,6 +31,8 @@ from optuna.trial import FrozenTrial, TrialState
 from tune_tl.config.params import PARAMS
 from tune_tl.data.types import FileSplit, PreparedData
 from tune_tl.errors import TuneTLError
+from tune_tl.search.sampler import storage_url
+from tune_tl.store.search_run import SearchRun
 from tune_tl.training.feature_cache import fingerprint_arrays
 
 log = logging.getLogger(__name__)
@@ -76,8 +78,6 @@ def warm_trials(dirs: Sequence[str], fingerprint: dict[str, Any], space: Callabl
     Raises:
         TuneTLError: A folder that is no search, or a search on other data.
     """
-    from tune_tl.store.search_run import SearchRun
-
     out: list[FrozenTrial] = []
     for where in dirs:
         run = SearchRun.open(where, require_metadata=True)
@@ -113,8 +113,6 @@ def frozen_trials(trials, epochs, space: Callable, default_backbone: str, source
 
 def seed_study(study_file: Path, study_name: str, trials: list[FrozenTrial]) -> None:
     """Create the new search's study holding ``trials``; the searcher then loads it (``load_if_exists``)."""
-    from tune_tl.search.sampler import storage_url
-
     study = optuna.create_study(storage=storage_url(study_file), study_name=study_name, direction="maximize", load_if_exists=True)
     study.add_trials(trials)
     log.info("warm start: the study begins with %d earlier trials", len(trials))

@@ -19,6 +19,7 @@ import logging
 import math
 import time
 import uuid
+from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
@@ -26,11 +27,12 @@ import pyarrow as pa
 import pyarrow.parquet as pq
 from ray.tune import Callback
 
-from tune_tl.errors import TuneTLError
 from tune_tl.config.params import PARAMS, TrialConfig
+from tune_tl.errors import TuneTLError
 from tune_tl.store.schema import EPOCH_SCHEMA, SCHEMA_VERSION, STATUSES, TRIAL_SCHEMA  # noqa: F401  (public names)
 from tune_tl.store.search_run import SearchRun
 from tune_tl.store.storage import Location
+from tune_tl.store.trial_record import TrialRecord, raised_error
 
 log = logging.getLogger(__name__)
 
@@ -112,9 +114,8 @@ class ParquetSink(Callback):
     keeps the Parquet tables in step with what ``tune-tl resume`` restores: a trial that Ray's
     snapshot does not know yet never has rows on disk, so a resumed search cannot count it twice.
 
-    A trial's status is ``completed`` if it ran ``max_epochs``, ``diverged`` if its loss went
-    non-finite or blew up (``training.loop.diverged``), ``oom`` if the trainable reported running out of GPU memory (a final result with
-    ``trial_status``), ``error`` if it raised, and ``pruned`` if it stopped earlier otherwise (ASHA).
+    A trial's ``status`` is :meth:`TrialRecord.verdict`'s, the rule the progress view and the Optuna
+    study share.
 
     Idempotent per ``(trial_id, epoch)`` and per finished trial: at ``setup`` (a new or a resumed
     run) it reads what is already on disk, and a result or ending it has already written is not
@@ -130,61 +131,61 @@ class ParquetSink(Callback):
         self.flush_seconds = flush_seconds
         self._epochs: list[dict] = []
         self._trials: list[dict] = []
-        self._stats: dict[str, dict] = {}
+        self._open: dict[str, _OpenTrial] = {}
         self._last_flush = time.monotonic()
         self.compact_every = compact_every
         self._parts_since_compact = 0
-        self._seen: set[tuple[str, int]] = set()
         self._finished: set[str] = set()
+
+    @property
+    def open_trials(self) -> set[str]:
+        """Trials that started and have not ended (what a time budget must close)."""
+        return set(self._open)
 
     # -- Ray Tune hooks
     def setup(self, **info):
-        """Rebuild what is already written (a resumed search): seen epochs, histories, ended trials."""
-        self._seen, self._finished = set(), set()
+        """Rebuild what is already written (a resumed search): histories of unfinished trials, ended trials."""
+        self._open, self._finished = {}, set()
         if not self.root.is_dir():
             return
-        for name in ("epochs", "trials"):
-            finish_pending(self.root / name)  # a compaction the last driver's death cut short
         run = SearchRun(self.root)
+        for folder in (run.epochs_dir, run.trials_dir):
+            finish_pending(folder)  # a compaction the last driver's death cut short
         self._finished = set(run.trials()["trial_id"])
         for trial_id, rows in run.epochs().sort_values(["trial_id", "epoch"]).groupby("trial_id"):
-            start = rows["time"].min().timestamp() - float(rows["epoch_seconds"].iloc[0])
-            history = [(int(r.epoch), r.val_acc, bool(r.diverged)) for r in rows.itertuples()]
-            self._stats[trial_id] = {"start": start, "history": history}
-            self._seen.update((trial_id, e) for e, _, _ in history)
+            if trial_id in self._finished:
+                continue
+            trial = self._open.setdefault(trial_id, _OpenTrial(rows["time"].min().timestamp() - float(rows["epoch_seconds"].iloc[0])))
+            for r in rows.itertuples():
+                trial.record.add_epoch(int(r.epoch), r.val_acc, bool(r.diverged))
 
     def get_state(self):
         self.flush()
         return None  # the state lives in the Parquet files, rebuilt by ``setup``
 
     def on_trial_start(self, iteration, trials, trial, **info):
-        self._stats.setdefault(trial.trial_id, {"start": time.time(), "history": []})
+        self._open.setdefault(trial.trial_id, _OpenTrial(time.time()))
 
     def on_trial_result(self, iteration, trials, trial, result, **info):
-        stats = self._stats.setdefault(trial.trial_id, {"start": time.time(), "history": []})
-        if "trial_status" in result:  # the trainable's own verdict (oom), not an epoch
-            stats["status"], stats["error"] = result["trial_status"], result.get("error")
+        if trial.trial_id in self._finished:
             return
-        if result.get("epoch") is None:
-            return  # not an epoch result (nothing else reports today; be safe)
-        key = (trial.trial_id, int(result["epoch"]))
-        if key in self._seen:  # re-run after a restore from an older checkpoint
-            return
-        self._seen.add(key)
+        open_trial = self._open.setdefault(trial.trial_id, _OpenTrial(time.time()))
+        is_epoch = result.get("epoch") is not None and "trial_status" not in result
+        if not open_trial.record.add_result(result) or not is_epoch:
+            return  # an epoch heard before (a retry from an older checkpoint), or the trainable's verdict
         row = {name: result.get(name) for name in EPOCH_SCHEMA.names}
         row["trial_id"] = trial.trial_id
         row["time"] = int(time.time() * 1000)
-        stats["history"].append((row["epoch"], row["val_acc"], bool(row["diverged"])))
-        stats["node"] = (result.get("node_id"), result.get("node_ip"))
-        stats["workers"] = result.get("workers")
+        open_trial.node = (result.get("node_id"), result.get("node_ip"))
+        open_trial.workers = result.get("workers")
         self._epochs.append(row)
         self._maybe_flush()
 
     def on_trial_complete(self, iteration, trials, trial, **info):
-        self._finish(trial, error=None)
+        self._finish(trial, raised=None)
 
     def on_trial_error(self, iteration, trials, trial, **info):
-        self._finish(trial, error=_error_text(trial))
+        self._finish(trial, raised=raised_error(trial))
 
     def on_experiment_end(self, trials, **info):
         self.flush()
@@ -197,44 +198,29 @@ class ParquetSink(Callback):
         run = SearchRun(self.root)
         return ((run.epochs_dir, EPOCH_SCHEMA), (run.trials_dir, TRIAL_SCHEMA))
 
-    def _finish(self, trial, error: str | None) -> None:
-        stats = self._stats.pop(trial.trial_id, {"start": time.time(), "history": []})
+    def _finish(self, trial, raised: str | None) -> None:
+        open_trial = self._open.pop(trial.trial_id, None) or _OpenTrial(time.time())
         if trial.trial_id in self._finished:
             return
         self._finished.add(trial.trial_id)
-        history = sorted(stats["history"])
-        # A NaN accuracy is no accuracy: null in the table, never a number that sorts.
-        accs = [(acc, epoch) for epoch, acc, _ in history if acc is not None and math.isfinite(acc)]
-        best_acc, best_epoch = max(accs) if accs else (None, None)
-        epochs_run = max((e for e, _, _ in history), default=0)
-        if error is not None:
-            status = "error"
-        elif stats.get("status"):
-            status, error = stats["status"], stats.get("error")
-        elif history and history[-1][2]:
-            status = "diverged"
-            error = f"training loss diverged (non-finite, or far above its first epoch's) at epoch {history[-1][0]}"
-        elif epochs_run >= self.max_epochs:
-            status = "completed"
-        else:
-            status = "pruned"
+        record = open_trial.record
+        status, error = record.verdict(self.max_epochs, raised)
+        best_acc, best_epoch = record.best or (None, None)
         row = _effective_config(trial.config)
         row.update(
             trial_id=trial.trial_id,
             status=status,
             best_val_acc=best_acc,
-            last_val_acc=history[-1][1] if history and _finite(history[-1][1]) else None,
+            last_val_acc=record.last_acc,
             best_epoch=best_epoch,
-            epochs_run=epochs_run,
-            wall_seconds=time.time() - stats["start"],
+            epochs_run=record.epochs_run,
+            wall_seconds=time.time() - open_trial.start,
             error=error,
-            node_id=stats.get("node", (None, None))[0],
-            node_ip=stats.get("node", (None, None))[1],
-            workers=stats.get("workers"),
+            node_id=open_trial.node[0],
+            node_ip=open_trial.node[1],
+            workers=open_trial.workers,
         )
         self._trials.append(row)
-        acc = f"{best_acc:.4f}" if best_acc is not None else "n/a"
-        log.debug("trial %s %s after %d epoch(s), best val_acc %s", trial.trial_id, status, epochs_run, acc)  # the progress view prints it
         self._maybe_flush()
 
     def _maybe_flush(self) -> None:
@@ -244,12 +230,13 @@ class ParquetSink(Callback):
             self.flush()
 
     def flush(self) -> None:
-        """Write buffered rows now (also called on every trial end and at the experiment's end)."""
+        """Write buffered rows now (also called at every Ray snapshot and at the experiment's end)."""
+        run = SearchRun(self.root)
         if self._epochs:
-            write_table_atomic(self._epochs, EPOCH_SCHEMA, SearchRun(self.root).epochs_dir)
+            write_table_atomic(self._epochs, EPOCH_SCHEMA, run.epochs_dir)
             self._epochs = []
         if self._trials:
-            write_table_atomic(self._trials, TRIAL_SCHEMA, SearchRun(self.root).trials_dir)
+            write_table_atomic(self._trials, TRIAL_SCHEMA, run.trials_dir)
             self._trials = []
             self._parts_since_compact += 1
         self._last_flush = time.monotonic()
@@ -260,8 +247,14 @@ class ParquetSink(Callback):
             self._parts_since_compact = 0
 
 
-def _finite(value) -> bool:
-    return value is not None and math.isfinite(value)
+@dataclass
+class _OpenTrial:
+    """A trial between its start and its end, as the sink follows it."""
+
+    start: float
+    record: TrialRecord = field(default_factory=TrialRecord)
+    node: tuple[str | None, str | None] = (None, None)
+    workers: int | None = None
 
 
 def _effective_config(config: dict) -> dict:
@@ -270,13 +263,3 @@ def _effective_config(config: dict) -> dict:
         return TrialConfig.from_dict(config).to_dict()
     except TuneTLError:  # a bad config errors in the trial; record what was asked for
         return {name: config.get(name) for name in PARAMS}
-
-
-def _error_text(trial) -> str:
-    """The last line of the trial's error (the exception), without Ray's long traceback."""
-    try:
-        text = Path(trial.error_file).read_text() if trial.error_file else ""
-    except OSError:
-        text = ""
-    lines = [line for line in text.strip().splitlines() if line.strip()]
-    return lines[-1][:2000] if lines else "unknown error"

@@ -4,10 +4,11 @@ A search lives in ``<output>/<name>/`` (a local or shared folder, or an ``s3://`
 
     search.json            what was run: space text, data, backbone, budget, options, versions, times
     trials/  epochs/       the Parquet results (``tune_tl.store.results``)
+    logs/ray.log           Ray's and Optuna's own log lines (``tune_tl.search.ray_logs``)
     recheck/               the top configs re-run with more seeds (``--recheck``)
     optuna.db              the Optuna study (SQLite)
     tuner.pkl              Ray Tune's experiment snapshot (``tune-tl resume`` restores it)
-    <ray trial folders>/checkpoint_*/state.pt   per-trial checkpoints (latest and best epoch)
+    <trial_id>/checkpoint_*/state.pt   per-trial checkpoints (latest and best epoch), one folder per trial
     skipped_images.txt     bad image files left out under ``skip_bad_images``
     feature_cache/         shared frozen-backbone features
     report/  models/       what ``tune-tl report`` / ``retrain`` write
@@ -26,7 +27,6 @@ import dataclasses
 import hashlib
 import json
 import logging
-import tempfile
 import time
 from contextlib import AbstractContextManager
 from functools import cached_property
@@ -35,7 +35,10 @@ from typing import Any
 
 import pandas as pd
 
+from tune_tl.config.space import load_space, parse_space_text
+from tune_tl.config.spec import BackboneSpec, BudgetSpec, DataSpec
 from tune_tl.errors import TuneTLError
+from tune_tl.store.lock import SearchLock
 from tune_tl.store.schema import EPOCH_SCHEMA, RECHECK_SCHEMA, TRIAL_SCHEMA, read_table
 from tune_tl.store.storage import Location, redact
 
@@ -49,9 +52,11 @@ TUNER_FILE = "tuner.pkl"
 SKIPPED_FILE = "skipped_images.txt"
 FEATURE_CACHE_DIR = "feature_cache"
 REPORT_DIR = "report"
+LOGS_DIR = "logs"
+RAY_LOG_FILE = "ray.log"
 MODELS_DIR = "models"
 RECHECK_DIR = "recheck"
-#: The file in each Ray checkpoint folder that holds a trial's training state (``training.loop._state``).
+#: The file in each Ray checkpoint folder that holds a trial's training state (``training.state.training_state``).
 CHECKPOINT_FILE = "state.pt"
 #: Any of these means the folder already holds a search (``create`` refuses to overwrite it).
 _RESULT_PARTS = (TRIALS_DIR, EPOCHS_DIR, STUDY_FILE, TUNER_FILE)
@@ -135,16 +140,12 @@ class SearchRun:
             raise TuneTLError(f"{self.root} is not a tune_tl search folder to resume "
                               f"(expected {self.metadata_file} and {self.tuner_file})")
         meta = self.metadata
-        if "budget" not in meta:
-            raise TuneTLError(f"{self.metadata_file} was written by a tune_tl without resume support; start a new search")
         if meta.get("root") and meta["root"] != str(self.root):
             # The sink and the scheduler were pickled with the original folder; they would write there.
             raise TuneTLError(f"{self.root} was moved from {meta['root']}; resume it in its original place")
 
     def lock(self) -> AbstractContextManager:
         """Exclusive use of the folder while a search or resume writes it (``tune_tl.store.lock``)."""
-        from tune_tl.store.lock import SearchLock
-
         return SearchLock(self.root)
 
     # ---------------------------------------------------------------- the record
@@ -177,21 +178,14 @@ class SearchRun:
 
     @cached_property
     def spec(self):
-        """The ``SearchSpec`` the search ran with: its stored space text plus data, budget and seed as run."""
-        from tune_tl.config.space import BackboneSpec, BudgetSpec, load_space
-
-        meta = self._require("space_text", "budget")
-        suffix = Path(meta.get("space_file") or "space.yaml").suffix or ".yaml"
-        if suffix == ".py":
+        """The ``SearchSpec`` the search ran with: its stored space text plus data, backbone, budget and seed as run."""
+        meta = self._require("space_text", "budget", "data", "backbone")
+        if Path(meta["space_file"]).suffix == ".py":
             spec = load_space(self._original_python_space())
         else:  # YAML is parsed with the safe loader: data, never code
-            with tempfile.TemporaryDirectory(prefix="tune_tl-space-") as tmp:
-                file = Path(tmp) / f"space{suffix}"
-                file.write_text(meta["space_text"])
-                spec = load_space(file) if meta["space_text"].strip() else load_space()
-        backbone = BackboneSpec(**meta["backbone"]) if isinstance(meta.get("backbone"), dict) else spec.backbone
-        return dataclasses.replace(spec, data=self.data_spec or spec.data, backbone=backbone, budget=BudgetSpec(**meta["budget"]),
-                                   seed=meta.get("seed", spec.seed), source=meta.get("space_file", spec.source))
+            spec = parse_space_text(meta["space_text"], meta["space_file"])
+        return dataclasses.replace(spec, data=DataSpec(**meta["data"]), backbone=BackboneSpec(**meta["backbone"]),
+                                   budget=BudgetSpec(**meta["budget"]), seed=meta.get("seed", spec.seed), source=meta["space_file"])
 
     def _original_python_space(self) -> Path:
         """The ``.py`` space file the search was started with, checked against the hash in search.json.
@@ -211,25 +205,14 @@ class SearchRun:
         return path
 
     @property
-    def data_spec(self):
-        """The ``DataSpec`` as run (source, path, val_fraction, ...), or ``None`` for a record without one."""
-        from tune_tl.config.space import DataSpec
-
-        data = self.metadata.get("data")
-        return DataSpec(**data) if isinstance(data, dict) else None
-
-    data_source = data_spec
-
-    @property
     def options(self) -> dict[str, Any]:
         """The ``SearchOptions`` fields as recorded (``SearchOptions(**run.options)`` rebuilds them)."""
         return dict(self._require("options")["options"])
 
     @property
-    def classes(self) -> list[str] | None:
-        """Class names by label, as the search's data had them (``None`` in records from before they were kept)."""
-        classes = self.metadata.get("classes")
-        return list(classes) if classes is not None else None
+    def classes(self) -> list[str]:
+        """Class names by label, as the search's data had them."""
+        return list(self._require("classes")["classes"])
 
     @property
     def seed(self) -> int:
@@ -301,6 +284,16 @@ class SearchRun:
     def skipped_file(self) -> Location:
         return self.root / SKIPPED_FILE
 
+    def ray_log_file(self) -> Path:
+        """Where this machine writes Ray's log lines: ``<search>/logs/ray.log``, or a local copy for an object store."""
+        folder = self.root.local_path / LOGS_DIR if self.root.is_local else self.root.local_mirror(LOGS_DIR)
+        return folder / RAY_LOG_FILE
+
+    @property
+    def ray_log_location(self) -> Location:
+        """``<search>/logs/ray.log`` in the search folder (where an object-store search uploads its copy)."""
+        return self.root / LOGS_DIR / RAY_LOG_FILE
+
     def feature_cache_dir(self) -> Path:
         """``<search>/feature_cache``, or a node-local folder when the search is on an object store."""
         return self.root.local_path / FEATURE_CACHE_DIR if self.root.is_local else self.root.local_mirror("feature-cache")
@@ -316,19 +309,12 @@ class SearchRun:
     # ---------------------------------------------------------------- checkpoints
 
     def trial_dir(self, trial_id: str) -> Location:
-        """Ray's folder of trial ``trial_id``: ``<trial_id>`` (``search.progress.trial_name``), or in searches
-        from before that ``<trainable>_<trial_id>_<n>_<config>_<date>``."""
-        found = [d for d in self._ray_trial_dirs() if d.name == trial_id or f"_{trial_id}_" in d.name]
-        if not found:
+        """Ray's folder of trial ``trial_id`` (named by :func:`trial_folder_name`)."""
+        folder = self.root / trial_id
+        if not folder.is_dir():
             raise TuneTLError(f"{self.root} has no folder for trial {trial_id!r} (its checkpoints are gone, "
                               "or it never reported an epoch)")
-        return found[0]
-
-    def _ray_trial_dirs(self) -> list[Location]:
-        from pyarrow import fs as pafs
-
-        infos = self.root.fs.get_file_info(pafs.FileSelector(self.root.path))
-        return [self.root / Path(i.path).name for i in infos if i.type == pafs.FileType.Directory and not Path(i.path).name.startswith(".")]
+        return folder
 
     def checkpoint_paths(self, trial_id: str) -> list[Location]:
         """Trial ``trial_id``'s checkpoint folders on disk (Ray keeps the latest and the best by val_acc)."""
@@ -373,6 +359,11 @@ class SearchRun:
                               f"(kept: epochs {sorted(int(s['epoch']) for s in states)}); searches from before best-epoch "
                               "keeping kept only the latest: use `tune-tl retrain`")
         return max(kept, key=lambda s: int(s["epoch"]))
+
+
+def trial_folder_name(trial) -> str:
+    """Ray's name and folder for a trial: its id (``4c1e2a1b``), which is also the Parquet ``trial_id``."""
+    return trial.trial_id
 
 
 def _acc(metrics: dict) -> float:

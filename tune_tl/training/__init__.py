@@ -1,6 +1,7 @@
-"""Ray-free training: the recipe a config stands for (``recipe``) and the loop that runs it (``loop``)."""
+"""Ray-free training: what trials share (``context``), the recipe a config stands for (``recipe``) and the loop that runs it (``loop``)."""
 
+from tune_tl.training.context import PreparedSearch, TrialContext, prepare_context
 from tune_tl.training.loop import EpochMetrics, FitConfig, fit
-from tune_tl.training.recipe import TrialContext, build_model, fit_config
+from tune_tl.training.recipe import build_model, build_trial, fit_config
 
-__all__ = ["EpochMetrics", "FitConfig", "TrialContext", "build_model", "fit", "fit_config"]
+__all__ = ["EpochMetrics", "FitConfig", "PreparedSearch", "TrialContext", "build_model", "build_trial", "fit", "fit_config", "prepare_context"]

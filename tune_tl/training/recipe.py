@@ -12,7 +12,7 @@ training wherever it is run; ``training.loop.fit`` runs a plan::
 
 from __future__ import annotations
 
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from typing import Any, Mapping
 
 import torch
@@ -20,45 +20,26 @@ import torch
 from tune_tl.config.params import PARAMS, TrialConfig, parse_milestones
 from tune_tl.data.augment import AugmentConfig
 from tune_tl.data.preprocess import Preprocessing
-from tune_tl.data.types import FileSplit, PreparedData, Split
+from tune_tl.data.types import FileSplit, Split
 from tune_tl.errors import TuneTLError
-from tune_tl.models import FreezePolicy, TransferModel, build_backbone, build_head, param_groups
+from tune_tl.models import Backbone, FreezePolicy, TransferModel, build_backbone, build_head, param_groups
+from tune_tl.training.context import TrialContext
+from tune_tl.training.frozen_features import cache_blockers
 from tune_tl.training.loop import FitConfig
 from tune_tl.training.regularisers import RegulariseConfig
 from tune_tl.training.schedules import ScheduleConfig
 
 
-@dataclass(frozen=True)
-class TrialContext:
-    """What every trial shares: the backbone's weights, the data, the epoch budget, the seed."""
-
-    backbone_name: str
-    backbone_state: Mapping[str, torch.Tensor]
-    data: PreparedData
-    max_epochs: int
-    seed: int
-    #: Folder of the shared frozen-feature cache (``<search>/feature_cache``); ``None`` disables it.
-    feature_cache: str | None = None
-    #: Every candidate's weights (name -> state) when the backbone is a search parameter; they travel to
-    #: Ray's object store once, with the context. Empty: ``backbone_name`` is the only backbone.
-    backbone_states: Mapping[str, Mapping[str, torch.Tensor]] = field(default_factory=dict)
-
-    def backbone_for(self, cfg: TrialConfig) -> tuple[str, Mapping[str, torch.Tensor] | str]:
-        """The (name, weights) a trial builds: its config's ``backbone``, else the search's one backbone."""
-        name = cfg.backbone or self.backbone_name
-        if name in self.backbone_states:
-            return name, self.backbone_states[name]
-        if name == self.backbone_name:
-            return name, self.backbone_state
-        raise TuneTLError(f"trial config: backbone {name!r} is not one of this search's backbones "
-                          f"({', '.join(self.backbone_states) or self.backbone_name})")
-
-
 def build_model(cfg: TrialConfig, ctx: TrialContext) -> TransferModel:
-    """The trial's network: shared pretrained backbone + fresh head, frozen per the trial's policy."""
+    """The trial's network: the shared pretrained backbone + a fresh head (seeded), frozen per the trial's policy."""
     torch.manual_seed(ctx.seed)
-    backbone = build_backbone(*ctx.backbone_for(cfg))
-    head = build_head(cfg.head, backbone.num_features, ctx.data.num_classes, cfg.head_hidden, cfg.head_dropout or 0.0)
+    return build_network(cfg, build_backbone(*ctx.backbone_for(cfg)), ctx.data.num_classes)
+
+
+def build_network(cfg: TrialConfig, backbone: Backbone, num_classes: int) -> TransferModel:
+    """``backbone`` + the config's head for ``num_classes``, frozen per the config's policy: the one place a
+    config becomes a network (trials, export and ``predict`` all build it here)."""
+    head = build_head(cfg.head, backbone.num_features, num_classes, cfg.head_hidden, cfg.head_dropout or 0.0)
     model = TransferModel(backbone, head)
     model.apply_policy(freeze_policy(cfg))
     return model
@@ -85,13 +66,9 @@ def schedule_config(cfg: TrialConfig) -> ScheduleConfig:
     )
 
 
-#: Parameters that, away from their default (off), change a trial's inputs every epoch: no feature cache then.
-INPUT_VARYING_PARAMS = ("aug_crop_scale", "aug_flip", "aug_rotate", "aug_jitter", "auto_augment", "mixup_alpha", "cutmix_alpha")
-
-
 def inputs_vary(cfg: TrialConfig) -> bool:
     """Whether the trial's training inputs change every epoch (so frozen backbone features are never cached)."""
-    return augment_config(cfg).active or regularise_config(cfg).mixes
+    return bool(cache_blockers(augment_config(cfg), regularise_config(cfg)))
 
 
 def regularise_config(cfg: TrialConfig) -> RegulariseConfig:

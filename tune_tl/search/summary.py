@@ -1,0 +1,73 @@
+"""What a finished search produced, read back from its Parquet results: ``summarize(root)``.
+
+The CLI prints it; callers of ``run_search`` get it back.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from typing import Any
+
+import pandas as pd
+
+from tune_tl.config.params import PARAMS, TrialConfig
+from tune_tl.store.ranking import best_row
+from tune_tl.store.schema import STATUSES
+from tune_tl.store.search_run import SearchRun
+from tune_tl.store.storage import Location
+from tune_tl.training.frozen_features import INPUT_VARYING_PARAMS
+from tune_tl.training.recipe import inputs_vary
+
+
+@dataclass(frozen=True)
+class SearchSummary:
+    """What a finished search produced, for the CLI summary and for callers."""
+
+    path: Location
+    counts: dict[str, int]
+    best: dict[str, Any] | None
+    #: Bad image files left out under ``skip_bad_images`` (listed in ``skipped_images.txt``).
+    skipped_images: int = 0
+    #: Trials whose inputs change every epoch (augmentation, auto_augment, mixup, cutmix): no feature cache.
+    uncached_trials: int = 0
+    #: ``budget.time`` seconds (``--time-budget``) ran out before the search had run all its trials.
+    ended_by_time_budget: bool = False
+
+
+def summarize(root: Location, skipped_images: int = 0, ended_by_time_budget: bool = False) -> SearchSummary:
+    """Counts by status and the best trial's row (``store.ranking.best_row``), read back from the Parquet results."""
+    trials = SearchRun(root).trials()
+    counts = {status: int((trials["status"] == status).sum()) for status in STATUSES}
+    best = best_row(trials)
+    return SearchSummary(root, counts, None if best is None else best.dropna().to_dict(), skipped_images,
+                         uncached_trials(trials), ended_by_time_budget)
+
+
+def uncached_trials(trials: pd.DataFrame) -> int:
+    """How many trials could not use the frozen-feature cache because their inputs change every epoch."""
+    return sum(inputs_vary(TrialConfig.from_row(row)) for row in trials.to_dict("records"))
+
+
+def format_summary(summary: SearchSummary) -> str:
+    """The summary a search or resume prints at its end: counts, the best trial and its config, where the tables are."""
+    c, run = summary.counts, SearchRun(summary.path)
+    lines = ["", f"Search finished: {c['completed']} completed, {c['pruned']} pruned, {c['diverged']} diverged, "
+                 f"{c['oom']} out of memory, {c['error']} failed."]
+    if summary.ended_by_time_budget:
+        lines.append("The time budget ended the search: no new trials were started, running ones were stopped (status pruned).")
+    if summary.best:
+        best = summary.best
+        lines.append(f"Best trial {best['trial_id']}: val_acc {best['best_val_acc']:.4f} (epoch {best['best_epoch']}, {best['status']})")
+        lines.append("  config: " + ", ".join(f"{k}={_fmt(v)}" for k, v in best.items() if k in PARAMS))
+    if summary.uncached_trials:
+        lines.append(f"Feature cache: not used by {summary.uncached_trials} trial(s) whose inputs change every epoch "
+                     f"({', '.join(INPUT_VARYING_PARAMS)})")
+    if summary.skipped_images:
+        lines.append(f"Skipped {summary.skipped_images} bad image file(s); listed in {run.skipped_file}")
+    lines.append(f"Results (Parquet): {run.trials_dir}  and  {run.epochs_dir}")
+    lines.append(f"Read them with: pandas.read_parquet('{run.trials_dir}')")
+    return "\n".join(lines)
+
+
+def _fmt(v) -> str:
+    return f"{v:.4g}" if isinstance(v, float) else str(v)

@@ -1,0 +1,78 @@
+"""The Ray Tune ``Tuner`` of a search: the trainable with its resources, the Optuna searcher, the scheduler
+and the driver-side callbacks (Parquet sink, time budget, study mirror, progress view).
+
+``tune-tl resume`` restores the same Tuner from ``tuner.pkl`` and passes :func:`make_trainable` again.
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+from ray import tune
+from ray.tune.search import ConcurrencyLimiter
+
+from tune_tl.config.spec import SearchSpec
+from tune_tl.search.budget import CloseOpenTrials
+from tune_tl.search.options import METRIC, MODE, SearchOptions
+from tune_tl.search.progress import SearchProgress
+from tune_tl.search.sampler import HonestOptunaSearch, SampleTarget, SqliteMirror, enqueue_textbook, make_sampler, storage_url
+from tune_tl.search.schedulers import make_scheduler
+from tune_tl.search.session import storage_config
+from tune_tl.search.trainable import run_trial
+from tune_tl.store.results import ParquetSink
+from tune_tl.store.search_run import SearchRun, trial_folder_name
+from tune_tl.store.storage import Location
+from tune_tl.training.context import TrialContext
+
+
+def make_trainable(context: TrialContext, options: SearchOptions):
+    """The trainable a search runs; ``tune-tl resume`` must pass Ray the same one."""
+    resources = {"cpu": options.cpus_per_trial, "gpu": options.gpus_per_trial}
+    return tune.with_resources(tune.with_parameters(run_trial, context=context, workers=options.workers), resources)
+
+
+def build_tuner(spec: SearchSpec, options: SearchOptions, context: TrialContext, num_blocks: dict[str, int], root: Location,
+                study: Path) -> tune.Tuner:
+    """The search's Tuner, writing into ``root``; ``study`` is the Optuna SQLite file on this machine."""
+    searcher = HonestOptunaSearch(
+        space=spec.define_by_run(num_blocks),
+        metric=METRIC,
+        mode=MODE,
+        max_epochs=spec.budget.max_epochs,
+        sampler=make_sampler(options.sampler, spec),
+        storage=storage_url(study),
+        study_name=root.name,
+    )
+    if options.textbook_start:
+        enqueue_textbook(searcher, spec, num_blocks)
+    if options.concurrency:
+        searcher = ConcurrencyLimiter(searcher, max_concurrent=options.concurrency)
+    sink = ParquetSink(root, spec.budget.max_epochs)
+    callbacks = [sink]
+    if spec.budget.time is not None:
+        # First: trials the time budget stopped get their rows before the sink's final flush.
+        callbacks.insert(0, CloseOpenTrials(sink, spec.budget.time, storage_url(study), root.name))
+    if not root.is_local:
+        callbacks.append(SqliteMirror(study, SearchRun(root).study_location))
+    callbacks.append(SearchProgress(root, spec.budget.samples, spec.budget.max_epochs, spec.budget.time, live=not options.verbose))
+    return tune.Tuner(
+        make_trainable(context, options),
+        tune_config=tune.TuneConfig(
+            search_alg=SampleTarget(searcher),  # a SearchGenerator whose target can grow on resume
+            scheduler=make_scheduler(options.scheduler, spec, root, metric=METRIC, mode=MODE),
+            num_samples=spec.budget.samples,
+            time_budget_s=spec.budget.time,  # stops starting trials and ends running ones when it is up
+            trial_name_creator=trial_folder_name,  # short names and folders: the trial id, not the config
+            trial_dirname_creator=trial_folder_name,
+        ),
+        run_config=tune.RunConfig(
+            name=root.name,
+            callbacks=callbacks,
+            **storage_config(root),
+            verbose=options.verbose,
+            failure_config=tune.FailureConfig(max_failures=options.max_failures),
+            # Scored by val_acc: Ray keeps the best epoch's checkpoint (for export) and always the latest (for restore).
+            checkpoint_config=tune.CheckpointConfig(num_to_keep=SearchOptions.keep_checkpoints, checkpoint_score_attribute=METRIC,
+                                                    checkpoint_score_order=MODE),
+        ),
+    )
