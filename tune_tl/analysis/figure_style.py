@@ -5,7 +5,7 @@ of the one width, so the page shows them side by side at the same scale. Figures
 ``matplotlib.figure.Figure`` objects, never pyplot's: nothing global changes (no backend switch) and
 nothing has to be closed.
 
-    >>> fig = new_figure()                       # doctest: +SKIP
+    >>> fig, (ax,) = new_figure()                # doctest: +SKIP
     >>> save(fig, Path("report/plot.png"))       # doctest: +SKIP
 """
 
@@ -27,7 +27,7 @@ assert set(STATUS_COLOURS) == set(STATUSES) | {"running"}, "one status vocabular
 
 #: Inches at ``DPI``: 640 × 400 px, so two figures sit side by side in a 1400-px browser window.
 WIDTH, HEIGHT, DPI = 6.4, 4.0, 100
-#: Accuracy axes whose data reach below this start at 0.
+#: An accuracy axis whose zoomed bottom would fall below this starts at 0 (zooming would gain little).
 FROM_ZERO = 0.2
 STYLE = {
     "font.family": "DejaVu Sans", "font.size": 10, "axes.titlesize": 12, "axes.titleweight": "normal",
