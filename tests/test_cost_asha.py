@@ -1,14 +1,17 @@
 """Cost-aware ASHA and PASHA decide on tiny synthetic curves, driven like Ray drives them."""
 
+import json
 from types import SimpleNamespace
 
 import pytest
+from ray.tune.schedulers import ASHAScheduler
 
 from tune_tl.config import load_space
-from tune_tl.search.cost_asha import TRAINING_SECONDS, CostASHA
+from tune_tl.search.cost_asha import TRAINING_SECONDS, CostASHA, cost_rungs, recorded_rungs
 from tune_tl.search.pasha import PASHA
 from tune_tl.search.schedulers import SCHEDULERS, ReplayASHA, make_scheduler
 from tune_tl.store.results import ParquetSink
+from tune_tl.store.search_run import SearchRun
 
 
 def result(epoch, acc, seconds):
@@ -97,6 +100,32 @@ def test_resumed_cost_asha_rebuilds_the_same_unit_clocks_and_rungs_from_parquet(
     assert restored.unit == live.unit
     assert [(m, dict(r)) for m, r in restored._brackets[0]._rungs] == [(m, dict(r)) for m, r in live._brackets[0]._rungs]
     assert restored._clock["ft0"] == (6, 60.0)
+
+
+def test_cost_asha_records_its_unit_and_rungs_in_scheduler_json_when_it_learns_them(tmp_path):
+    cost = CostASHA(tmp_path, metric="val_acc", mode="max", max_epochs=9, grace_period=1, reduction_factor=3)
+    run(cost, "a", [0.5] * 2, 4.0)
+    state = json.loads((tmp_path / "scheduler.json").read_text())
+    assert state["unit_seconds"] == 4.0 and state["rungs"] == cost.rungs == [4.0, 12.0, 36.0]
+    assert recorded_rungs(SearchRun(tmp_path)) == cost.rungs
+
+
+def test_recorded_rungs_are_empty_before_the_unit_is_learned_and_rebuilt_from_a_unit_only_file(tmp_path):
+    assert recorded_rungs(SearchRun(tmp_path)) == []
+    (tmp_path / "search.json").write_text(json.dumps({"budget": {"grace_period": 1, "reduction_factor": 3, "max_epochs": 10}}))
+    (tmp_path / "scheduler.json").write_text(json.dumps({"scheduler": "cost-asha", "unit_seconds": 20.0}))  # an older tune_tl
+    assert recorded_rungs(SearchRun(tmp_path)) == [20.0, 60.0, 180.0]
+
+
+@pytest.mark.parametrize("grace, factor, max_epochs", [(1, 3, 9), (2, 2, 8), (1, 2, 4), (1, 3, 10), (3, 2, 20), (1, 3, 243), (1, 10, 1000)])
+def test_cost_rungs_with_a_unit_of_one_epoch_are_the_rungs_rays_asha_builds(grace, factor, max_epochs):
+    ray = ASHAScheduler(time_attr="epoch", metric="val_acc", mode="max", max_t=max_epochs, grace_period=grace, reduction_factor=factor)
+    assert cost_rungs(1, grace, max_epochs, factor) == sorted(m for m, _ in ray._brackets[0]._rungs)
+
+
+def test_cost_rungs_count_does_not_depend_on_the_unit_rounding():
+    assert len(cost_rungs(0.1, 1, 6, 3)) == len(cost_rungs(1, 1, 6, 3)) == 2
+    assert len(cost_rungs(0.7, 1, 9, 3)) == 3
 
 
 def test_pasha_stops_at_the_second_rung_while_rankings_agree_and_grows_when_they_disagree():

@@ -9,7 +9,10 @@ import torch
 from PIL import Image
 
 from tune_tl.analysis.frame import leaderboard, load_results
+from tune_tl.analysis.plots import learning_curves
+from tune_tl.analysis.rungs import scheduler_rungs
 from tune_tl.cli import main
+from tune_tl.store.search_run import SearchRun
 
 SPACE = """
 seed: 0
@@ -52,10 +55,23 @@ def test_report_prints_the_leaderboard_best_first_and_writes_plots_and_html(sear
     assert printed == expected and len(expected) == 5
     ranked = res.trials.set_index("trial_id").loc[expected[:2], "best_val_acc"]
     assert ranked.iloc[0] >= ranked.iloc[1]
-    for name in ("learning_curves.png", "accuracy_vs_freeze.png", "accuracy_vs_lr.png", "importances.png", "index.html"):
+    for name in ("learning_curves.png", "accuracy_vs_lr.png", "importances.png", "index.html"):
         assert (search / "report" / name).stat().st_size > 1000, name
+    assert not (search / "report" / "accuracy_vs_freeze.png").exists(), "freeze_blocks and freeze_policy were fixed: nothing to plot"
     page = (search / "report" / "index.html").read_text()
     assert expected[0] in page and "learning_curves.png" in page
+
+
+@pytest.mark.slow
+def test_the_report_draws_exactly_the_rungs_cost_aware_asha_recorded_in_scheduler_json(search):
+    assert json.loads((search / "search.json").read_text())["options"]["scheduler"] == "cost-asha"
+    recorded = json.loads((search / "scheduler.json").read_text())
+    assert recorded["rungs"] == [recorded["unit_seconds"], 2 * recorded["unit_seconds"]]  # grace 1, factor 2, 2 epochs
+    fig = learning_curves(load_results(search), scheduler_rungs(SearchRun(search)))
+    assert [line.get_xdata()[0] for line in fig.axes[0].lines if line.get_gid() == "rung"] == recorded["rungs"]
+    assert main(["report", str(search)]) == 0
+    page = (search / "report" / "index.html").read_text()
+    assert "cost-aware ASHA rungs at " + ", ".join(f"{m:.3g}" for m in recorded["rungs"]) + " training seconds" in page
 
 
 @pytest.mark.slow

@@ -66,7 +66,7 @@ def test_a_checkpoint_kept_only_at_the_latest_epoch_is_not_passed_off_as_the_bes
 def test_no_module_but_search_run_spells_the_folder_file_names():
     package = Path(__file__).resolve().parents[1] / "tune_tl"
     names = ('"search.json"', '"optuna.db"', '"tuner.pkl"', '"skipped_images.txt"', '/ "feature_cache"', '/ "trials"', '/ "epochs"',
-             '"ray.log"', '/ "logs"')
+             '"ray.log"', '/ "logs"', '"scheduler.json"')
     offenders = [f"{path.relative_to(package)}: {name}" for path in package.rglob("*.py") if path.name != "search_run.py"
                  for name in names if name in path.read_text()]
     assert offenders == []

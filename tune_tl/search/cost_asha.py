@@ -11,8 +11,9 @@ time it has run several epochs, or it finishes below the first rung and is never
 The rung unit is learned, not configured: ``grace_period`` epochs of the search's *first* trial (the
 textbook whole-model fine-tune when the sampler's textbook start is on), measured on its first epoch.
 Rungs are then ``grace_period × unit × reduction_factor^k`` up to ``max_epochs × unit``. A trial's own
-``max_epochs`` still ends it (the trainable stops), so the last rung never stops anything. The unit is
-written to ``<search>/scheduler.json`` when learned, so ``tune-tl resume`` rebuilds the same rungs.
+``max_epochs`` still ends it (the trainable stops), so the last rung never stops anything. The unit and
+the rungs are written to ``<search>/scheduler.json`` when learned: ``tune-tl resume`` rebuilds the same
+rungs from it, and ``tune-tl report`` draws them (:func:`recorded_rungs`), so the rungs have one owner.
 
     >>> CostASHA("results/demo", metric="val_acc", mode="max", max_epochs=6)  # doctest: +SKIP
 """
@@ -27,22 +28,56 @@ import numpy as np
 from ray.tune.schedulers import TrialScheduler
 
 from tune_tl.search.replay_asha import ReplayASHA
+from tune_tl.store.results import write_json_atomic
+from tune_tl.store.search_run import SearchRun
 from tune_tl.store.storage import Location
 
 log = logging.getLogger(__name__)
 
 #: The scheduler's clock: cumulative ``epoch_seconds`` of a trial (added to the results it decides on).
 TRAINING_SECONDS = "training_seconds"
-#: Where the learned unit is kept for ``tune-tl resume``.
-STATE_FILE = "scheduler.json"
 
 
 def cost_rungs(unit: float, grace_period: int, max_epochs: int, reduction_factor: float) -> list[float]:
-    """Rung milestones in training seconds, lowest first: ``grace_period × unit × reduction_factor^k``, as many
-    as Ray's ASHA makes between ``grace_period`` and ``max_epochs`` units."""
-    min_t, max_t = grace_period * unit, max(max_epochs, grace_period) * unit
-    count = int(np.log(max_t / min_t) / np.log(reduction_factor) + 1 + 1e-9)  # Ray's rung count
-    return [min_t * reduction_factor**k for k in range(count)]
+    """Rung milestones, lowest first: ``grace_period × unit × reduction_factor^k``, as many as Ray's ASHA makes
+    between ``grace_period`` and ``max_epochs`` units (Ray's ``_Bracket``: ``int(log(max_t/min_t)/log(rf) + 1)``,
+    so a rung can sit at ``max_epochs`` itself).
+
+    ``unit`` is seconds of one epoch here; with ``unit=1`` these are the epoch rungs of Ray's ``ASHAScheduler``
+    (``--scheduler asha``, and PASHA's levels below its maximum), the one formula for both.
+
+        >>> cost_rungs(1, grace_period=1, max_epochs=9, reduction_factor=3)
+        [1, 3, 9]
+    """
+    # Counted on epochs, exactly as Ray counts them: seconds (6 × 0.1 / 0.1 = 6.000000000000001) would
+    # let float rounding add or drop the rung at max_epochs.
+    count = int(np.log(max(max_epochs, grace_period) / grace_period) / np.log(reduction_factor) + 1)
+    return [grace_period * unit * reduction_factor**k for k in range(count)]
+
+
+def recorded_rungs(run: SearchRun) -> list[float]:
+    """The rungs, in training seconds, that the search's cost-aware ASHA recorded in ``scheduler.json``.
+
+    ``[]`` while it has not learned its unit (no file yet). A file from before rungs were recorded holds only
+    the unit: the rungs are rebuilt from it and the search's budget, as ``tune-tl resume`` does.
+    """
+    state = _read_state(run)
+    if isinstance(state.get("rungs"), list):
+        return [float(m) for m in state["rungs"]]
+    budget = run.metadata.get("budget") or {}
+    if not isinstance(state.get("unit_seconds"), (int, float)) or not budget:
+        return []
+    return cost_rungs(float(state["unit_seconds"]), budget["grace_period"], budget["max_epochs"], budget["reduction_factor"])
+
+
+def _read_state(run: SearchRun) -> dict:
+    """``scheduler.json`` as a dict; ``{}`` when it is missing or unreadable (nothing learned, as far as we know)."""
+    file = run.scheduler_file
+    try:
+        state = json.loads(file.read_text()) if file.is_file() else {}
+    except (OSError, ValueError):
+        return {}
+    return state if isinstance(state, dict) else {}
 
 
 class CostASHA(ReplayASHA):
@@ -79,6 +114,7 @@ class CostASHA(ReplayASHA):
         self._brackets[0]._rungs = [(m, {}) for m in reversed(cost_rungs(self.unit, self._grace_epochs, self._max_epochs, self._rf))]
         self._max_t = self._max_epochs * self.unit
         log.info("cost-aware ASHA: rungs at %s training seconds", ", ".join(f"{m:.1f}" for m in self.rungs))
+        self._save_state()
 
     def _timed(self, trial_id: str, result: dict) -> dict:
         """``result`` plus the trial's cumulative training seconds; learns the unit from the first trial."""
@@ -89,26 +125,22 @@ class CostASHA(ReplayASHA):
             self._clock[trial_id] = (int(epoch), total)
             if self.unit is None and trial_id == (self._first or trial_id):
                 self._set_rungs(float(seconds))
-                self._save_unit()
         return {**result, TRAINING_SECONDS: total}
 
-    def _save_unit(self) -> None:
-        from tune_tl.store.results import write_json_atomic
-
-        root = Location.parse(self.root)
-        if not root.exists():
-            return  # no search folder (e.g. the replay simulator): nothing to resume
+    def _save_state(self) -> None:
+        """Record the unit and the rungs in ``scheduler.json``, for ``tune-tl resume`` and the report."""
+        run = SearchRun(self.root)
+        if not run.root.exists():
+            return  # no search folder (e.g. the replay simulator): nothing to resume or report
+        state = {"scheduler": "cost-asha", "time_attr": TRAINING_SECONDS, "unit_seconds": self.unit, "rungs": self.rungs}
         try:
-            write_json_atomic({"scheduler": "cost-asha", "unit_seconds": self.unit}, root / STATE_FILE)
-        except OSError as exc:  # resume would fall back to the first recorded epoch
-            log.warning("could not record the cost-aware ASHA unit: %s", exc)
+            write_json_atomic(state, run.scheduler_file)
+        except OSError as exc:  # resume would fall back to the first recorded epoch; the report draws no rungs
+            log.warning("could not record the cost-aware ASHA rungs: %s", exc)
 
     def _saved_unit(self) -> float | None:
-        file = Location.parse(self.root) / STATE_FILE
-        try:
-            return float(json.loads(file.read_text())["unit_seconds"]) if file.is_file() else None
-        except (OSError, ValueError, KeyError, TypeError):
-            return None
+        unit = _read_state(SearchRun(self.root)).get("unit_seconds")
+        return float(unit) if isinstance(unit, (int, float)) else None
 
     def on_trial_add(self, tune_controller, trial):
         super().on_trial_add(tune_controller, trial)
@@ -143,7 +175,7 @@ class CostASHA(ReplayASHA):
         order = [c for c in ("time", "epoch") if c in epochs.columns]
         epochs = epochs.sort_values(order, kind="stable")
         epochs = epochs.assign(**{TRAINING_SECONDS: epochs.groupby("trial_id")["epoch_seconds"].cumsum()})
-        if self.unit is None:  # the live run's unit, else (no file) the first recorded epoch
+        if self.unit is None:  # the live run's unit, else (no file) the first recorded epoch; recorded either way
             self._set_rungs(self._saved_unit() or float(epochs["epoch_seconds"].iloc[0]))
         for row in epochs.groupby("trial_id").tail(1).itertuples(index=False):
             self._clock[row.trial_id] = (int(row.epoch), float(getattr(row, TRAINING_SECONDS)))

@@ -19,8 +19,8 @@ from __future__ import annotations
 
 from typing import Any
 
+from tune_tl.config.distributions import Fixed, ParamSpec, contains
 from tune_tl.config.params import PARAMS, is_active
-from tune_tl.config.space import Choice, Fixed, ParamSpec, Range
 
 #: What every recipe shares: AdamW 1e-3 under the default cosine schedule, a linear head, and every
 #: regulariser and augmentation off (a wider space must not turn a textbook trial into a MixUp trial).
@@ -54,7 +54,7 @@ def textbook_trials(params: tuple[ParamSpec, ...], num_blocks: int) -> list[tupl
         enqueue: dict[str, Any] = {}
         full = {**values, **chosen}
         for key, value in full.items():
-            if key in space and not isinstance(space[key], Fixed) and is_active(key, full) and _contains(space[key], value):
+            if key in space and not isinstance(space[key], Fixed) and is_active(key, full) and contains(space[key], value):
                 enqueue[key] = value
         if enqueue and enqueue not in [e for _, e in out]:
             out.append((name, enqueue))
@@ -82,16 +82,4 @@ def _allowed(space: dict, key: str, value: Any) -> bool:
     """A value the trial will run with: inside the space, or the parameter's default when not searched."""
     if key not in space:
         return value == PARAMS[key].default
-    return _contains(space[key], value)
-
-
-def _contains(dist, value: Any) -> bool:
-    if isinstance(dist, Fixed):
-        return dist.value == value
-    if isinstance(dist, Choice):
-        return value in dist.values
-    if isinstance(dist, Range):
-        if not dist.low <= value <= dist.high:
-            return False
-        return dist.step is None or abs((value - dist.low) / dist.step - round((value - dist.low) / dist.step)) < 1e-9
-    return False
+    return contains(space[key], value)

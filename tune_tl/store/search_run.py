@@ -7,6 +7,7 @@ A search lives in ``<output>/<name>/`` (a local or shared folder, or an ``s3://`
     logs/ray.log           Ray's and Optuna's own log lines (``tune_tl.search.ray_logs``)
     recheck/               the top configs re-run with more seeds (``--recheck``)
     optuna.db              the Optuna study (SQLite)
+    scheduler.json         what cost-aware ASHA learned: its unit and rungs (resume and the report read it)
     tuner.pkl              Ray Tune's experiment snapshot (``tune-tl resume`` restores it)
     <trial_id>/checkpoint_*/state.pt   per-trial checkpoints (latest and best epoch), one folder per trial
     skipped_images.txt     bad image files left out under ``skip_bad_images``
@@ -56,6 +57,7 @@ LOGS_DIR = "logs"
 RAY_LOG_FILE = "ray.log"
 MODELS_DIR = "models"
 RECHECK_DIR = "recheck"
+SCHEDULER_FILE = "scheduler.json"
 #: The file in each Ray checkpoint folder that holds a trial's training state (``training.state.training_state``).
 CHECKPOINT_FILE = "state.pt"
 #: Any of these means the folder already holds a search (``create`` refuses to overwrite it).
@@ -279,6 +281,11 @@ class SearchRun:
     @property
     def tuner_file(self) -> Location:
         return self.root / TUNER_FILE
+
+    @property
+    def scheduler_file(self) -> Location:
+        """The scheduler's record (``search.cost_asha`` writes and reads its format)."""
+        return self.root / SCHEDULER_FILE
 
     @property
     def skipped_file(self) -> Location:
