@@ -1,7 +1,7 @@
 #!/usr/bin/env bash
 # GPU verification for tune_tl, in one run of at most ~8 minutes on one GPU (more GPUs: also a 2-worker
 # NCCL search). Run from anywhere; output goes to the terminal and to gpu_check.log (paste it into
-# BENCHMARKS.md). Needs the project installed (pip install -e .[test]) and nothing from the network.
+# docs/benchmarks.md). Needs the project installed (pip install -e .[test]) and nothing from the network.
 #   scripts/gpu_check.sh                 # PYTHON=/path/to/python scripts/gpu_check.sh for another interpreter
 # Steps (each with its own time limit; a failing step is reported and the next one still runs):
 #   1. the CUDA tests: tests/test_train_gpu.py (AMP, channels_last, GPU-resident data) and, with 2+ GPUs,
