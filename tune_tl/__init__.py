@@ -5,6 +5,17 @@ and ``import tune_tl.cli`` (every ``tune-tl`` command, ``--help`` included) must
 """
 
 import importlib
+from typing import TYPE_CHECKING
+
+if TYPE_CHECKING:  # what the lazy names below are, for type checkers and the API docs
+    from tune_tl.analysis.frame import Results, best_trial, leaderboard, load_results, param_summary
+    from tune_tl.config.space import load_space
+    from tune_tl.config.spec import SearchSpec
+    from tune_tl.errors import TuneTLError
+    from tune_tl.search.options import SearchOptions
+    from tune_tl.search.resume import resume_search
+    from tune_tl.search.run import run_search
+    from tune_tl.search.summary import SearchSummary
 
 _PUBLIC = {
     "Results": "tune_tl.analysis.frame",
