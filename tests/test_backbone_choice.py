@@ -112,7 +112,7 @@ params:
 @pytest.mark.slow
 def test_a_search_over_two_backbones_runs_and_records_both(ray_local, tmp_path):
     space = write(tmp_path, SEARCH)
-    code = main(["search", str(space), "--output", str(tmp_path / "out"), "--name", "pair", "--sampler", "random",
+    code = main(["search", str(space), "--no-probes", "--output", str(tmp_path / "out"), "--name", "pair", "--sampler", "random",
                  "--scheduler", "fifo"])
     assert code == 0
     trials = pd.read_parquet(tmp_path / "out" / "pair" / "trials")
@@ -199,10 +199,15 @@ def test_backbone_selection_searches_only_the_best_ranked_backbone(ray_local, tm
     best = max(ranking, key=lambda row: row["logme"])["backbone"]
     assert {row["backbone"] for row in ranking} == {"efficientnet_lite0", "efficientnet_lite1"}
     trials = pd.read_parquet(tmp_path / "out" / "top1" / "trials")
-    assert set(trials["backbone"]) == {best} and len(trials) == 1
+    assert set(trials.loc[trials["probe"], "backbone"]) == {"efficientnet_lite0", "efficientnet_lite1"}, "the ranking is the probes'"
+    tuned = trials[~trials["probe"]]
+    assert set(tuned["backbone"]) == {best} and len(tuned) == 1
 
 
-def test_the_shipped_image_folder_space_searches_the_portfolio_up_to_each_native_size():
-    spec = load_space("search_spaces/imagefolder.yaml")
+def test_the_shipped_image_folder_space_searches_the_portfolio_each_at_its_native_size():
+    spec = load_space("imagefolder")
     assert spec.backbone.names == ("efficientnet_lite0", "efficientnet_lite1", "efficientnet_lite2")
-    assert spec.resolutions() == [128, 160, 192, 224, 256]
+    assert spec.resolutions() == [224, 240, 260]
+    configs = sample_many(spec.define_by_run(BLOCKS), n=30)
+    assert {(c["backbone"], c["resolution"]) for c in configs} == {("efficientnet_lite0", 224), ("efficientnet_lite1", 240),
+                                                                   ("efficientnet_lite2", 260)}

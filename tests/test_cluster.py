@@ -167,7 +167,7 @@ def test_search_with_address_runs_trials_on_both_nodes_of_a_two_node_cluster(tmp
         space = tmp_path / "tiny.yaml"
         space.write_text(TINY)
         out = tmp_path / "out"
-        search = [sys.executable, "-m", "tune_tl.cli", "search", str(space), "--address", cluster.address,
+        search = [sys.executable, "-m", "tune_tl.cli", "search", str(space), "--no-probes", "--address", cluster.address,
                   "--output", str(out), "--name", "two-nodes"]
         done = subprocess.run(search, env=cluster.env, capture_output=True, text=True, timeout=600)
         assert done.returncode == 0, done.stderr[-3000:]

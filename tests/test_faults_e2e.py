@@ -76,7 +76,7 @@ def assert_one_row_per_trial_and_epoch(root: Path) -> tuple[pd.DataFrame, pd.Dat
 def test_a_search_whose_driver_is_killed_resumes_to_exactly_its_trials_then_extends(tmp_path):
     (tmp_path / "tiny.yaml").write_text(SPACE)
     root = tmp_path / "out" / "s"
-    driver = Driver(["search", str(tmp_path / "tiny.yaml"), "--output", str(tmp_path / "out"), "--name", "s", "--concurrency", "1",
+    driver = Driver(["search", str(tmp_path / "tiny.yaml"), "--no-probes", "--output", str(tmp_path / "out"), "--name", "s", "--concurrency", "1",
                      "--no-feature-cache"], tmp_path / "search.log")  # uncached epochs: slow enough to kill mid-search
     try:  # kill it once the first trial has ended and the next one has started
         driver.wait_for(lambda: list(root.glob("trials/*.parquet")) and len(trial_dirs(root)) >= 2, timeout=240)
@@ -119,7 +119,7 @@ def fault_search(tmp_path_factory):
     trace.mkdir()
     root = tmp / "out" / "f"
     env = {"TUNE_TL_TRACE_DIR": str(trace), "TUNE_TL_SIMULATE_OOM_AT_EPOCH": "3"}
-    driver = Driver(["search", str(tmp / "space.py"), "--output", str(tmp / "out"), "--name", "f",
+    driver = Driver(["search", str(tmp / "space.py"), "--no-probes", "--output", str(tmp / "out"), "--name", "f",
                      "--concurrency", "1", "--max-failures", "2", "--no-feature-cache"], tmp / "search.log", env)
     try:
         def second_trial_done_epoch_1():

@@ -21,7 +21,7 @@ def space(trial):
 @pytest.mark.slow
 def test_two_same_name_searches_started_together_one_runs_and_a_py_space_resumes_in_a_new_process(tmp_path):
     (tmp_path / "space.py").write_text(PY_SPACE)
-    args = ["search", str(tmp_path / "space.py"), "--output", str(tmp_path / "out"), "--name", "s"]
+    args = ["search", str(tmp_path / "space.py"), "--no-probes", "--output", str(tmp_path / "out"), "--name", "s"]
     first, second = Driver(args, tmp_path / "a.log"), Driver(args, tmp_path / "b.log")
     codes = [first.wait(timeout=400), second.wait(timeout=400)]
     logs = [first.tail(100_000), second.tail(100_000)]

@@ -45,7 +45,7 @@ def test_search_over_an_image_folder_runs_with_the_folder_gone_once_data_is_prep
 
     monkeypatch.setattr(tune_tl.search.run, "build_tuner", build_tuner_without_the_folder)
     with caplog.at_level(logging.INFO, logger="tune_tl"):
-        code = main(["search", str(space), "--data", str(photos), "--skip-bad-images",
+        code = main(["search", str(space), "--no-probes", "--data", str(photos), "--skip-bad-images",
                      "--output", str(tmp_path / "out"), "--name", "photos", "--concurrency", "2"])
     assert code == 0
     assert not photos.exists(), "the folder was gone while trials ran"
@@ -75,7 +75,7 @@ def test_a_folder_over_the_memory_budget_is_streamed_by_the_trials(ray_local, tm
                      .replace("resolution: [32, 48]", "resolution: 32")
                      .replace("data: {val_fraction: 0.25}", f"data: {{source: imagefolder, path: '{photos}', val_fraction: 0.25, memory_budget_mb: 0.01}}"))
     with caplog.at_level(logging.INFO, logger="tune_tl"):
-        code = main(["search", str(space), "--output", str(tmp_path / "out"), "--name", "streamed"])
+        code = main(["search", str(space), "--output", str(tmp_path / "out"), "--name", "streamed", "--no-probes"])
     assert code == 0
     assert "streaming from files" in caplog.text and "data.memory_budget_mb 0.01" in caplog.text
     trials = pd.read_parquet(tmp_path / "out" / "streamed" / "trials")

@@ -86,7 +86,7 @@ def space(trial):
 def test_optuna_trial_states_agree_with_parquet_statuses_after_a_real_search(ray_local, tmp_path):
     space_file = tmp_path / "space.py"
     space_file.write_text(PY_SPACE)
-    code = main(["search", str(space_file), "--output", str(tmp_path / "out"), "--name", "honest", "--concurrency", "2"])
+    code = main(["search", str(space_file), "--no-probes", "--output", str(tmp_path / "out"), "--name", "honest", "--concurrency", "2"])
     assert code == 0
     root = tmp_path / "out" / "honest"
     trials = pd.read_parquet(root / "trials").set_index("trial_id")

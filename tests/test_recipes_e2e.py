@@ -31,7 +31,7 @@ params:
 def test_a_search_with_every_recipe_runs_to_the_end_and_records_the_step_schedule(ray_local, tmp_path, capsys):
     space = tmp_path / "recipes.yaml"
     space.write_text(RECIPE_SPACE)
-    code = main(["search", str(space), "--output", str(tmp_path / "out"), "--name", "r", "--concurrency", "2"])
+    code = main(["search", str(space), "--no-probes", "--output", str(tmp_path / "out"), "--name", "r", "--concurrency", "2"])
     assert code == 0
 
     trials = pd.read_parquet(tmp_path / "out" / "r" / "trials")

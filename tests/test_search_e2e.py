@@ -26,7 +26,7 @@ def test_cli_search_writes_one_row_per_trial_and_epoch_and_asha_stops_weak_trial
     space = tmp_path / "tiny.yaml"
     space.write_text(TINY_SPACE)
     # Epoch-rung ASHA (not the cost-aware default): on this tiny space it is sure to stop someone.
-    code = main(["search", str(space), "--output", str(tmp_path / "out"), "--name", "tiny", "--concurrency", "2", "--scheduler", "asha"])
+    code = main(["search", str(space), "--no-probes", "--output", str(tmp_path / "out"), "--name", "tiny", "--concurrency", "2", "--scheduler", "asha"])
     assert code == 0
 
     root = tmp_path / "out" / "tiny"

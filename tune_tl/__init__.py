@@ -31,7 +31,8 @@ _PUBLIC = {
     "run_search": "tune_tl.search.run",
     "resume_search": "tune_tl.search.resume",
 }
-__all__ = sorted(_PUBLIC)
+__all__ = ["Results", "SearchOptions", "SearchSpec", "SearchSummary", "TuneTLError", "best_trial", "leaderboard",
+           "load_results", "load_space", "param_summary", "resume_search", "run_search"]
 __version__ = "0.1.0"
 
 

@@ -15,7 +15,7 @@ from pathlib import Path
 
 from tune_tl.config.shipped import IMAGEFOLDER, shipped_space, shipped_spaces
 from tune_tl.config.space import check_seed, load_space
-from tune_tl.config.spec import with_budget
+from tune_tl.config.spec import DEFAULT_TIME_BUDGET, NO_LIMIT, with_budget
 from tune_tl.errors import TuneTLError
 from tune_tl.search.options import SAMPLERS, SCHEDULERS, SearchOptions
 
@@ -33,6 +33,16 @@ def main(argv: list[str] | None = None) -> int:
     except TuneTLError as exc:
         print(f"tune-tl: error: {exc}", file=sys.stderr)
         return 2
+
+
+def _seconds_or_none(text: str) -> float | str:
+    """``--time-budget``: a number of seconds, or ``none`` (no limit; kept as the word until the budget is applied)."""
+    if text.strip().lower() == "none":
+        return NO_LIMIT
+    try:
+        return float(text)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"expected seconds or 'none', got {text!r}") from None
 
 
 class _OneLineParser(argparse.ArgumentParser):
@@ -66,8 +76,11 @@ def _parser() -> argparse.ArgumentParser:
     s.add_argument("--sampler", choices=SAMPLERS, default=SAMPLERS[0], help="Optuna sampler: tpe (default) or random, for comparison")
     s.add_argument("--no-textbook-start", dest="textbook_start", action="store_false",
                    help="do not start with the textbook recipes (fine-tune, linear probe, LP→FT); sample every trial")
-    s.add_argument("--time-budget", type=float, metavar="SECONDS", dest="time",
-                   help="stop starting trials and end running ones after this many seconds (overrides budget.time)")
+    s.add_argument("--no-probes", dest="probes", action="store_false",
+                   help="no stage-0 linear probes (one per backbone, before any fine-tune); every trial goes through Ray Tune")
+    s.add_argument("--time-budget", type=_seconds_or_none, metavar="SECONDS", dest="time",
+                   help=f"stop starting trials and end running ones after this many seconds, or 'none' for no limit "
+                        f"(overrides budget.time; default {DEFAULT_TIME_BUDGET:g})")
     s.add_argument("--address", help="Ray cluster to join, e.g. 10.0.0.5:6379 or ray://head:10001 (default: $RAY_ADDRESS, else local Ray)")
     s.add_argument("--no-feature-cache", dest="feature_cache", action="store_false",
                    help="always run the backbone, even when it is frozen (default: cache frozen features)")
@@ -255,6 +268,7 @@ def _search(args) -> int:
         scheduler=args.scheduler,
         sampler=args.sampler,
         textbook_start=args.textbook_start,
+        probes=args.probes,
         feature_cache=args.feature_cache,
         max_failures=args.max_failures,
         verbose=int(args.verbose),

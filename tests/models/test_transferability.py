@@ -64,3 +64,10 @@ def test_logme_rejects_features_that_do_not_match_the_labels():
         logme(np.zeros((5, 3)), np.zeros(4))
     with pytest.raises(ValueError, match="NaN"):
         logme(np.full((4, 3), np.nan), np.zeros(4))
+
+
+def test_logme_is_finite_when_few_near_identical_images_per_class_are_fitted_exactly():
+    rng = np.random.default_rng(0)
+    labels = np.repeat([0, 1, 2], 8)  # 24 images, 1280 features: every label vector lies in the features' span
+    features = np.abs(rng.normal(size=(3, 1280)))[labels] + 1e-3 * rng.normal(size=(24, 1280))
+    assert np.isfinite(logme(features, labels))

@@ -101,11 +101,19 @@ def recheck_summary(run: SearchRun) -> pd.DataFrame:
 
 
 def chosen_winner(results: Results, run: SearchRun | None = None) -> pd.Series:
-    """The trial to ship: the best mean over seeds when the search was rechecked, else ``best_trial``."""
+    """The trial to ship: the best mean over seeds when the search was rechecked, else ``best_trial``.
+
+    A stage-0 probe is never re-run (its fit does not depend on a training seed); it wins when its accuracy is
+    above the rechecked winner's mean.
+    """
     if run is not None:
         rechecked = recheck_summary(run)
         if not rechecked.empty:
-            return results.trials.set_index("trial_id", drop=False).loc[rechecked["trial_id"].iloc[0]]
+            trials = results.trials.set_index("trial_id", drop=False)
+            probe = best_row(results.trials[results.trials["probe"].eq(True)])
+            if probe is not None and probe["best_val_acc"] > rechecked["mean"].iloc[0]:
+                return probe
+            return trials.loc[rechecked["trial_id"].iloc[0]]
     return best_trial(results)
 
 

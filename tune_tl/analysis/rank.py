@@ -2,9 +2,9 @@
 
 For each backbone, one pass of its frozen, pooled features over the train and val images (the same
 features the search's feature cache holds) gives three cheap signals: LogME on the train features
-(You et al. 2021; higher = the features explain the labels better), the val accuracy of a quick linear
-probe (standardised features, scikit-learn's logistic regression), and the cost (feature seconds,
-parameter count). Later work found model size alone a strong baseline, which is why ``params`` is a
+(You et al. 2021; higher = the features explain the labels better), the val accuracy of the linear
+probe a search's stage 0 fits (``training.linear_probe``: standardised features, L2 logistic regression
+with C chosen by cross-validation), and the cost (feature seconds, parameter count). Later work found model size alone a strong baseline, which is why ``params`` is a
 column: compare before trusting either score.
 
     >>> table = rank_backbones(load_space("search_spaces/portfolio.yaml"))
@@ -16,23 +16,16 @@ from __future__ import annotations
 
 import dataclasses
 import logging
-import time
 from dataclasses import dataclass
 from pathlib import Path
 
-import numpy as np
 import pandas as pd
-import torch
-from sklearn.linear_model import LogisticRegression
-from sklearn.pipeline import make_pipeline
-from sklearn.preprocessing import StandardScaler
 
 from tune_tl.config.spec import SearchSpec
-from tune_tl.data.preprocess import Normaliser
 from tune_tl.errors import TuneTLError
-from tune_tl.models.transferability import logme
+from tune_tl.models import Backbone
 from tune_tl.training.context import PreparedSearch, prepare_context
-from tune_tl.training.frozen_features import encode
+from tune_tl.training.linear_probe import measure_probe
 
 log = logging.getLogger(__name__)
 
@@ -77,32 +70,27 @@ def rank_backbones(spec: SearchSpec, options: RankOptions = RankOptions()) -> pd
 
 
 def rank_prepared(prepared: PreparedSearch, resolution: int, batch_size: int = 128, device: str | None = None) -> pd.DataFrame:
-    """Rank the backbones of an already prepared search on its split at ``resolution`` (best LogME first)."""
+    """Rank the backbones of an already prepared search on its split at ``resolution`` (best LogME first), with the
+    same probe a search's stage 0 fits (``training.linear_probe.measure_probe``)."""
     split = prepared.context.data.splits[resolution]
-    device = torch.device(device or ("cuda" if torch.cuda.is_available() else "cpu"))
     rows = []
     for name, backbone in prepared.backbones.items():
-        start = time.perf_counter()
-        normalise = Normaliser(backbone.mean, backbone.std, device)
-        features = backbone.features.to(device)
-        train = encode(features, split, "train", normalise, batch_size)
-        val = encode(features, split, "val", normalise, batch_size)
-        seconds = time.perf_counter() - start
-        rows.append({
-            "backbone": name,
-            "logme": logme(train, split.train_y),
-            "probe_acc": probe_accuracy(train, split.train_y, val, split.val_y),
-            "seconds": seconds,
-            "params": sum(p.numel() for p in backbone.features.parameters()),
-        })
+        measured = measure_probe(backbone, split, prepared.context.data.num_classes, prepared.context.seed, device=device,
+                                 batch_size=batch_size)
+        rows.append(ranking_row(name, backbone, measured.logme, measured.val_acc, measured.seconds))
         log.info("ranked %s: %s", name, rows[-1])
+    return ranking_table(rows)
+
+
+def ranking_row(name: str, backbone: Backbone, logme: float, probe_acc: float, seconds: float) -> dict:
+    """One backbone's row of the ranking table (:data:`COLUMNS`)."""
+    return {"backbone": name, "logme": logme, "probe_acc": probe_acc, "seconds": seconds,
+            "params": sum(p.numel() for p in backbone.features.parameters())}
+
+
+def ranking_table(rows: list[dict]) -> pd.DataFrame:
+    """The ranking table from :func:`ranking_row` rows, best LogME first."""
     return pd.DataFrame(rows, columns=COLUMNS).sort_values("logme", ascending=False, ignore_index=True)
-
-
-def probe_accuracy(train_x: np.ndarray, train_y: np.ndarray, val_x: np.ndarray, val_y: np.ndarray) -> float:
-    """Val accuracy of a logistic-regression probe on standardised features (L2, C = 1)."""
-    probe = make_pipeline(StandardScaler(), LogisticRegression(max_iter=1000))
-    return float(probe.fit(train_x, train_y).score(val_x, val_y))
 
 
 def write_table(table, output: str) -> None:

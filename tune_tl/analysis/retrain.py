@@ -33,6 +33,7 @@ from tune_tl.errors import TuneTLError
 from tune_tl.store.search_run import SearchRun
 from tune_tl.training.context import prepare_context
 from tune_tl.training.evaluate import evaluate_split
+from tune_tl.training.linear_probe import measure_probe
 from tune_tl.training.loop import fit
 from tune_tl.training.recipe import build_trial
 
@@ -69,8 +70,13 @@ def retrain(search_dir: str | Path, trial_id: str | None = None, device: str | N
     device = device or ("cuda" if torch.cuda.is_available() else "cpu")
     plan = build_trial(cfg, prepared.context, device)
     split = plan.split if train_on == "train" else _with_val_in_train(plan.split)
-    history = fit(plan.model, split, plan.fit, lambda m: log.info("epoch %d: val_acc %.4f", m.epoch, m.val_acc),
-                  param_groups=plan.param_groups)
+    if row["probe"] == True:  # noqa: E712 (a numpy bool) - a stage-0 probe: scikit-learn fits its head again, as the search did
+        measured = measure_probe(prepared.backbones[name], split, prepared.context.data.num_classes, spec.seed, device=device)
+        plan.model.head = measured.probe.as_linear()
+        epochs = 1
+    else:
+        epochs = len(fit(plan.model, split, plan.fit, lambda m: log.info("epoch %d: val_acc %.4f", m.epoch, m.val_acc),
+                         param_groups=plan.param_groups))
     test = _test_as_val(split)
     normalise = Normaliser(plan.fit.mean, plan.fit.std, device)
     if test is not None:
@@ -79,7 +85,7 @@ def retrain(search_dir: str | Path, trial_id: str | None = None, device: str | N
         on, (loss, acc) = "val", evaluate_split(plan.model, split, normalise, plan.fit.eval_batch_size)
     else:
         on, loss, acc = None, None, None  # trained on every labelled image: nothing left to evaluate on
-    metrics = {"evaluated_on": on, "loss": loss, "accuracy": acc, "epochs": len(history), "train_on": train_on,
+    metrics = {"evaluated_on": on, "loss": loss, "accuracy": acc, "epochs": epochs, "train_on": train_on,
                "search_best_val_acc": float(row["best_val_acc"]) if row["best_val_acc"] == row["best_val_acc"] else None}
     info = {"trial_id": str(row["trial_id"]), "classes": list(prepared.context.data.classes), "preprocessing": plan.preprocessing.to_dict(),
             "config": cfg.to_dict(), "val_acc": acc if on == "val" else None, "backbone": name,

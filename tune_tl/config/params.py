@@ -91,6 +91,9 @@ PARAMS: dict[str, Param] = {
     "head_hidden": Param(int, 256, "hidden width of the MLP head", when=("head", "mlp"), minimum=1, maximum=65536),
     "head_dropout": Param(float, 0.0, "dropout before the MLP head's last layer", when=("head", "mlp"),
                           minimum=0.0, maximum=1.0, exclusive_maximum=True, why="a dropout of 1 zeroes every input"),
+    "head_init": Param(str, "probe", "a linear head starts from the search's linear probe for the trial's backbone and "
+                       "resolution when there is one (LP→FT without spending epochs), or random", choices=("probe", "random"),
+                       when=("head", "linear")),
     # Training augmentation, applied per image on the trial's device; each default switches it off.
     "aug_crop_scale": Param(float, 1.0, "random resized crop: smallest area fraction kept, in (0, 1]; 1.0 = off",
                             minimum=0.0, maximum=1.0, exclusive_minimum=True),
@@ -175,6 +178,7 @@ class TrialConfig:
     head: str = "linear"
     head_hidden: int | None = None
     head_dropout: float | None = None
+    head_init: str | None = "probe"
     aug_crop_scale: float = 1.0
     aug_flip: int = 0
     aug_rotate: float = 0.0

@@ -28,7 +28,7 @@ import yaml
 from tune_tl.config.distributions import ALL, BLOCK_PARAMS, LAST, NATIVE, Choice, Fixed, ParamSpec, Range, resolution_grid
 from tune_tl.config.params import PARAMS, TrialConfig, coerce
 from tune_tl.config.shipped import DEFAULT, shipped_space
-from tune_tl.config.spec import BackboneSpec, BudgetSpec, DataSpec, SearchSpec, SelectionSpec
+from tune_tl.config.spec import NO_LIMIT, BackboneSpec, BudgetSpec, DataSpec, SearchSpec, SelectionSpec
 from tune_tl.errors import TuneTLError
 
 SEED_MAX = 2**32 - 1
@@ -235,8 +235,9 @@ def _section(raw: Mapping[str, Any], key: str, cls: type, source: str):
         if name == "path":
             expected = str
         if name == "time":
-            if value is None:
-                continue  # ``time: null``: no time budget
+            if value is None or value == NO_LIMIT:  # ``time: none`` (or null): no time budget
+                values[name] = None
+                continue
             expected = float
         if (key, name) == ("backbone", "name") and isinstance(value, (list, tuple)):
             values[name] = _backbone_names(value, source)

@@ -19,6 +19,10 @@ from tune_tl.errors import TuneTLError
 
 #: ``data.source`` values.
 DATA_SOURCES = ("digits", "imagefolder", "cifar10")
+#: Seconds a search may run when neither ``budget.time`` nor ``--time-budget`` says (about 10 minutes on a laptop).
+DEFAULT_TIME_BUDGET = 600.0
+#: ``budget.time: none`` / ``--time-budget none``: no time limit.
+NO_LIMIT = "none"
 #: ``backbone_selection.by`` values (columns of ``tune-tl rank``).
 SELECTION_SCORES = ("logme", "probe_acc")
 
@@ -86,8 +90,8 @@ class BudgetSpec:
     max_epochs: int = 4
     grace_period: int = 1
     reduction_factor: float = 3.0
-    #: Seconds the search may run (``--time-budget``); ``None`` = no limit.
-    time: float | None = None
+    #: Seconds the search may run, probes included (``--time-budget``); ``None`` = no limit (``none`` in a space file).
+    time: float | None = DEFAULT_TIME_BUDGET
 
     def check(self, source: str) -> BudgetSpec:
         """Raise naming ``source`` (a space file, or ``command line``) unless the budget is usable."""
@@ -172,8 +176,9 @@ class SearchSpec:
 
 
 def with_budget(spec: SearchSpec, source: str = "command line", **overrides: Any) -> SearchSpec:
-    """``spec`` with budget fields replaced (``None`` values ignored), checked as a space file's budget is."""
-    given = {k: v for k, v in overrides.items() if v is not None}
+    """``spec`` with budget fields replaced (``None`` values ignored; ``time=NO_LIMIT`` removes the time budget),
+    checked as a space file's budget is."""
+    given = {k: (None if v == NO_LIMIT else v) for k, v in overrides.items() if v is not None}
     if not given:
         return spec
     return dataclasses.replace(spec, budget=dataclasses.replace(spec.budget, **given).check(source))

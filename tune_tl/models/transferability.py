@@ -62,7 +62,7 @@ def maximise_evidence(spectrum: _Spectrum, u: np.ndarray, y: np.ndarray, tol: fl
         m_sq, residual = _fit(spectrum, z, outside, alpha, beta)
         gamma = float(np.sum(beta * spectrum.sigma / (alpha + beta * spectrum.sigma)))
         new_alpha = gamma / max(m_sq, 1e-300)
-        new_beta = (spectrum.n - gamma) / max(residual, 1e-300)
+        new_beta = max(spectrum.n - gamma, 1e-300) / max(residual, 1e-300)  # n ≈ γ when the labels are fitted exactly
         converged = abs(new_alpha / new_beta - alpha / beta) <= tol * (alpha / beta)
         alpha, beta = new_alpha, new_beta
         if converged:

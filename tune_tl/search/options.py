@@ -41,6 +41,8 @@ class SearchOptions:
     sampler: str = SAMPLERS[0]
     #: Enqueue the textbook recipes (fine-tune, linear probe, LP→FT) as the first trials.
     textbook_start: bool = True
+    #: Stage 0: a linear probe per backbone before any fine-tune (``search.probes``).
+    probes: bool = True
     #: 0: the progress view, Ray's log in ``<search>/logs/ray.log``; 1 or 2: Ray's own stream (``--verbose``).
     verbose: int = 0
     #: Share frozen-backbone features between epochs and trials (``<search>/feature_cache``).

@@ -134,8 +134,8 @@ class SearchProgress(Callback):
 
     def _load_finished(self) -> None:
         """Counts and best trial of a resumed search, from what the Parquet results already hold."""
-        trials = SearchRun(self.root).trials()  # empty for a new search
-        for status, n in trials["status"].value_counts().items():
+        trials = SearchRun(self.root).trials()  # empty for a new search; its probes count as the best so far only
+        for status, n in trials.loc[~trials["probe"].eq(True), "status"].value_counts().items():
             self._counts[status] = int(n)
         best = best_row(trials)
         if best is not None:

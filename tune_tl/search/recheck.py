@@ -47,7 +47,8 @@ def recheck_top(path: str | Path, k: int, seeds: int = EXTRA_SEEDS, device: str 
     if k < 1:
         raise TuneTLError(f"--recheck must be at least 1, got {k}")
     run = SearchRun.open(path, require_metadata=True)
-    top = ranked(run.trials()).head(k)
+    trials = run.trials()
+    top = ranked(trials[~trials["probe"].eq(True)]).head(k)  # a probe's fit has no training seed to vary
     if top.empty:
         raise TuneTLError(f"{run.root}: no completed or pruned trial to recheck")
     spec = run.spec

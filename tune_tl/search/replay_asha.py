@@ -70,11 +70,12 @@ class ReplayASHA(ASHAScheduler):
         if self._replayed:
             return
         self._replayed = True
-        run = SearchRun(self.root)  # a str in schedulers pickled by older versions
-        epochs = run.epochs()
+        run = SearchRun(self.root)
+        epochs, trials = run.epochs(), run.trials()
+        epochs, trials = epochs[~epochs["probe"].eq(True)], trials[~trials["probe"].eq(True)]  # probes never met a rung
         if not len(epochs):
             return  # a fresh search: nothing recorded yet
-        n = self.replay(epochs, run.trials())
+        n = self.replay(epochs, trials)
         log.info("ASHA: replayed %d recorded epoch results into the rungs", n)
 
     def on_trial_add(self, tune_controller, trial):

@@ -13,6 +13,7 @@ bookkeeping (``setup``).
 
 from __future__ import annotations
 
+import dataclasses
 import logging
 import time
 from pathlib import Path
@@ -23,7 +24,7 @@ from tune_tl.errors import TuneTLError
 from tune_tl.search.options import SearchOptions
 from tune_tl.search.ray_logs import ray_output
 from tune_tl.search.resources import check_resources
-from tune_tl.search.run import with_feature_cache
+from tune_tl.search.run import feature_cache
 from tune_tl.search.sampler import SampleTarget
 from tune_tl.search.session import init_ray, storage_config
 from tune_tl.search.summary import SearchSummary, summarize
@@ -49,7 +50,8 @@ def _resume_locked(run: SearchRun, samples: int | None) -> SearchSummary:
         raise TuneTLError(f"--samples {samples} is fewer than the search's {spec.budget.samples} trials; give at least that many")
     options = SearchOptions(**run.options)
     root = run.root
-    context = with_feature_cache(prepare_context(spec).context, options, root)  # before Ray: bad weights or data fail here
+    context = dataclasses.replace(prepare_context(spec).context, feature_cache=feature_cache(options, root),  # bad data fails here
+                                  probe_heads=run.probe_heads())
     log.info("resuming search %s: %d trials in all", root, target)
     run.study_file(fresh=False)  # an object store's study: fetch its copy before Ray unpickles the searcher
     with ray_output(root, options.verbose), SampleTarget.extending(target):  # Ray's log lines: <search>/logs/ray.log

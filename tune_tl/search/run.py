@@ -11,12 +11,13 @@ import dataclasses
 import logging
 import time
 
-from tune_tl.analysis.rank import rank_prepared, select_backbones
+from tune_tl.analysis.rank import rank_prepared
 from tune_tl.config.distributions import values_of
 from tune_tl.config.params import PARAMS
-from tune_tl.config.spec import SearchSpec
+from tune_tl.config.spec import DEFAULT_TIME_BUDGET, SearchSpec, with_budget
 from tune_tl.data.validate import write_skipped
 from tune_tl.search.options import SearchOptions
+from tune_tl.search.probes import ranked_spec, ranking, run_probes, study_trials
 from tune_tl.search.ray_logs import ray_output
 from tune_tl.search.resources import check_resources
 from tune_tl.search.session import alive_node_ids, init_ray, versions
@@ -25,7 +26,7 @@ from tune_tl.search.tuner import build_tuner
 from tune_tl.search.warm_start import data_fingerprint, seed_study, warm_trials
 from tune_tl.store.search_run import SearchRun
 from tune_tl.store.storage import Location
-from tune_tl.training.context import TrialContext, prepare_context
+from tune_tl.training.context import prepare_context
 from tune_tl.training.frozen_features import INPUT_VARYING_PARAMS
 
 log = logging.getLogger(__name__)
@@ -52,37 +53,59 @@ def run_search(spec: SearchSpec, options: SearchOptions = SearchOptions()) -> Se
 
 
 def _run_locked(spec: SearchSpec, options: SearchOptions, name: str, root: Location) -> SearchSummary:
+    started = time.monotonic()
+    deadline = None if spec.budget.time is None else started + spec.budget.time
     prepared = prepare_context(spec)  # before Ray: bad weights or data fail here
-    ranking = None
-    if spec.backbone_selection is not None and spec.backbone.is_choice:
-        ranking = rank_prepared(prepared, max(spec.resolutions()))  # one frozen-feature pass per listed backbone
-        spec = select_backbones(spec, ranking)
-        prepared = prepared.keep(spec.backbone.names)
     loaded = prepared.loaded
     fingerprint = data_fingerprint(loaded.data)
-    warm = warm_trials(options.warm_start, fingerprint, spec.define_by_run(prepared.num_blocks)) if options.warm_start else []
+    if options.warm_start:
+        warm_trials(options.warm_start, fingerprint, spec.define_by_run(prepared.num_blocks))  # a bad folder fails here
     init_ray(options.address, options.verbose)
     check_resources(options)  # what the cluster really has: a trial that can never start would wait forever
     run = SearchRun.create(root, spec, options, {**versions(), "data_loaded": loaded.description, "skipped_images": len(loaded.skipped),
-                                                     "classes": list(loaded.data.classes), "data_fingerprint": fingerprint,
-                                                     "backbone_ranking": None if ranking is None else ranking.to_dict("records")})
+                                                     "classes": list(loaded.data.classes), "data_fingerprint": fingerprint})
     if loaded.skipped:
         write_skipped(loaded.skipped, run.skipped_file)
-    context = with_feature_cache(prepared.context, options, root)
+    _log_budget(spec)
+    cache = feature_cache(options, root)
+    probes = run_probes(spec, prepared, run, cache, deadline) if options.probes else []
+    table = ranking(probes, prepared) if probes else None
+    if table is None and spec.backbone_selection is not None and spec.backbone.is_choice:
+        table = rank_prepared(prepared, max(spec.resolutions()))  # no probes: rank with the same measurement, unrecorded
+    if table is not None:  # the best-ranked backbone first (backbone_selection keeps only the top ones)
+        spec, prepared = ranked_spec(spec, prepared, table)
+        run.update_metadata(backbone=dataclasses.asdict(spec.backbone), probes=[p.record() for p in probes],
+                            backbone_ranking=table.to_dict("records") if spec.backbone_selection is not None else None)
+    context = dataclasses.replace(prepared.context, feature_cache=cache, probe_heads=run.probe_heads())
     if options.feature_cache:
         _log_uncacheable(spec)
-    log.info("search %r: %d trials, up to %d epochs each; results in %s", name, spec.budget.samples, spec.budget.max_epochs, root)
-
+    space = spec.define_by_run(prepared.num_blocks)
+    seeded = study_trials(probes, space) + (warm_trials(options.warm_start, fingerprint, space) if options.warm_start else [])
     study = run.study_file(fresh=True)
-    if warm:
-        seed_study(study, root.name, warm)  # TPE starts from the earlier trials
-    tuner = build_tuner(spec, options, context, prepared.num_blocks, root, study)
-    started = time.monotonic()
-    tuner.fit()  # a driver that dies here is continued by ``tune-tl resume`` (tune_tl.search.resume)
-    timed_out = ended_by_time_budget(spec, time.monotonic() - started)
-
+    if seeded:
+        seed_study(study, root.name, seeded)  # TPE starts from the probes and the earlier searches' trials
+    remaining = None if deadline is None else deadline - time.monotonic()
+    timed_out = remaining is not None and remaining <= 0
+    if not timed_out:
+        log.info("search %r: %d trials, up to %d epochs each; results in %s", name, spec.budget.samples, spec.budget.max_epochs, root)
+        tuner = build_tuner(with_budget(spec, time=remaining), options, context, prepared.num_blocks, root, study)
+        tuner.fit()  # a driver that dies here is continued by ``tune-tl resume`` (tune_tl.search.resume)
+        timed_out = deadline is not None and time.monotonic() >= deadline
     run.update_metadata(end_time=time.strftime("%Y-%m-%dT%H:%M:%S%z"), node_ids=alive_node_ids(), ended_by_time_budget=timed_out)
     return summarize(root, len(loaded.skipped), timed_out)
+
+
+def _log_budget(spec: SearchSpec) -> None:
+    """Say up front how long the search may take: the time budget (the default one, if not set) or none."""
+    if spec.budget.time is None:
+        log.info("time budget: none (budget.time: none); the search runs all %d trials", spec.budget.samples)
+    else:
+        log.info("time budget: %s%s; set it with --time-budget SECONDS (or none)", _minutes(spec.budget.time),
+                 " (the default)" if spec.budget.time == DEFAULT_TIME_BUDGET else "")
+
+
+def _minutes(seconds: float) -> str:
+    return f"{seconds:g} s ({seconds / 60:.1f} min)" if seconds >= 60 else f"{seconds:g} s"
 
 
 def ended_by_time_budget(spec: SearchSpec, elapsed: float) -> bool:
@@ -90,13 +113,11 @@ def ended_by_time_budget(spec: SearchSpec, elapsed: float) -> bool:
     return spec.budget.time is not None and elapsed >= spec.budget.time
 
 
-def with_feature_cache(context: TrialContext, options: SearchOptions, root: Location) -> TrialContext:
-    """Point trials at the search's feature cache, unless the user turned it off: ``<search>/feature_cache``
-    (shared by every node when the output is a shared folder), or a node-local folder when the output
-    is an object store (features are recomputed once per node rather than read over the network)."""
-    if not options.feature_cache:
-        return context
-    return dataclasses.replace(context, feature_cache=str(SearchRun(root).feature_cache_dir()))
+def feature_cache(options: SearchOptions, root: Location) -> str | None:
+    """The search's feature cache, unless the user turned it off: ``<search>/feature_cache`` (shared by every
+    node when the output is a shared folder), or a node-local folder when the output is an object store
+    (features are recomputed once per node rather than read over the network)."""
+    return str(SearchRun(root).feature_cache_dir()) if options.feature_cache else None
 
 
 def _log_uncacheable(spec: SearchSpec) -> None:

@@ -226,16 +226,18 @@ def make_sampler(name: str, spec) -> optuna.samplers.BaseSampler:
                                           multivariate=True, group=True, constant_liar=True)
 
 
-def enqueue_textbook(searcher: OptunaSearch, spec, num_blocks: int | Mapping[str, int]) -> list[str]:
+def enqueue_textbook(searcher: OptunaSearch, spec, num_blocks: int | Mapping[str, int], backbone: str | None = None,
+                     after_probes: bool = False) -> list[str]:
     """Enqueue the textbook recipes that fit ``spec``'s space as the study's first trials; their names.
 
-    With a choice of backbones they go to the first listed one (the best ranked under ``backbone_selection``).
+    With a choice of backbones they go to ``backbone`` (the best probe's), else to the first listed one (the
+    best ranked under ``backbone_selection``). ``after_probes``: the search's probes ran (``search.textbook``).
     """
     if spec.space_fn is not None:
         return []
-    first = spec.backbone.names[0]
+    first = backbone or spec.backbone.names[0]
     blocks = num_blocks[first] if isinstance(num_blocks, Mapping) else num_blocks
-    recipes = textbook_trials(spec.sub_spaces(num_blocks)[first], blocks)
+    recipes = textbook_trials(spec.sub_spaces(num_blocks)[first], blocks, after_probes)
     if spec.backbone.is_choice:
         recipes = [(name, {"backbone": first, **params}) for name, params in recipes]
     for name, params in recipes:

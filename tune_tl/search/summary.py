@@ -5,13 +5,13 @@ The CLI prints it; callers of ``run_search`` get it back.
 
 from __future__ import annotations
 
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from typing import Any
 
 import pandas as pd
 
 from tune_tl.config.params import PARAMS, TrialConfig
-from tune_tl.store.ranking import best_row
+from tune_tl.store.ranking import best_row, best_so_far
 from tune_tl.store.schema import STATUSES
 from tune_tl.store.search_run import SearchRun
 from tune_tl.store.storage import Location
@@ -32,15 +32,28 @@ class SearchSummary:
     uncached_trials: int = 0
     #: ``budget.time`` seconds (``--time-budget``) ran out before the search had run all its trials.
     ended_by_time_budget: bool = False
+    #: Stage-0 linear probes (``search.probes``); ``counts`` are the other trials'.
+    probes: int = 0
+    #: Best val_acc reached after 1, 2, 5 and 10 minutes (``None``: no epoch had ended yet), probes included.
+    anytime: dict[float, float | None] = field(default_factory=dict)
+
+
+#: The anytime figures a summary shows: seconds since the search started.
+ANYTIME_SECONDS = (60.0, 120.0, 300.0, 600.0)
 
 
 def summarize(root: Location, skipped_images: int = 0, ended_by_time_budget: bool = False) -> SearchSummary:
-    """Counts by status and the best trial's row (``store.ranking.best_row``), read back from the Parquet results."""
-    trials = SearchRun(root).trials()
-    counts = {status: int((trials["status"] == status).sum()) for status in STATUSES}
+    """Counts by status, the best trial's row (``store.ranking.best_row``) and the anytime figures, read back from
+    the Parquet results."""
+    run = SearchRun(root)
+    trials = run.trials()
+    probe = trials["probe"].eq(True)
+    counts = {status: int((trials.loc[~probe, "status"] == status).sum()) for status in STATUSES}
     best = best_row(trials)
+    start = pd.to_datetime(run.metadata.get("start_time"), format="%Y-%m-%dT%H:%M:%S%z", errors="coerce")
+    anytime = best_so_far(run.epochs(), start, list(ANYTIME_SECONDS)) if pd.notna(start) else {}
     return SearchSummary(root, counts, None if best is None else best.dropna().to_dict(), skipped_images,
-                         uncached_trials(trials), ended_by_time_budget)
+                         uncached_trials(trials[~probe]), ended_by_time_budget, int(probe.sum()), anytime)
 
 
 def uncached_trials(trials: pd.DataFrame) -> int:
@@ -51,14 +64,22 @@ def uncached_trials(trials: pd.DataFrame) -> int:
 def format_summary(summary: SearchSummary) -> str:
     """The summary a search or resume prints at its end: counts, the best trial and its config, where the tables are."""
     c, run = summary.counts, SearchRun(summary.path)
-    lines = ["", f"Search finished: {c['completed']} completed, {c['pruned']} pruned, {c['diverged']} diverged, "
+    probes = f"{summary.probes} linear probe(s), " if summary.probes else ""
+    lines = ["", f"Search finished: {probes}{c['completed']} completed, {c['pruned']} pruned, {c['diverged']} diverged, "
                  f"{c['oom']} out of memory, {c['error']} failed."]
     if summary.ended_by_time_budget:
         lines.append("The time budget ended the search: no new trials were started, running ones were stopped (status pruned).")
     if summary.best:
         best = summary.best
         lines.append(f"Best trial {best['trial_id']}: val_acc {best['best_val_acc']:.4f} (epoch {best['best_epoch']}, {best['status']})")
-        lines.append("  config: " + ", ".join(f"{k}={_fmt(v)}" for k, v in best.items() if k in PARAMS))
+        if best.get("probe"):  # its head was fitted by scikit-learn: the training parameters in its row never ran
+            lines.append(f"  a linear probe: {best['backbone']} frozen at {best['resolution']} px, a convex head on its features "
+                         f"(tune-tl export writes it)")
+        else:
+            lines.append("  config: " + ", ".join(f"{k}={_fmt(v)}" for k, v in best.items() if k in PARAMS))
+    if summary.anytime:
+        lines.append("Best so far: " + ", ".join(f"{s / 60:g} min {'—' if acc is None else f'{acc:.4f}'}"
+                                                  for s, acc in summary.anytime.items()))
     if summary.uncached_trials:
         lines.append(f"Feature cache: not used by {summary.uncached_trials} trial(s) whose inputs change every epoch "
                      f"({', '.join(INPUT_VARYING_PARAMS)})")

@@ -8,6 +8,11 @@ Optuna study (``study.enqueue_trial``) so the first trials of a search are, in o
 2. linear probe: only the head trains (AdamW, lr 1e-3);
 3. LP→FT: one linear-probe epoch, then the whole model (Kumar et al., 2022).
 
+After the search's stage-0 probes (``search.probes``) the linear probe is already there, fitted exactly, and
+a linear head starts from it (``head_init: probe``), so a fine-tune *is* LP→FT without the LP epochs: the
+recipes are then the fine-tune of the top blocks (the last three frozen-prefix steps trainable: cheap, and
+cheaper still with the boundary cache) and the whole-model fine-tune (:data:`AFTER_PROBES`).
+
 Only values inside the space are enqueued: Optuna would otherwise use an out-of-range fixed value
 (with a warning). A recipe whose defining choice (its freeze policy, its ``lp_epochs``) the space
 does not allow is skipped; any other value outside the space is left to the sampler. Identical
@@ -35,20 +40,26 @@ RECIPES: tuple[tuple[str, dict[str, Any], dict[str, Any]], ...] = (
     ("linear probe", {"freeze_policy": "head_only", "lp_epochs": 0}, _COMMON),
     ("LP→FT", {"freeze_policy": "full", "lp_epochs": 1}, _COMMON),
 )
+#: The recipes when the probes ran (see the module docstring); a negative ``freeze_blocks`` counts from the last block.
+AFTER_PROBES: tuple[tuple[str, dict[str, Any], dict[str, Any]], ...] = (
+    ("fine-tune of the top blocks", {"freeze_policy": "prefix", "freeze_blocks": -3, "lp_epochs": 0}, _COMMON),
+    ("fine-tune", {"freeze_policy": "full", "lp_epochs": 0}, _COMMON),
+)
 #: Alternatives when a defining value is outside the space (``prefix`` with 0 / all frozen blocks).
 _ALTERNATIVES = {("freeze_policy", "full"): {"freeze_policy": "prefix", "freeze_blocks": 0},
                  ("freeze_policy", "head_only"): {"freeze_policy": "prefix", "freeze_blocks": "all"}}
 
 
-def textbook_trials(params: tuple[ParamSpec, ...], num_blocks: int) -> list[tuple[str, dict[str, Any]]]:
+def textbook_trials(params: tuple[ParamSpec, ...], num_blocks: int, after_probes: bool = False) -> list[tuple[str, dict[str, Any]]]:
     """``(recipe name, Optuna params to enqueue)`` for each textbook recipe that fits ``params``.
 
-    ``params`` are the space's parameters with block symbols resolved (``SearchSpec.define_by_run``'s).
+    ``params`` are the space's parameters with block symbols resolved (``SearchSpec.define_by_run``'s);
+    ``after_probes``: the search's probes ran (:data:`AFTER_PROBES` instead of :data:`RECIPES`).
     """
     space = {p.name: p.dist for p in params}
     out: list[tuple[str, dict[str, Any]]] = []
-    for name, defining, values in RECIPES:
-        chosen = _defining(defining, space, num_blocks)
+    for name, defining, values in AFTER_PROBES if after_probes else RECIPES:
+        chosen = fit_to_space(defining, space, num_blocks)
         if chosen is None:
             continue
         enqueue: dict[str, Any] = {}
@@ -61,10 +72,13 @@ def textbook_trials(params: tuple[ParamSpec, ...], num_blocks: int) -> list[tupl
     return out
 
 
-def _defining(defining: dict[str, Any], space: dict, num_blocks: int) -> dict[str, Any] | None:
-    """The recipe's defining values made to fit the space, or ``None`` when they cannot."""
+def fit_to_space(defining: dict[str, Any], space: dict, num_blocks: int) -> dict[str, Any] | None:
+    """``defining`` values made to fit ``space`` (name -> distribution, block symbols resolved), or ``None`` when
+    they cannot: ``head_only`` becomes ``prefix`` with every block frozen, ``full`` becomes ``prefix`` with none."""
     chosen: dict[str, Any] = {}
     for key, value in defining.items():
+        if key == "freeze_blocks" and isinstance(value, int) and value < 0:
+            value = max(0, num_blocks + value)
         if _allowed(space, key, value):
             chosen[key] = value
             continue

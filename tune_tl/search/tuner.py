@@ -43,8 +43,8 @@ def build_tuner(spec: SearchSpec, options: SearchOptions, context: TrialContext,
         storage=storage_url(study),
         study_name=root.name,
     )
-    if options.textbook_start:
-        enqueue_textbook(searcher, spec, num_blocks)
+    if options.textbook_start:  # the best-ranked backbone is listed first (search.probes.ranked_spec)
+        enqueue_textbook(searcher, spec, num_blocks, after_probes=bool(context.probe_heads))
     if options.concurrency:
         searcher = ConcurrencyLimiter(searcher, max_concurrent=options.concurrency)
     sink = ParquetSink(root, spec.budget.max_epochs)

@@ -115,7 +115,7 @@ def seed_study(study_file: Path, study_name: str, trials: list[FrozenTrial]) -> 
     """Create the new search's study holding ``trials``; the searcher then loads it (``load_if_exists``)."""
     study = optuna.create_study(storage=storage_url(study_file), study_name=study_name, direction="maximize", load_if_exists=True)
     study.add_trials(trials)
-    log.info("warm start: the study begins with %d earlier trials", len(trials))
+    log.info("the Optuna study begins with %d finished trials (probes, earlier searches)", len(trials))
 
 
 def _config_of(row: dict[str, Any], default_backbone: str) -> dict[str, Any]:

@@ -25,3 +25,11 @@ def best_row(trials: pd.DataFrame) -> pd.Series | None:
     """The best trial's row, or ``None`` when no trial has a comparable accuracy yet."""
     order = ranked(trials)
     return order.iloc[0] if len(order) else None
+
+
+def best_so_far(epochs: pd.DataFrame, start: pd.Timestamp, seconds: list[float]) -> dict[float, float | None]:
+    """The best ``val_acc`` any epoch (probes included) had reached ``s`` seconds after ``start``, for each ``s``
+    (``None`` before the first epoch): the anytime figures a summary shows."""
+    done = epochs[epochs["val_acc"].notna()]
+    elapsed = (done["time"] - start).dt.total_seconds()
+    return {s: (float(done.loc[elapsed <= s, "val_acc"].max()) if (elapsed <= s).any() else None) for s in seconds}

@@ -174,8 +174,7 @@ class ParquetSink(Callback):
         if not open_trial.record.add_result(result) or not is_epoch:
             return  # an epoch heard before (a retry from an older checkpoint), or the trainable's verdict
         row = {name: result.get(name) for name in EPOCH_SCHEMA.names}
-        row["trial_id"] = trial.trial_id
-        row["time"] = int(time.time() * 1000)
+        row.update(trial_id=trial.trial_id, time=int(time.time() * 1000), probe=False)
         open_trial.node = (result.get("node_id"), result.get("node_ip"))
         open_trial.workers = result.get("workers")
         self._epochs.append(row)
@@ -219,6 +218,7 @@ class ParquetSink(Callback):
             node_id=open_trial.node[0],
             node_ip=open_trial.node[1],
             workers=open_trial.workers,
+            probe=False,
         )
         self._trials.append(row)
         self._maybe_flush()

@@ -36,6 +36,7 @@ EPOCH_SCHEMA = pa.schema(
         ("time", pa.timestamp("ms", tz="UTC")),
         ("node_id", pa.string()),
         ("workers", pa.int32()),  # data-parallel workers that trained the epoch (--workers-per-trial)
+        ("probe", pa.bool_()),  # a stage-0 linear probe (a convex head on frozen features), not a Ray Tune trial
     ],
     metadata=_META,
 )
@@ -53,6 +54,7 @@ TRIAL_SCHEMA = pa.schema(
         ("node_id", pa.string()),
         ("node_ip", pa.string()),
         ("workers", pa.int32()),  # data-parallel workers per trial (--workers-per-trial)
+        ("probe", pa.bool_()),  # a stage-0 linear probe (tune_tl.search.probes), not a Ray Tune trial
     ]
     + [(name, _ARROW_TYPES[p.type]) for name, p in PARAMS.items()],
     metadata=_META,

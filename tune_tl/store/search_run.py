@@ -8,6 +8,7 @@ A search lives in ``<output>/<name>/`` (a local or shared folder, or an ``s3://`
     recheck/               the top configs re-run with more seeds (``--recheck``)
     optuna.db              the Optuna study (SQLite)
     scheduler.json         what cost-aware ASHA learned: its unit and rungs (resume and the report read it)
+    probe_heads.pt         the stage-0 probes' linear heads, which fine-tunes start from (``search.probes``)
     tuner.pkl              Ray Tune's experiment snapshot (``tune-tl resume`` restores it)
     <trial_id>/checkpoint_*/state.pt   per-trial checkpoints (latest and best epoch), one folder per trial
     skipped_images.txt     bad image files left out under ``skip_bad_images``
@@ -26,6 +27,7 @@ from __future__ import annotations
 
 import dataclasses
 import hashlib
+import io
 import json
 import logging
 import time
@@ -35,6 +37,8 @@ from pathlib import Path
 from typing import Any
 
 import pandas as pd
+import torch
+from pyarrow import fs as pafs
 
 from tune_tl.config.space import load_space, parse_space_text
 from tune_tl.config.spec import BackboneSpec, BudgetSpec, DataSpec
@@ -58,6 +62,7 @@ RAY_LOG_FILE = "ray.log"
 MODELS_DIR = "models"
 RECHECK_DIR = "recheck"
 SCHEDULER_FILE = "scheduler.json"
+PROBE_HEADS_FILE = "probe_heads.pt"
 #: The file in each Ray checkpoint folder that holds a trial's training state (``training.state.training_state``).
 CHECKPOINT_FILE = "state.pt"
 #: Any of these means the folder already holds a search (``create`` refuses to overwrite it).
@@ -323,10 +328,31 @@ class SearchRun:
                               "or it never reported an epoch)")
         return folder
 
+    def save_checkpoint(self, trial_id: str, state: dict) -> Location:
+        """Write ``state`` as trial ``trial_id``'s first checkpoint, where Ray would (``<trial_id>/checkpoint_000000``):
+        how a stage-0 probe, which runs outside Ray, keeps its weights for ``export``."""
+        buffer = io.BytesIO()
+        torch.save(state, buffer)
+        folder = self.root / trial_id / "checkpoint_000000"  # a trial's folder is its id (trial_folder_name)
+        (folder / CHECKPOINT_FILE).write_bytes(buffer.getvalue())
+        return folder
+
+    def save_probe_heads(self, heads: dict[tuple[str, int], tuple[torch.Tensor, torch.Tensor]]) -> None:
+        """Keep the probes' heads ((backbone, resolution) -> (weight, bias)) for ``tune-tl resume``."""
+        buffer = io.BytesIO()
+        torch.save({f"{name}@{resolution}": [w, b] for (name, resolution), (w, b) in heads.items()}, buffer)
+        (self.root / PROBE_HEADS_FILE).write_bytes(buffer.getvalue())
+
+    def probe_heads(self) -> dict[tuple[str, int], tuple[torch.Tensor, torch.Tensor]]:
+        """The heads :meth:`save_probe_heads` kept; ``{}`` for a search without probes."""
+        file = self.root / PROBE_HEADS_FILE
+        if not file.is_file():
+            return {}
+        stored = torch.load(io.BytesIO(file.read_bytes()), map_location="cpu", weights_only=True)
+        return {(key.rpartition("@")[0], int(key.rpartition("@")[2])): (w, b) for key, (w, b) in stored.items()}
+
     def checkpoint_paths(self, trial_id: str) -> list[Location]:
         """Trial ``trial_id``'s checkpoint folders on disk (Ray keeps the latest and the best by val_acc)."""
-        from pyarrow import fs as pafs
-
         trial = self.trial_dir(trial_id)
         infos = trial.fs.get_file_info(pafs.FileSelector(trial.path))
         names = sorted(Path(i.path).name for i in infos if i.type == pafs.FileType.Directory and Path(i.path).name.startswith("checkpoint_"))
@@ -334,10 +360,6 @@ class SearchRun:
 
     def checkpoint_states(self, trial_id: str) -> list[dict]:
         """The training states of trial ``trial_id``'s checkpoints (``torch.load``, ``weights_only``)."""
-        import io
-
-        import torch
-
         states = []
         for folder in self.checkpoint_paths(trial_id):
             file = folder / CHECKPOINT_FILE

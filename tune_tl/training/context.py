@@ -43,6 +43,9 @@ class TrialContext:
     #: Every candidate's weights (name -> state) when the backbone is a search parameter; they travel to
     #: Ray's object store once, with the context. Empty: ``backbone_name`` is the only backbone.
     backbone_states: Mapping[str, Mapping[str, torch.Tensor]] = field(default_factory=dict)
+    #: The search's linear probes as heads: (backbone, resolution) -> (weight, bias) of an ``nn.Linear``; a trial
+    #: with ``head_init: probe`` and that backbone and resolution starts from it (``training.recipe.build_model``).
+    probe_heads: Mapping[tuple[str, int], tuple[torch.Tensor, torch.Tensor]] = field(default_factory=dict)
 
     def backbone_for(self, cfg: TrialConfig) -> tuple[str, Mapping[str, torch.Tensor]]:
         """The (name, weights) a trial builds: its config's ``backbone``, else the search's one backbone."""

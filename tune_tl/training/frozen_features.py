@@ -53,22 +53,38 @@ def log_cache_blocked(model: nn.Module, augment: AugmentConfig, regularise: Regu
 def frozen_features(model: nn.Module, split: Split, cache: str, normalise: Normaliser, batch_size: int,
                     resident=None) -> tuple[torch.Tensor, torch.Tensor]:
     """Pooled backbone features of every train and val image, from the shared cache or computed once."""
-    device = normalise.device
+    name = getattr(getattr(model, "backbone", None), "name", type(model.features).__name__)
+    arrays = pooled_features(name, model.features, split, normalise, batch_size, cache, resident)
+    return torch.from_numpy(arrays["train"]).to(normalise.device), torch.from_numpy(arrays["val"]).to(normalise.device)
+
+
+def pooled_features(name: str, features: nn.Module, split: Split | FileSplit, normalise: Normaliser, batch_size: int,
+                    cache: str | None, resident=None) -> dict[str, np.ndarray]:
+    """``{"train", "val"}`` pooled features of backbone ``name`` (its ``features`` module, eval mode), through the
+    shared cache when ``cache`` names one: a trial's head-only epochs and the search's probes read the same entry."""
     key = make_key(
-        backbone=getattr(getattr(model, "backbone", None), "name", type(model.features).__name__),
-        weights=fingerprint_module(model.features),
+        backbone=name,
+        weights=fingerprint_module(features),
         mean=normalise.mean_values, std=normalise.std_values,
         resolution=split.resolution,
         cut="pooled",  # after every block: the cut point
-        data=fingerprint_arrays(split.train_x, split.train_y, split.val_x, split.val_y),
-        device=device.type,  # GPU (AMP) and CPU features differ in the last bits
+        data=split_fingerprint(split),
+        device=normalise.device.type,  # GPU (AMP) and CPU features differ in the last bits
     )
 
     def compute() -> dict[str, np.ndarray]:
-        return {part: encode(model.features, split, part, normalise, batch_size, resident) for part in ("train", "val")}
+        return {part: encode(features, split, part, normalise, batch_size, resident) for part in ("train", "val")}
 
-    arrays = FeatureCache(cache).load_or_compute(key, compute, {"train": len(split.train_y), "val": len(split.val_y)})
-    return torch.from_numpy(arrays["train"]).to(device), torch.from_numpy(arrays["val"]).to(device)
+    if cache is None:
+        return compute()
+    return FeatureCache(cache).load_or_compute(key, compute, {"train": len(split.train_y), "val": len(split.val_y)})
+
+
+def split_fingerprint(split: Split | FileSplit) -> str:
+    """What identifies a split's images and labels: its pixels, or (streamed) its file names."""
+    if isinstance(split, FileSplit):
+        return fingerprint_arrays(np.array(split.train_files), split.train_y, np.array(split.val_files), split.val_y)
+    return fingerprint_arrays(split.train_x, split.train_y, split.val_x, split.val_y)
 
 
 @torch.no_grad()

@@ -16,6 +16,7 @@ from dataclasses import dataclass
 from typing import Any, Mapping
 
 import torch
+from torch import nn
 
 from tune_tl.config.params import PARAMS, TrialConfig, parse_milestones
 from tune_tl.data.augment import AugmentConfig
@@ -31,9 +32,21 @@ from tune_tl.training.schedules import ScheduleConfig
 
 
 def build_model(cfg: TrialConfig, ctx: TrialContext) -> TransferModel:
-    """The trial's network: the shared pretrained backbone + a fresh head (seeded), frozen per the trial's policy."""
+    """The trial's network: the shared pretrained backbone + its head, frozen per the trial's policy.
+
+    The head is fresh (seeded), or with ``head_init: probe`` the search's linear probe for the trial's backbone
+    and resolution when there is one: the fine-tune then starts at the probe's accuracy (LP→FT, no LP epochs).
+    """
     torch.manual_seed(ctx.seed)
-    return build_network(cfg, build_backbone(*ctx.backbone_for(cfg)), ctx.data.num_classes)
+    name, weights = ctx.backbone_for(cfg)
+    model = build_network(cfg, build_backbone(name, weights), ctx.data.num_classes)
+    probe = ctx.probe_heads.get((name, cfg.resolution)) if cfg.head_init == "probe" else None
+    if probe is not None:
+        linear = model.head if isinstance(model.head, nn.Linear) else model.head[-1]  # a linear head, maybe after dropout
+        with torch.no_grad():
+            linear.weight.copy_(probe[0])
+            linear.bias.copy_(probe[1])
+    return model
 
 
 def build_network(cfg: TrialConfig, backbone: Backbone, num_classes: int) -> TransferModel:

@@ -1,0 +1,112 @@
+"""Stage 0: a linear probe per backbone is the search's first answer, a real trial, and the head fine-tunes start from."""
+
+import json
+from pathlib import Path
+
+import numpy as np
+import optuna
+import pandas as pd
+import pytest
+import torch
+from sklearn.linear_model import LogisticRegression
+from sklearn.pipeline import make_pipeline
+from sklearn.preprocessing import StandardScaler
+
+from tests.data.images import write_split_folder
+from tune_tl.cli import main
+from tune_tl.config import parse_settings
+from tune_tl.config.params import TrialConfig
+from tune_tl.data.preprocess import Normaliser
+from tune_tl.training.context import prepare_context
+from tune_tl.training.evaluate import evaluate_split
+from tune_tl.training.linear_probe import fit_linear_probe, measure_probe
+from tune_tl.training.recipe import build_trial
+
+
+@pytest.mark.parametrize("classes", [2, 4])
+def test_the_probe_as_a_linear_layer_predicts_what_the_fitted_scikit_learn_pipeline_predicts(classes):
+    rng = np.random.default_rng(0)
+    labels = rng.integers(0, classes, 300)
+    features = rng.normal(size=(300, 20)) * rng.uniform(0.1, 10, 20) + rng.normal(size=20)  # unstandardised on purpose
+    features[np.arange(300), labels] += 2.0
+    probe = fit_linear_probe(features, labels, classes, seed=0)
+    reference = make_pipeline(StandardScaler(), LogisticRegression(C=probe.C, max_iter=2000)).fit(features, labels)
+    with torch.no_grad():
+        logits = probe.as_linear()(torch.tensor(features, dtype=torch.float32)).numpy()
+    assert (logits.argmax(1) == reference.predict(features)).mean() > 0.99
+    assert probe.weight.shape == (classes, 20)
+
+
+def test_a_class_missing_from_the_train_split_gets_a_row_that_never_wins():
+    rng = np.random.default_rng(1)
+    labels = rng.integers(0, 2, 60)
+    probe = fit_linear_probe(rng.normal(size=(60, 5)) + labels[:, None], labels, num_classes=3, seed=0)
+    assert probe.weight.shape == (3, 5) and not (probe.logits(rng.normal(size=(50, 5))).argmax(1) == 2).any()
+
+
+@pytest.fixture(scope="module")
+def digits():
+    spec = parse_settings({"seed": 0, "budget": {"samples": 1, "max_epochs": 1}, "params": {"resolution": 32}}, "test", allow_params=True)
+    return prepare_context(spec)
+
+
+def test_a_fine_tune_that_starts_from_the_probe_scores_the_probes_accuracy_before_its_first_step(digits):
+    split = digits.context.data.splits[32]
+    measured = measure_probe(digits.backbones["efficientnet_lite0"], split, 10, seed=0, device="cpu")
+    heads = {("efficientnet_lite0", 32): (torch.from_numpy(measured.probe.weight), torch.from_numpy(measured.probe.bias))}
+    context = digits.context.__class__(**{**digits.context.__dict__, "probe_heads": heads})
+    for init, expected in (("probe", measured.val_acc), ("random", None)):
+        cfg = TrialConfig.from_dict({"backbone": "efficientnet_lite0", "resolution": 32, "freeze_policy": "full", "head_init": init})
+        plan = build_trial(cfg, context, "cpu")
+        _, acc = evaluate_split(plan.model, split, Normaliser(plan.fit.mean, plan.fit.std))
+        if expected is None:
+            assert acc < 0.5, "a random head is near chance before training"
+        else:
+            assert acc == pytest.approx(expected, abs=1 / len(split.val_y)), "same features, same head: same predictions"
+
+
+SPACE = """
+seed: 0
+data: {source: imagefolder}
+backbone: {name: [efficientnet_lite0, efficientnet_lite1], weights: imagenet}
+budget: {samples: 2, max_epochs: 1, grace_period: 1, reduction_factor: 2}
+params:
+  resolution: 32
+  batch_size: 16
+  freeze_blocks: {low: 6, high: 8}
+  lr: {low: 1.0e-3, high: 1.0e-2, log: true}
+  head: linear
+"""
+
+
+@pytest.mark.slow
+def test_probes_are_trials_the_study_learns_from_and_export_writes_a_model_that_predicts_their_accuracy(ray_local, tmp_path, capsys):
+    photos = write_split_folder(tmp_path / "photos", train=8, val=4)
+    (tmp_path / "space.yaml").write_text(SPACE)
+    assert main(["search", str(tmp_path / "space.yaml"), "--data", str(photos), "--output", str(tmp_path / "out"), "--name", "p",
+                 "--time-budget", "none", "--concurrency", "2"]) == 0
+    root = tmp_path / "out" / "p"
+    trials, epochs = pd.read_parquet(root / "trials"), pd.read_parquet(root / "epochs")
+    probes = trials[trials["probe"]]
+    assert sorted(probes["trial_id"]) == ["probe-efficientnet_lite0-32", "probe-efficientnet_lite1-32"]
+    assert (probes["status"] == "completed").all() and (probes["epochs_run"] == 1).all()
+    assert len(trials[~trials["probe"]]) == 2, "probes come on top of budget.samples"
+    assert set(epochs.loc[epochs["probe"], "phase"]) == {"probe"} and (epochs.loc[~epochs["probe"], "probe"] == False).all()  # noqa: E712
+    out = capsys.readouterr().out
+    assert "2 linear probe(s)" in out and "Best so far: 1 min" in out
+
+    record = json.loads((root / "search.json").read_text())
+    best_probe = max(record["probes"], key=lambda p: (p["val_acc"], p["logme"]))  # ties go to the higher LogME
+    assert record["backbone"]["name"][0] == best_probe["backbone"], "the best probe's backbone is listed (and textbook-started) first"
+    study = optuna.load_study(study_name="p", storage=f"sqlite:///{root / 'optuna.db'}")
+    seeded = [t for t in study.trials if t.user_attrs.get("probe")]
+    assert {t.user_attrs["ray_trial_id"] for t in seeded} == set(probes["trial_id"])
+    assert all(t.state == optuna.trial.TrialState.COMPLETE and set(t.params) == {"backbone"} for t in seeded)
+
+    trial_id = probes.sort_values("best_val_acc").iloc[-1]["trial_id"]
+    assert main(["export", str(root), "--trial", trial_id, "--to", str(tmp_path / "model")]) == 0
+    predictions = tmp_path / "val.csv"
+    assert main(["predict", str(tmp_path / "model"), str(photos / "val"), "--output", str(predictions)]) == 0
+    rows = pd.read_csv(predictions)
+    accuracy = float((rows["label"] == rows["path"].map(lambda p: Path(p).parent.name)).mean())
+    assert accuracy == pytest.approx(float(probes.set_index("trial_id").loc[trial_id, "best_val_acc"]))
