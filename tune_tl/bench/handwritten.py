@@ -54,7 +54,7 @@ def train(config, data, num_classes, num_epochs):
     mean = torch.tensor(backbone.mean).view(1, 3, 1, 1)
     std = torch.tensor(backbone.std).view(1, 3, 1, 1)
     xs = lambda x: (torch.from_numpy(np.array(x)).float() / 255 - mean) / std  # noqa: E731
-    ty, vy = torch.from_numpy(data.train_y).long(), torch.from_numpy(data.val_y).long()
+    ty, vy = torch.tensor(data.train_y, dtype=torch.long), torch.tensor(data.val_y, dtype=torch.long)
     for _ in range(num_epochs):
         model.train()
         for idx in torch.randperm(len(ty)).split(64):
