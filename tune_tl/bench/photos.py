@@ -210,13 +210,15 @@ def main(argv: list[str] | None = None) -> int:
             if not (args.no_synthetic or args.quick):
                 sets += [digits_folder(work / "data"), textures_folder(work / "data")]
             sets = unique_names(sets)
-            by_dataset = {ds.name: run_dataset(ds, plan, work) for ds in sets}
+            real, by_dataset = {ds.name for ds in sets if ds.real}, {}
+            for ds in sets:
+                by_dataset[ds.name] = run_dataset(ds, plan, work)
+                preamble = [f"`{command}`, {started} to {time.strftime('%H:%M UTC', time.gmtime())}", "", f"Machine: {machine()}", ""]
+                text = render(by_dataset, plan.budgets, real, preamble)
+                if args.out:  # after every dataset: a run that dies hours in keeps what it measured
+                    Path(args.out).write_text(text)
     except TuneTLError as exc:
         print(f"error: {exc}", file=sys.stderr)
         return 2
-    preamble = [f"`{command}`, {started} to {time.strftime('%H:%M UTC', time.gmtime())}", "", f"Machine: {machine()}", ""]
-    text = render(by_dataset, plan.budgets, {ds.name for ds in sets if ds.real}, preamble)
     print("\n" + text)
-    if args.out:
-        Path(args.out).write_text(text)
     return 0
