@@ -1,5 +1,5 @@
-"""``python -m tune_tl.bench [curves|replay|gpu|portfolio] ...``: the side-by-side suite, the recorded-curve tools, the GPU
-figures, or the backbone portfolio."""
+"""``python -m tune_tl.bench [curves|replay|gpu|portfolio|photos] ...``: the side-by-side suite, the recorded-curve tools,
+the GPU figures, the backbone portfolio, or the photo-folder comparison."""
 
 import sys
 
@@ -11,7 +11,10 @@ elif len(sys.argv) > 1 and sys.argv[1] == "gpu":
     from tune_tl.bench.gpu import main
 elif len(sys.argv) > 1 and sys.argv[1] == "portfolio":
     from tune_tl.bench.portfolio import main
+elif len(sys.argv) > 1 and sys.argv[1] == "photos":
+    from tune_tl.bench.photos import main
 else:
     from tune_tl.bench.headline import main
 
-main(sys.argv[2:] if len(sys.argv) > 1 and sys.argv[1] in ("curves", "replay", "gpu", "portfolio") else None)
+code = main(sys.argv[2:] if len(sys.argv) > 1 and sys.argv[1] in ("curves", "replay", "gpu", "portfolio", "photos") else None)
+sys.exit(code if isinstance(code, int) else 0)

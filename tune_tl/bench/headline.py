@@ -88,8 +88,8 @@ def run_headline(base: SearchSpec, out: Path, quick: bool = False, handwritten: 
     rows.append(search_row(f"(d) new default with `--time-budget {budget}` ({TARGET_RATIO} × (a)'s wall)", timed, out, "new-default-budget"))
     rows.append(search_row("(e) new scheduler and sampler on the old space", old, out, "new-on-old-space"))
     if handwritten:
-        best, wall = run_handwritten(samples=samples, max_epochs=epochs, resolution=RESOLUTION, storage=out / "handwritten")
-        rows.append(HeadlineRow("(f) hand-written Ray Tune + OptunaSearch + ASHA script", best, wall, "freeze depth / head / lr"))
+        script = run_handwritten(samples=samples, max_epochs=epochs, resolution=RESOLUTION, storage=out / "handwritten")
+        rows.append(HeadlineRow("(f) hand-written Ray Tune + OptunaSearch + ASHA script", script.best, script.wall, "freeze depth / head / lr"))
     return rows
 
 

@@ -40,13 +40,14 @@ def only(spec: SearchSpec, backbone: str) -> SearchSpec:
     return dataclasses.replace(spec, backbone=BackboneSpec(backbone, spec.backbone.weights))
 
 
-def fine_tune(spec: SearchSpec, backbone: str, epochs: int, resolution: int) -> tuple[float, float]:
-    """(best val acc, seconds) of the textbook fine-tune of ``backbone`` in a plain loop with every CPU thread."""
+def fine_tune(spec: SearchSpec, backbone: str, epochs: int, resolution: int, **params) -> tuple[float, float]:
+    """(best val acc, seconds) of the textbook fine-tune of ``backbone`` in a plain loop with every CPU thread;
+    ``params`` adds to the recipe (e.g. ``aug_flip=1``)."""
     import torch
 
 
     torch.set_num_threads(os.cpu_count() or 1)
-    fixed = dataclasses.replace(fixed_spec(spec, epochs, resolution=resolution, lr=1e-3), data=spec.data,
+    fixed = dataclasses.replace(fixed_spec(spec, epochs, resolution=resolution, lr=1e-3, **params), data=spec.data,
                                 backbone=BackboneSpec(backbone, spec.backbone.weights))
     start = time.time()
     history, _ = plain_fit(fixed, "cpu")
