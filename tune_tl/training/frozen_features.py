@@ -59,6 +59,7 @@ def cached_prefix_blocks(policy: FreezePolicy, backbone: Backbone, augment: Augm
     the log, when a boundary's activations would not fit in their memory cap.
 
     Example:
+        >>> from tune_tl.config import TrialConfig
         >>> from tune_tl.training.recipe import augment_config, freeze_policy, regularise_config
         >>> cfg = TrialConfig.from_dict({"freeze_blocks": 5})
         >>> cached_prefix_blocks(freeze_policy(cfg), backbone, augment_config(cfg), regularise_config(cfg))  # doctest: +SKIP
@@ -85,9 +86,12 @@ def features_cacheable(model: nn.Module, augment: AugmentConfig, regularise: Reg
 
 def log_cache_blocked(model: nn.Module, augment: AugmentConfig, regularise: RegulariseConfig) -> None:
     """Say why frozen blocks run every epoch although the feature cache is on."""
-    blockers = cache_blockers(augment, regularise)
-    if getattr(model, "frozen_blocks", 0) and blockers:
+    frozen, blockers = getattr(model, "frozen_blocks", 0), cache_blockers(augment, regularise)
+    if frozen and blockers:
         log.info("feature cache off for this trial: backbone blocks are frozen but the inputs change every epoch (%s)", ", ".join(blockers))
+    elif 0 < frozen < model.num_blocks and not model.backbone.chainable:
+        log.info("boundary cache off for this trial: the blocks of %s are parameter groups, not a chain that can run from a "
+                 "frozen prefix; its %d frozen blocks run every batch", model.backbone.name, frozen)
 
 
 def frozen_features(model: nn.Module, split: Split, cache: str, normalise: Normaliser, batch_size: int,
