@@ -43,7 +43,7 @@ def memory_cap(device: torch.device, limit: int | None = None) -> int:
 @torch.no_grad()
 def boundary_bytes(model: TransferModel, blocks: int, split: Split, normalise: Normaliser) -> int:
     """Bytes the output of the first ``blocks`` blocks takes for every train and val image, measured on one image."""
-    x, _ = to_device(torch.from_numpy(split.train_x[:1]), torch.zeros(1), normalise)
+    x, _ = to_device(torch.tensor(split.train_x[:1]), torch.zeros(1), normalise)  # a copy: Ray's arrays are read-only
     with _eval_mode(model):
         one = _prefix(model, blocks, x, contextlib.nullcontext())
     return one[0].numel() * FLOAT32_BYTES * (len(split.train_y) + len(split.val_y))
