@@ -112,7 +112,9 @@ def test_optuna_trial_states_agree_with_parquet_statuses_after_a_real_search(ray
     assert (surgical.loc[surgical["epoch"] == 1, "phase"] == "probe").all()
     assert (surgical.loc[surgical["epoch"] > 1, "phase"] == "finetune").all()
     assert not surgical.loc[surgical["epoch"] > 1, "cached_features"].any()
+    assert (surgical.loc[surgical["epoch"] > 1, "cached_blocks"] == 8).all()  # the blocks before train_block: the boundary cache
     head_only = merged[(merged["freeze_policy"] == "head_only") & ~merged["diverged"]]
     assert head_only["cached_features"].all() and len(head_only)
+    assert (head_only["cached_blocks"] == 9).all()
     assert len(list((root / "feature_cache").glob("*.npz"))) == 1
     assert math.isfinite(study.best_value)

@@ -83,7 +83,7 @@ def _parser() -> argparse.ArgumentParser:
                         f"(overrides budget.time; default {DEFAULT_TIME_BUDGET:g})")
     s.add_argument("--address", help="Ray cluster to join, e.g. 10.0.0.5:6379 or ray://head:10001 (default: $RAY_ADDRESS, else local Ray)")
     s.add_argument("--no-feature-cache", dest="feature_cache", action="store_false",
-                   help="always run the backbone, even when it is frozen (default: cache frozen features)")
+                   help="always run the backbone, even when it is frozen (default: cache frozen features and a frozen prefix's activations)")
     s.add_argument("--output", default="results", help="where results go: a folder (shared by all nodes on a cluster) or an s3://, gs:// URI (default ./results)")
     s.add_argument("--name", help="search name, the subfolder of --output (default search-DATE-TIME)")
     s.add_argument("--max-failures", type=int, default=2, help="retries of a trial whose worker dies, each from its last epoch (default 2)")

@@ -45,6 +45,31 @@ def test_features_are_pooled_to_num_features_at_64_pixels(name):
     assert len(backbone.mean) == len(backbone.std) == 3
 
 
+#: The backbones whose blocks are a chain, so a frozen prefix's output can be cached: the bundled Lites and
+#: every torchvision family the split knows (ResNet also stands for ResNeXt and Wide ResNet: one class).
+CHAINED = [*TORCHVISION, "regnet_x_400mf", "mobilenet_v2", "efficientnet_lite0", "efficientnet_lite1", "efficientnet_lite2"]
+
+
+@pytest.mark.parametrize("name", CHAINED)
+def test_running_the_blocks_in_turn_from_a_boundary_then_pooling_gives_the_features_exactly(name):
+    backbone = _random_init(name)
+    x = torch.randn(2, 3, 64, 64)
+    assert backbone.chainable
+    with torch.no_grad():
+        expected = backbone.features.eval()(x)
+        for k in (0, len(backbone.blocks) // 2, len(backbone.blocks) - 1):
+            boundary = backbone.run_blocks(x, 0, k)
+            assert torch.equal(backbone.pool(backbone.run_blocks(boundary, k)), expected), f"boundary after {k} blocks"
+
+
+@pytest.mark.parametrize("name", ["timm/resnet18", "timm/convnext_atto", "timm/test_vit"])
+def test_timm_blocks_are_parameter_groups_so_they_cannot_run_from_a_boundary(name):
+    backbone = _random_init(name)
+    assert not backbone.chainable
+    with pytest.raises(ValueError, match="not a chain"):
+        backbone.run_blocks(torch.randn(1, 3, 64, 64), 1)
+
+
 @pytest.mark.parametrize("name, canonical", [
     ("resnet18", "torchvision/resnet18"),
     ("torchvision/resnet18", "torchvision/resnet18"),

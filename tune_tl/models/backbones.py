@@ -4,10 +4,14 @@ One call covers torchvision, timm and the bundled EfficientNet-Lite0/1/2 (the of
 asks where a model came from:
 
     >>> bb = build_backbone("efficientnet_lite0")  # bundled ImageNet weights, no network
-    >>> bb.features(torch.zeros(2, 3, 64, 64)).shape
+    >>> x = torch.zeros(2, 3, 64, 64)
+    >>> bb.features(x).shape
     torch.Size([2, 1280])
     >>> len(bb.blocks)
     9
+    >>> boundary = bb.run_blocks(x, 0, 5)  # the output of the first five blocks
+    >>> torch.equal(bb.pool(bb.run_blocks(boundary, 5)), bb.features(x))  # the blocks are a chain
+    True
 
 Nothing is ever downloaded: ``"imagenet"`` reads local caches only and says where it looked when they are
 empty. Trials rebuild the backbone from the driver's ``features.state_dict()`` (Ray ships it once through
@@ -18,7 +22,7 @@ from __future__ import annotations
 
 import difflib
 import os
-from collections.abc import Mapping
+from collections.abc import Callable, Mapping
 from dataclasses import dataclass
 from pathlib import Path
 from urllib.parse import urlparse
@@ -48,6 +52,11 @@ class Backbone:
         mean: Per-channel mean the weights expect (after scaling pixels to 0..1).
         std: Per-channel standard deviation the weights expect.
         input_size: Image side the weights were trained at (Lite0 224, Lite1 240, Lite2 260); ``None`` if unknown.
+        pool: What ``features`` does after its last block (global pooling, flatten; a timm model's pooled
+            dropout) when the blocks are a chain: then ``features(x) == pool(run_blocks(x))``, and a frozen
+            prefix's output can be cached (``training.boundary_cache``). Set for the bundled Lite models and
+            the torchvision families; ``None`` for timm models, whose blocks are parameter groups that
+            cannot run one after the other.
     """
 
     name: str
@@ -57,6 +66,24 @@ class Backbone:
     mean: tuple[float, float, float]
     std: tuple[float, float, float]
     input_size: int | None = None
+    pool: Callable[[torch.Tensor], torch.Tensor] | None = None
+
+    @property
+    def chainable(self) -> bool:
+        """Whether the blocks run one after the other (``run_blocks``), which boundary caching needs."""
+        return self.pool is not None
+
+    def run_blocks(self, x: torch.Tensor, start: int = 0, stop: int | None = None) -> torch.Tensor:
+        """``blocks[start:stop]`` applied in turn to ``x``, the output of ``blocks[:start]`` (images when 0).
+
+        Raises:
+            ValueError: The blocks are not a chain (``pool`` is ``None``).
+        """
+        if self.pool is None:
+            raise ValueError(f"backbone {self.name!r}: its blocks are parameter groups, not a chain of modules")
+        for block in self.blocks[start:stop]:
+            x = block(x)
+        return x
 
     @property
     def data_config(self) -> dict:
@@ -137,7 +164,9 @@ def _build_lite(arch: str, imagenet: bool) -> tuple[Backbone, tuple[str, ...]]:
     if imagenet:
         state = lite.lite_state_dict(arch)
         model.load_state_dict({k: v for k, v in state.items() if not k.startswith(lite.CLASSIFIER_PREFIX)})
-    backbone = Backbone(arch, model, lite.lite_blocks(model), model.num_features, lite.MEAN, lite.STD, lite.LITE[arch].input_size)
+    # forward_head pools, applies the pooled dropout (rate 0 as built) and the classifier (none: num_classes=0).
+    backbone = Backbone(arch, model, lite.lite_blocks(model), model.num_features, lite.MEAN, lite.STD, lite.LITE[arch].input_size,
+                        model.forward_head)
     return backbone, (lite.CLASSIFIER_PREFIX,)
 
 
@@ -155,14 +184,17 @@ def _build_torchvision(arch: str, imagenet: bool) -> tuple[Backbone, tuple[str, 
             raise TuneTLError(f"ImageNet weights for torchvision/{arch} are not in the local cache (looked for {cached}); "
                               f"copy {default.url} there, or pass weights=<path to a state-dict file> (or 'none')")
     model = models.get_model(arch, weights=default if imagenet else None)  # found in the cache: no download
-    blocks, num_features, head = _split_torchvision(model)
+    blocks, num_features, head, pool = _split_torchvision(model)
     preset = default.transforms()
     size = preset.crop_size[0] if isinstance(preset.crop_size, (list, tuple)) else preset.crop_size
-    return Backbone(f"torchvision/{arch}", model, blocks, num_features, tuple(preset.mean), tuple(preset.std), size), (head,)
+    return Backbone(f"torchvision/{arch}", model, blocks, num_features, tuple(preset.mean), tuple(preset.std), size, pool), (head,)
 
 
-def _split_torchvision(model: nn.Module) -> tuple[list[nn.Module], int, str]:
-    """Replace the head with global pooling in place; return (blocks, num_features, head key prefix).
+def _split_torchvision(model: nn.Module) -> tuple[list[nn.Module], int, str, nn.Module]:
+    """Replace the head with global pooling in place; return (blocks, num_features, head key prefix, pool).
+
+    The blocks are the model's modules in forward order and ``pool`` is what its forward does after them
+    (each family's own pooling and flatten), so ``features(x) == pool(run_blocks(x))``.
 
     VGG and AlexNet lose their fully connected layers (over 90% of their weights) and keep only the
     globally averaged last conv map, so they work at any input size and their head is as small as others'.
@@ -172,17 +204,18 @@ def _split_torchvision(model: nn.Module) -> tuple[list[nn.Module], int, str]:
 
     if isinstance(model, (m.ResNet, m.RegNet)):
         num_features, model.fc = model.fc.in_features, nn.Identity()
+        pool = nn.Sequential(model.avgpool, nn.Flatten(1))
         if isinstance(model, m.RegNet):
-            return [model.stem, *model.trunk_output], num_features, "fc."
+            return [model.stem, *model.trunk_output], num_features, "fc.", pool
         stem = nn.Sequential(model.conv1, model.bn1, model.relu, model.maxpool)
-        return [stem, model.layer1, model.layer2, model.layer3, model.layer4], num_features, "fc."
+        return [stem, model.layer1, model.layer2, model.layer3, model.layer4], num_features, "fc.", pool
     if isinstance(model, m.SqueezeNet):
         num_features, model.classifier = model.classifier[1].in_channels, nn.AdaptiveAvgPool2d(1)
-        return _split_at_maxpools(model.features), num_features, "classifier."
+        return _split_at_maxpools(model.features), num_features, "classifier.", nn.Sequential(model.classifier, nn.Flatten(1))
     if isinstance(model, (m.VGG, m.AlexNet)):
         num_features = [layer for layer in model.features if isinstance(layer, nn.Conv2d)][-1].out_channels
         model.avgpool, model.classifier = nn.AdaptiveAvgPool2d(1), nn.Identity()
-        return _split_at_maxpools(model.features), num_features, "classifier."
+        return _split_at_maxpools(model.features), num_features, "classifier.", nn.Sequential(model.avgpool, nn.Flatten(1))
     if isinstance(model, m.DenseNet):
         num_features, model.classifier = model.classifier.in_features, nn.Identity()
         groups: list[list[nn.Module]] = [[]]
@@ -190,11 +223,13 @@ def _split_torchvision(model: nn.Module) -> tuple[list[nn.Module], int, str]:
             if name.startswith("denseblock") or name == "norm5":
                 groups.append([])
             groups[-1].append(layer)
-        return [nn.Sequential(*group) for group in groups], num_features, "classifier."
-    # MobileNetV2/V3, EfficientNet: `features` is already a list of stages.
+        pool = nn.Sequential(nn.ReLU(inplace=True), nn.AdaptiveAvgPool2d(1), nn.Flatten(1))  # DenseNet.forward's F.relu, pool, flatten
+        return [nn.Sequential(*group) for group in groups], num_features, "classifier.", pool
+    # MobileNetV2/V3, EfficientNet: `features` is already a list of stages (V2 pools functionally, without `avgpool`).
     num_features = next(layer for layer in model.classifier if isinstance(layer, nn.Linear)).in_features
     model.classifier = nn.Identity()
-    return list(model.features), num_features, "classifier."
+    pool = nn.Sequential(model.avgpool if hasattr(model, "avgpool") else nn.AdaptiveAvgPool2d(1), nn.Flatten(1))
+    return list(model.features), num_features, "classifier.", pool
 
 
 def _split_at_maxpools(features: nn.Sequential) -> list[nn.Module]:

@@ -64,6 +64,14 @@ class FreezePolicy:
             return [True] * num_blocks
         raise TuneTLError(f"freeze_policy must be one of {list(POLICIES)}, got {self.kind!r}")
 
+    def frozen_prefix(self, num_blocks: int) -> int:
+        """How many leading blocks never train: ``freeze_blocks`` (prefix), ``train_block`` (surgical), all, or none."""
+        return _leading_frozen(self.trainable_mask(num_blocks))
+
+
+def _leading_frozen(mask: list[bool]) -> int:
+    return next((i for i, trains in enumerate(mask) if trains), len(mask))
+
 
 def _index(value, low: int, high: int, key: str) -> int:
     original = value
@@ -103,7 +111,7 @@ class TransferModel(nn.Module):
     @property
     def frozen_blocks(self) -> int:
         """How many leading blocks are frozen now (``num_blocks`` = the whole backbone is fixed)."""
-        return next((i for i, trains in enumerate(self._mask) if trains), self.num_blocks)
+        return _leading_frozen(self._mask)
 
     @property
     def backbone_frozen(self) -> bool:
@@ -111,6 +119,17 @@ class TransferModel(nn.Module):
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         return self.head(self.features(x))
+
+    def from_block(self, start: int) -> nn.Module:
+        """This model from ``blocks[start]`` on (then pooling, then the head): what runs on activations cached at
+        the freeze boundary. ``model.from_block(k)(backbone.run_blocks(x, 0, k))`` equals ``model(x)``.
+
+        Raises:
+            ValueError: The backbone's blocks are not a chain (``Backbone.chainable``).
+        """
+        if not self.backbone.chainable:
+            raise ValueError(f"backbone {self.backbone.name!r} cannot run from a block: its blocks are not a chain")
+        return _FromBlock(self, start)
 
     def freeze_blocks(self, k: int) -> None:
         """Freeze ``blocks[:k]`` and unfreeze the rest: 0 fine-tunes everything, ``num_blocks`` is a linear probe.
@@ -158,6 +177,18 @@ class TransferModel(nn.Module):
                     if isinstance(module, _BatchNorm):
                         module.eval()
         return self
+
+
+class _FromBlock(nn.Module):
+    """``model`` run from the output of its first ``start`` blocks; ``train()``/``eval()`` reach ``model``."""
+
+    def __init__(self, model: TransferModel, start: int):
+        super().__init__()
+        self.model, self.start = model, start
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        backbone = self.model.backbone
+        return self.model.head(backbone.pool(backbone.run_blocks(x, self.start)))
 
 
 def count_trainable_parameters(module: nn.Module) -> int:

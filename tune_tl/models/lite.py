@@ -122,8 +122,9 @@ def lite_blocks(model: nn.Module) -> list[nn.Module]:
     """Stem, the seven stages ``blocks.0`` .. ``blocks.6``, then the 1x1 head conv: nine blocks.
 
     timm's coarse grouping folds the head conv into the last stage; keeping it separate gives one more,
-    cheap freezing step just before the pooled features.
+    cheap freezing step just before the pooled features. Each block is a module that runs on the previous
+    one's output, in ``forward_features``' order, so the blocks are a chain (``Backbone.run_blocks``).
     """
-    stem = nn.ModuleList([model.conv_stem, model.bn1])
-    head = nn.ModuleList([model.conv_head, model.bn2])
+    stem = nn.Sequential(model.conv_stem, model.bn1)
+    head = nn.Sequential(model.conv_head, model.bn2)
     return [stem, *model.blocks, head]

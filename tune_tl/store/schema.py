@@ -33,6 +33,7 @@ EPOCH_SCHEMA = pa.schema(
         ("diverged", pa.bool_()),
         ("phase", pa.string()),  # probe | finetune
         ("cached_features", pa.bool_()),
+        ("cached_blocks", pa.int32()),  # leading backbone blocks served from a cache: 0, a frozen prefix, or all (pooled)
         ("time", pa.timestamp("ms", tz="UTC")),
         ("node_id", pa.string()),
         ("workers", pa.int32()),  # data-parallel workers that trained the epoch (--workers-per-trial)

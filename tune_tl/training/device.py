@@ -7,6 +7,7 @@ fits, so batches are indexed there instead of crossing PCIe every step. Elsewher
 
 from __future__ import annotations
 
+import os
 import warnings
 
 import numpy as np
@@ -34,6 +35,21 @@ def resident_on_device(nbytes: int, device: torch.device, free_bytes: int | None
     if free_bytes is None:
         free_bytes, _ = torch.cuda.mem_get_info(device)
     return nbytes <= RESIDENT_FRACTION * free_bytes
+
+
+def free_memory(device: torch.device) -> int:
+    """Bytes free on ``device`` now: the GPU's free memory, or on the CPU the host's available RAM."""
+    if device.type == "cuda":
+        return torch.cuda.mem_get_info(device)[0]
+    try:  # Linux: what can be allocated without swapping, page cache included
+        with open("/proc/meminfo") as meminfo:
+            return next(int(line.split()[1]) * 1024 for line in meminfo if line.startswith("MemAvailable:"))
+    except (OSError, StopIteration, ValueError):
+        pass
+    try:  # other Unix: free pages only
+        return os.sysconf("SC_AVPHYS_PAGES") * os.sysconf("SC_PAGE_SIZE")
+    except (OSError, ValueError):
+        return 0  # unknown: assume nothing is free rather than too much
 
 
 def resident_split(split: Split | FileSplit, device: torch.device, parts=("train", "val")) -> dict[str, tuple[torch.Tensor, torch.Tensor]]:

@@ -1,4 +1,4 @@
-"""Validation loss and accuracy of a model (or of a head on cached features), never augmented.
+"""Validation loss and accuracy of a model (or of what follows a cache, on cached rows), never augmented.
 
 The batches are the validation images in order, ``batch_size`` at a time, so ``tune-tl predict`` on the
 same images (same batches, same preprocessing) reproduces a trial's recorded accuracy.
@@ -38,13 +38,17 @@ def evaluate_split(model: nn.Module, split: Split | FileSplit, normalise: Normal
 
 
 @torch.no_grad()
-def evaluate_head(head: nn.Module, features: torch.Tensor, labels: np.ndarray, batch_size: int = 256) -> tuple[float, float]:
-    """Mean cross-entropy and accuracy of ``head`` on precomputed validation ``features``."""
-    head.eval()
-    y = torch.tensor(labels, device=features.device)  # a copy: Ray's arrays are read-only, from_numpy would warn
+def evaluate_cached(module: nn.Module, rows: torch.Tensor, labels: np.ndarray, batch_size: int = 256) -> tuple[float, float]:
+    """Mean cross-entropy and accuracy of ``module`` on cached validation ``rows``, in order.
+
+    ``module`` is what follows the cache: the head on pooled features, or ``TransferModel.from_block(k)`` on
+    the activations of the first k blocks.
+    """
+    module.eval()
+    y = torch.tensor(labels, device=rows.device)  # a copy: Ray's arrays are read-only, from_numpy would warn
     loss_sum, correct = 0.0, 0
     for start in range(0, len(labels), batch_size):
-        logits = head(features[start : start + batch_size]).float()
+        logits = module(rows[start : start + batch_size]).float()
         target = y[start : start + batch_size]
         loss_sum += F.cross_entropy(logits, target, reduction="sum").item()
         correct += (logits.argmax(1) == target).sum().item()

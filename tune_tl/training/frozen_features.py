@@ -1,11 +1,12 @@
 """Train a head on cached backbone features when the backbone is frozen and the inputs never change.
 
-Whether an epoch can use the cache is one rule (:func:`features_cacheable`): the whole backbone is frozen
-(so it runs in eval mode: no BatchNorm updates, no dropout) and no parameter changes the inputs from one
-epoch to the next (:func:`cache_blockers`). Then each image's pooled features are the same in every such
-epoch of every trial with the same weights, resolution and data: they are computed once
-(:func:`encode`), kept in the search's :class:`~tune_tl.training.feature_cache.FeatureCache`, and the
-head trains on them.
+Which blocks an epoch may read from a cache is one rule (:func:`cached_prefix_blocks`): the leading
+blocks that are frozen (so they run in eval mode: no BatchNorm updates, no dropout), provided no
+parameter changes the inputs from one epoch to the next (:func:`cache_blockers`). When that is the whole
+backbone, each image's pooled features are the same in every such epoch of every trial with the same
+weights, resolution and data: they are computed once (:func:`encode`), kept in the search's
+:class:`~tune_tl.training.feature_cache.FeatureCache`, and the head trains on them. A frozen prefix
+short of the whole backbone is cached in memory for one trial instead (``training.boundary_cache``).
 """
 
 from __future__ import annotations
@@ -19,6 +20,7 @@ from torch import nn
 from tune_tl.data.augment import AugmentConfig
 from tune_tl.data.preprocess import Normaliser
 from tune_tl.data.types import FileSplit, Split
+from tune_tl.models import Backbone, FreezePolicy, TransferModel
 from tune_tl.training.batches import amp, batches, in_order, to_device
 from tune_tl.training.feature_cache import FeatureCache, fingerprint_arrays, fingerprint_module, make_key
 from tune_tl.training.regularisers import RegulariseConfig
@@ -38,16 +40,58 @@ def cache_blockers(augment: AugmentConfig, regularise: RegulariseConfig) -> list
 INPUT_VARYING_PARAMS = tuple(cache_blockers(AugmentConfig(0.5, True, 1.0, 0.5, "randaugment"), RegulariseConfig(0.0, 1.0, 1.0)))
 
 
+def cached_prefix_blocks(policy: FreezePolicy, backbone: Backbone, augment: AugmentConfig, regularise: RegulariseConfig,
+                         probing: bool = False) -> int:
+    """How many leading backbone blocks an epoch reads from a cache instead of running them.
+
+    The one rule, for the training loop and for anyone who predicts a trial's cost from its config:
+
+    * ``len(backbone.blocks)``: the whole backbone is frozen (``head_only``, ``freeze_blocks: all``, the
+      probe epochs of LP→FT): the head trains on pooled features from the search's disk cache.
+    * k in between: the first k blocks are frozen (``prefix`` with ``freeze_blocks`` k, or ``surgical``
+      with ``train_block`` k) and the backbone is ``chainable``: their output is cached in memory
+      (``training.boundary_cache``) and each epoch runs ``blocks[k:]``, pooling and head.
+    * 0: nothing is cached: the inputs change every epoch (:func:`cache_blockers`), the first block
+      trains, or the backbone's blocks are not a chain (timm models).
+
+    ``fit`` applies it only with its feature cache on (``--no-feature-cache`` turns both caches off) and
+    in-memory data (not the streaming path), and falls back to running every block, saying so once in
+    the log, when a boundary's activations would not fit in their memory cap.
+
+    Example:
+        >>> from tune_tl.config import TrialConfig
+        >>> from tune_tl.training.recipe import augment_config, freeze_policy, regularise_config
+        >>> cfg = TrialConfig.from_dict({"freeze_blocks": 5})
+        >>> cached_prefix_blocks(freeze_policy(cfg), backbone, augment_config(cfg), regularise_config(cfg))  # doctest: +SKIP
+        5
+    """
+    if cache_blockers(augment, regularise):
+        return 0
+    n = len(backbone.blocks)
+    k = n if probing else policy.frozen_prefix(n)
+    return k if k == n or backbone.chainable else 0
+
+
+def model_cached_blocks(model: nn.Module, augment: AugmentConfig, regularise: RegulariseConfig) -> int:
+    """:func:`cached_prefix_blocks` of ``model`` as it is now (LP→FT's probing included); 0 for a model that is not a ``TransferModel``."""
+    if not isinstance(model, TransferModel):
+        return 0
+    return cached_prefix_blocks(model.policy, model.backbone, augment, regularise, model.probing)
+
+
 def features_cacheable(model: nn.Module, augment: AugmentConfig, regularise: RegulariseConfig) -> bool:
-    """Whether this epoch's backbone output is a fixed function of each image (see the module docstring)."""
-    return bool(getattr(model, "backbone_frozen", False)) and not cache_blockers(augment, regularise)
+    """Whether this epoch's pooled backbone features are a fixed function of each image (see the module docstring)."""
+    return isinstance(model, TransferModel) and model_cached_blocks(model, augment, regularise) == model.num_blocks
 
 
 def log_cache_blocked(model: nn.Module, augment: AugmentConfig, regularise: RegulariseConfig) -> None:
-    """Say why a frozen backbone runs every epoch although the feature cache is on."""
-    blockers = cache_blockers(augment, regularise)
-    if getattr(model, "backbone_frozen", False) and blockers:
-        log.info("feature cache off for this trial: the backbone is frozen but the inputs change every epoch (%s)", ", ".join(blockers))
+    """Say why frozen blocks run every epoch although the feature cache is on."""
+    frozen, blockers = getattr(model, "frozen_blocks", 0), cache_blockers(augment, regularise)
+    if frozen and blockers:
+        log.info("feature cache off for this trial: backbone blocks are frozen but the inputs change every epoch (%s)", ", ".join(blockers))
+    elif 0 < frozen < model.num_blocks and not model.backbone.chainable:
+        log.info("boundary cache off for this trial: the blocks of %s are parameter groups, not a chain that can run from a "
+                 "frozen prefix; its %d frozen blocks run every batch", model.backbone.name, frozen)
 
 
 def frozen_features(model: nn.Module, split: Split, cache: str, normalise: Normaliser, batch_size: int,

@@ -3,12 +3,14 @@
 ``fit`` trains a model on a split and calls ``on_epoch`` after every epoch; Ray Tune wraps it in
 ``search/trainable.py``, and a user can call it directly. With ``lp_epochs > 0`` the first epochs are a
 linear probe (head only) and the model's freeze policy applies afterwards; epochs count across both
-phases and each epoch's row says its ``phase``. Epochs whose backbone is entirely frozen and whose inputs
-never change train the head on cached backbone features (``training.frozen_features``) when
-``FitConfig.feature_cache`` names a folder: same result, a fraction of the time. On CUDA the model and
-batches are ``channels_last`` and in-memory data sits on the GPU when it fits (``training.device``).
-Batches live in ``training.batches``, the schedule in ``training.schedules``, the regularisers in
-``training.regularisers``, the resumable state in ``training.state``.
+phases and each epoch's row says its ``phase``. When ``FitConfig.feature_cache`` names a folder and the
+inputs never change, frozen leading blocks are not run again every epoch: a whole frozen backbone's
+pooled features come from the disk cache (``training.frozen_features``) and the head trains on them; a
+frozen prefix's activations are kept in memory (``training.boundary_cache``) and the rest of the model
+trains on them: same result, a fraction of the time. ``training.epoch_inputs`` chooses, each epoch.
+On CUDA the model and batches are ``channels_last`` and in-memory data sits on the GPU when it fits
+(``training.device``). Batches live in ``training.batches``, the schedule in ``training.schedules``,
+the regularisers in ``training.regularisers``, the resumable state in ``training.state``.
 
     >>> metrics = fit(model, split, FitConfig(epochs=2, batch_size=64, lr=1e-3), print)
 """
@@ -28,10 +30,9 @@ from torch import nn
 from tune_tl.data.augment import Augment, AugmentConfig
 from tune_tl.data.preprocess import IMAGENET_MEAN, IMAGENET_STD, Normaliser
 from tune_tl.data.types import FileSplit, Split
-from tune_tl.training.batches import amp, batches, epoch_batches, to_device
+from tune_tl.training.batches import amp, epoch_batches
 from tune_tl.training.device import memory_format, resident_split
-from tune_tl.training.evaluate import evaluate_head, evaluate_split
-from tune_tl.training.frozen_features import features_cacheable, frozen_features, log_cache_blocked
+from tune_tl.training.epoch_inputs import EpochInputs
 from tune_tl.training.regularisers import RegulariseConfig, batch_mixer, l2sp_penalty
 from tune_tl.training.schedules import LRSchedule, ScheduleConfig, base_lr
 from tune_tl.training.state import load_training_state, training_state
@@ -59,8 +60,11 @@ class FitConfig:
     num_workers: int = 0
     #: Epochs of linear probing (whole backbone frozen) before the model's freeze policy applies.
     lp_epochs: int = 0
-    #: Folder of the shared frozen-feature cache; ``None`` always runs the backbone.
+    #: Folder of the shared frozen-feature cache; ``None`` always runs the backbone (no boundary cache either).
     feature_cache: str | None = None
+    #: Most bytes a frozen prefix's cached activations may take (``training.boundary_cache``); ``None``: a
+    #: quarter of the device's free memory. Above it every block runs each batch.
+    boundary_cache_bytes: int | None = None
     #: Learning-rate schedule over ``epochs`` and warmup (default: cosine to zero, no warmup).
     schedule: ScheduleConfig = ScheduleConfig()
     #: Label smoothing, MixUp/CutMix and L2-SP (default: all off).
@@ -87,6 +91,8 @@ class EpochMetrics:
     diverged: bool = False
     phase: str = "finetune"  # "probe" (head only, LP→FT's first phase) or "finetune"
     cached_features: bool = False  # the head trained on cached frozen-backbone features
+    #: Leading backbone blocks served from a cache, not run: 0, k (a frozen prefix's activations), or all (pooled features).
+    cached_blocks: int = 0
 
 
 #: ``on_state(metrics, state)``: called after every epoch with everything needed to resume (see ``fit``).
@@ -111,8 +117,7 @@ def fit(
     lists decoded per epoch; both visit the same images in the same order for the same seed.
 
     Args:
-        model: Any module; LP→FT (``cfg.lp_epochs > 0``) and the feature cache need a
-            ``TransferModel`` (``set_probing``, ``backbone_frozen``, ``features``, ``head``).
+        model: Any module; LP→FT (``cfg.lp_epochs > 0``) and the caches need a ``TransferModel``.
         param_groups: Optimizer groups (``params`` plus optional ``lr_scale``); by default one group
             of the parameters that require gradients now.
         resume: A state from ``on_state``: training continues at the next epoch exactly where the
@@ -140,7 +145,7 @@ def fit(
     rng = np.random.default_rng(cfg.seed)
     augment = Augment(cfg.augment, cfg.seed)
     resident = resident_split(split, device)  # {} unless the uint8 arrays fit on the GPU
-    cached = None  # (train features, val features) while the whole backbone stays frozen
+    inputs = EpochInputs(model, split, cfg, normalise, augment, mixer, resident)
     history: list[EpochMetrics] = []
     first = 0
     if resume is not None:
@@ -153,28 +158,16 @@ def fit(
         if cfg.lp_epochs:
             model.set_probing(phase == "probe")
         trainable = sum(p.numel() for p in model.parameters() if p.requires_grad)
-        if epoch == first and cfg.feature_cache is not None:
-            log_cache_blocked(model, cfg.augment, cfg.regularise)
-        if cfg.feature_cache is None or isinstance(split, FileSplit) or not features_cacheable(model, cfg.augment, cfg.regularise):
-            cached = None
-        elif cached is None:
-            cached = frozen_features(model, split, cfg.feature_cache, normalise, cfg.eval_batch_size, resident)
+        inputs.start_epoch()  # images, pooled features or a frozen prefix's activations, and what runs on them
         model.train()
         total_loss, seen, lrs = 0.0, 0, []
         indices = epoch_batches(rng.permutation(len(split.train_y)), cfg.batch_size)
         if cfg.shard is not None:  # every worker draws the same global batches and trains on its slice
             indices = cfg.shard.local(indices)
-        loaded = batches(split, "train", indices, cfg.num_workers, resident) if cached is None else ((None, None) for _ in indices)
-        for batch, (images, labels) in zip(indices, loaded):
+        for item in inputs.load(indices):
             with autocast:
-                if cached is None:
-                    x, y = to_device(images, labels, normalise, augment)
-                    if mixer is not None:
-                        x, y = mixer(x, y)  # y becomes soft targets, which cross_entropy accepts
-                    logits = model(x)
-                else:
-                    x, y = cached[0][batch], torch.from_numpy(split.train_y[batch]).to(device)
-                    logits = model.head(x)
+                x, y = inputs.batch(item)
+                logits = inputs.module(x)
                 loss = F.cross_entropy(logits, y, label_smoothing=cfg.regularise.label_smoothing)
             penalty = l2sp() if l2sp is not None else None
             objective = loss if penalty is None else loss.float() + penalty  # train_loss stays the data loss
@@ -190,12 +183,10 @@ def fit(
         schedule.after_epoch()
         train_loss = total_loss / max(seen, 1) if cfg.shard is None else cfg.shard.mean_loss(total_loss, seen)
         diverged = is_diverged(train_loss, history[0].train_loss if history else math.log(max(2, int(split.train_y.max()) + 1)))
-        if cached is None:
-            val_loss, val_acc = evaluate_split(model, split, normalise, cfg.eval_batch_size, resident, cfg.num_workers)
-        else:
-            val_loss, val_acc = evaluate_head(model.head, cached[1], split.val_y, cfg.eval_batch_size)
+        val_loss, val_acc = inputs.evaluate()
         seconds = time.perf_counter() - start
-        metrics = EpochMetrics(epoch + 1, train_loss, val_loss, val_acc, lr, seconds, trainable, diverged, phase, cached is not None)
+        metrics = EpochMetrics(epoch + 1, train_loss, val_loss, val_acc, lr, seconds, trainable, diverged, phase, inputs.pooled,
+                               inputs.cached_blocks)
         history.append(metrics)
         if on_epoch is not None:
             on_epoch(metrics)
