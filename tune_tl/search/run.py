@@ -76,7 +76,7 @@ def _run_locked(spec: SearchSpec, options: SearchOptions, name: str, root: Locat
     study = run.study_file(fresh=True)
     if warm:
         seed_study(study, root.name, warm)  # TPE starts from the earlier trials
-    tuner = build_tuner(spec, options, context, prepared.num_blocks, root, study)
+    tuner = build_tuner(spec, options, context, prepared, root, study)
     started = time.monotonic()
     tuner.fit()  # a driver that dies here is continued by ``tune-tl resume`` (tune_tl.search.resume)
     timed_out = ended_by_time_budget(spec, time.monotonic() - started)
