@@ -33,8 +33,7 @@ import numpy as np
 from ray.tune.schedulers import ASHAScheduler, TrialScheduler
 
 from tune_tl.config.params import TrialConfig
-from tune_tl.errors import TuneTLError
-from tune_tl.search.cost_model import CostModel
+from tune_tl.search.cost_model import TRAINING_COST, CostModel, recorded_costs, table_configs
 from tune_tl.search.replay_asha import ReplayASHA
 from tune_tl.store.results import write_json_atomic
 from tune_tl.store.search_run import SearchRun
@@ -42,8 +41,6 @@ from tune_tl.store.storage import Location
 
 log = logging.getLogger(__name__)
 
-#: The scheduler's clock: a trial's cumulative predicted cost in FLOPs (added to the results it decides on).
-TRAINING_COST = "training_cost"
 #: The clock without a cost model: cumulative measured ``epoch_seconds``.
 TRAINING_SECONDS = "training_seconds"
 
@@ -225,13 +222,11 @@ class CostASHA(ReplayASHA):
         order = [c for c in ("time", "epoch") if c in epochs.columns]
         epochs = epochs.sort_values(order, kind="stable")
         if self.cost_model is not None:
-            configs = self._replay_configs(trials)
+            configs = {**table_configs(trials), **{t: TrialConfig.from_dict(c) for t, c in self._configs.items() if c}}
             unknown = sorted(set(epochs["trial_id"]) - set(configs))
             if unknown:
                 log.warning("cost-aware ASHA: no config for recorded trial(s) %s; their epochs are not replayed", ", ".join(unknown))
-                epochs = epochs[epochs["trial_id"].isin(configs)]
-            clock = [self.cost_model.trial_cost(configs[t], int(e)) for t, e in zip(epochs["trial_id"], epochs["epoch"])]
-            epochs = epochs.assign(**{self._time_attr: clock})
+            epochs = recorded_costs(self.cost_model, configs, epochs)
         else:
             epochs = epochs.assign(**{self._time_attr: epochs.groupby("trial_id")["epoch_seconds"].cumsum()})
             if self.unit is None:  # the live run's unit, else (no file) the first recorded epoch; recorded either way
@@ -239,14 +234,3 @@ class CostASHA(ReplayASHA):
         for row in epochs.groupby("trial_id").tail(1).itertuples(index=False):
             self._clock[row.trial_id] = (int(row.epoch), float(getattr(row, self._time_attr)))
         return super().replay(epochs, trials)
-
-    def _replay_configs(self, trials) -> dict[str, TrialConfig]:
-        """Each known trial's config: the ``trials`` table's, then Ray's (a trial restored while it was running)."""
-        configs = {}
-        for row in trials.to_dict("records") if trials is not None else []:
-            try:
-                configs[row["trial_id"]] = TrialConfig.from_row(row)
-            except TuneTLError:  # a trial that failed on its config: it recorded no epoch
-                continue
-        configs.update({trial_id: TrialConfig.from_dict(config) for trial_id, config in self._configs.items() if config})
-        return configs

@@ -33,6 +33,7 @@ from dataclasses import dataclass
 from typing import Any, Mapping, Sequence
 
 import numpy as np
+import pandas as pd
 import torch
 from torch.utils.flop_counter import FlopCounterMode
 
@@ -40,8 +41,12 @@ from tune_tl.config.distributions import resolutions_of
 from tune_tl.config.params import PARAMS, TrialConfig
 from tune_tl.config.spec import SearchSpec
 from tune_tl.data.types import PreparedData
+from tune_tl.errors import TuneTLError
 from tune_tl.models import Backbone, FreezePolicy
 from tune_tl.training.recipe import inputs_vary
+
+#: A trial's cumulative predicted cost in FLOPs after an epoch: cost-aware ASHA's clock (and its column in :func:`recorded_costs`).
+TRAINING_COST = "training_cost"
 
 #: Whether trials keep a frozen prefix's activations between epochs (the boundary cache, issue 23 item 4). It is not
 #: in the training loop yet; when it lands, set this to True: frozen-prefix trials whose inputs never change then
@@ -210,6 +215,26 @@ def rung_unit(model: CostModel, spec: SearchSpec) -> float:
         resolution = next((p for p in spec.sub_spaces(model.num_blocks)[first] if p.name == "resolution"), None)
         sizes = resolutions_of(resolution.dist, spec.source) if resolution else [PARAMS["resolution"].default]
     return model.fine_tune_epoch(first, max(sizes))
+
+
+def table_configs(trials: pd.DataFrame | None) -> dict[str, TrialConfig]:
+    """trial_id -> config of each row of a ``trials`` table; a row whose config does not parse (it failed on it) is left out."""
+    configs = {}
+    for row in trials.to_dict("records") if trials is not None else []:
+        try:
+            configs[row["trial_id"]] = TrialConfig.from_row(row)
+        except TuneTLError:
+            continue
+    return configs
+
+
+def recorded_costs(model: CostModel, configs: Mapping[str, TrialConfig], epochs: pd.DataFrame) -> pd.DataFrame:
+    """The ``epochs`` rows of trials in ``configs``, with each epoch's predicted ``epoch_cost`` and the trial's
+    cumulative :data:`TRAINING_COST` after it (FLOPs): what cost-aware ASHA's clock read, rebuilt from the results."""
+    rows = epochs[epochs["trial_id"].isin(list(configs))]
+    pairs = list(zip(rows["trial_id"], rows["epoch"].astype(int)))
+    return rows.assign(epoch_cost=[model.epoch_cost(configs[t], e) for t, e in pairs],
+                       **{TRAINING_COST: [model.trial_cost(configs[t], e) for t, e in pairs]})
 
 
 def seconds_per_flop(predicted: Sequence[float], measured: Sequence[float]) -> float | None:
