@@ -55,3 +55,18 @@ def test_the_cost_aware_sampler_survives_pickling_as_ray_saves_the_searcher():
     study.optimize(lambda t: t.suggest_float("lr", 3e-4, 1e-2, log=True) + (t.suggest_categorical("freeze_policy", ["full", "head_only"]) == "full"),
                    n_trials=6)
     assert len(study.trials) == 6
+
+
+def test_a_python_space_s_candidates_are_priced_at_its_largest_declared_resolution(tmp_path):
+    (tmp_path / "space.py").write_text("SETTINGS = {'resolutions': [32, 48]}\n"
+                                       "def space(trial):\n    trial.suggest_categorical('freeze_policy', ['full', 'head_only'])\n"
+                                       "    return {'resolution': 48}\n")
+    cost = CandidateCost.for_search(load_space(tmp_path / "space.py"), model([32, 48]))
+    assert cost.config({"freeze_policy": "full"}).resolution == 48
+
+
+def test_a_candidate_the_cost_model_cannot_price_is_chosen_by_expected_gain_and_the_search_goes_on(caplog):
+    sampler = TPESamplerWithCost(lambda params: 1 / 0, seed=0, n_startup_trials=2)
+    study = optuna.create_study(sampler=sampler)
+    study.optimize(lambda t: t.suggest_float("x", 0, 1), n_trials=4)
+    assert len(study.trials) == 4 and "could not price the candidates (ZeroDivisionError" in caplog.text

@@ -12,11 +12,14 @@ drawn from l(x)); :func:`check_tpe_internals` checks both signatures.
 from __future__ import annotations
 
 import inspect
+import logging
 from typing import Any, Callable, Mapping
 
 import numpy as np
 import optuna
 from optuna.samplers import TPESampler
+
+log = logging.getLogger(__name__)
 
 #: The private ``TPESampler`` methods :class:`TPESamplerWithCost` overrides, with the parameters it expects.
 TPE_INTERNALS = {"_sample": ("self", "study", "trial", "search_space"),
@@ -66,7 +69,11 @@ class TPESamplerWithCost(TPESampler):
     def _compute_acquisition_func(self, samples, mpe_below, mpe_above):
         gain = super()._compute_acquisition_func(samples, mpe_below, mpe_above)
         space, known = self._scoring
-        costs = np.array([self._cost({**known, **_external(space, samples, i)}) for i in range(len(gain))], dtype=float)
+        try:
+            costs = np.array([self._cost({**known, **_external(space, samples, i)}) for i in range(len(gain))], dtype=float)
+        except Exception as exc:  # a search must not die in its sampler: this one draw goes by expected gain alone
+            log.warning("cost-aware TPE: could not price the candidates (%s: %s); choosing by expected gain", type(exc).__name__, exc)
+            return gain
         return gain - np.log(np.maximum(costs, np.finfo(float).tiny))
 
 

@@ -28,16 +28,18 @@ class CandidateCost:
     """``cost(params)``: predicted FLOPs of ``max_epochs`` epochs of the config ``params`` (Optuna's values) stands for."""
 
     model: CostModel
-    #: backbone -> the space's fixed values for it (Optuna never sees them). Empty for a Python space, whose
-    #: constants are known only when its function runs: their defaults stand in.
+    #: backbone -> the space's fixed values for it (Optuna never sees them). A Python space's constants are known
+    #: only when its function runs: its largest declared resolution and the other parameters' defaults stand in.
     fixed: Mapping[str, Mapping[str, Any]]
     max_epochs: int
 
     @classmethod
     def for_search(cls, spec: SearchSpec, model: CostModel) -> CandidateCost:
-        fixed = {} if spec.space_fn is not None else {
-            name: {p.name: p.dist.value for p in params if isinstance(p.dist, Fixed)}
-            for name, params in spec.sub_spaces(model.num_blocks).items()}
+        if spec.space_fn is not None:
+            fixed = dict.fromkeys(model.blocks, {"resolution": max(spec.declared_resolutions)})
+        else:
+            fixed = {name: {p.name: p.dist.value for p in params if isinstance(p.dist, Fixed)}
+                     for name, params in spec.sub_spaces(model.num_blocks).items()}
         return cls(model, fixed, spec.budget.max_epochs)
 
     def config(self, params: Mapping[str, Any]) -> TrialConfig:
