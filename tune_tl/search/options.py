@@ -35,7 +35,7 @@ class SearchOptions:
     concurrency: int | None = None
     #: Ray cluster to join (``ray://`` or ``host:port``); ``None`` = ``RAY_ADDRESS`` or a local Ray.
     address: str | None = None
-    #: ``cost-asha`` (ASHA on training-seconds rungs), ``asha`` (epoch rungs: the old default), ``pasha``
+    #: ``cost-asha`` (ASHA on rungs of predicted training cost), ``asha`` (epoch rungs: the old default), ``pasha``
     #: (progressive maximum budget) or ``fifo`` (every trial runs max_epochs: the baseline to compare).
     scheduler: str = SCHEDULERS[0]
     #: ``tpe`` (Optuna's TPE, choosing by expected gain per predicted cost) or ``random`` (Optuna's RandomSampler: the baseline).
