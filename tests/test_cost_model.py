@@ -9,7 +9,7 @@ from tune_tl.config import load_space
 from tune_tl.config.params import TrialConfig
 from tune_tl.models import build_backbone
 from tune_tl.search import cost_model
-from tune_tl.search.cost_model import CostModel, count_block_flops, rung_unit, seconds_per_flop
+from tune_tl.search.cost_model import CostModel, block_flops, count_block_flops, rung_unit, seconds_per_flop
 
 
 @pytest.fixture(scope="module")
@@ -19,7 +19,7 @@ def lite0():
 
 @pytest.fixture(scope="module")
 def model(lite0):
-    blocks = {r: count_block_flops(lite0, r) for r in (32, 64)}
+    blocks = block_flops(lite0, (32, 64))
     return CostModel({"efficientnet_lite0": blocks}, {"efficientnet_lite0": lite0.num_features}, num_classes=10,
                      train_images=1437, val_images=360)
 
@@ -39,7 +39,8 @@ def test_block_flops_add_up_to_the_whole_network_and_are_the_same_every_time(lit
     flops = count_block_flops(lite0, resolution)
     assert len(flops) == len(lite0.blocks) == 9 and all(f > 0 for f in flops)
     assert sum(flops) == whole_network_flops(lite0, resolution)
-    assert count_block_flops(lite0, resolution) == flops
+    assert count_block_flops(lite0, resolution) == flops == block_flops(lite0, [16, resolution])[resolution]
+    assert not lite0.features._forward_hooks and all(not m._forward_hooks for m in lite0.features.modules())
 
 
 def test_block_flops_of_a_backbone_whose_blocks_are_its_own_modules():

@@ -29,6 +29,7 @@ seconds, which the calibration absorbs (every trial of a search has the same wor
 
 from __future__ import annotations
 
+import copy
 from dataclasses import dataclass
 from typing import Any, Mapping, Sequence
 
@@ -71,40 +72,43 @@ def _first_trainable(trains: Sequence[bool]) -> int:
 
 
 def count_block_flops(backbone: Backbone, resolution: int) -> tuple[float, ...]:
-    """Forward FLOPs of one ``resolution``-px image through each of ``backbone``'s blocks (stem first).
+    """Forward FLOPs of one ``resolution``-px image through each of ``backbone``'s blocks (stem first)."""
+    return block_flops(backbone, [resolution])[resolution]
+
+
+def block_flops(backbone: Backbone, resolutions: Sequence[int]) -> dict[int, tuple[float, ...]]:
+    """:func:`count_block_flops` at each of ``resolutions``.
 
     Hooks on each block's modules read ``FlopCounterMode``'s running total before and after them during one
-    forward of ``backbone.features`` in eval mode; FLOPs outside every block (e.g. a final pooling or
-    projection) go to the last block, so the blocks add up to the whole network.
+    forward per resolution, in eval mode, of a copy of ``backbone.features`` on the meta device (shapes only: no
+    arithmetic, and the weights are copied once). FLOPs outside every block (e.g. a final pooling or projection)
+    go to the last block, so the blocks add up to the whole network. The copy takes the hooks; ``backbone`` is untouched.
     """
-    features = backbone.features
-    registered = {id(m) for m in features.modules()}
-    flops = [0.0] * len(backbone.blocks)
-    handles = []
-    with FlopCounterMode(display=False) as counter:
-        def watch(index: int, module: torch.nn.Module) -> None:
-            if id(module) not in registered:  # a container made for the split (Lite's stem): its parts run
-                for child in module.children():
-                    watch(index, child)
-                return
-            started = []
-            handles.append(module.register_forward_pre_hook(lambda *_: started.append(counter.get_total_flops())))
-            handles.append(module.register_forward_hook(lambda *_: flops.__setitem__(index, flops[index] + counter.get_total_flops()
-                                                                                      - started.pop())))
+    features = copy.deepcopy(backbone.features).to("meta").eval()
+    twin = dict(zip(map(id, backbone.features.modules()), features.modules()))  # the same modules, in the same order
+    counter = FlopCounterMode(display=False)
+    flops: list[float] = []
 
-        for index, block in enumerate(backbone.blocks):
-            watch(index, block)
-        was_training = features.training
-        features.eval()
-        try:
-            with torch.no_grad():
-                features(torch.zeros(1, 3, resolution, resolution))
-        finally:
-            features.train(was_training)
-            for handle in handles:
-                handle.remove()
-        flops[-1] += counter.get_total_flops() - sum(flops)
-    return tuple(float(f) for f in flops)
+    def watch(index: int, module: torch.nn.Module) -> None:
+        if id(module) not in twin:  # a container made for the split (Lite's stem): its parts run
+            for child in module.children():
+                watch(index, child)
+            return
+        started = []
+        module = twin[id(module)]
+        module.register_forward_pre_hook(lambda *_: started.append(counter.get_total_flops()))
+        module.register_forward_hook(lambda *_: flops.__setitem__(index, flops[index] + counter.get_total_flops() - started.pop()))
+
+    for index, block in enumerate(backbone.blocks):
+        watch(index, block)
+    counts = {}
+    for resolution in resolutions:
+        flops[:] = [0.0] * len(backbone.blocks)
+        with counter, torch.no_grad():  # entering the mode again starts its count at zero
+            features(torch.zeros(1, 3, resolution, resolution, device="meta"))
+            flops[-1] += counter.get_total_flops() - sum(flops)
+        counts[resolution] = tuple(float(f) for f in flops)
+    return counts
 
 
 @dataclass(frozen=True)
@@ -200,7 +204,7 @@ class CostModel:
 def build_cost_model(backbones: Mapping[str, Backbone], data: PreparedData, feature_cache: bool = True) -> CostModel:
     """Count every backbone's blocks at every prepared resolution (one image each, in the driver, before Ray)."""
     split = next(iter(data.splits.values()))  # every resolution holds the same images
-    blocks = {name: {r: count_block_flops(b, r) for r in sorted(data.splits)} for name, b in backbones.items()}
+    blocks = {name: block_flops(b, sorted(data.splits)) for name, b in backbones.items()}
     return CostModel(blocks, {name: b.num_features for name, b in backbones.items()}, data.num_classes, len(split.train_y),
                      len(split.val_y), feature_cache and not data.streaming)
 
