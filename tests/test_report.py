@@ -15,7 +15,9 @@ from tune_tl.analysis.importances import parameter_importances
 from tune_tl.analysis.report import write_report
 from tune_tl.analysis.rungs import asha_rungs, scheduler_rungs
 from tune_tl.cli import main
+from tune_tl.config.params import TrialConfig
 from tune_tl.search.cost_asha import CostASHA
+from tune_tl.search.cost_model import CostModel
 from tune_tl.search.schedulers import make_scheduler
 from tune_tl.store.results import ParquetSink
 from tune_tl.store.search_run import SearchRun
@@ -47,17 +49,25 @@ def test_a_fifo_search_has_no_rungs_to_draw(tmp_path):
     assert scheduler_rungs(SearchRun(tmp_path)).milestones == []
 
 
-def test_cost_aware_rungs_are_the_ones_the_scheduler_recorded_not_a_guess_from_the_first_recorded_epoch(tmp_path):
+def test_cost_aware_rungs_are_the_ones_the_scheduler_recorded_and_the_curves_are_on_its_predicted_clock(tmp_path):
     search_json(tmp_path, "cost-asha", grace=1, factor=3, max_epochs=10)
     rungs = scheduler_rungs(SearchRun(tmp_path))
-    assert rungs.seconds and rungs.milestones == [] and "not recorded its rungs yet" in rungs.caption()
-    cost = CostASHA(tmp_path, metric="val_acc", mode="max", max_epochs=10, grace_period=1, reduction_factor=3)
-    a, b = SimpleNamespace(trial_id="a"), SimpleNamespace(trial_id="b")
-    cost.on_trial_add(None, a)
-    cost.on_trial_add(None, b)
-    cost.on_trial_result(None, b, {"epoch": 1, "val_acc": 0.5, "epoch_seconds": 0.1})  # reports first: not the unit
-    cost.on_trial_result(None, a, {"epoch": 1, "val_acc": 0.5, "epoch_seconds": 20.0})
-    assert scheduler_rungs(SearchRun(tmp_path)).milestones == cost.rungs == [20.0, 60.0, 180.0], "trial a was added first: 20 s is the unit"
+    assert rungs.clock == "seconds" and rungs.milestones == [] and "not recorded its rungs yet" in rungs.caption()
+    model = CostModel({"toy": {32: (1e6, 2e6, 3e6)}}, {"toy": 16}, num_classes=10, train_images=100, val_images=20)
+    cost = CostASHA(tmp_path, metric="val_acc", mode="max", max_epochs=10, grace_period=1, reduction_factor=3, cost_model=model)
+    rungs = scheduler_rungs(SearchRun(tmp_path))
+    assert rungs.clock == "cost" and rungs.milestones == [1, 3, 9] and [m * rungs.unit for m in rungs.milestones] == cost.rungs
+    configs = [{"backbone": "toy", "resolution": 32, "freeze_policy": p} for p in ("full", "head_only")]
+    res = write_trials(tmp_path, configs, [0.9, 0.8], epochs=3)
+    ax = plots.learning_curves(res, rungs).axes[0]
+    assert [line.get_xdata()[0] for line in ax.lines if line.get_gid() == "rung"] == [1, 3, 9]
+    curves = [list(line.get_xdata()) for line in ax.lines if line.get_gid() != "rung" and len(line.get_xdata())]
+    head_only = [model.trial_cost(TrialConfig.from_dict(configs[1]), e) / rungs.unit for e in (1, 2, 3)]
+    assert curves == [[1, 2, 3], head_only] and head_only[0] > 0.3 and head_only[2] - head_only[0] < 0.001
+    # Every epoch took 1 s: the median of measured / predicted over the six epochs says what a unit took.
+    assert rungs.seconds_per_unit(res.trials, res.epochs) == pytest.approx((1 + 1 / head_only[0]) / 2)
+    write_report(tmp_path)
+    assert "rungs at 1, 3, 9 units of predicted cost" in (tmp_path / "report" / "index.html").read_text()
 
 
 def test_report_on_a_search_with_no_trial_yet_still_writes_a_page(tmp_path, capsys):

@@ -71,9 +71,9 @@ def _parser() -> argparse.ArgumentParser:
     s.add_argument("--workers-per-trial", type=int, default=1, help="data-parallel (DDP) workers per trial, sharing each batch: gloo on CPU, NCCL with one GPU each; --gpus-per-trial 2+ means one worker per GPU (default 1)")
     s.add_argument("--concurrency", type=int, help="max trials at once (default: as many as resources allow)")
     s.add_argument("--scheduler", choices=SCHEDULERS, default=SCHEDULERS[0],
-                   help="cost-asha (default: ASHA with rungs in training seconds), asha (epoch rungs), pasha (progressive "
+                   help="cost-asha (default: ASHA with rungs in predicted training cost), asha (epoch rungs), pasha (progressive "
                         "maximum budget) or fifo: no early stopping, for comparison")
-    s.add_argument("--sampler", choices=SAMPLERS, default=SAMPLERS[0], help="Optuna sampler: tpe (default) or random, for comparison")
+    s.add_argument("--sampler", choices=SAMPLERS, default=SAMPLERS[0], help="Optuna sampler: tpe (default; expected gain per predicted cost) or random, for comparison")
     s.add_argument("--no-textbook-start", dest="textbook_start", action="store_false",
                    help="do not start with the textbook recipes (fine-tune, linear probe, LP→FT); sample every trial")
     s.add_argument("--no-probes", dest="probes", action="store_false",

@@ -36,15 +36,19 @@ def _by_status(ax, points: pd.DataFrame, x: str) -> None:
 
 @styled
 def learning_curves(res: Results, rungs: Rungs) -> Figure:
-    """Val accuracy per trial against what the scheduler compares trials at: epochs, or (cost-aware ASHA)
-    cumulative training seconds, with the rungs the scheduler used (dotted, ``gid="rung"``)."""
+    """Val accuracy per trial against what the scheduler compares trials at (epochs, or cost-aware ASHA's predicted
+    cost), with the rungs the scheduler used (dotted, ``gid="rung"``). On the cost clock a trial still running (no
+    config in the trials table yet) is drawn once it has finished."""
     fig, (ax,) = new_figure()
     status = res.trials.set_index("trial_id")["status"]
+    positions = rungs.positions(res.trials, res.epochs)
     seen = set()
     for trial_id, rows in res.epochs.sort_values("epoch").groupby("trial_id"):
+        x = positions.loc[rows.index]
+        if x.isna().all():
+            continue
         s = status.get(trial_id, "running")
         seen.add(s)
-        x = rows["epoch_seconds"].cumsum() if rungs.seconds else rows["epoch"]
         ax.plot(x, rows["val_acc"], color=STATUS_COLOURS.get(s, "black"), alpha=0.7, marker=".", lw=1)
     for rung in rungs.milestones:
         ax.axvline(rung, color="black", ls=":", lw=1, gid="rung")
@@ -53,11 +57,11 @@ def learning_curves(res: Results, rungs: Rungs) -> Figure:
             ax.plot([], [], color=colour, label=s)
     if rungs.milestones:
         ax.plot([], [], color="black", ls=":", label=rungs.label)
-    if rungs.seconds:
-        log_x_axis(ax, linear_below=1.0)  # head-only epochs take ~0.1 s, fine-tune epochs tens of seconds
-    else:
+    if rungs.clock == "epoch":
         ax.xaxis.set_major_locator(MaxNLocator(integer=True))
-    ax.set(xlabel="training seconds (the cost-aware scheduler's clock)" if rungs.seconds else "epoch", title="Learning curves")
+    else:  # a cached head-only epoch costs a thousandth of a fine-tune epoch: log, linear near 0 so 0 fits
+        log_x_axis(ax, linear_below=1.0 if rungs.clock == "seconds" else 0.01)
+    ax.set(xlabel=rungs.axis_label, title="Learning curves")
     accuracy_axis(ax, res.epochs["val_acc"], "validation accuracy")
     if seen:
         ax.legend(loc="best")

@@ -54,5 +54,6 @@ def write_report(path: str | Path, top: int = 10) -> tuple[str, list[Path]]:
             (out / name).unlink(missing_ok=True)
         else:
             files.append(save(fig, out / name))
-    files.append(write_html(res, board, files, {"learning_curves.png": rungs.caption()}, notes, out / "index.html"))
+    caption = rungs.caption(rungs.seconds_per_unit(res.trials, res.epochs))
+    files.append(write_html(res, board, files, {"learning_curves.png": caption}, notes, out / "index.html"))
     return format_leaderboard(board, res) + ("\n" + "\n".join(notes) if notes else ""), files

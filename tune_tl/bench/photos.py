@@ -57,7 +57,7 @@ BACKBONES = ("efficientnet_lite0", "efficientnet_lite1", "efficientnet_lite2")
 #: Row (d)'s space: the image-folder defaults as they were before issue 23, frozen.
 PREVIOUS_SPACE = resources.files("tune_tl.bench") / "spaces" / "imagefolder_before.yaml"
 #: Row (d)'s options: the search defaults of the same day, spelled out so that later defaults do not leak in.
-PREVIOUS_OPTIONS = {"scheduler": "cost-asha", "sampler": "tpe", "textbook_start": True}
+PREVIOUS_OPTIONS = {"scheduler": "cost-asha", "sampler": "tpe-gain", "textbook_start": True, "probes": False}
 #: Row (b): the textbook's input size and augmentation (torchvision's RandomResizedCrop(224) + flip).
 FINE_TUNE_SIZE = 224
 FINE_TUNE_AUGMENT = {"aug_crop_scale": 0.08, "aug_flip": 1}

@@ -19,8 +19,9 @@ MAX_NAME_BYTES = 100
 SCHEDULERS = ("cost-asha", "asha", "pasha", "fifo")
 #: ``--sampler`` names (``search.sampler.make_sampler``); the first is the default.
 SAMPLERS = ("tpe", "random")
-#: Samplers only the benchmarks use: ``tpe-classic`` is Optuna's stock TPE, the old default's.
-BENCHMARK_SAMPLERS = ("tpe-classic",)
+#: Samplers only the benchmarks use: ``tpe-classic`` is Optuna's stock TPE, the old default's; ``tpe-gain`` is
+#: ``tpe`` without the cost (expected gain only), to measure what the cost adds.
+BENCHMARK_SAMPLERS = ("tpe-classic", "tpe-gain")
 
 
 @dataclass(frozen=True)
@@ -34,10 +35,10 @@ class SearchOptions:
     concurrency: int | None = None
     #: Ray cluster to join (``ray://`` or ``host:port``); ``None`` = ``RAY_ADDRESS`` or a local Ray.
     address: str | None = None
-    #: ``cost-asha`` (ASHA on training-seconds rungs), ``asha`` (epoch rungs: the old default), ``pasha``
+    #: ``cost-asha`` (ASHA on rungs of predicted training cost), ``asha`` (epoch rungs: the old default), ``pasha``
     #: (progressive maximum budget) or ``fifo`` (every trial runs max_epochs: the baseline to compare).
     scheduler: str = SCHEDULERS[0]
-    #: ``tpe`` (Optuna's TPE) or ``random`` (Optuna's RandomSampler: the baseline to compare).
+    #: ``tpe`` (Optuna's TPE, choosing by expected gain per predicted cost) or ``random`` (Optuna's RandomSampler: the baseline).
     sampler: str = SAMPLERS[0]
     #: Enqueue the textbook recipes (fine-tune, linear probe, LP→FT) as the first trials.
     textbook_start: bool = True

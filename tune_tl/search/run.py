@@ -88,7 +88,7 @@ def _run_locked(spec: SearchSpec, options: SearchOptions, name: str, root: Locat
     timed_out = remaining is not None and remaining <= 0
     if not timed_out:
         log.info("search %r: %d trials, up to %d epochs each; results in %s", name, spec.budget.samples, spec.budget.max_epochs, root)
-        tuner = build_tuner(with_budget(spec, time=remaining), options, context, prepared.num_blocks, root, study)
+        tuner = build_tuner(with_budget(spec, time=remaining), options, context, prepared, root, study)
         tuner.fit()  # a driver that dies here is continued by ``tune-tl resume`` (tune_tl.search.resume)
         timed_out = deadline is not None and time.monotonic() >= deadline
     run.update_metadata(end_time=time.strftime("%Y-%m-%dT%H:%M:%S%z"), node_ids=alive_node_ids(), ended_by_time_budget=timed_out)

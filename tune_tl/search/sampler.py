@@ -43,6 +43,7 @@ from ray.tune import Callback
 from ray.tune.search import SearchGenerator
 from ray.tune.search.optuna import OptunaSearch
 
+from tune_tl.compat import TPESamplerWithCost
 from tune_tl.search.textbook import textbook_trials
 from tune_tl.store.storage import Location
 from tune_tl.store.trial_record import TrialRecord
@@ -207,23 +208,29 @@ def startup_trials(samples: int) -> int:
     return min(10, max(3, samples // 4))
 
 
-def make_sampler(name: str, spec) -> optuna.samplers.BaseSampler:
-    """The Optuna sampler called ``name`` (``options.SAMPLERS``, or the benchmarks' ``tpe-classic``), seeded with ``spec.seed``.
+def make_sampler(name: str, spec, cost: Callable[[Mapping], float] | None = None) -> optuna.samplers.BaseSampler:
+    """The Optuna sampler called ``name`` (``options.SAMPLERS``, or the benchmarks' ``BENCHMARK_SAMPLERS``), seeded with ``spec.seed``.
 
     ``tpe`` is multivariate TPE with the group-decomposed search space (the space is conditional:
     ``freeze_blocks`` exists only under ``prefix``, ``head_hidden`` only with an MLP head), the
-    constant liar for parallel trials, and :func:`startup_trials` random trials first.
+    constant liar for parallel trials, and :func:`startup_trials` random trials first; given ``cost``
+    (a search passes :class:`tune_tl.search.cost_sampler.CandidateCost`), it picks each next config by
+    expected gain per unit of predicted cost (:class:`tune_tl.compat.TPESamplerWithCost`). ``tpe-gain``
+    is the same TPE without the cost, ``tpe-classic`` Optuna's stock TPE, ``random`` random search.
     """
     if name == "random":
         return optuna.samplers.RandomSampler(seed=spec.seed)
     if name == "tpe-classic":
         return optuna.samplers.TPESampler(seed=spec.seed)
-    if name != "tpe":
+    if name not in ("tpe", "tpe-gain"):
         raise ValueError(f"unknown sampler {name!r}")
+    settings = dict(seed=spec.seed, n_startup_trials=startup_trials(spec.budget.samples), multivariate=True, group=True,
+                    constant_liar=True)
     with warnings.catch_warnings():  # ``group`` is marked experimental since Optuna 2.8
         warnings.simplefilter("ignore", optuna.exceptions.ExperimentalWarning)
-        return optuna.samplers.TPESampler(seed=spec.seed, n_startup_trials=startup_trials(spec.budget.samples),
-                                          multivariate=True, group=True, constant_liar=True)
+        if name == "tpe" and cost is not None:
+            return TPESamplerWithCost(cost, **settings)
+        return optuna.samplers.TPESampler(**settings)
 
 
 def enqueue_textbook(searcher: OptunaSearch, spec, num_blocks: int | Mapping[str, int], backbone: str | None = None,

@@ -13,6 +13,8 @@ from ray.tune.search import ConcurrencyLimiter
 
 from tune_tl.config.spec import SearchSpec
 from tune_tl.search.budget import CloseOpenTrials
+from tune_tl.search.cost_model import build_cost_model, rung_unit
+from tune_tl.search.cost_sampler import CandidateCost
 from tune_tl.search.options import METRIC, MODE, SearchOptions
 from tune_tl.search.progress import SearchProgress
 from tune_tl.search.sampler import HonestOptunaSearch, SampleTarget, SqliteMirror, enqueue_textbook, make_sampler, storage_url
@@ -22,7 +24,7 @@ from tune_tl.search.trainable import run_trial
 from tune_tl.store.results import ParquetSink
 from tune_tl.store.search_run import SearchRun, trial_folder_name
 from tune_tl.store.storage import Location
-from tune_tl.training.context import TrialContext
+from tune_tl.training.context import PreparedSearch, TrialContext
 
 
 def make_trainable(context: TrialContext, options: SearchOptions):
@@ -31,15 +33,21 @@ def make_trainable(context: TrialContext, options: SearchOptions):
     return tune.with_resources(tune.with_parameters(run_trial, context=context, workers=options.workers), resources)
 
 
-def build_tuner(spec: SearchSpec, options: SearchOptions, context: TrialContext, num_blocks: dict[str, int], root: Location,
+def build_tuner(spec: SearchSpec, options: SearchOptions, context: TrialContext, prepared: PreparedSearch, root: Location,
                 study: Path) -> tune.Tuner:
-    """The search's Tuner, writing into ``root``; ``study`` is the Optuna SQLite file on this machine."""
+    """The search's Tuner, writing into ``root``; ``study`` is the Optuna SQLite file on this machine.
+
+    ``prepared`` holds the built backbones: their blocks' FLOPs are counted here, once, for the cost model
+    that the sampler and cost-aware ASHA decide with (``context`` says whether trials may use the feature cache).
+    """
+    num_blocks = prepared.num_blocks
+    costs = build_cost_model(prepared.backbones, context.data, feature_cache=context.feature_cache is not None)
     searcher = HonestOptunaSearch(
         space=spec.define_by_run(num_blocks),
         metric=METRIC,
         mode=MODE,
         max_epochs=spec.budget.max_epochs,
-        sampler=make_sampler(options.sampler, spec),
+        sampler=make_sampler(options.sampler, spec, CandidateCost.for_search(spec, costs)),
         storage=storage_url(study),
         study_name=root.name,
     )
@@ -59,7 +67,8 @@ def build_tuner(spec: SearchSpec, options: SearchOptions, context: TrialContext,
         make_trainable(context, options),
         tune_config=tune.TuneConfig(
             search_alg=SampleTarget(searcher),  # a SearchGenerator whose target can grow on resume
-            scheduler=make_scheduler(options.scheduler, spec, root, metric=METRIC, mode=MODE),
+            scheduler=make_scheduler(options.scheduler, spec, root, metric=METRIC, mode=MODE, cost_model=costs,
+                                     unit=rung_unit(costs, spec)),
             num_samples=spec.budget.samples,
             time_budget_s=spec.budget.time,  # stops starting trials and ends running ones when it is up
             trial_name_creator=trial_folder_name,  # short names and folders: the trial id, not the config

@@ -65,11 +65,15 @@ def cached_prefix_blocks(policy: FreezePolicy, backbone: Backbone, augment: Augm
         >>> cached_prefix_blocks(freeze_policy(cfg), backbone, augment_config(cfg), regularise_config(cfg))  # doctest: +SKIP
         5
     """
-    if cache_blockers(augment, regularise):
-        return 0
     n = len(backbone.blocks)
-    k = n if probing else policy.frozen_prefix(n)
-    return k if k == n or backbone.chainable else 0
+    return cached_blocks(n if probing else policy.frozen_prefix(n), n, backbone.chainable, bool(cache_blockers(augment, regularise)))
+
+
+def cached_blocks(frozen_prefix: int, num_blocks: int, chainable: bool, inputs_change: bool) -> int:
+    """:func:`cached_prefix_blocks` on plain facts (the cost model asks it with no backbone at hand)."""
+    if inputs_change:
+        return 0
+    return frozen_prefix if frozen_prefix == num_blocks or chainable else 0
 
 
 def model_cached_blocks(model: nn.Module, augment: AugmentConfig, regularise: RegulariseConfig) -> int:

@@ -1,0 +1,52 @@
+"""What the sampler weighs a proposed trial by: the predicted FLOPs of its config trained for ``max_epochs``.
+
+Optuna's candidates are only part of a trial's config: the space's fixed values reach Ray as constants
+(``config.sampling.sample_params``), and a candidate of one parameter group leaves the other groups out.
+:class:`CandidateCost` completes them, in this order: the space's fixed values for the candidate's backbone,
+the values Optuna gave, then each parameter's registry default (``TrialConfig.from_dict``), and asks the
+cost model (:mod:`tune_tl.search.cost_model`). ``make_sampler`` hands it to
+:class:`tune_tl.compat.TPESamplerWithCost`, which divides TPE's density ratio by it.
+
+    >>> cost = CandidateCost.for_search(spec, model)                   # doctest: +SKIP
+    >>> cost({"freeze_policy": "head_only"}) < cost({"freeze_policy": "full"})  # doctest: +SKIP
+    True
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from typing import Any, Mapping
+
+from tune_tl.config.distributions import Fixed
+from tune_tl.config.params import PARAMS, TrialConfig
+from tune_tl.config.spec import SearchSpec
+from tune_tl.search.cost_model import CostModel
+
+
+@dataclass(frozen=True)
+class CandidateCost:
+    """``cost(params)``: predicted FLOPs of ``max_epochs`` epochs of the config ``params`` (Optuna's values) stands for."""
+
+    model: CostModel
+    #: backbone -> the space's fixed values for it (Optuna never sees them). A Python space's constants are known
+    #: only when its function runs: its largest declared resolution and the other parameters' defaults stand in.
+    fixed: Mapping[str, Mapping[str, Any]]
+    max_epochs: int
+
+    @classmethod
+    def for_search(cls, spec: SearchSpec, model: CostModel) -> CandidateCost:
+        if spec.space_fn is not None:
+            fixed = dict.fromkeys(model.blocks, {"resolution": max(spec.declared_resolutions)})
+        else:
+            fixed = {name: {p.name: p.dist.value for p in params if isinstance(p.dist, Fixed)}
+                     for name, params in spec.sub_spaces(model.num_blocks).items()}
+        return cls(model, fixed, spec.budget.max_epochs)
+
+    def config(self, params: Mapping[str, Any]) -> TrialConfig:
+        """The trial config a candidate stands for (see the module docstring)."""
+        backbone = params.get("backbone") or self.model.default_backbone
+        given = {name: value for name, value in params.items() if name in PARAMS}
+        return TrialConfig.from_dict({**self.fixed.get(backbone, {}), **given, "backbone": backbone})
+
+    def __call__(self, params: Mapping[str, Any]) -> float:
+        return self.model.trial_cost(self.config(params), self.max_epochs)
