@@ -1,5 +1,4 @@
-"""A real tiny search (the session's ``finished_search``), then what people do with it: report, retrain the
-best trial, predict an image file."""
+"""A real tiny search (the session's one), then what people do with it: report, retrain the best trial, predict an image file."""
 
 import json
 import re
@@ -15,53 +14,59 @@ from tune_tl.analysis.rungs import scheduler_rungs
 from tune_tl.cli import main
 from tune_tl.store.search_run import SearchRun
 
+@pytest.fixture
+def search(search_copy):
+    """The session's finished search (``finished_search`` in conftest.py), copied: these tests write into it."""
+    return search_copy
+
+
 @pytest.mark.slow
-def test_search_json_records_the_run_and_its_nodes(finished_search):
-    info = json.loads((finished_search / "search.json").read_text())
+def test_search_json_records_the_run_and_its_nodes(search):
+    info = json.loads((search / "search.json").read_text())
     assert info["budget"] == {"samples": 5, "max_epochs": 2, "grace_period": 1, "reduction_factor": 2.0, "time": None}
     assert info["options"]["command_line"][:2] == ["tune-tl", "search"] and "--concurrency" in info["options"]["command_line"]
     assert info["end_time"] and len(info["node_ids"]) >= 1 and "budget:" in info["space_text"]
 
 
 @pytest.mark.slow
-def test_report_prints_the_leaderboard_best_first_and_writes_plots_and_html(search_copy, capsys):
-    assert main(["report", str(search_copy)]) == 0
+def test_report_prints_the_leaderboard_best_first_and_writes_plots_and_html(search, capsys):
+    assert main(["report", str(search)]) == 0
     out = capsys.readouterr().out
-    res = load_results(search_copy)
+    res = load_results(search)
     expected = leaderboard(res)["trial_id"].tolist()
     printed = [m for m in re.findall(r"^\s*\d+\s+(\S+)\s+(?:completed|pruned|diverged|error)", out, re.M)]
     assert printed == expected and len(expected) == 5
     ranked = res.trials.set_index("trial_id").loc[expected[:2], "best_val_acc"]
     assert ranked.iloc[0] >= ranked.iloc[1]
     for name in ("learning_curves.png", "accuracy_vs_lr.png", "importances.png", "index.html"):
-        assert (search_copy / "report" / name).stat().st_size > 1000, name
-    assert not (search_copy / "report" / "accuracy_vs_freeze.png").exists(), "freeze_blocks and freeze_policy were fixed: nothing to plot"
-    page = (search_copy / "report" / "index.html").read_text()
+        assert (search / "report" / name).stat().st_size > 1000, name
+    assert not (search / "report" / "accuracy_vs_freeze.png").exists(), "freeze_blocks and freeze_policy were fixed: nothing to plot"
+    page = (search / "report" / "index.html").read_text()
     assert expected[0] in page and "learning_curves.png" in page
 
 
 @pytest.mark.slow
-def test_the_report_draws_exactly_the_rungs_cost_aware_asha_recorded_in_scheduler_json(search_copy):
-    assert json.loads((search_copy / "search.json").read_text())["options"]["scheduler"] == "cost-asha"
-    recorded = json.loads((search_copy / "scheduler.json").read_text())
+def test_the_report_draws_exactly_the_rungs_cost_aware_asha_recorded_in_scheduler_json(search):
+    assert json.loads((search / "search.json").read_text())["options"]["scheduler"] == "cost-asha"
+    recorded = json.loads((search / "scheduler.json").read_text())
     assert recorded["rungs"] == [recorded["unit_seconds"], 2 * recorded["unit_seconds"]]  # grace 1, factor 2, 2 epochs
-    fig = learning_curves(load_results(search_copy), scheduler_rungs(SearchRun(search_copy)))
+    fig = learning_curves(load_results(search), scheduler_rungs(SearchRun(search)))
     assert [line.get_xdata()[0] for line in fig.axes[0].lines if line.get_gid() == "rung"] == recorded["rungs"]
-    assert main(["report", str(search_copy)]) == 0
-    page = (search_copy / "report" / "index.html").read_text()
+    assert main(["report", str(search)]) == 0
+    page = (search / "report" / "index.html").read_text()
     assert "cost-aware ASHA rungs at " + ", ".join(f"{m:.3g}" for m in recorded["rungs"]) + " training seconds" in page
 
 
 @pytest.mark.slow
-def test_retrained_best_model_predicts_image_files_and_seeds_a_new_backbone(search_copy, tmp_path, capsys):
+def test_retrained_best_model_predicts_image_files_and_seeds_a_new_backbone(search, tmp_path, capsys):
     from sklearn.datasets import load_digits
 
     from tune_tl.models import build_backbone
 
-    assert main(["retrain", str(search_copy)]) == 0
+    assert main(["retrain", str(search)]) == 0
     out = capsys.readouterr().out
-    best = leaderboard(load_results(search_copy)).iloc[0]["trial_id"]
-    model_dir = search_copy / "models" / best
+    best = leaderboard(load_results(search)).iloc[0]["trial_id"]
+    model_dir = search / "models" / best
     info = json.loads((model_dir / "model.json").read_text())
     assert info["classes"] == [str(i) for i in range(10)] and info["preprocessing"]["resolution"] == 32
     assert info["metrics"]["evaluated_on"] == "val" and info["metrics"]["accuracy"] > 0.5
