@@ -9,6 +9,7 @@ from pathlib import Path
 import pytest
 
 from spaces import FINISHED, write_tiny_space
+from tune_tl.cli import main
 
 # Dummy credentials for the local S3 server (tests/s3_server.py), set before any Ray process starts so
 # workers inherit them; and no probing of a cloud metadata service for real ones.
@@ -35,8 +36,6 @@ def finished_search(ray_local, tmp_path_factory) -> Path:
     Treat it as read-only; a test that writes into a search (a report, a retrained model) takes
     ``search_copy``, so that what one test leaves behind cannot change what another sees.
     """
-    from tune_tl.cli import main
-
     tmp = tmp_path_factory.mktemp("finished")
     space = write_tiny_space(tmp, "tiny.yaml", **FINISHED)
     assert main(["search", str(space), "--output", str(tmp), "--name", "tiny", "--concurrency", "2"]) == 0

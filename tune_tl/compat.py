@@ -1,12 +1,12 @@
 """Every use of Ray's and Optuna's private internals, in one place, each checked against the installed version.
 
 Ray and Optuna can change a private attribute in any release, and ``pyproject.toml`` allows only the
-minor versions the suite ran on (Ray 2.60, Optuna 5.1). Code elsewhere in tune_tl reaches them only
-through the functions here; each raises :class:`InternalsChanged`, naming the installed version and the
-internal, instead of failing somewhere inside a search or silently doing something else.
-``tests/test_compat.py`` calls every accessor on real Ray and Optuna objects, and ``check_internals``
-lists all of them, including those that ``search/sampler.py`` and ``search/cost_asha.py`` still use
-directly.
+minor versions the suite ran on (Ray 2.60, Optuna 5.1). Code elsewhere in tune_tl reaches them through
+the functions here; each raises :class:`InternalsChanged`, naming the installed version and the internal,
+instead of failing somewhere inside a search or silently doing something else. ``check_internals``
+checks every internal tune_tl uses, including those that ``search/sampler.py`` and
+``search/cost_asha.py`` still reach directly (to move here), and ``tests/test_compat.py`` calls it and
+every accessor on real Ray and Optuna objects.
 
     >>> from ray.tune.schedulers import ASHAScheduler
     >>> asha_rungs(ASHAScheduler(time_attr="epoch", metric="val_acc", mode="max", max_t=4, grace_period=1, reduction_factor=2))
