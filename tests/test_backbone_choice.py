@@ -14,6 +14,7 @@ from tune_tl.errors import TuneTLError
 from tune_tl.models import build_backbone
 from tune_tl.training.recipe import TrialContext, build_trial
 from sampling import sample_many
+from spaces import write_tiny_space
 
 CHOICE = """
 backbone: {name: [efficientnet_lite0, timm/resnet18], weights: imagenet}
@@ -96,22 +97,14 @@ def test_each_trial_builds_its_own_backbone_with_its_own_preprocessing():
         build_trial(TrialConfig(backbone="efficientnet_lite2", resolution=32), ctx, "cpu")
 
 
-SEARCH = """
-seed: 0
-data: {source: digits, val_fraction: 0.2}
-backbone: {name: [efficientnet_lite0, efficientnet_lite1], weights: imagenet}
-budget: {samples: 4, max_epochs: 1, grace_period: 1, reduction_factor: 2}
-params:
-  resolution: 32
-  batch_size: 128
-  freeze_policy: head_only
-  lr: {low: 1.0e-3, high: 3.0e-2, log: true}
-"""
+#: Two backbones, head-only trials.
+PAIR = {"backbone": {"name": ["efficientnet_lite0", "efficientnet_lite1"]},
+        "params": {"freeze_policy": "head_only", "lr": {"low": 1.0e-3, "high": 3.0e-2, "log": True}}}
 
 
 @pytest.mark.slow
 def test_a_search_over_two_backbones_runs_and_records_both(ray_local, tmp_path):
-    space = write(tmp_path, SEARCH)
+    space = write_tiny_space(tmp_path, budget={"samples": 4}, **PAIR)
     code = main(["search", str(space), "--no-probes", "--output", str(tmp_path / "out"), "--name", "pair", "--sampler", "random",
                  "--scheduler", "fifo"])
     assert code == 0
@@ -193,7 +186,7 @@ def test_bad_native_resolutions_are_rejected_naming_the_key(tmp_path, text, mess
 def test_backbone_selection_searches_only_the_best_ranked_backbone(ray_local, tmp_path):
     import json
 
-    space = write(tmp_path, SEARCH.replace("samples: 4", "samples: 1") + "backbone_selection: {top: 1, by: logme}\n")
+    space = write_tiny_space(tmp_path, budget={"samples": 1}, backbone_selection={"top": 1, "by": "logme"}, **PAIR)
     assert main(["search", str(space), "--output", str(tmp_path / "out"), "--name", "top1", "--scheduler", "fifo"]) == 0
     ranking = json.loads((tmp_path / "out" / "top1" / "search.json").read_text())["backbone_ranking"]
     best = max(ranking, key=lambda row: row["logme"])["backbone"]

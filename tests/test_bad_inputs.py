@@ -16,18 +16,12 @@ from pathlib import Path
 
 import pytest
 
+from spaces import tiny_space
 from tests.data.images import write_class_tree
 from tune_tl.cli import main
 
-TINY = """seed: 0
-data: {source: digits, val_fraction: 0.2}
-backbone: {name: efficientnet_lite0, weights: imagenet}
-budget: {samples: 1, max_epochs: 1, grace_period: 1, reduction_factor: 2}
-params:
-  resolution: 32
-  batch_size: 128
-  freeze_blocks: all
-"""
+# Text, not a dict: the cases below edit it as text (duplicate keys, YAML 1.1 strings, ...).
+TINY = tiny_space(budget={"samples": 1}, params={"freeze_blocks": "all"})
 
 
 def snapshot(root: Path) -> dict[str, int]:

@@ -13,6 +13,8 @@ import pandas as pd
 import pytest
 import yaml
 
+from spaces import write_tiny_space
+
 CLUSTER = Path(__file__).parent.parent / "cluster"
 RAY = Path(sys.executable).parent / "ray"
 
@@ -105,13 +107,6 @@ def _free_port() -> int:
         return s.getsockname()[1]
 
 
-TINY = """
-seed: 1
-budget: {samples: 4, max_epochs: 1, grace_period: 1, reduction_factor: 2}
-params: {resolution: 32, batch_size: 128, freeze_blocks: all, lr: {low: 1.0e-3, high: 1.0e-2, log: true}}
-"""
-
-
 class LocalCluster:
     """A head and a worker node started with `ray start --block` in their own process groups,
     so that stopping them touches no other Ray on the machine (unlike `ray stop`)."""
@@ -153,6 +148,7 @@ class LocalCluster:
 
 
 @pytest.mark.slow
+@pytest.mark.processes
 def test_search_with_address_runs_trials_on_both_nodes_of_a_two_node_cluster(tmp_path):
     if not RAY.exists():
         pytest.skip(f"the `ray` CLI is not installed next to {sys.executable}; cannot start a multi-process cluster")
@@ -164,8 +160,8 @@ def test_search_with_address_runs_trials_on_both_nodes_of_a_two_node_cluster(tmp
         cluster.start(f"--address={cluster.address}", "--resources", json.dumps({"node_b": 1}), name="worker")
         assert cluster.wait_for_nodes(2), (tmp_path / "worker.log").read_text()[-2000:]
 
-        space = tmp_path / "tiny.yaml"
-        space.write_text(TINY)
+        space = write_tiny_space(tmp_path, seed=1, budget={"samples": 4},
+                                 params={"freeze_blocks": "all", "lr": {"low": 1.0e-3, "high": 1.0e-2, "log": True}})
         out = tmp_path / "out"
         search = [sys.executable, "-m", "tune_tl.cli", "search", str(space), "--no-probes", "--address", cluster.address,
                   "--output", str(out), "--name", "two-nodes"]

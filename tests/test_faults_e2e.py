@@ -17,20 +17,12 @@ import pytest
 import torch
 
 from faults import Driver
+from spaces import tiny_space
 
-SPACE = """
-seed: 0
-data: {source: digits, val_fraction: 0.2}
-backbone: {name: efficientnet_lite0, weights: imagenet}
-budget: {samples: 3, max_epochs: 2, grace_period: 1, reduction_factor: 2}
-params:
-  resolution: 32
-  batch_size: 128
-  freeze_blocks: all
-  lr: {low: 1.0e-3, high: 3.0e-2, log: true}
-  head: [linear, mlp]
-  head_hidden: 32
-"""
+pytestmark = pytest.mark.processes
+
+SPACE = tiny_space(budget={"samples": 3, "max_epochs": 2}, params={
+    "freeze_blocks": "all", "lr": {"low": 1.0e-3, "high": 3.0e-2, "log": True}, "head": ["linear", "mlp"], "head_hidden": 32})
 
 # Trial 0 gets an absurd learning rate (its loss turns NaN); trial 1 a sane one.
 FAULT_SPACE = '''

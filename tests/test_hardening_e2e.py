@@ -7,6 +7,8 @@ import pytest
 
 from faults import Driver
 
+pytestmark = pytest.mark.processes
+
 PY_SPACE = '''
 SETTINGS = {"seed": 0, "resolutions": [32],
             "budget": {"samples": 1, "max_epochs": 1, "grace_period": 1, "reduction_factor": 2}}

@@ -7,33 +7,21 @@ import pandas as pd
 import pytest
 
 import tune_tl.search.run
+from spaces import write_tiny_space
 from tests.data.images import write_class_tree
 from tune_tl.cli import main
 
-SPACE = """
-seed: 0
-data: {val_fraction: 0.25}
-backbone: {name: efficientnet_lite0, weights: imagenet}
-budget: {samples: 3, max_epochs: 2, grace_period: 1, reduction_factor: 2}
-params:
-  resolution: [32, 48]
-  batch_size: 128
-  freeze_blocks: all
-  lr: {low: 1.0e-3, high: 3.0e-2, log: true}
-  head: linear
-  aug_crop_scale: [0.5, 1.0]
-  aug_flip: [true, false]
-  aug_rotate: [0, 10]
-  aug_jitter: 0.2
-"""
+#: A linear probe on augmented images (so the feature cache is off and every epoch decodes tensors).
+AUGMENTED = {"freeze_blocks": "all", "lr": {"low": 1.0e-3, "high": 3.0e-2, "log": True}, "head": "linear",
+             "aug_crop_scale": [0.5, 1.0], "aug_flip": [True, False], "aug_rotate": [0, 10], "aug_jitter": 0.2}
 
 
 @pytest.mark.slow
 def test_search_over_an_image_folder_runs_with_the_folder_gone_once_data_is_prepared(ray_local, tmp_path, monkeypatch, capsys, caplog):
     photos = write_class_tree(tmp_path / "photos", per_class=12)
     (photos / "b" / "broken.jpg").touch()  # a zero-byte file, skipped and listed
-    space = tmp_path / "space.yaml"
-    space.write_text(SPACE)
+    space = write_tiny_space(tmp_path, data={"source": None, "val_fraction": 0.25}, budget={"samples": 3, "max_epochs": 2},
+                             params={"resolution": [32, 48], **AUGMENTED})
 
     # Trials run in other processes; once the driver has prepared the data, take the images away.
     # Any trial that read or decoded an image file would now fail (status "error").
@@ -70,10 +58,8 @@ def test_search_over_an_image_folder_runs_with_the_folder_gone_once_data_is_prep
 @pytest.mark.slow
 def test_a_folder_over_the_memory_budget_is_streamed_by_the_trials(ray_local, tmp_path, caplog):
     photos = write_class_tree(tmp_path / "photos", per_class=8)
-    space = tmp_path / "space.yaml"
-    space.write_text(SPACE.replace("samples: 3, max_epochs: 2", "samples: 2, max_epochs: 1").replace("grace_period: 1, ", "")
-                     .replace("resolution: [32, 48]", "resolution: 32")
-                     .replace("data: {val_fraction: 0.25}", f"data: {{source: imagefolder, path: '{photos}', val_fraction: 0.25, memory_budget_mb: 0.01}}"))
+    space = write_tiny_space(tmp_path, data={"source": "imagefolder", "path": str(photos), "val_fraction": 0.25, "memory_budget_mb": 0.01},
+                             params=AUGMENTED)
     with caplog.at_level(logging.INFO, logger="tune_tl"):
         code = main(["search", str(space), "--output", str(tmp_path / "out"), "--name", "streamed", "--no-probes"])
     assert code == 0

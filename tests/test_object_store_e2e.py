@@ -4,23 +4,11 @@ import optuna
 import pytest
 
 from s3_server import LocalS3
+from spaces import write_tiny_space
 from tune_tl.analysis.frame import load_results
 from tune_tl.cli import main
 from tune_tl.search.resume import resume_search
 from tune_tl.store.storage import Location
-
-SPACE = """
-seed: 0
-data: {source: digits, val_fraction: 0.2}
-backbone: {name: efficientnet_lite0, weights: imagenet}
-budget: {samples: 3, max_epochs: 2, grace_period: 1, reduction_factor: 2}
-params:
-  resolution: 32
-  batch_size: 128
-  freeze_blocks: {low: 7, high: all}
-  lr: {low: 1.0e-4, high: 1.0e-2, log: true}
-  head: linear
-"""
 
 
 @pytest.fixture()
@@ -35,8 +23,8 @@ def test_a_search_on_s3_keeps_results_study_and_checkpoints_in_the_bucket_and_re
         ray_local, s3, tmp_path, monkeypatch, capsys):
     monkeypatch.chdir(tmp_path)  # anything written locally by mistake would land here
     s3.bucket("runs")
-    space = tmp_path / "space.yaml"
-    space.write_text(SPACE)
+    space = write_tiny_space(tmp_path, budget={"samples": 3, "max_epochs": 2}, params={
+        "freeze_blocks": {"low": 7, "high": "all"}, "lr": {"low": 1.0e-4, "high": 1.0e-2, "log": True}, "head": "linear"})
 
     assert main(["search", str(space), "--output", s3.uri("runs/tune"), "--name", "s3demo"]) == 0
     assert "s3://runs/tune/s3demo/trials" in capsys.readouterr().out

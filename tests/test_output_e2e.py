@@ -7,6 +7,8 @@ import pytest
 
 from faults import Driver
 
+pytestmark = pytest.mark.processes
+
 #: A few dozen lines at most: our INFO lines, one line per trial, the summary.
 LINE_BUDGET = 30
 

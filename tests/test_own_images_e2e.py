@@ -12,22 +12,10 @@ import pandas as pd
 import pytest
 import torch
 
+from spaces import write_tiny_space
 from tests.data.images import write_class_tree, write_split_folder
 from tune_tl import best_trial, load_results
 from tune_tl.cli import main
-
-SPACE = """
-seed: 0
-data: {val_fraction: 0.3}
-backbone: {name: efficientnet_lite0, weights: imagenet}
-budget: {samples: 2, max_epochs: 2, grace_period: 1, reduction_factor: 2}
-params:
-  resolution: {low: 32, high: 64, step: 32}
-  batch_size: 16
-  freeze_blocks: [all, 6]
-  lr: {low: 1.0e-3, high: 3.0e-2, log: true}
-  head: linear
-"""
 
 
 def accuracy(predictions: pd.DataFrame) -> float:
@@ -37,8 +25,9 @@ def accuracy(predictions: pd.DataFrame) -> float:
 
 
 def search(tmp_path: Path, data: Path, name: str, *flags: str) -> Path:
-    space = tmp_path / "space.yaml"
-    space.write_text(SPACE)
+    space = write_tiny_space(tmp_path, data={"source": None, "val_fraction": 0.3}, budget={"max_epochs": 2}, params={
+        "resolution": {"low": 32, "high": 64, "step": 32}, "batch_size": 16, "freeze_blocks": ["all", 6],
+        "lr": {"low": 1.0e-3, "high": 3.0e-2, "log": True}, "head": "linear"})
     assert main(["search", str(space), "--data", str(data), "--output", str(tmp_path / "out"), "--name", name, *flags]) == 0
     return tmp_path / "out" / name
 

@@ -3,34 +3,16 @@
 import pandas as pd
 import pytest
 
+from spaces import write_tiny_space
 from tune_tl.cli import main
 
-RECIPE_SPACE = """
-seed: 0
-data: {source: digits, val_fraction: 0.2}
-backbone: {name: efficientnet_lite0, weights: imagenet}
-budget: {samples: 2, max_epochs: 3, grace_period: 3, reduction_factor: 2}
-params:
-  resolution: 32
-  batch_size: 128
-  freeze_blocks: 7
-  optimizer: adam
-  lr: [1.0e-3, 3.0e-3]
-  schedule: step
-  step_size: 1
-  gamma: 0.1
-  warmup_epochs: 0.5
-  label_smoothing: 0.1
-  mixup_alpha: 0.2
-  auto_augment: trivialaugment
-  l2sp: 0.01
-"""
+EVERY_RECIPE = {"freeze_blocks": 7, "optimizer": "adam", "lr": [1.0e-3, 3.0e-3], "schedule": "step", "step_size": 1, "gamma": 0.1,
+                "warmup_epochs": 0.5, "label_smoothing": 0.1, "mixup_alpha": 0.2, "auto_augment": "trivialaugment", "l2sp": 0.01}
 
 
 @pytest.mark.slow
 def test_a_search_with_every_recipe_runs_to_the_end_and_records_the_step_schedule(ray_local, tmp_path, capsys):
-    space = tmp_path / "recipes.yaml"
-    space.write_text(RECIPE_SPACE)
+    space = write_tiny_space(tmp_path, budget={"max_epochs": 3, "grace_period": 3}, params=EVERY_RECIPE)
     code = main(["search", str(space), "--no-probes", "--output", str(tmp_path / "out"), "--name", "r", "--concurrency", "2"])
     assert code == 0
 

@@ -1,4 +1,4 @@
-"""A real tiny search, then what people do with it: report, retrain the best trial, predict an image file."""
+"""A real tiny search (the session's one), then what people do with it: report, retrain the best trial, predict an image file."""
 
 import json
 import re
@@ -14,27 +14,10 @@ from tune_tl.analysis.rungs import scheduler_rungs
 from tune_tl.cli import main
 from tune_tl.store.search_run import SearchRun
 
-SPACE = """
-seed: 0
-data: {source: digits, val_fraction: 0.2}
-backbone: {name: efficientnet_lite0, weights: imagenet}
-budget: {samples: 5, max_epochs: 2, grace_period: 1, reduction_factor: 2}
-params:
-  resolution: 32
-  batch_size: 128
-  freeze_blocks: all                # a linear probe keeps the test fast
-  lr: {low: 1.0e-4, high: 3.0e-2, log: true}
-  head: [linear, mlp]
-  head_hidden: 32
-"""
-
-
-@pytest.fixture(scope="module")
-def search(ray_local, tmp_path_factory):
-    tmp = tmp_path_factory.mktemp("report")
-    (tmp / "tiny.yaml").write_text(SPACE)
-    assert main(["search", str(tmp / "tiny.yaml"), "--output", str(tmp), "--name", "tiny", "--concurrency", "2"]) == 0
-    return tmp / "tiny"
+@pytest.fixture
+def search(search_copy):
+    """The session's finished search (``finished_search`` in conftest.py), copied: these tests write into it."""
+    return search_copy
 
 
 @pytest.mark.slow

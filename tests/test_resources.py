@@ -2,17 +2,11 @@
 
 import pytest
 
+from spaces import write_tiny_space
 from tune_tl.cli import main
 from tune_tl.errors import TuneTLError
 from tune_tl.search.resources import check_resources, largest_node
 from tune_tl.search.run import SearchOptions
-
-TINY = """
-seed: 0
-data: {source: digits, val_fraction: 0.2}
-budget: {samples: 1, max_epochs: 1, grace_period: 1}
-params: {resolution: 32, batch_size: 64, freeze_blocks: all, lr: 1.0e-3}
-"""
 
 
 def test_the_largest_node_is_counted_per_resource_and_dead_nodes_are_not():
@@ -37,8 +31,7 @@ def test_more_cpus_per_trial_than_any_node_has_is_refused(ray_local):
 
 
 def test_search_with_more_gpus_than_the_cluster_has_exits_2_before_writing_results(ray_local, tmp_path, capsys):
-    space = tmp_path / "tiny.yaml"
-    space.write_text(TINY)
+    space = write_tiny_space(tmp_path)
     code = main(["search", str(space), "--gpus-per-trial", "2", "--output", str(tmp_path / "out"), "--name", "gpus"])
     assert code == 2
     err = capsys.readouterr().err.strip().splitlines()

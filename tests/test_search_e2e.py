@@ -3,28 +3,15 @@
 import pandas as pd
 import pytest
 
+from spaces import write_tiny_space
 from tune_tl.cli import main
-
-TINY_SPACE = """
-seed: 0
-data: {source: digits, val_fraction: 0.2}
-backbone: {name: efficientnet_lite0, weights: imagenet}
-budget: {samples: 6, max_epochs: 3, grace_period: 1, reduction_factor: 2}
-params:
-  resolution: 32
-  batch_size: 128
-  freeze_blocks: {low: 5, high: all}
-  optimizer: [adamw, sgd]
-  lr: {low: 1.0e-5, high: 3.0e-2, log: true}
-  head: [linear, mlp]
-  head_hidden: 64
-"""
 
 
 @pytest.mark.slow
 def test_cli_search_writes_one_row_per_trial_and_epoch_and_asha_stops_weak_trials(ray_local, tmp_path, capsys):
-    space = tmp_path / "tiny.yaml"
-    space.write_text(TINY_SPACE)
+    space = write_tiny_space(tmp_path, budget={"samples": 6, "max_epochs": 3}, params={
+        "freeze_blocks": {"low": 5, "high": "all"}, "optimizer": ["adamw", "sgd"],
+        "lr": {"low": 1.0e-5, "high": 3.0e-2, "log": True}, "head": ["linear", "mlp"], "head_hidden": 64})
     # Epoch-rung ASHA (not the cost-aware default): on this tiny space it is sure to stop someone.
     code = main(["search", str(space), "--no-probes", "--output", str(tmp_path / "out"), "--name", "tiny", "--concurrency", "2", "--scheduler", "asha"])
     assert code == 0

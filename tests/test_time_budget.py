@@ -6,26 +6,18 @@ import optuna
 import pandas as pd
 import pytest
 
+from spaces import write_tiny_space
 from tune_tl.cli import main
 from tune_tl.config import load_space, parse_settings
 from tune_tl.errors import TuneTLError
 
-FAST_SPACE = """
-seed: 0
-data: {source: digits, val_fraction: 0.2}
-backbone: {name: efficientnet_lite0, weights: imagenet}
-budget: {samples: 50, max_epochs: 2, time: 600}
-params:
-  resolution: 32
-  batch_size: 128
-  freeze_policy: head_only
-  lr: {low: 1.0e-4, high: 3.0e-2, log: true}
-"""
+#: Many fast trials (head only) and a time limit.
+FAST = {"budget": {"samples": 100, "max_epochs": 2, "time": 600, "grace_period": None, "reduction_factor": None},
+        "params": {"freeze_policy": "head_only", "lr": {"low": 1.0e-4, "high": 3.0e-2, "log": True}}}
 
 
 def test_budget_time_is_read_from_the_space_file_and_defaults_to_no_limit(tmp_path):
-    space = tmp_path / "s.yaml"
-    space.write_text(FAST_SPACE)
+    space = write_tiny_space(tmp_path, "s.yaml", **FAST)
     assert load_space(space).budget.time == 600.0
     assert load_space().budget.time is None
     assert parse_settings({"budget": {"time": None}}, "s.yaml", allow_params=False).budget.time is None
@@ -47,10 +39,9 @@ def test_a_bad_time_budget_flag_exits_2_with_one_line_before_any_ray_work(tmp_pa
 
 @pytest.mark.slow
 def test_time_budget_ends_a_real_search_and_every_started_trial_and_epoch_is_in_parquet(ray_local, tmp_path, capsys):
-    space = tmp_path / "fast.yaml"
-    space.write_text(FAST_SPACE)
-    # 50 trials cannot all run in 90 s on any machine this suite runs on; the budget must end it.
-    code = main(["search", str(space), "--time-budget", "90", "--output", str(tmp_path / "out"), "--name", "tb"])
+    space = write_tiny_space(tmp_path, "fast.yaml", **FAST)
+    # 100 trials cannot all run in 45 s on any machine this suite runs on; the budget must end it.
+    code = main(["search", str(space), "--time-budget", "45", "--output", str(tmp_path / "out"), "--name", "tb"])
     assert code == 0
     out = capsys.readouterr().out
     assert "The time budget ended the search" in out
@@ -67,7 +58,7 @@ def test_time_budget_ends_a_real_search_and_every_started_trial_and_epoch_is_in_
     assert started or set(recorded.values()) == {"not_started"}
     if started:
         trials = pd.read_parquet(root / "trials")
-        assert len(trials) < 50 and trials["trial_id"].is_unique
+        assert len(trials) < 100 and trials["trial_id"].is_unique
         assert set(trials["status"]) <= {"completed", "pruned"}
         assert (trials.loc[trials["status"] == "completed", "epochs_run"] == 2).all()
         assert {recorded[t] for t in trials["trial_id"]} <= {"completed", "pruned"}

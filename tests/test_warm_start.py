@@ -7,6 +7,7 @@ import optuna
 import pandas as pd
 import pytest
 
+from spaces import FINISHED, write_tiny_space
 from tune_tl.cli import main
 from tune_tl.config import load_space
 from tune_tl.data.types import PreparedData, Split
@@ -88,36 +89,26 @@ def _write(tmp_path, text, name="space.yaml"):
     return path
 
 
-TINY = """
-seed: 0
-data: {source: digits, val_fraction: 0.2}
-backbone: {name: efficientnet_lite0, weights: imagenet}
-budget: {samples: 2, max_epochs: 1, grace_period: 1, reduction_factor: 2}
-params:
-  resolution: 32
-  batch_size: 128
-  freeze_policy: head_only
-  lr: {low: 1.0e-3, high: 3.0e-2, log: true}
-"""
-
-
 @pytest.mark.slow
-def test_warm_start_puts_the_earlier_searchs_trials_in_the_new_study_and_refuses_other_data(ray_local, tmp_path, capsys):
-    space = _write(tmp_path, TINY)
+def test_warm_start_puts_the_earlier_searchs_trials_in_the_new_study_and_refuses_other_data(finished_search, tmp_path, capsys):
+    space = write_tiny_space(tmp_path, **FINISHED)  # the earlier search's space: each of its trials fits
     out = tmp_path / "out"
-    assert main(["search", str(space), "--output", str(out), "--name", "first", "--scheduler", "fifo"]) == 0
     assert main(["search", str(space), "--output", str(out), "--name", "second", "--scheduler", "fifo",
-                 "--warm-start", str(out / "first")]) == 0
-    first = pd.read_parquet(out / "first" / "trials")
+                 "--samples", "2", "--max-epochs", "1", "--warm-start", str(finished_search)]) == 0
+    first = pd.read_parquet(finished_search / "trials").set_index("trial_id")
     study = optuna.load_study(study_name="second", storage=f"sqlite:///{out / 'second' / 'optuna.db'}")
-    warm = [t for t in study.trials if "warm_start_from" in t.user_attrs]
-    assert sorted(t.user_attrs["ray_trial_id"] for t in warm) == sorted(first["trial_id"])
-    assert sorted(t.value for t in warm) == sorted(first["best_val_acc"])
-    assert len(study.trials) == 4  # the earlier two, then this search's own two
-    assert json.loads((out / "second" / "search.json").read_text())["options"]["warm_start"] == [str(out / "first")]
+    warm = {t.user_attrs["ray_trial_id"]: t for t in study.trials if "warm_start_from" in t.user_attrs}
+    assert sorted(warm) == sorted(first.index) and set(first["status"]) <= {"completed", "pruned"}
+    for trial_id, trial in warm.items():  # as the earlier search ended them: completed with its best epoch, or pruned
+        if first.loc[trial_id, "status"] == "completed":
+            assert trial.state == optuna.trial.TrialState.COMPLETE and trial.value == first.loc[trial_id, "best_val_acc"]
+        else:
+            assert trial.state == optuna.trial.TrialState.PRUNED
+    assert len(study.trials) == len(first) + 2  # the earlier ones, then this search's own two
+    assert json.loads((out / "second" / "search.json").read_text())["options"]["warm_start"] == [str(finished_search)]
 
-    other = _write(tmp_path, TINY.replace("val_fraction: 0.2", "val_fraction: 0.3"), "other.yaml")
+    other = write_tiny_space(tmp_path, "other.yaml", data={"val_fraction": 0.3}, **FINISHED)
     capsys.readouterr()
-    assert main(["search", str(other), "--output", str(out), "--name", "third", "--warm-start", str(out / "first")]) == 2
+    assert main(["search", str(other), "--output", str(out), "--name", "third", "--warm-start", str(finished_search)]) == 2
     assert "train/val split differs" in capsys.readouterr().err
     assert not (out / "third").exists()

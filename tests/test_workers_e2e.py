@@ -3,21 +3,13 @@
 import pandas as pd
 import pytest
 
+from spaces import write_tiny_space
 from tune_tl.cli import main
-
-TINY = """
-seed: 0
-data: {source: digits, val_fraction: 0.2}
-backbone: {name: efficientnet_lite0, weights: imagenet}
-budget: {samples: 1, max_epochs: 1, grace_period: 1}
-params: {resolution: 32, batch_size: 128, freeze_blocks: 8, optimizer: adamw, lr: 1.0e-3, head: linear}
-"""
 
 
 @pytest.mark.slow
 def test_a_two_worker_trial_runs_in_a_real_search_and_its_rows_record_two_workers(ray_local, tmp_path):
-    space = tmp_path / "tiny.yaml"
-    space.write_text(TINY)
+    space = write_tiny_space(tmp_path, budget={"samples": 1}, params={"freeze_blocks": 8, "optimizer": "adamw", "lr": 1.0e-3, "head": "linear"})
     out = tmp_path / "out"
     assert main(["search", str(space), "--workers-per-trial", "2", "--output", str(out), "--name", "ddp"]) == 0
 

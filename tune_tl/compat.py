@@ -1,25 +1,132 @@
 """Every use of Ray's and Optuna's private internals, in one place, each checked against the installed version.
 
-A private method can change in any release. Each use here names what it relies on, and
-``tests/test_compat.py`` calls the matching check, which fails with the installed version in its message,
-so an upgrade that breaks one says where instead of silently changing a search.
+Ray and Optuna can change a private attribute in any release, and ``pyproject.toml`` allows only the
+minor versions the suite ran on (Ray 2.60, Optuna 5.1). Code elsewhere in tune_tl reaches them through
+the functions here; each raises :class:`InternalsChanged`, naming the installed version and the internal,
+instead of failing somewhere inside a search or silently doing something else. ``check_internals``
+checks every internal tune_tl uses, including those that ``search/sampler.py`` and
+``search/cost_asha.py`` still reach directly (to move here), and ``tests/test_compat.py`` calls it and
+every accessor on real Ray and Optuna objects. The cost-aware TPE (:class:`TPESamplerWithCost`) overrides two
+private ``TPESampler`` methods (``_sample`` and ``_compute_acquisition_func``); :func:`check_tpe_internals` checks them.
 
-Optuna (5.1): :class:`TPESamplerWithCost` overrides ``TPESampler._sample`` (to learn each group's search
-space and the trial being sampled) and ``TPESampler._compute_acquisition_func`` (to score the candidates
-drawn from l(x)); :func:`check_tpe_internals` checks both signatures.
+    >>> from ray.tune.schedulers import ASHAScheduler
+    >>> asha_rungs(ASHAScheduler(time_attr="epoch", metric="val_acc", mode="max", max_t=4, grace_period=1, reduction_factor=2))
+    [1, 2, 4]
 """
 
 from __future__ import annotations
 
 import inspect
 import logging
+from dataclasses import dataclass
+from types import SimpleNamespace
 from typing import Any, Callable, Mapping
 
 import numpy as np
 import optuna
+import ray
 from optuna.samplers import TPESampler
+from ray.tune.schedulers import ASHAScheduler
 
 log = logging.getLogger(__name__)
+
+#: The versions these accessors were written and tested for (``pyproject.toml`` allows these minor series).
+TESTED = {"ray": "2.60", "optuna": "5.1"}
+
+
+class InternalsChanged(RuntimeError):
+    """A private Ray or Optuna internal that tune_tl relies on is not what it was in the tested version."""
+
+
+def _changed(library: str, what: str) -> InternalsChanged:
+    installed = {"ray": ray.__version__, "optuna": optuna.__version__}[library]
+    return InternalsChanged(f"{library} {installed}: {what}; tune_tl/compat.py was written for {library} {TESTED[library]} "
+                            f"(pyproject.toml pins it): adapt compat.py to this version or install {library}=={TESTED[library]}.*")
+
+
+def _attr(library: str, obj: Any, name: str) -> Any:
+    try:
+        return getattr(obj, name)
+    except AttributeError:
+        raise _changed(library, f"{type(obj).__name__} has no attribute {name}") from None
+
+
+# ------------------------------------------------------------------------------------------------ Ray
+
+
+def max_cluster_resources() -> dict[str, float] | None:
+    """The most of each resource the cluster's autoscaler may provide (``None``: the cluster does not autoscale).
+
+    Ray's private ``ray._private.state.state.get_max_resources_from_cluster_config``, which Ray Train v2
+    uses for the same check.
+    """
+    try:
+        from ray._private.state import state
+    except ImportError:
+        raise _changed("ray", "ray._private.state.state is gone") from None
+    return _attr("ray", state, "get_max_resources_from_cluster_config")()
+
+
+@dataclass(frozen=True)
+class AshaSettings:
+    """What ``ASHAScheduler.__init__`` stored, as the scheduler itself compares results."""
+
+    time_attr: str
+    metric: str
+    metric_op: float  # +1 to maximise, -1 to minimise: ASHA compares ``metric_op * value``
+    max_t: float
+    stop_last_trials: bool
+
+
+def asha_settings(scheduler: ASHAScheduler) -> AshaSettings:
+    """The time attribute, metric, sign, ``max_t`` and ``stop_last_trials`` of an ASHA scheduler."""
+    return AshaSettings(*(_attr("ray", scheduler, name) for name in
+                          ("_time_attr", "_metric", "_metric_op", "_max_t", "_stop_last_trials")))
+
+
+def asha_bracket(scheduler: ASHAScheduler) -> Any:
+    """The one bracket of an ASHA scheduler (tune_tl's schedulers use ``brackets=1``)."""
+    brackets = _attr("ray", scheduler, "_brackets")
+    if len(brackets) != 1:
+        raise ValueError(f"expected ASHA with a single bracket (brackets=1), got {len(brackets)}")
+    return brackets[0]
+
+
+def asha_rungs(scheduler: ASHAScheduler) -> list[float]:
+    """The milestones of the scheduler's rungs, lowest first (Ray's count: ``max_t`` is the last)."""
+    return sorted(milestone for milestone, _ in _attr("ray", asha_bracket(scheduler), "_rungs"))
+
+
+def record_in_bracket(bracket: Any, trial_id: str, time: float, value: float) -> str:
+    """Record a result in ``bracket``'s rungs as ``ASHAScheduler.on_trial_result`` does; Ray's decision
+    (``CONTINUE`` or ``STOP``). ``value`` is already signed (``metric_op * metric``)."""
+    return _attr("ray", bracket, "on_result")(SimpleNamespace(trial_id=trial_id), time, value)
+
+
+def count_stopped(scheduler: ASHAScheduler) -> None:
+    """Count one more trial stopped by the scheduler, in the counter Ray's ``debug_string`` reports."""
+    scheduler._num_stopped = _attr("ray", scheduler, "_num_stopped") + 1
+
+
+# --------------------------------------------------------------------------------------------- Optuna
+
+
+def set_trial_user_attr(study: optuna.Study, trial: optuna.trial.FrozenTrial, key: str, value: Any) -> None:
+    """Set a user attribute of a trial that is not the caller's ``optuna.Trial`` (e.g. one a killed driver left RUNNING)."""
+    storage = _attr("optuna", study, "_storage")
+    storage.set_trial_user_attr(_attr("optuna", trial, "_trial_id"), key, value)
+
+
+def distribution_contains(dist: optuna.distributions.BaseDistribution, value: Any) -> bool:
+    """Whether ``dist`` could have sampled ``value`` (in range, on its step; a categorical's choices).
+
+    Raises:
+        ValueError: ``value`` is not one of a categorical distribution's choices.
+    """
+    return bool(_attr("optuna", dist, "_contains")(dist.to_internal_repr(value)))
+
+
+# ------------------------------------------------------------------------- Optuna: cost-aware TPE
 
 #: The private ``TPESampler`` methods :class:`TPESamplerWithCost` overrides, with the parameters it expects.
 TPE_INTERNALS = {"_sample": ("self", "study", "trial", "search_space"),
@@ -32,9 +139,8 @@ def check_tpe_internals() -> None:
         method = getattr(TPESampler, name, None)
         found = tuple(inspect.signature(method).parameters) if callable(method) else None
         if found != expected:
-            raise RuntimeError(f"optuna {optuna.__version__}: TPESampler.{name} is {found or 'gone'}, not {expected}, which "
-                               f"tune_tl.compat.TPESamplerWithCost overrides; adapt tune_tl/compat.py to this Optuna version "
-                               f"(or use --sampler random)")
+            raise _changed("optuna", f"TPESampler.{name} is {found or 'gone'}, not {expected}, which TPESamplerWithCost "
+                                     "overrides (--sampler random does without it)")
 
 
 class TPESamplerWithCost(TPESampler):
@@ -81,3 +187,53 @@ def _external(space: Mapping[str, optuna.distributions.BaseDistribution], sample
     """Candidate ``i`` of TPE's internal samples as parameter values (a choice's value, not its index)."""
     values = {name: dist.to_external_repr(samples[name][i]) for name, dist in space.items()}
     return {name: v.item() if isinstance(v, np.generic) else v for name, v in values.items()}
+
+
+# ------------------------------------------------------------------------------------- the whole list
+
+
+def check_internals() -> None:
+    """Raise :class:`InternalsChanged` if any private internal tune_tl uses is missing or has another shape.
+
+    Covers the accessors above and the internals ``search/sampler.py`` and ``search/cost_asha.py`` still use
+    directly (``SearchGenerator._total_samples``/``_finished``; ``OptunaSearch._ot_study``/``_ot_trials``/
+    ``_completed_trials``; ASHA's rungs written in place, ``_max_t`` and ``_trial_info``).
+    """
+    from ray.tune.search import SearchGenerator
+    from ray.tune.search.optuna import OptunaSearch
+
+    asha = ASHAScheduler(time_attr="epoch", metric="val_acc", mode="max", max_t=4, grace_period=1, reduction_factor=2)
+    if asha_settings(asha) != AshaSettings("epoch", "val_acc", 1.0, 4, True):
+        raise _changed("ray", f"ASHAScheduler stores its settings differently: {asha_settings(asha)}")
+    if asha_rungs(asha) != [1, 2, 4] or not all(isinstance(r, dict) for _, r in asha_bracket(asha)._rungs):
+        raise _changed("ray", "ASHA's bracket._rungs is not a list of (milestone, {trial_id: value})")
+    parameters = list(inspect.signature(_attr("ray", asha_bracket(asha), "on_result")).parameters)
+    if parameters != ["trial", "cur_iter", "cur_rew"]:
+        raise _changed("ray", f"ASHA's _Bracket.on_result takes {parameters}, not (trial, cur_iter, cur_rew)")
+    if not isinstance(_attr("ray", asha, "_trial_info"), dict) or not isinstance(_attr("ray", asha, "_num_stopped"), int):
+        raise _changed("ray", "ASHAScheduler._trial_info is not a dict or _num_stopped is not an int")
+
+    generator = SearchGenerator(OptunaSearch(space=lambda trial: None, metric="val_acc", mode="max"))
+    state = {"counter": 0, "total_samples": 6, "finished": True, "experiment": None}
+    generator.set_state(state)
+    if (_attr("ray", generator, "_total_samples"), _attr("ray", generator, "_finished")) != (6, True):
+        raise _changed("ray", "SearchGenerator.set_state no longer sets _total_samples and _finished")
+
+    searcher = OptunaSearch(space=_one_float, metric="val_acc", mode="max")
+    searcher.suggest("t")
+    if not isinstance(_attr("ray", searcher, "_ot_trials").get("t"), optuna.Trial):
+        raise _changed("ray", "OptunaSearch._ot_trials does not map a Ray trial id to its optuna.Trial")
+    if not isinstance(_attr("ray", searcher, "_ot_study"), optuna.Study) or not isinstance(_attr("ray", searcher, "_completed_trials"), set):
+        raise _changed("ray", "OptunaSearch._ot_study is not an optuna.Study or _completed_trials is not a set")
+    study = searcher._ot_study
+    set_trial_user_attr(study, study.trials[0], "checked", True)
+    if study.trials[0].user_attrs.get("checked") is not True:
+        raise _changed("optuna", "Study._storage.set_trial_user_attr(FrozenTrial._trial_id, ...) did not set the attribute")
+    check_tpe_internals()
+    dist = optuna.distributions.FloatDistribution(0.0, 1.0, step=0.5)
+    if (distribution_contains(dist, 0.5), distribution_contains(dist, 0.25), distribution_contains(dist, 2.0)) != (True, False, False):
+        raise _changed("optuna", "BaseDistribution._contains no longer checks range and step")
+
+
+def _one_float(trial: optuna.Trial) -> None:
+    trial.suggest_float("x", 0.0, 1.0)

@@ -18,6 +18,8 @@ import time
 
 from ray.tune import Callback
 
+from tune_tl.compat import set_trial_user_attr
+
 log = logging.getLogger(__name__)
 
 
@@ -59,7 +61,7 @@ class CloseOpenTrials(Callback):
                 if ray_id not in experiment:
                     continue
                 status, state = ("pruned", TrialState.PRUNED) if ray_id in stopped else ("not_started", TrialState.FAIL)
-                study._storage.set_trial_user_attr(frozen._trial_id, "tune_tl_status", status)
+                set_trial_user_attr(study, frozen, "tune_tl_status", status)
                 study.tell(frozen.number, state=state)
         except Exception as exc:  # bookkeeping must not fail the end of a search
             log.warning("could not record the stopped trials in the Optuna study: %s", exc)

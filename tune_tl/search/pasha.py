@@ -21,6 +21,8 @@ import logging
 
 from ray.tune.schedulers import ASHAScheduler, TrialScheduler
 
+from tune_tl.compat import asha_rungs, asha_settings, count_stopped
+
 log = logging.getLogger(__name__)
 
 
@@ -39,7 +41,7 @@ class PASHA(ASHAScheduler):
                  reduction_factor: float = 3, epsilon: float = 0.01):
         super().__init__(time_attr="epoch", metric=metric, mode=mode, max_t=max_epochs, grace_period=grace_period,
                          reduction_factor=reduction_factor, stop_last_trials=True)
-        levels = sorted({int(m) for m, _ in self._brackets[0]._rungs} | {max_epochs})
+        levels = sorted({int(m) for m in asha_rungs(self)} | {max_epochs})
         self.levels: list[int] = levels
         self.top = min(1, len(levels) - 1)  # index into levels of the current maximum budget
         self.epsilon = epsilon
@@ -51,11 +53,12 @@ class PASHA(ASHAScheduler):
         return self.levels[self.top]
 
     def on_trial_result(self, tune_controller, trial, result):
-        if self._time_attr not in result or self._metric not in result:
+        asha = asha_settings(self)
+        if asha.time_attr not in result or asha.metric not in result:
             return TrialScheduler.CONTINUE
-        epoch = int(result[self._time_attr])
+        epoch = int(result[asha.time_attr])
         if epoch in self._values and trial.trial_id not in self._values[epoch]:
-            self._values[epoch][trial.trial_id] = self._metric_op * float(result[self._metric])
+            self._values[epoch][trial.trial_id] = asha.metric_op * float(result[asha.metric])
         action = super().on_trial_result(tune_controller, trial, result)
         if action == TrialScheduler.STOP or epoch < self.max_resource:
             return action
@@ -63,7 +66,7 @@ class PASHA(ASHAScheduler):
             self.top += 1
             log.info("PASHA: rankings at the top rungs disagree; maximum budget raised to %d epochs", self.max_resource)
             return TrialScheduler.CONTINUE
-        self._num_stopped += 1
+        count_stopped(self)
         return TrialScheduler.STOP
 
     def rankings_agree(self) -> bool:

@@ -14,10 +14,10 @@ from __future__ import annotations
 
 import logging
 from pathlib import Path
-from types import SimpleNamespace
 
 from ray.tune.schedulers import ASHAScheduler
 
+from tune_tl.compat import asha_bracket, asha_settings, record_in_bracket
 from tune_tl.store.search_run import SearchRun
 from tune_tl.store.storage import Location
 
@@ -44,26 +44,24 @@ class ReplayASHA(ASHAScheduler):
             trials: DataFrame of finished trials (``trial_id``, ``status``); their last result is
                 replayed as ``on_trial_complete`` did, which can record it in a lower rung.
         """
-        if len(self._brackets) != 1:
-            raise ValueError("replay supports ASHA with a single bracket (brackets=1)")
-        bracket = self._brackets[0]
+        bracket, asha = asha_bracket(self), asha_settings(self)
         if not len(epochs):
             return 0
         order = [c for c in ("time", "epoch") if c in epochs.columns]
         epochs = epochs.sort_values(order, kind="stable")
         for row in epochs.itertuples(index=False):
-            value = getattr(row, self._metric)
-            t = getattr(row, self._time_attr)
-            if t >= self._max_t and self._stop_last_trials:
+            value = getattr(row, asha.metric)
+            t = getattr(row, asha.time_attr)
+            if t >= asha.max_t and asha.stop_last_trials:
                 continue  # on_trial_result stops these without consulting the bracket
-            bracket.on_result(SimpleNamespace(trial_id=row.trial_id), t, self._metric_op * value)
+            record_in_bracket(bracket, row.trial_id, t, asha.metric_op * value)
         if trials is not None and len(trials):
             done = trials[trials["status"].isin(_COMPLETED_BY_RAY)]["trial_id"]
             last = epochs.groupby("trial_id").tail(1).set_index("trial_id")
             for trial_id in done:
                 if trial_id in last.index:
                     row = last.loc[trial_id]
-                    bracket.on_result(SimpleNamespace(trial_id=trial_id), row[self._time_attr], self._metric_op * row[self._metric])
+                    record_in_bracket(bracket, trial_id, row[asha.time_attr], asha.metric_op * row[asha.metric])
         return len(epochs)
 
     def _replay_once(self) -> None:

@@ -15,6 +15,7 @@ from __future__ import annotations
 import logging
 import os
 
+from tune_tl.compat import max_cluster_resources
 from tune_tl.errors import TuneTLError
 
 log = logging.getLogger(__name__)
@@ -68,10 +69,8 @@ def _message(resource: str, amount: float, on_one_node: float, in_total: float) 
 
 def _autoscaling_limits() -> dict[str, float] | None:
     """The most of each resource the cluster's autoscaler may provide, or ``None`` when it does not autoscale."""
-    try:  # a private Ray API (Ray Train v2 uses it for the same check); absent or failing = no autoscaler
-        from ray._private.state import state
-
-        return state.get_max_resources_from_cluster_config()
+    try:  # a private Ray API (see tune_tl.compat); absent or failing = no autoscaler
+        return max_cluster_resources()
     except Exception as exc:  # noqa: BLE001 - an unknown cluster type must not fail the search
         log.info("no autoscaling limits from Ray (%s: %s); checking the nodes Ray has now", type(exc).__name__, exc)
         return None

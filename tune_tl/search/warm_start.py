@@ -28,6 +28,7 @@ import numpy as np
 import optuna
 from optuna.trial import FrozenTrial, TrialState
 
+from tune_tl.compat import distribution_contains
 from tune_tl.config.params import PARAMS
 from tune_tl.data.types import FileSplit, PreparedData
 from tune_tl.errors import TuneTLError
@@ -140,7 +141,7 @@ def _fit(config: dict[str, Any], space: Callable) -> tuple[dict, dict] | None:
         return None
     for name, dist in trial.distributions.items():
         try:
-            if not dist._contains(dist.to_internal_repr(config[name])):
+            if not distribution_contains(dist, config[name]):
                 return None
         except ValueError:  # a categorical value that is not among the choices
             return None
