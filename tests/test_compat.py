@@ -20,8 +20,10 @@ from tune_tl.compat import (
     check_tpe_internals,
     count_stopped,
     distribution_contains,
+    forget_trial,
     max_cluster_resources,
     record_in_bracket,
+    set_asha_rungs,
     set_trial_user_attr,
 )
 
@@ -140,3 +142,14 @@ def test_a_group_s_candidates_are_scored_beside_the_values_already_chosen_for_th
     optuna.create_study(sampler=sampler).optimize(objective, n_trials=12)
     scored_k = [p for p in seen if "k" in p]
     assert scored_k and all("policy" in p and "lr" in p for p in scored_k)
+
+
+def test_new_rungs_replace_the_bracket_s_in_place_and_a_forgotten_trial_leaves_the_books():
+    asha = ASHAScheduler(time_attr="t", metric="val_acc", mode="max", max_t=4, grace_period=1, reduction_factor=2)
+    bracket = asha_bracket(asha)
+    set_asha_rungs(asha, [10.0, 30.0, 90.0], max_t=90.0)
+    assert asha_bracket(asha) is bracket and asha_rungs(asha) == [10.0, 30.0, 90.0] and asha_settings(asha).max_t == 90.0
+    asha._trial_info["t1"] = bracket  # what on_trial_add records
+    forget_trial(asha, "t1")
+    forget_trial(asha, "never-added")
+    assert "t1" not in asha._trial_info

@@ -103,6 +103,24 @@ def record_in_bracket(bracket: Any, trial_id: str, time: float, value: float) ->
     return _attr("ray", bracket, "on_result")(SimpleNamespace(trial_id=trial_id), time, value)
 
 
+def set_asha_rungs(scheduler: ASHAScheduler, milestones: list[float], max_t: float) -> None:
+    """Give the scheduler's one bracket new, empty rungs at ``milestones`` (lowest first) and a new ``max_t``.
+
+    The bracket is changed in place: trials already added keep pointing at it (cost-aware ASHA sets its rungs
+    once its unit is known).
+    """
+    bracket = asha_bracket(scheduler)
+    _attr("ray", bracket, "_rungs")  # the shape check_internals verifies
+    bracket._rungs = [(m, {}) for m in reversed(milestones)]
+    _attr("ray", scheduler, "_max_t")
+    scheduler._max_t = max_t
+
+
+def forget_trial(scheduler: ASHAScheduler, trial_id: str) -> None:
+    """Drop a trial from the scheduler's bookkeeping, as Ray does when a trial is removed."""
+    _attr("ray", scheduler, "_trial_info").pop(trial_id, None)
+
+
 def count_stopped(scheduler: ASHAScheduler) -> None:
     """Count one more trial stopped by the scheduler, in the counter Ray's ``debug_string`` reports."""
     scheduler._num_stopped = _attr("ray", scheduler, "_num_stopped") + 1
@@ -195,9 +213,8 @@ def _external(space: Mapping[str, optuna.distributions.BaseDistribution], sample
 def check_internals() -> None:
     """Raise :class:`InternalsChanged` if any private internal tune_tl uses is missing or has another shape.
 
-    Covers the accessors above and the internals ``search/sampler.py`` and ``search/cost_asha.py`` still use
-    directly (``SearchGenerator._total_samples``/``_finished``; ``OptunaSearch._ot_study``/``_ot_trials``/
-    ``_completed_trials``; ASHA's rungs written in place, ``_max_t`` and ``_trial_info``).
+    Covers the accessors above and the internals ``search/sampler.py`` still uses directly
+    (``SearchGenerator._total_samples``/``_finished``; ``OptunaSearch._ot_study``/``_ot_trials``/``_completed_trials``).
     """
     from ray.tune.search import SearchGenerator
     from ray.tune.search.optuna import OptunaSearch

@@ -32,6 +32,7 @@ from typing import Any, Mapping
 import numpy as np
 from ray.tune.schedulers import ASHAScheduler, TrialScheduler
 
+from tune_tl.compat import asha_rungs, forget_trial, set_asha_rungs
 from tune_tl.config.params import TrialConfig
 from tune_tl.search.cost_model import TRAINING_COST, CostModel, recorded_costs, table_configs
 from tune_tl.search.replay_asha import ReplayASHA
@@ -131,13 +132,11 @@ class CostASHA(ReplayASHA):
     @property
     def rungs(self) -> list[float]:
         """Rung milestones on the clock, lowest first (empty until the unit is known)."""
-        return sorted(m for m, _ in self._brackets[0]._rungs) if self.unit else []
+        return asha_rungs(self) if self.unit else []
 
     def _set_rungs(self, unit: float) -> None:
         self.unit = max(float(unit), 1e-6)
-        # Mutate the one bracket in place: trials already added keep pointing at it.
-        self._brackets[0]._rungs = [(m, {}) for m in reversed(cost_rungs(self.unit, self._grace_epochs, self._max_epochs, self._rf))]
-        self._max_t = self._max_epochs * self.unit
+        set_asha_rungs(self, cost_rungs(self.unit, self._grace_epochs, self._max_epochs, self._rf), self._max_epochs * self.unit)
         if self.cost_model is None:
             log.info("cost-aware ASHA: rungs at %s training seconds", ", ".join(f"{m:.1f}" for m in self.rungs))
         else:
@@ -201,14 +200,14 @@ class CostASHA(ReplayASHA):
             self._first = None  # it ended without an epoch: the next first epoch sets the unit
         result = self._timed(trial, result or {})
         if self.unit is None:
-            self._trial_info.pop(trial.trial_id, None)
+            forget_trial(self, trial.trial_id)
             return
         super().on_trial_complete(tune_controller, trial, result)
 
     def on_trial_remove(self, tune_controller, trial):
         if self._first == trial.trial_id and self.unit is None:
             self._first = None
-        self._trial_info.pop(trial.trial_id, None)
+        forget_trial(self, trial.trial_id)
 
     def replay(self, epochs, trials=None) -> int:
         """Rebuild the trials' clocks and the rungs' records from recorded epochs (see ``ReplayASHA``).

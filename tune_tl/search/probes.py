@@ -34,6 +34,7 @@ import torch
 from optuna.trial import FrozenTrial, TrialState
 
 from tune_tl.analysis.rank import ranking_row, ranking_table, select_backbones
+from tune_tl.compat import distribution_contains
 from tune_tl.config.distributions import resolutions_of
 from tune_tl.config.params import PARAMS, TrialConfig
 from tune_tl.config.spec import SearchSpec
@@ -146,7 +147,7 @@ def study_trials(probes: list[Probe], space) -> list[FrozenTrial]:
             space(replay)
         dists = {n: d for n, d in replay.distributions.items() if n in PROBE_PARAMS}
         params = {n: replay.params[n] for n in dists}
-        if not dists or not all(d._contains(d.to_internal_repr(params[n])) for n, d in dists.items()):
+        if not dists or not all(distribution_contains(d, params[n]) for n, d in dists.items()):
             continue  # the space could not have produced this probe: it stays out of the study
         out.append(optuna.trial.create_trial(state=TrialState.COMPLETE, value=probe.val_acc, params=params, distributions=dists,
                                              intermediate_values={1: probe.val_acc},
