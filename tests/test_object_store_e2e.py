@@ -37,20 +37,23 @@ def test_a_search_on_s3_keeps_results_study_and_checkpoints_in_the_bucket_and_re
 
     uri = s3.uri("runs/tune/s3demo")
     res = load_results(uri)
-    assert len(res.trials) == 3 and res.trials["node_id"].notna().all()
+    probe = res.trials["probe"]
+    assert len(res.trials[~probe]) == 3 and probe.sum() == 1 and res.trials.loc[~probe, "node_id"].notna().all()
+    assert any(f.startswith("probe-efficientnet_lite0-32/checkpoint_") for f in files) and "probe_heads.pt" in files, \
+        "the probe's weights and head are in the bucket too"
     assert res.search["root"] == "s3://runs/tune/s3demo"
     study_copy = tmp_path / "study" / "optuna.db"
     assert (Location.parse(uri) / "optuna.db").download(study_copy)
     study = optuna.load_study(study_name="s3demo", storage=f"sqlite:///{study_copy}")
-    assert len(study.trials) == 3, "the uploaded study holds every trial"
+    assert len(study.trials) == 4, "the uploaded study holds every trial, the probe's included"
 
     # Another driver (same URI) extends it: Ray restores from the bucket, the study from its copy there.
     resume_search(uri, samples=4)
     res = load_results(uri)
-    assert len(res.trials) == 4 and res.trials["trial_id"].is_unique
+    assert len(res.trials) == 5 and res.trials["trial_id"].is_unique
     assert not res.epochs.duplicated(["trial_id", "epoch"]).any()
     assert (Location.parse(uri) / "optuna.db").download(study_copy)
-    assert len(optuna.load_study(study_name="s3demo", storage=f"sqlite:///{study_copy}").trials) == 4
+    assert len(optuna.load_study(study_name="s3demo", storage=f"sqlite:///{study_copy}").trials) == 5
 
     assert main(["report", uri]) == 0
     assert (tmp_path / "s3demo-report" / "index.html").is_file(), "a remote search's report is written here"

@@ -26,7 +26,9 @@ def test_a_search_piped_to_a_file_prints_a_few_plain_lines_and_keeps_rays_log_in
     assert "\r" not in text and "\x1b[" not in text, "nothing that redraws"
     root = tmp_path / "out" / "s"
     trials = pd.read_parquet(root / "trials")
-    for trial_id in trials["trial_id"]:
+    assert sum(line.endswith("- best so far") and " probe efficientnet_lite0 at 32 px" in line for line in lines) == 1, \
+        "the probe's line, as it ends"
+    for trial_id in trials.loc[~trials["probe"], "trial_id"]:
         assert sum(f"trial {trial_id} " in line for line in lines) == 1, "one line per finished trial"
         assert (root / trial_id).is_dir(), "Ray's trial folder is named by the trial id"
     assert [line for line in lines if line.strip()][-1].startswith("Read them with:"), "ends with the summary"

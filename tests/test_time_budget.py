@@ -9,6 +9,7 @@ import pytest
 from spaces import write_tiny_space
 from tune_tl.cli import main
 from tune_tl.config import load_space, parse_settings
+from tune_tl.config.spec import DEFAULT_TIME_BUDGET
 from tune_tl.errors import TuneTLError
 
 #: Many fast trials (head only) and a time limit.
@@ -19,8 +20,9 @@ FAST = {"budget": {"samples": 100, "max_epochs": 2, "time": 600, "grace_period":
 def test_budget_time_is_read_from_the_space_file_and_defaults_to_no_limit(tmp_path):
     space = write_tiny_space(tmp_path, "s.yaml", **FAST)
     assert load_space(space).budget.time == 600.0
-    assert load_space().budget.time is None
-    assert parse_settings({"budget": {"time": None}}, "s.yaml", allow_params=False).budget.time is None
+    assert load_space().budget.time == DEFAULT_TIME_BUDGET == 600.0, "a search without a budget gets the default one"
+    for none in (None, "none"):
+        assert parse_settings({"budget": {"time": none}}, "s.yaml", allow_params=False).budget.time is None
 
 
 @pytest.mark.parametrize("value", [0, -5, "ten minutes", float("inf")])
@@ -41,7 +43,7 @@ def test_a_bad_time_budget_flag_exits_2_with_one_line_before_any_ray_work(tmp_pa
 def test_time_budget_ends_a_real_search_and_every_started_trial_and_epoch_is_in_parquet(ray_local, tmp_path, capsys):
     space = write_tiny_space(tmp_path, "fast.yaml", **FAST)
     # 100 trials cannot all run in 45 s on any machine this suite runs on; the budget must end it.
-    code = main(["search", str(space), "--time-budget", "45", "--output", str(tmp_path / "out"), "--name", "tb"])
+    code = main(["search", str(space), "--no-probes", "--time-budget", "45", "--output", str(tmp_path / "out"), "--name", "tb"])
     assert code == 0
     out = capsys.readouterr().out
     assert "The time budget ended the search" in out

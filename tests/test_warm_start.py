@@ -98,13 +98,14 @@ def test_warm_start_puts_the_earlier_searchs_trials_in_the_new_study_and_refuses
     first = pd.read_parquet(finished_search / "trials").set_index("trial_id")
     study = optuna.load_study(study_name="second", storage=f"sqlite:///{out / 'second' / 'optuna.db'}")
     warm = {t.user_attrs["ray_trial_id"]: t for t in study.trials if "warm_start_from" in t.user_attrs}
-    assert sorted(warm) == sorted(first.index) and set(first["status"]) <= {"completed", "pruned"}
+    assert sorted(warm) == sorted(first.index[~first["probe"]]), "every trial but the probe: the new search probes for itself"
+    assert set(first["status"]) <= {"completed", "pruned"}
     for trial_id, trial in warm.items():  # as the earlier search ended them: completed with its best epoch, or pruned
         if first.loc[trial_id, "status"] == "completed":
             assert trial.state == optuna.trial.TrialState.COMPLETE and trial.value == first.loc[trial_id, "best_val_acc"]
         else:
             assert trial.state == optuna.trial.TrialState.PRUNED
-    assert len(study.trials) == len(first) + 2  # the earlier ones, then this search's own two
+    assert len(study.trials) == (~first["probe"]).sum() + 2  # the earlier ones, then its own two (its probe: no sampled parameter)
     assert json.loads((out / "second" / "search.json").read_text())["options"]["warm_start"] == [str(finished_search)]
 
     other = write_tiny_space(tmp_path, "other.yaml", data={"val_fraction": 0.3}, **FINISHED)

@@ -94,8 +94,8 @@ def frozen_trials(trials, epochs, space: Callable, default_backbone: str, source
     out = []
     for row in trials.itertuples(index=False):
         row = row._asdict()
-        if row["status"] not in ("completed", "pruned"):
-            continue
+        if row["status"] not in ("completed", "pruned") or row.get("probe") == True:  # noqa: E712 (a numpy bool)
+            continue  # no honest value; or a probe, whose head scikit-learn fitted (the new search probes for itself)
         fitted = _fit(_config_of(row, default_backbone), space)
         if fitted is None:
             continue
