@@ -29,13 +29,22 @@ from tune_tl.training.recipe import build_trial
 log = logging.getLogger(__name__)
 
 
-def run_trial(config: dict, context: TrialContext, workers: int = 1) -> None:
+def run_trial(config: dict, context: TrialContext, workers: int = 1, ended: frozenset[str] = frozenset()) -> None:
     """Ray Tune entry point (wrapped by ``tune.with_parameters``).
 
     A configuration error (``TuneTLError`` or ``ValueError``: a bad parameter value, a config the
     model or optimizer rejects) is deterministic, so it is not raised for Ray to retry: the trial ends
     at once with a final ``trial_status="error"`` result carrying the message.
+
+    ``ended``: trials of a resumed search whose ending the study and the Parquet tables already hold
+    (``tune_tl.search.reconcile``) but Ray's older snapshot does not, so Ray restores them: they end at
+    once, untrained, and nothing is reported or told twice.
     """
+    if ended and tune.get_context().get_trial_id() in ended:
+        # One result, as a configuration error's: Ray rejects a trial that ends without the metric. No epoch,
+        # no verdict: the sink, the study and the progress view ignore it; ASHA records nothing.
+        tune.report({"val_acc": float("nan"), "trial_status": "ended"})
+        return
     try:
         _run_trial(config, context, workers)
     except (TuneTLError, ValueError) as exc:

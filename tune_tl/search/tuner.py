@@ -25,10 +25,11 @@ from tune_tl.store.storage import Location
 from tune_tl.training.context import TrialContext
 
 
-def make_trainable(context: TrialContext, options: SearchOptions):
-    """The trainable a search runs; ``tune-tl resume`` must pass Ray the same one."""
+def make_trainable(context: TrialContext, options: SearchOptions, ended: frozenset[str] = frozenset()):
+    """The trainable a search runs; ``tune-tl resume`` passes Ray the same one, with the trials it must not train
+    again (``ended``: ``search.reconcile``)."""
     resources = {"cpu": options.cpus_per_trial, "gpu": options.gpus_per_trial}
-    return tune.with_resources(tune.with_parameters(run_trial, context=context, workers=options.workers), resources)
+    return tune.with_resources(tune.with_parameters(run_trial, context=context, workers=options.workers, ended=ended), resources)
 
 
 def build_tuner(spec: SearchSpec, options: SearchOptions, context: TrialContext, num_blocks: dict[str, int], root: Location,
