@@ -40,7 +40,7 @@ MOMENTS = {
     "after_prune": "driver: the first pruned trial was told to the study, not yet to the Parquet sink",
     "study_write": "driver: a trial's ending is flushed into the study's SQLite transaction, not committed",
     "snapshot_flush": "driver: the sink flushed a finished trial's rows; Ray has not copied its snapshot yet",
-    "retention": "driver: retention deleted one checkpoint folder of a finished trial and stopped",
+    "retention": "driver: retention deleted the checkpoints of one ended trial, not yet of the others",
     "last_trial": "driver: the last trial reported its first epoch",
     "compaction": "driver: a merged Parquet part is written under its pending name, its sources not deleted",
     "reconcile": "driver (resume): the reconcile wrote the first rebuilt Parquet rows, nothing else yet",
@@ -246,16 +246,16 @@ def _patch_optuna_rdb(module) -> None:
 
 
 def _patch_retention(module) -> None:
-    run_cls = module.SearchRun
-    prune = run_cls.prune_checkpoints
+    retention = module.CheckpointRetention
+    settle = retention._settle
 
-    def prune_checkpoints(self, trial_id, keep=None):
-        deleted = prune(self, trial_id, keep)
+    def _settle(self, run, trial_id, wanted):
+        deleted = settle(self, run, trial_id, wanted)
         if deleted:
             reached("retention", f"{trial_id}: {deleted}")
         return deleted
 
-    run_cls.prune_checkpoints = prune_checkpoints
+    retention._settle = _settle
 
 
 def _patch_reconcile(module) -> None:
@@ -276,7 +276,7 @@ _PATCHES = {
     "tune_tl.search.sampler": _patch_sampler,
     "tune_tl.store.results": _patch_results,
     "optuna.storages._rdb.storage": _patch_optuna_rdb,
-    "tune_tl.store.search_run": _patch_retention,
+    "tune_tl.search.retention": _patch_retention,
     "tune_tl.search.reconcile": _patch_reconcile,
 }
 

@@ -110,7 +110,8 @@ class CheckpointRetention(Callback):
                 self._settle(run, trial_id, trial_id in keep)
         return trials
 
-    def _settle(self, run: SearchRun, trial_id: str, wanted: bool) -> None:
+    def _settle(self, run: SearchRun, trial_id: str, wanted: bool) -> list[str]:
+        """Keep only the best-epoch checkpoint of ``trial_id`` (``wanted``) or none; the folders deleted."""
         best = None
         if wanted:
             try:
@@ -121,3 +122,4 @@ class CheckpointRetention(Callback):
         if deleted:
             log.debug("checkpoint retention: trial %s: deleted %s", trial_id, ", ".join(deleted))
         self._settled[trial_id] = best.name if best is not None else None
+        return deleted
