@@ -113,7 +113,7 @@ params:
 def test_a_search_over_two_backbones_runs_and_records_both(ray_local, tmp_path):
     space = write(tmp_path, SEARCH)
     code = main(["search", str(space), "--output", str(tmp_path / "out"), "--name", "pair", "--sampler", "random",
-                 "--scheduler", "fifo"])
+                 "--scheduler", "fifo", "--keep-checkpoints", "4"])  # every trial's weights: a Lite1 one is exported below
     assert code == 0
     trials = pd.read_parquet(tmp_path / "out" / "pair" / "trials")
     assert len(trials) == 4 and set(trials["status"]) == {"completed"}

@@ -57,6 +57,8 @@ log = logging.getLogger(__name__)
 RAY_ENDED = ("TERMINATED", "ERROR")
 #: The study's user attributes the Optuna bridge writes (``search.sampler.HonestOptunaSearch``).
 RAY_ID_ATTR, STATUS_ATTR, ERROR_ATTR = "ray_trial_id", "tune_tl_status", "tune_tl_error"
+#: The ``error`` of a rebuilt row whose trial Ray recorded as failed (its message is in Ray's error file only).
+RAISED = "the trial raised; its traceback is in Ray's error file in the trial's folder"
 
 
 @dataclass(frozen=True)
@@ -121,7 +123,7 @@ def reconcile(run: SearchRun, study: optuna.Study, space: Callable, max_epochs: 
         if ray_id not in finished:
             config = snapshot[ray_id].config if known else replayed_config(space, frozen)
             _rebuild(run, frozen, config, epochs[epochs["trial_id"] == ray_id], max_epochs,
-                     raised="error" if ray_ended and snapshot[ray_id].status == "ERROR" else None)
+                     raised=RAISED if ray_ended and snapshot[ray_id].status == "ERROR" else None)
             rebuilt.append(ray_id)
         if not frozen.state.is_finished():
             _tell_from_tables(run, study, frozen)
