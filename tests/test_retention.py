@@ -19,7 +19,8 @@ def trial_with_checkpoints(root, trial_id: str, accs: list[float]) -> None:
         folder = root / trial_id / f"checkpoint_{index:06d}"
         folder.mkdir(parents=True)
         history = [{"epoch": e + 1, "val_acc": a} for e, a in enumerate(accs[:epoch])]
-        torch.save({"epoch": epoch, "model": {"w": torch.zeros(1000)}, "history": history}, folder / CHECKPOINT_FILE)
+        torch.save({"epoch": epoch, "model": {"w": torch.zeros(1000)}, "optimizer": {"state": {0: torch.zeros(2000)}},
+                    "history": history}, folder / CHECKPOINT_FILE)
     (root / trial_id / "params.json").write_text("{}")
 
 
@@ -50,7 +51,8 @@ def test_ended_trials_keep_only_the_best_epoch_of_the_top_k_and_search_json_list
     kept = json.loads((tmp_path / "search.json").read_text())["checkpoints"]
     assert kept["keep"] == 2 and [(k["trial_id"], k["path"]) for k in kept["kept"]] == [("a", "a/checkpoint_000000"),
                                                                                         ("b", "b/checkpoint_000000")]
-    assert torch.load(tmp_path / "a" / "checkpoint_000000" / CHECKPOINT_FILE, weights_only=True)["epoch"] == 2
+    kept_state = torch.load(tmp_path / "a" / "checkpoint_000000" / CHECKPOINT_FILE, weights_only=True)
+    assert kept_state["epoch"] == 2 and set(kept_state) == {"epoch", "model", "history"}, "weights and history, no optimizer"
 
 
 def test_a_running_trial_keeps_its_latest_and_best_and_a_trial_pushed_out_of_the_top_k_loses_its_checkpoint(tmp_path):

@@ -8,18 +8,20 @@ a trial. What a search keeps:
   resume): its latest checkpoint, which a retry or a resume continues from, and its best epoch's: Ray's
   own ``CheckpointConfig(num_to_keep=1, checkpoint_score_attribute="val_acc")`` keeps exactly those two;
 * **once it ended** (its row is in the Parquet ``trials`` table; no scheduler here resumes an ended
-  trial): only the best-epoch checkpoint of the top ``K`` trials by ``best_val_acc``, in the leaderboard's
-  order (``store.ranking``), ``K`` = ``budget.keep_checkpoints`` (``--keep-checkpoints``, default 3), or
-  the ``--recheck`` count when larger (``tune-tl export`` takes the winner by mean over seeds from among
-  those). Every other checkpoint of an ended trial is deleted as soon as the trial is outside the top
-  ``K``: an ended trial's accuracy is final and later trials can only push it further down, so it can
-  never come back among them.
+  trial): only the best-epoch checkpoint of the top ``K`` trials by ``best_val_acc`` in the leaderboard's
+  order (``store.ranking``), ``K`` = ``budget.keep_checkpoints`` (``--keep-checkpoints``, default 3) or the
+  ``--recheck`` count when larger (``tune-tl export`` takes the winner by mean over seeds from among
+  those), slimmed to the epoch, the weights and the metric history: what ``export`` and a resume read;
+  the optimizer state, up to twice the weights, only served to go on training. Every other checkpoint of
+  an ended trial is deleted as soon as the trial is outside the top ``K``: an ended trial's accuracy is
+  final and later trials can only push it further down, so it can never come back among them.
 
-``search.json`` lists what is kept (``checkpoints``, written when the search ends); ``tune-tl export --trial ID`` of a trial whose weights
-were deleted says so and how to keep more (``SearchRun.best_checkpoint_path``). Deleting runs at each of
-Ray's experiment snapshots, after the Parquet sink has flushed (so a resume never needs an ended trial's
-checkpoint to rebuild its rows), and at the end. Ray's snapshot may still name a deleted checkpoint as the
-latest of a trial that ended after it: a resume settles that (``search.reconcile``).
+``search.json`` lists what is kept (``checkpoints``, written when the search ends); ``tune-tl export
+--trial ID`` of a trial whose weights were deleted says so and how to keep more
+(``SearchRun.best_checkpoint_path``). Deleting runs at each of Ray's experiment snapshots, after the
+Parquet sink has flushed (so a resume never needs an ended trial's checkpoint to rebuild its rows), and
+at the end. Ray's snapshot may still name a deleted checkpoint as the latest of a trial that ended after
+it: a resume settles that (``search.reconcile``).
 """
 
 from __future__ import annotations
@@ -119,6 +121,8 @@ class CheckpointRetention(Callback):
             except TuneTLError as exc:  # nothing usable on disk (a trial that never checkpointed)
                 log.info("checkpoint retention: %s", exc)
         deleted = run.prune_checkpoints(trial_id, keep=best)
+        if best is not None:
+            run.slim_checkpoint(best)  # an ended trial is never trained again: its weights and history are what is read
         if deleted:
             log.debug("checkpoint retention: trial %s: deleted %s", trial_id, ", ".join(deleted))
         self._settled[trial_id] = best.name if best is not None else None

@@ -377,6 +377,21 @@ class SearchRun:
         """Put the training state in checkpoint folder ``source`` into ``folder`` too (whole-file, never partial)."""
         (folder / CHECKPOINT_FILE).write_bytes((source / CHECKPOINT_FILE).read_bytes())
 
+    def slim_checkpoint(self, folder: Location) -> None:
+        """Keep only what an ended trial's checkpoint is still read for (its epoch, weights and metric history:
+        ``export``, a resume's rebuilt rows): the optimizer state, the AMP scaler and the RNG states only
+        served to continue training, and they are up to twice the weights."""
+        import io
+
+        import torch  # here, not at the top: reading a search's tables must not cost a torch import
+
+        state = self.checkpoint_state(folder)
+        if state is None or set(state) <= set(_SLIM_KEYS):
+            return
+        buffer = io.BytesIO()
+        torch.save({key: state[key] for key in _SLIM_KEYS}, buffer)
+        (folder / CHECKPOINT_FILE).write_bytes(buffer.getvalue())
+
     def prune_checkpoints(self, trial_id: str, keep: Location | None = None) -> list[str]:
         """Delete trial ``trial_id``'s checkpoint folders except ``keep``; the names deleted."""
         doomed = [folder for folder in self.checkpoint_paths(trial_id) if folder != keep]
@@ -396,6 +411,10 @@ class SearchRun:
 def trial_folder_name(trial) -> str:
     """Ray's name and folder for a trial: its id (``4c1e2a1b``), which is also the Parquet ``trial_id``."""
     return trial.trial_id
+
+
+#: What a kept checkpoint of an ended trial holds (``SearchRun.slim_checkpoint``).
+_SLIM_KEYS = ("epoch", "model", "history")
 
 
 def _load_state(file: Location, lazy: bool) -> dict | None:
