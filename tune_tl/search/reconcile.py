@@ -57,6 +57,9 @@ log = logging.getLogger(__name__)
 RAY_ENDED = ("TERMINATED", "ERROR")
 #: The study's user attributes the Optuna bridge writes (``search.sampler.HonestOptunaSearch``).
 RAY_ID_ATTR, STATUS_ATTR, ERROR_ATTR = "ray_trial_id", "tune_tl_status", "tune_tl_error"
+#: User attributes of trials told to the study from outside Ray (a warm start's earlier trials, probes): they are
+#: not trials of this search's Ray, so reconcile leaves them alone, whatever their ``ray_trial_id``.
+SEED_ATTRS = ("warm_start_from", "probe")
 #: The ``error`` of a rebuilt row whose trial Ray recorded as failed (its message is in Ray's error file only).
 RAISED = "the trial raised; its traceback is in Ray's error file in the trial's folder"
 
@@ -101,6 +104,8 @@ def reconcile(run: SearchRun, study: optuna.Study, space: Callable, max_epochs: 
     ended, adopted, discarded, rebuilt = set(), [], [], []
     for frozen in study.get_trials(deepcopy=False):
         ray_id = frozen.user_attrs.get(RAY_ID_ATTR)
+        if any(attr in frozen.user_attrs for attr in SEED_ATTRS):
+            continue
         if ray_id is None:
             if frozen.state == TrialState.RUNNING:  # asked of the study, killed before Ray was told its id
                 _fail(study, frozen, "orphaned")
@@ -128,7 +133,8 @@ def reconcile(run: SearchRun, study: optuna.Study, space: Callable, max_epochs: 
         if not frozen.state.is_finished():
             _tell_from_tables(run, study, frozen)
     will_run = {t for t, trial in snapshot.items() if trial.status not in RAY_ENDED} - ended
-    by_ray = {t.user_attrs[RAY_ID_ATTR]: t for t in study.get_trials(deepcopy=False) if RAY_ID_ATTR in t.user_attrs}
+    by_ray = {t.user_attrs[RAY_ID_ATTR]: t for t in study.get_trials(deepcopy=False)
+              if RAY_ID_ATTR in t.user_attrs and not any(attr in t.user_attrs for attr in SEED_ATTRS)}
     for trial_id in sorted(ended | will_run):
         _make_restorable(run, study, by_ray.get(trial_id), snapshot[trial_id], trial_id in ended, epochs[epochs["trial_id"] == trial_id])
     reconciled = Reconciled(frozenset(ended), frozenset(will_run), len(snapshot) + len(adopted), tuple(adopted), tuple(discarded),
