@@ -7,8 +7,8 @@ import tempfile
 from pathlib import Path
 
 import pytest
-
 from spaces import FINISHED, write_tiny_space
+
 from tune_tl.cli import main
 
 # Dummy credentials for the local S3 server (tests/s3_server.py), set before any Ray process starts so

@@ -1,4 +1,9 @@
-"""Helpers for tests that really kill processes: a search driver in its own session with its own Ray."""
+"""Helpers for tests that really kill processes: a search driver in its own session with its own Ray.
+
+Every process of a ``Driver``'s search imports ``tests/fault_injection/sitecustomize.py`` at start-up
+(it is first on their ``PYTHONPATH``): with ``fault_dir`` given, trials leave their pids and start
+epochs there, and ``at=MOMENT`` stops the search at that moment for the test to kill it.
+"""
 
 from __future__ import annotations
 
@@ -12,6 +17,7 @@ import time
 from pathlib import Path
 
 REPO = Path(__file__).resolve().parents[1]
+DIR_ENV, AT_ENV = "TUNE_TL_FAULT_DIR", "TUNE_TL_FAULT_AT"  # as tests/fault_injection/sitecustomize.py reads them
 
 
 class Driver:
@@ -22,10 +28,18 @@ class Driver:
     names this driver's private temp dir (and only those).
     """
 
-    def __init__(self, args: list[str], log: Path, env: dict[str, str] | None = None):
+    def __init__(self, args: list[str], log: Path, env: dict[str, str] | None = None, fault_dir: Path | None = None,
+                 at: str | None = None):
         self.ray_tmp = tempfile.mkdtemp(prefix="ttl", dir="/tmp")  # short: Ray's socket paths have a limit
-        full_env = {k: v for k, v in os.environ.items() if k != "RAY_ADDRESS"}
-        full_env.update(PYTHONPATH=str(REPO), RAY_TMPDIR=self.ray_tmp, **(env or {}))
+        full_env = {k: v for k, v in os.environ.items() if k not in ("RAY_ADDRESS", AT_ENV, DIR_ENV)}
+        full_env.update(PYTHONPATH=f"{REPO / 'tests' / 'fault_injection'}{os.pathsep}{REPO}", RAY_TMPDIR=self.ray_tmp, **(env or {}))
+        self.fault_dir = fault_dir
+        if fault_dir is not None:
+            fault_dir.mkdir(parents=True, exist_ok=True)
+            (fault_dir / "reached").unlink(missing_ok=True)
+            full_env[DIR_ENV] = str(fault_dir)
+        if at is not None:
+            full_env[AT_ENV] = at
         self.log = log
         with open(self.log, "w") as out:
             self.proc = subprocess.Popen([sys.executable, "-m", "tune_tl.cli", *args], cwd=REPO, env=full_env,
@@ -45,6 +59,13 @@ class Driver:
             if time.monotonic() > deadline:
                 raise AssertionError(f"timed out waiting; driver log:\n{self.tail()}")
             time.sleep(poll)
+
+    def wait_for_moment(self, timeout: float) -> str:
+        """Wait until a process of the search stops at its armed moment (``at``); the marker's text."""
+        marker = self.fault_dir / "reached"
+        self.wait_for(marker.exists, timeout, poll=0.1)
+        time.sleep(0.05)  # the marker is written in one call; let it land
+        return marker.read_text()
 
     def kill(self) -> None:
         """SIGKILL the driver's process group, then any Ray process of its private temp dir."""

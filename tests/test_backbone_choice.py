@@ -5,16 +5,16 @@ import pickle
 import pandas as pd
 import pytest
 import torch
+from sampling import sample_many
+from spaces import write_tiny_space
 
 from tune_tl.cli import main
-from tune_tl.config.params import TrialConfig
 from tune_tl.config import load_space
+from tune_tl.config.params import TrialConfig
 from tune_tl.data.types import PreparedData, Split
 from tune_tl.errors import TuneTLError
 from tune_tl.models import build_backbone
 from tune_tl.training.recipe import TrialContext, build_trial
-from sampling import sample_many
-from spaces import write_tiny_space
 
 CHOICE = """
 backbone: {name: [efficientnet_lite0, timm/resnet18], weights: imagenet}
@@ -106,7 +106,7 @@ PAIR = {"backbone": {"name": ["efficientnet_lite0", "efficientnet_lite1"]},
 def test_a_search_over_two_backbones_runs_and_records_both(ray_local, tmp_path):
     space = write_tiny_space(tmp_path, budget={"samples": 4}, **PAIR)
     code = main(["search", str(space), "--no-probes", "--output", str(tmp_path / "out"), "--name", "pair", "--sampler", "random",
-                 "--scheduler", "fifo"])
+                 "--scheduler", "fifo", "--keep-checkpoints", "4"])  # every trial's weights: a Lite1 one is exported below
     assert code == 0
     trials = pd.read_parquet(tmp_path / "out" / "pair" / "trials")
     assert len(trials) == 4 and set(trials["status"]) == {"completed"}

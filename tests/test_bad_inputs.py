@@ -15,8 +15,9 @@ import sys
 from pathlib import Path
 
 import pytest
-
+from faults import Driver
 from spaces import tiny_space
+
 from tests.data.images import write_class_tree
 from tune_tl.cli import main
 
@@ -344,7 +345,7 @@ def run_case(build, expected: str, tmp_path: Path, capsys) -> str:
     work.mkdir()
     argv = build(work)
     capsys.readouterr()
-    before = snapshot(tmp_path)
+    before, before_output = snapshot(tmp_path), snapshot(work / "out")
     code = main(argv)
     captured = capsys.readouterr()
     lines = captured.err.strip().splitlines()
@@ -352,6 +353,7 @@ def run_case(build, expected: str, tmp_path: Path, capsys) -> str:
     assert len(lines) == 1 and lines[0].startswith("tune-tl: error: "), captured.err
     assert "Traceback" not in captured.err and "Traceback" not in captured.out
     assert expected in lines[0], lines[0]
+    assert snapshot(work / "out") == before_output, "a refused command changed the --output folder"
     assert snapshot(tmp_path) == before, "a refused command wrote something"
     return lines[0]
 
@@ -372,6 +374,21 @@ RESOURCE_CASES = [
 @pytest.mark.parametrize("flags,expected", [c[1:] for c in RESOURCE_CASES], ids=[c[0] for c in RESOURCE_CASES])
 def test_resources_the_cluster_lacks_are_refused_right_after_ray_connects_not_left_pending(ray_local, flags, expected, tmp_path, capsys):
     run_case(flags_case(*flags), expected, tmp_path, capsys)
+
+
+@pytest.mark.slow
+def test_a_search_refused_after_its_own_ray_started_leaves_the_output_folder_as_it_was(tmp_path):
+    """The real process: it starts Ray, whose log lines must not create ``<output>/<name>/logs`` before the search
+    exists (in-process, the cases above join the session's running Ray, which logs nothing)."""
+    out = tmp_path / "out"
+    (out / "earlier").mkdir(parents=True)
+    (out / "earlier" / "search.json").write_text("{}")
+    before = snapshot(out)
+    space = search(tmp_path, None)[1]
+    driver = Driver(["search", space, "--output", str(out), "--name", "g", "--gpus-per-trial", "2"], tmp_path / "search.log")
+    assert driver.wait(timeout=300) == 2, driver.tail()
+    assert driver.tail().strip().splitlines()[-1].startswith("tune-tl: error: --gpus-per-trial 2 needs 2 GPUs"), driver.tail()
+    assert snapshot(out) == before, "the refused search left something in its --output folder"
 
 
 def test_the_table_has_at_least_60_cases():

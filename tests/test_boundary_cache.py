@@ -7,8 +7,8 @@ import logging
 import pytest
 import torch
 from torch import nn
-
 from toy_models import toy_backbone
+
 from tune_tl.config.params import TrialConfig
 from tune_tl.data.digits import load_digits_images
 from tune_tl.data.prepare import prepare

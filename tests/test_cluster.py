@@ -12,7 +12,6 @@ from pathlib import Path
 import pandas as pd
 import pytest
 import yaml
-
 from spaces import write_tiny_space
 
 CLUSTER = Path(__file__).parent.parent / "cluster"

@@ -5,8 +5,8 @@ import dataclasses
 import pytest
 import torch
 from torch.utils.flop_counter import FlopCounterMode
-
 from toy_models import toy_backbone
+
 from tune_tl.config import load_space
 from tune_tl.config.params import TrialConfig
 from tune_tl.models import build_backbone

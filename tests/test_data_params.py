@@ -2,10 +2,10 @@
 
 import pytest
 
-from tune_tl.errors import TuneTLError
-from tune_tl.config.params import TrialConfig
-from tune_tl.store.results import TRIAL_SCHEMA
 from tune_tl.config import Choice, Range, load_space
+from tune_tl.config.params import TrialConfig
+from tune_tl.errors import TuneTLError
+from tune_tl.store.results import TRIAL_SCHEMA
 from tune_tl.training.recipe import augment_config
 
 SPACE = """

@@ -8,14 +8,12 @@ import json
 import os
 import re
 import signal
-import time
 from pathlib import Path
 
 import pandas as pd
 import pyarrow.parquet as pq
 import pytest
 import torch
-
 from faults import Driver
 from spaces import tiny_space
 
@@ -42,7 +40,7 @@ def trial_dirs(root: Path) -> list[Path]:
 
 
 def started_trials(trace: Path) -> list[str]:
-    """Trial ids in the order their first epoch started (from the trainable's trace hook)."""
+    """Trial ids in the order their first epoch started (``starts.log``, written by ``tests/fault_injection``)."""
     lines = (trace / "starts.log").read_text().split("\n") if (trace / "starts.log").exists() else []
     return list(dict.fromkeys(line.split()[0] for line in lines if line.strip()))
 
@@ -104,24 +102,21 @@ def test_a_search_whose_driver_is_killed_resumes_to_exactly_its_trials_then_exte
 
 @pytest.fixture(scope="module")
 def fault_search(tmp_path_factory):
-    """One search: trial 0 diverges; trial 1's worker is SIGKILLed mid-epoch 2, then it hits a simulated OOM at epoch 3."""
+    """One search: trial 0 diverges; trial 1's worker is SIGKILLed in the middle of epoch 2, as Ray's memory monitor
+    would, then it hits a simulated OOM at epoch 3. The hooks are the tests' (``tests/fault_injection``)."""
     tmp = tmp_path_factory.mktemp("faults")
     (tmp / "space.py").write_text(FAULT_SPACE)
     trace = tmp / "trace"
-    trace.mkdir()
     root = tmp / "out" / "f"
-    env = {"TUNE_TL_TRACE_DIR": str(trace), "TUNE_TL_SIMULATE_OOM_AT_EPOCH": "3"}
-    driver = Driver(["search", str(tmp / "space.py"), "--no-probes", "--output", str(tmp / "out"), "--name", "f",
-                     "--concurrency", "1", "--max-failures", "2", "--no-feature-cache"], tmp / "search.log", env)
+    driver = Driver(["search", str(tmp / "space.py"), "--no-probes", "--output", str(tmp / "out"), "--name", "f", "--concurrency", "1",
+                     "--max-failures", "2", "--no-feature-cache"], tmp / "search.log", {"TUNE_TL_FAULT_OOM_AT_EPOCH": "3"},
+                    fault_dir=trace, at="mid_epoch")
     try:
-        def second_trial_done_epoch_1():
-            ids = started_trials(trace)
-            return len(ids) >= 2 and list((root / ids[1]).glob("checkpoint_*")) and (trace / f"{ids[1]}.pid").exists()
-
-        driver.wait_for(second_trial_done_epoch_1, timeout=300)
+        marker = driver.wait_for_moment(timeout=300)  # trial 1's worker stops between training and validating epoch 2
+        worker = int(marker.split()[2])
         trial_id = started_trials(trace)[1]
-        time.sleep(1.0)  # now inside epoch 2
-        os.kill(int((trace / f"{trial_id}.pid").read_text()), signal.SIGKILL)
+        assert int((trace / f"{trial_id}.pid").read_text()) == worker
+        os.kill(worker, signal.SIGKILL)
         code = driver.wait(timeout=300)
     finally:
         driver.kill()

@@ -5,9 +5,9 @@ import logging
 
 import pandas as pd
 import pytest
+from spaces import write_tiny_space
 
 import tune_tl.search.run
-from spaces import write_tiny_space
 from tests.data.images import write_class_tree
 from tune_tl.cli import main
 

@@ -2,9 +2,9 @@
 
 import optuna
 import pytest
-
 from s3_server import LocalS3
 from spaces import write_tiny_space
+
 from tune_tl.analysis.frame import load_results
 from tune_tl.cli import main
 from tune_tl.search.resume import resume_search

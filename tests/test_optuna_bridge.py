@@ -2,6 +2,7 @@
 
 import math
 import pickle
+import warnings
 
 import optuna
 import pandas as pd
@@ -60,6 +61,31 @@ def test_the_searcher_survives_pickling_with_its_sqlite_study_as_ray_checkpoints
     trial = optuna.load_study(study_name="unit", storage=storage_url(tmp_path / "optuna.db")).trials[0]
     assert trial.state.name == "PRUNED" and trial.intermediate_values == {1: 0.4, 2: 0.6}
     assert pickle.loads(pickle.dumps(restored))._max_epochs == 3
+
+
+def test_a_searcher_restored_from_a_snapshot_older_than_the_study_tells_nothing_twice(tmp_path):
+    """What a killed driver leaves: Ray's pickled searcher predates trial a's end and b's first epoch in the study."""
+    s = searcher(tmp_path, max_epochs=2)
+    s.suggest("a")
+    s.suggest("b")
+    s.on_trial_result("a", {"epoch": 1, "val_acc": 0.5, "diverged": False})
+    path = tmp_path / "searcher.pkl"
+    s.save(str(path))  # Ray's last snapshot
+    s.on_trial_result("a", {"epoch": 2, "val_acc": 0.7, "diverged": False})
+    s.on_trial_complete("a", {"epoch": 2, "val_acc": 0.7, "diverged": False})
+    s.on_trial_result("b", {"epoch": 1, "val_acc": 0.2, "diverged": False})
+
+    restored = searcher(tmp_path, max_epochs=2)
+    restored.restore(str(path))
+    with warnings.catch_warnings():
+        warnings.simplefilter("error")  # Optuna's "already reported" is a UserWarning; a finished trial raises
+        restored.on_trial_complete("a", {"epoch": 1, "val_acc": 0.5, "diverged": False})  # Ray ends it again
+        restored.on_trial_result("b", {"epoch": 1, "val_acc": 0.25, "diverged": False})  # re-run from its start
+        restored.on_trial_result("b", {"epoch": 2, "val_acc": 0.3, "diverged": False})
+        restored.on_trial_complete("b", {"epoch": 2, "val_acc": 0.3, "diverged": False})
+    by_id = {t.user_attrs["ray_trial_id"]: t for t in optuna.load_study(study_name="unit", storage=storage_url(tmp_path / "optuna.db")).trials}
+    assert (by_id["a"].state.name, by_id["a"].value) == ("COMPLETE", 0.7)
+    assert (by_id["b"].state.name, by_id["b"].value, by_id["b"].intermediate_values) == ("COMPLETE", 0.3, {1: 0.2, 2: 0.3})
 
 
 # Trial 0 diverges (absurd SGD step), trial 1 errors (a block this backbone lacks); the rest are sampled.

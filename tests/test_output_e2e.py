@@ -4,7 +4,6 @@ import re
 
 import pandas as pd
 import pytest
-
 from faults import Driver
 
 pytestmark = pytest.mark.processes

@@ -11,8 +11,8 @@ import numpy as np
 import pandas as pd
 import pytest
 import torch
-
 from spaces import write_tiny_space
+
 from tests.data.images import write_class_tree, write_split_folder
 from tune_tl import best_trial, load_results
 from tune_tl.cli import main

@@ -4,8 +4,8 @@ import dataclasses
 
 import pytest
 
-from tune_tl.errors import TuneTLError
 from tune_tl.config.params import PARAMS, TrialConfig
+from tune_tl.errors import TuneTLError
 
 
 def test_missing_keys_take_defaults_and_inactive_conditionals_are_none():

@@ -97,6 +97,7 @@ def test_the_callback_pickles_without_its_console_and_starts_fresh(tmp_path):
 def test_ray_and_optuna_log_lines_go_to_the_search_folder_and_the_handlers_come_back(tmp_path):
     ray_logger = logging.getLogger("ray")
     before = list(ray_logger.handlers)
+    (tmp_path / "search.json").write_text("{}")
     with ray_output(Location.parse(tmp_path), verbose=0) as file:
         logging.getLogger("ray.tune.example").warning("snapshot taken")
         logging.getLogger("optuna").info("study created")  # optuna's own level decides; warning always passes
@@ -107,6 +108,17 @@ def test_ray_and_optuna_log_lines_go_to_the_search_folder_and_the_handlers_come_
     assert ray_logger.handlers == before
 
 
+def test_ray_log_lines_wait_in_memory_until_the_search_exists_so_a_refused_search_writes_nothing(tmp_path):
+    with ray_output(Location.parse(tmp_path), verbose=0) as file:
+        logging.getLogger("ray").warning("started a local Ray")  # the checks still run: no search folder yet
+    assert not (tmp_path / "logs").exists()
+    with ray_output(Location.parse(tmp_path), verbose=0) as file:
+        logging.getLogger("ray").warning("before the search exists")
+        (tmp_path / "search.json").write_text("{}")  # SearchRun.create
+        logging.getLogger("ray").warning("after")
+    assert file.read_text().count("before the search exists") == 1 and "after" in file.read_text()
+
+
 def test_verbose_leaves_ray_output_alone(tmp_path):
     with ray_output(Location.parse(tmp_path), verbose=1) as file:
         pass
@@ -114,6 +126,7 @@ def test_verbose_leaves_ray_output_alone(tmp_path):
 
 
 def test_rays_define_by_run_timing_warning_goes_to_the_log_and_other_warnings_still_show(tmp_path):
+    (tmp_path / "search.json").write_text("{}")
     with warnings.catch_warnings(record=True) as shown:
         warnings.simplefilter("always")
         with ray_output(Location.parse(tmp_path), verbose=0) as file:

@@ -1,12 +1,12 @@
 """After --recheck, the winner is the config with the best mean over seeds, not the luckiest single run."""
 
 import pytest
+from synthetic import write_synthetic
 
 from tune_tl.analysis.frame import chosen_winner, load_results, recheck_summary
 from tune_tl.store.results import ParquetSink, write_table_atomic
 from tune_tl.store.schema import RECHECK_SCHEMA
 from tune_tl.store.search_run import SearchRun
-from synthetic import write_synthetic
 
 
 def test_the_winner_by_mean_over_seeds_replaces_a_lucky_single_run(tmp_path):

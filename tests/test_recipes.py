@@ -6,10 +6,10 @@ import math
 import numpy as np
 import pytest
 import torch
-
 from toy_models import toy_model
-from tune_tl.config.params import TrialConfig
+
 from tune_tl.config import load_space
+from tune_tl.config.params import TrialConfig
 from tune_tl.data.types import Split
 from tune_tl.errors import TuneTLError
 from tune_tl.models import FreezePolicy

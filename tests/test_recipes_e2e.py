@@ -2,8 +2,8 @@
 
 import pandas as pd
 import pytest
-
 from spaces import write_tiny_space
+
 from tune_tl.cli import main
 
 EVERY_RECIPE = {"freeze_blocks": 7, "optimizer": "adam", "lr": [1.0e-3, 3.0e-3], "schedule": "step", "step_size": 1, "gamma": 0.1,

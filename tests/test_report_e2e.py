@@ -14,6 +14,7 @@ from tune_tl.analysis.rungs import scheduler_rungs
 from tune_tl.cli import main
 from tune_tl.store.search_run import SearchRun
 
+
 @pytest.fixture
 def search(search_copy):
     """The session's finished search (``finished_search`` in conftest.py), copied: these tests write into it."""

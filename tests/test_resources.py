@@ -1,8 +1,8 @@
 """A trial the Ray cluster can never hold fails at once (exit 2, one line) instead of waiting PENDING."""
 
 import pytest
-
 from spaces import write_tiny_space
+
 from tune_tl.cli import main
 from tune_tl.errors import TuneTLError
 from tune_tl.search.resources import check_resources, largest_node

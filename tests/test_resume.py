@@ -7,9 +7,9 @@ import pytest
 from tune_tl.cli import main
 from tune_tl.errors import TuneTLError
 from tune_tl.search.resume import resume_search
+from tune_tl.search.run import SearchOptions
 from tune_tl.search.sampler import SampleTarget
 from tune_tl.store.search_run import SearchRun
-from tune_tl.search.run import SearchOptions
 
 YAML = "seed: 3\nbudget: {samples: 5, max_epochs: 2}\nparams:\n  lr: {low: 1.0e-4, high: 1.0e-2, log: true}\n"
 

@@ -5,8 +5,8 @@ from types import SimpleNamespace
 import numpy as np
 
 from tune_tl.analysis.frame import load_results
-from tune_tl.store.results import ParquetSink
 from tune_tl.search.schedulers import ReplayASHA
+from tune_tl.store.results import ParquetSink
 
 ASHA = dict(time_attr="epoch", metric="val_acc", mode="max", max_t=9, grace_period=1, reduction_factor=3)
 

@@ -36,7 +36,7 @@ def test_an_object_store_output_that_cannot_be_written_fails_before_any_data_is_
     server = LocalS3()
     try:
         options = SearchOptions(output=server.uri("no-such-bucket/results"), name="s")
-        with pytest.raises(TuneTLError, match=r"--output s3://no-such-bucket/results/s: cannot write there .*Bucket"):
+        with pytest.raises(TuneTLError, match=r"--output s3://no-such-bucket/results: cannot write there .*Bucket"):
             run_search(load_space(), options)
     finally:
         server.stop()

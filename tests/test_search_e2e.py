@@ -2,8 +2,8 @@
 
 import pandas as pd
 import pytest
-
 from spaces import write_tiny_space
+
 from tune_tl.cli import main
 
 

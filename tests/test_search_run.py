@@ -51,8 +51,42 @@ def test_best_checkpoint_is_the_best_epoch_not_the_latest(tmp_path):
         torch.save(state(epoch, accs), trial / f"checkpoint_{index:06d}" / CHECKPOINT_FILE)
     best = SearchRun(tmp_path).best_checkpoint("ab12")
     assert best["epoch"] == 2 and best["model"]["w"].item() == 2.0
-    with pytest.raises(TuneTLError, match="no folder for trial 'zz'"):
+    with pytest.raises(TuneTLError, match="'zz' .* has no weights on disk: .* --keep-checkpoints"):
         SearchRun(tmp_path).best_checkpoint("zz")
+
+
+def test_exporting_a_trial_whose_weights_retention_deleted_names_the_kept_ones_and_how_to_keep_more(tmp_path):
+    (tmp_path / "search.json").write_text(json.dumps({"checkpoints": {"keep": 2, "kept": [{"trial_id": "aa11"}, {"trial_id": "bb22"}]}}))
+    (tmp_path / "cc33").mkdir()  # Ray's folder stays; its checkpoint folders are gone
+    with pytest.raises(TuneTLError) as raised:
+        SearchRun(tmp_path).best_checkpoint("cc33")
+    assert "top 2 trials only (--keep-checkpoints 2; kept: aa11, bb22)" in str(raised.value)
+    assert f"tune-tl retrain {tmp_path} --trial cc33" in str(raised.value)
+
+
+def test_pruning_keeps_one_checkpoint_folder_and_an_unreadable_copy_is_not_a_checkpoint(tmp_path):
+    accs = [0.4, 0.9, 0.6]
+    for index, epoch in ((0, 2), (1, 3)):
+        (tmp_path / "ab12" / f"checkpoint_{index:06d}").mkdir(parents=True)
+        torch.save(state(epoch, accs), tmp_path / "ab12" / f"checkpoint_{index:06d}" / CHECKPOINT_FILE)
+    (tmp_path / "ab12" / "checkpoint_000002").mkdir()
+    (tmp_path / "ab12" / "checkpoint_000002" / CHECKPOINT_FILE).write_bytes(b"PK\x03\x04 cut short")  # a copy a kill interrupted
+    run = SearchRun(tmp_path)
+    assert run.checkpoint_epoch(run.trial_dir("ab12") / "checkpoint_000002") is None
+    assert run.checkpoint_epoch(run.trial_dir("ab12") / "checkpoint_000001") == (3, 0.6)
+    best = run.best_checkpoint_path("ab12")
+    assert best.name == "checkpoint_000000"
+    assert run.prune_checkpoints("ab12", keep=best) == ["checkpoint_000001", "checkpoint_000002"]
+    assert sorted(p.name for p in (tmp_path / "ab12").iterdir()) == ["checkpoint_000000"]
+    assert run.prune_checkpoints("ab12") == ["checkpoint_000000"] and run.checkpoint_paths("ab12") == []
+
+
+def test_update_metadata_keeps_what_another_writer_added_since_it_was_read(tmp_path):
+    run = SearchRun.create(tmp_path / "demo", load_space(), SearchOptions(name="demo"))
+    assert run.metadata["name"] == "demo"  # read (and cached) here
+    SearchRun(tmp_path / "demo").update_metadata(checkpoints={"keep": 3, "kept": []})  # the retention callback
+    run.update_metadata(end_time="now")
+    assert json.loads((tmp_path / "demo" / "search.json").read_text())["checkpoints"] == {"keep": 3, "kept": []}
 
 
 def test_a_checkpoint_kept_only_at_the_latest_epoch_is_not_passed_off_as_the_best(tmp_path):

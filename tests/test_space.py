@@ -4,10 +4,10 @@ import pickle
 from pathlib import Path
 
 import pytest
-
-from tune_tl.errors import TuneTLError
-from tune_tl.config import Choice, Fixed, Range, load_space, shipped_space
 from sampling import sample_many
+
+from tune_tl.config import Choice, Fixed, Range, load_space, shipped_space
+from tune_tl.errors import TuneTLError
 
 SPACES = sorted((Path(__file__).parent.parent / "tune_tl" / "search_spaces").glob("*"))
 

@@ -4,13 +4,12 @@ import pickle
 
 import pyarrow as pa
 import pytest
+from s3_server import LocalS3
 
 from tune_tl.analysis.frame import load_results
 from tune_tl.errors import TuneTLError
 from tune_tl.store.results import EPOCH_SCHEMA, TRIAL_SCHEMA, compact, write_table_atomic
 from tune_tl.store.storage import Location
-
-from s3_server import LocalS3
 
 
 @pytest.fixture(scope="module")

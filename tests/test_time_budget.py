@@ -5,8 +5,8 @@ import json
 import optuna
 import pandas as pd
 import pytest
-
 from spaces import write_tiny_space
+
 from tune_tl.cli import main
 from tune_tl.config import load_space, parse_settings
 from tune_tl.config.spec import DEFAULT_TIME_BUDGET

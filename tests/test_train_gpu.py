@@ -7,13 +7,13 @@ argument, and the resident path can be forced on the CPU to show it yields the h
 import numpy as np
 import pytest
 import torch
-
 from toy_models import toy_model
-from tune_tl.training import device as placement
+
 from tune_tl.data.augment import AugmentConfig
 from tune_tl.data.types import FileSplit, Split
-from tune_tl.training.device import RESIDENT_FRACTION, memory_format, resident_on_device, resident_split
+from tune_tl.training import device as placement
 from tune_tl.training.batches import batches as batches_of
+from tune_tl.training.device import RESIDENT_FRACTION, memory_format, resident_on_device, resident_split
 from tune_tl.training.loop import FitConfig, fit
 
 CPU, CUDA = torch.device("cpu"), torch.device("cuda")

@@ -3,11 +3,11 @@
 import numpy as np
 import pytest
 import torch
-
 from toy_models import toy_model
+
 from tune_tl.data.types import Split
-from tune_tl.training.feature_cache import FeatureCache
 from tune_tl.models import FreezePolicy, param_groups
+from tune_tl.training.feature_cache import FeatureCache
 from tune_tl.training.loop import FitConfig, fit
 
 

@@ -6,8 +6,8 @@ import numpy as np
 import optuna
 import pandas as pd
 import pytest
-
 from spaces import FINISHED, write_tiny_space
+
 from tune_tl.cli import main
 from tune_tl.config import load_space
 from tune_tl.data.types import PreparedData, Split

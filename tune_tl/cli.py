@@ -81,6 +81,9 @@ def _parser() -> argparse.ArgumentParser:
     s.add_argument("--time-budget", type=_seconds_or_none, metavar="SECONDS", dest="time",
                    help=f"stop starting trials and end running ones after this many seconds, or 'none' for no limit "
                         f"(overrides budget.time; default {DEFAULT_TIME_BUDGET:g})")
+    s.add_argument("--keep-checkpoints", type=int, metavar="K",
+                   help="keep the best-epoch weights of the top K trials once they end; delete the other trials' checkpoints "
+                        "(overrides budget.keep_checkpoints, default 3)")
     s.add_argument("--address", help="Ray cluster to join, e.g. 10.0.0.5:6379 or ray://head:10001 (default: $RAY_ADDRESS, else local Ray)")
     s.add_argument("--no-feature-cache", dest="feature_cache", action="store_false",
                    help="always run the backbone, even when it is frozen (default: cache frozen features and a frozen prefix's activations)")
@@ -254,7 +257,7 @@ def _search(args) -> int:
     space = args.space or (IMAGEFOLDER if args.data else None)  # --data alone: the image-folder defaults
     spec = load_space(space)
     spec = with_budget(spec, samples=args.samples, max_epochs=args.max_epochs, grace_period=args.grace_period,
-                       reduction_factor=args.reduction_factor, time=args.time)
+                       reduction_factor=args.reduction_factor, time=args.time, keep_checkpoints=args.keep_checkpoints)
     if args.seed is not None:
         spec = dataclasses.replace(spec, seed=check_seed(args.seed, "--seed"))
     spec = dataclasses.replace(spec, data=with_data_path(spec.data, args.data, args.skip_bad_images))
@@ -274,6 +277,7 @@ def _search(args) -> int:
         verbose=int(args.verbose),
         warm_start=tuple(args.warm_start),
         workers_per_trial=args.workers_per_trial,
+        recheck=args.recheck or 0,
         command_line=tuple(args.argv),
     )
     if args.recheck is not None and args.recheck < 1:

@@ -5,11 +5,11 @@ import pickle
 import numpy as np
 import pytest
 
+from tune_tl.config import DataSpec
 from tune_tl.data import load_source, prepare
 from tune_tl.data.cifar10 import FOLDER, TRAIN_BATCHES
-from tune_tl.errors import TuneTLError
-from tune_tl.config import DataSpec
 from tune_tl.data.sources import with_data_path
+from tune_tl.errors import TuneTLError
 
 CLASSES = ["airplane", "automobile", "bird", "cat", "deer", "dog", "frog", "horse", "ship", "truck"]
 

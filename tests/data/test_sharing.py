@@ -3,9 +3,9 @@
 import pytest
 
 from tests.data.images import write_class_tree
+from tune_tl.config import DataSpec
 from tune_tl.data import load_data
 from tune_tl.errors import TuneTLError
-from tune_tl.config import DataSpec
 
 
 def test_workers_map_the_prepared_arrays_read_only_instead_of_copying_them(ray_local, tmp_path):

@@ -3,10 +3,10 @@
 import pytest
 import torch
 from torch.nn.modules.batchnorm import _BatchNorm
-
 from toy_models import toy_model
+
 from tune_tl.errors import TuneTLError
-from tune_tl.models import FreezePolicy, build_backbone, build_head, TransferModel, count_trainable_parameters
+from tune_tl.models import FreezePolicy, TransferModel, build_backbone, build_head, count_trainable_parameters
 
 
 def trains(model) -> list[bool]:

@@ -8,8 +8,7 @@ import torch
 import torch.nn.functional as F
 
 from tune_tl.errors import TuneTLError
-from tune_tl.models import build_backbone
-from tune_tl.models import lite
+from tune_tl.models import build_backbone, lite
 
 NAMES = list(lite.LITE)
 TENSORS = {"efficientnet_lite0": 296, "efficientnet_lite1": 386, "efficientnet_lite2": 386}

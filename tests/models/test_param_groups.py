@@ -1,8 +1,8 @@
 """Per-depth learning rates: the head multiplier and layer-wise decay become optimizer groups."""
 
 import pytest
-
 from toy_models import toy_model
+
 from tune_tl.errors import TuneTLError
 from tune_tl.models import FreezePolicy, param_groups
 

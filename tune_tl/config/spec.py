@@ -92,6 +92,9 @@ class BudgetSpec:
     reduction_factor: float = 3.0
     #: Seconds the search may run, probes included (``--time-budget``); ``None`` = no limit (``none`` in a space file).
     time: float | None = DEFAULT_TIME_BUDGET
+    #: Ended trials whose best-epoch checkpoint stays on disk: the top K by val_acc (``--keep-checkpoints``;
+    #: ``tune_tl.search.retention``). The others' checkpoints are deleted once they can no longer be among them.
+    keep_checkpoints: int = 3
 
     def check(self, source: str) -> BudgetSpec:
         """Raise naming ``source`` (a space file, or ``command line``) unless the budget is usable."""
@@ -102,6 +105,8 @@ class BudgetSpec:
             raise TuneTLError(f"{source}: budget.grace_period ({self.grace_period}) exceeds budget.max_epochs ({self.max_epochs})")
         if not 1 < self.reduction_factor < math.inf:
             raise TuneTLError(f"{source}: budget.reduction_factor must be greater than 1 (and finite), got {self.reduction_factor}")
+        if self.keep_checkpoints < 0:
+            raise TuneTLError(f"{source}: budget.keep_checkpoints must be 0 or more, got {self.keep_checkpoints}")
         if self.time is not None and not (math.isfinite(self.time) and self.time > 0):
             raise TuneTLError(f"{source}: budget.time must be a positive number of seconds, got {self.time}")
         return self

@@ -56,10 +56,8 @@ class SearchOptions:
     command_line: tuple[str, ...] = ()
     #: Data-parallel workers per trial (``tune_tl.training.distributed``): gloo on CPU, NCCL with one GPU each.
     workers_per_trial: int = 1
-
-    #: Best-scoring (by val_acc) checkpoints kept per trial; Ray always keeps the latest as well, which
-    #: resume restores from, so a trial holds at most two: its latest and its best epoch (for export).
-    keep_checkpoints = 1
+    #: ``--recheck K``: the top K configs are re-run after the search, so their checkpoints are kept too.
+    recheck: int = 0
 
     @property
     def workers(self) -> int:
@@ -76,6 +74,8 @@ class SearchOptions:
             raise TuneTLError(f"--gpus-per-trial must be a fraction in (0, 1] or a whole number, got {self.gpus_per_trial}")
         if self.gpus_per_trial < 0:
             raise TuneTLError(f"--gpus-per-trial must not be negative, got {self.gpus_per_trial}")
+        if self.recheck < 0:
+            raise TuneTLError(f"--recheck must be at least 1, got {self.recheck}")
         if self.max_failures < 0:
             raise TuneTLError(f"--max-failures must be 0 or more, got {self.max_failures}")
         if self.concurrency is not None and self.concurrency < 1:

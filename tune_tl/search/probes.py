@@ -40,9 +40,10 @@ from tune_tl.config.params import PARAMS, TrialConfig
 from tune_tl.config.spec import SearchSpec
 from tune_tl.models.backbones import native_size
 from tune_tl.search.textbook import fit_to_space
-from tune_tl.store.results import write_table_atomic
+from tune_tl.store.results import epoch_row, trial_row, write_table_atomic
 from tune_tl.store.schema import EPOCH_SCHEMA, TRIAL_SCHEMA
 from tune_tl.store.search_run import SearchRun
+from tune_tl.store.trial_record import TrialRecord
 from tune_tl.training.context import PreparedSearch
 from tune_tl.training.linear_probe import ProbeMeasurement, measure_probe
 from tune_tl.training.recipe import build_network
@@ -184,8 +185,8 @@ def _record(run: SearchRun, prepared: PreparedSearch, probe: Probe, measured: Pr
                "diverged": False, "phase": "probe", "cached_features": True}
     run.save_checkpoint(probe.trial_id, {"epoch": 1, "model": {k: v.detach().cpu() for k, v in model.state_dict().items()},
                                          "history": [metrics]})
-    write_table_atomic([{**metrics, "trial_id": probe.trial_id, "time": int(time.time() * 1000), "workers": 1, "probe": True}],
-                       EPOCH_SCHEMA, run.epochs_dir)
-    write_table_atomic([{**config.to_dict(), "trial_id": probe.trial_id, "status": "completed", "best_val_acc": probe.val_acc,
-                         "last_val_acc": probe.val_acc, "best_epoch": 1, "epochs_run": 1, "wall_seconds": time.time() - started,
-                         "workers": 1, "probe": True}], TRIAL_SCHEMA, run.trials_dir)
+    write_table_atomic([epoch_row(probe.trial_id, {**metrics, "workers": 1}, time.time(), probe=True)], EPOCH_SCHEMA, run.epochs_dir)
+    record = TrialRecord()
+    record.add_epoch(1, probe.val_acc, diverged=False)
+    write_table_atomic([trial_row(probe.trial_id, config.to_dict(), record, "completed", None, time.time() - started, workers=1, probe=True)],
+                       TRIAL_SCHEMA, run.trials_dir)

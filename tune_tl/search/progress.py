@@ -53,6 +53,7 @@ class SearchProgress(Callback):
         self._records: dict[str, TrialRecord] = {}
         self._running: list[str] = []
         self._epochs = 0
+        self._done_before: set[str] = set()  # a resumed search's trials that ended before (Ray may end them again)
 
     def __getstate__(self):
         return {k: self.__dict__[k] for k in ("root", "samples", "max_epochs", "time_budget", "live")}
@@ -99,6 +100,8 @@ class SearchProgress(Callback):
 
     # -- internals
     def _finished(self, trial, raised: str | None) -> None:
+        if trial.trial_id in self._done_before:
+            return  # counted from the Parquet results already; a resume ends it again without training it
         with self._lock:
             self._configs.setdefault(trial.trial_id, dict(trial.config))
             record = self._records.setdefault(trial.trial_id, TrialRecord())
@@ -135,6 +138,7 @@ class SearchProgress(Callback):
     def _load_finished(self) -> None:
         """Counts and best trial of a resumed search, from what the Parquet results already hold."""
         trials = SearchRun(self.root).trials()  # empty for a new search; its probes count as the best so far only
+        self._done_before = set(trials["trial_id"])
         for status, n in trials.loc[~trials["probe"].eq(True), "status"].value_counts().items():
             self._counts[status] = int(n)
         best = best_row(trials)

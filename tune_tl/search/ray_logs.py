@@ -2,7 +2,9 @@
 
 A person following a search reads the progress view (``search.progress``); Ray's lines are for whoever
 debugs Ray. :func:`ray_output` routes the ``ray`` and ``optuna`` loggers, and the few Python warnings Ray
-raises about its own internals, into that file for the duration of a search.
+raises about its own internals, into that file for the duration of a search, from the moment the search
+folder holds a search: before that (while a new search's checks run) they wait in memory, so a refused
+search writes nothing.
 """
 
 from __future__ import annotations
@@ -13,6 +15,7 @@ import os
 import warnings
 from contextlib import contextmanager
 from pathlib import Path
+from typing import Callable
 
 from tune_tl.store.search_run import SearchRun
 from tune_tl.store.storage import Location
@@ -25,6 +28,8 @@ AIR_OUTPUT_ENV = "RAY_AIR_NEW_OUTPUT"
 #: Python warnings from Ray that are about Ray's internals, not the user's search: sent to ray.log.
 #: (OptunaSearch times the sampler together with the define-by-run function; SQLite writes on a busy disk pass 1 s.)
 RAY_WARNINGS = ("Define-by-run function passed in the `space` argument took",)
+#: Log records held while a search's checks run (before its folder exists); more are dropped.
+MAX_WAITING = 10_000
 
 
 @contextmanager
@@ -36,7 +41,8 @@ def ray_output(root: Location, verbose: int):
         return
     run = SearchRun(root)
     file = run.ray_log_file()
-    handler = _LazyFileHandler(file, encoding="utf-8", delay=True)  # a search that fails on bad input leaves no file
+    # Nothing is written until the search exists: a search refused for bad input leaves its --output as it was.
+    handler = _LazyFileHandler(file, ready=run.metadata_file.is_file, encoding="utf-8")
     handler.setFormatter(logging.Formatter("%(asctime)s %(levelname)s %(name)s: %(message)s"))
     # Ray's new output engine prints its experiment box and paths even at verbose=0; the legacy one is silent.
     saved_env = os.environ.get(AIR_OUTPUT_ENV)
@@ -68,6 +74,23 @@ def ray_output(root: Location, verbose: int):
 
 
 class _LazyFileHandler(logging.FileHandler):
+    """A file handler that holds its records in memory until ``ready()`` (the search folder holds a search), then
+    writes them and everything after to its file."""
+
+    def __init__(self, filename, ready: Callable[[], bool], encoding: str | None = None):
+        super().__init__(filename, encoding=encoding, delay=True)
+        self._ready, self._waiting = ready, []
+
+    def emit(self, record):
+        if self.stream is None and not self._ready():
+            if len(self._waiting) < MAX_WAITING:
+                self._waiting.append(record)
+            return
+        waiting, self._waiting = self._waiting, []
+        for earlier in waiting:
+            super().emit(earlier)
+        super().emit(record)
+
     def _open(self):
         Path(self.baseFilename).parent.mkdir(parents=True, exist_ok=True)
         return super()._open()

@@ -2,10 +2,12 @@
 
 ``tune.Tuner.restore`` brings back the trials (unfinished ones continue from their last epoch
 checkpoint), the searcher (the Optuna study and sampler, pickled by Ray with the experiment), the
-scheduler as it was created, and the Parquet sink. What Ray does not restore is rebuilt here or by
-the objects themselves: the trial context (data, backbone weights) from the search's record
-(``SearchRun.spec``), ASHA's rung records (``ReplayASHA`` replays the Parquet epochs) and the sink's
-bookkeeping (``setup``).
+scheduler as it was created, and the Parquet sink. Before it does, ``search.reconcile`` settles the
+study, the Parquet tables and Ray's snapshot, which a killed driver leaves out of step (trials that ended
+after Ray's last snapshot are not run again, nor told to the study twice). What Ray does not restore is
+rebuilt here or by the objects themselves: the trial context (data, backbone weights) from the search's
+record (``SearchRun.spec``), ASHA's rung records (``ReplayASHA`` replays the Parquet epochs), the
+searcher's view of each trial (from the study) and the sink's bookkeeping (``setup``).
 
     >>> resume_search("results/demo")               # doctest: +SKIP
     >>> resume_search("results/demo", samples=20)   # 20 trials in all  # doctest: +SKIP
@@ -18,14 +20,16 @@ import logging
 import time
 from pathlib import Path
 
+import optuna
 from ray import tune
 
 from tune_tl.errors import TuneTLError
 from tune_tl.search.options import SearchOptions
 from tune_tl.search.ray_logs import ray_output
+from tune_tl.search.reconcile import reconcile
 from tune_tl.search.resources import check_resources
 from tune_tl.search.run import feature_cache
-from tune_tl.search.sampler import SampleTarget
+from tune_tl.search.sampler import SampleTarget, storage_url
 from tune_tl.search.session import init_ray, storage_config
 from tune_tl.search.summary import SearchSummary, summarize
 from tune_tl.search.tuner import make_trainable
@@ -50,16 +54,20 @@ def _resume_locked(run: SearchRun, samples: int | None) -> SearchSummary:
         raise TuneTLError(f"--samples {samples} is fewer than the search's {spec.budget.samples} trials; give at least that many")
     options = SearchOptions(**run.options)
     root = run.root
-    context = dataclasses.replace(prepare_context(spec).context, feature_cache=feature_cache(options, root),  # bad data fails here
-                                  probe_heads=run.probe_heads())
+    prepared = prepare_context(spec)  # before Ray: bad weights or data fail here
+    context = dataclasses.replace(prepared.context, feature_cache=feature_cache(options, root), probe_heads=run.probe_heads())
     log.info("resuming search %s: %d trials in all", root, target)
-    run.study_file(fresh=False)  # an object store's study: fetch its copy before Ray unpickles the searcher
-    with ray_output(root, options.verbose), SampleTarget.extending(target):  # Ray's log lines: <search>/logs/ray.log
+    study = run.study_file(fresh=False)  # an object store's study: fetch its copy before Ray unpickles the searcher
+    with ray_output(root, options.verbose):  # Ray's log lines: <search>/logs/ray.log
         init_ray(options.address, options.verbose)
         check_resources(options)
-        tuner = tune.Tuner.restore(root.path, trainable=make_trainable(context, options), resume_unfinished=True,
-                                   resume_errored=False, storage_filesystem=storage_config(root).get("storage_filesystem"))
-        tuner.fit()
+        # The study, the Parquet tables and Ray's snapshot agree before Ray restores anything.
+        reconciled = reconcile(run, optuna.load_study(study_name=root.name, storage=storage_url(study)),
+                               spec.define_by_run(prepared.num_blocks), spec.budget.max_epochs)
+        with SampleTarget.extending(target, reconciled):
+            tuner = tune.Tuner.restore(root.path, trainable=make_trainable(context, options, reconciled.ended), resume_unfinished=True,
+                                       resume_errored=False, storage_filesystem=storage_config(root).get("storage_filesystem"))
+            tuner.fit()
 
     now = time.strftime("%Y-%m-%dT%H:%M:%S%z")
     meta = run.metadata

@@ -45,7 +45,7 @@ def run_search(spec: SearchSpec, options: SearchOptions = SearchOptions()) -> Se
     root = Location.parse(options.output) / name
     SearchRun(root).check_new()
     if not root.is_local:
-        root.check_writable()  # a missing bucket or credentials fail now, not after the data is loaded
+        root.parent.check_writable()  # a missing bucket or credentials fail now, not after the data is loaded (nothing left in <name>)
     # One driver per folder (an unwritable local --output fails here, before the data); Ray's log lines go to <search>/logs/ray.log.
     with SearchRun(root).lock(), ray_output(root, options.verbose):
         SearchRun(root).check_new()  # a same-name search may have finished while we waited to start

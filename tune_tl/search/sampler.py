@@ -14,7 +14,8 @@ results as if they were final. :class:`HonestOptunaSearch` instead:
   indistinguishable from a real poor result. TPE ignores FAIL trials.
 
 Each Optuna trial carries user attributes ``ray_trial_id`` and ``tune_tl_status`` (``completed`` |
-``pruned`` | ``diverged`` | ``error``, the Parquet ``status``). The study lives in
+``pruned`` | ``diverged`` | ``error``, the Parquet ``status``), and ``tune_tl_error`` when the trial
+reported why it ended. The study lives in
 ``<search>/optuna.db`` (SQLite, study name = search name), so it can be opened while or after the search
 runs:
 
@@ -61,9 +62,12 @@ class SampleTarget(SearchGenerator):
     """
 
     extend_to: int | None = None  # class-level: set only by ``extending`` in the driver process
+    reconciled = None  # class-level: the resume's ``search.reconcile.Reconciled``, set only by ``extending``
 
     def set_state(self, state: dict) -> None:
         super().set_state(state)
+        if SampleTarget.reconciled is not None:  # trials counted as the records agree, not as this (maybe older) state says
+            SampleTarget.reconciled.apply_to_generator(self)
         if SampleTarget.extend_to is not None and SampleTarget.extend_to > self._total_samples:
             log.info("extending the search from %d to %d trials", self._total_samples, SampleTarget.extend_to)
             self._total_samples = SampleTarget.extend_to
@@ -71,12 +75,12 @@ class SampleTarget(SearchGenerator):
 
     @staticmethod
     @contextmanager
-    def extending(samples: int | None):
-        SampleTarget.extend_to = samples
+    def extending(samples: int | None, reconciled=None):
+        SampleTarget.extend_to, SampleTarget.reconciled = samples, reconciled
         try:
             yield
         finally:
-            SampleTarget.extend_to = None
+            SampleTarget.extend_to = SampleTarget.reconciled = None
 
 
 class SqliteMirror(Callback):
@@ -146,14 +150,23 @@ class HonestOptunaSearch(OptunaSearch):
         self._records: dict[str, TrialRecord] = {}
 
     def restore(self, checkpoint_path: str):
-        """Restore Ray's snapshot, then fail the study's orphans: trials a killed driver had asked for
-        after its last snapshot. No Ray trial will ever report to them, so they would stay RUNNING."""
+        """Restore Ray's snapshot, then follow the study, which is never behind it (a resume has settled it with
+        Ray's trials first: ``tune_tl.search.reconcile``): a trial the study holds as ended is not told again, and
+        one still running keeps its one Optuna trial and the epochs already reported to it."""
         super().restore(checkpoint_path)
-        known = {t.number for t in self._ot_trials.values()}
-        for frozen in self._ot_study.get_trials(deepcopy=False, states=(TrialState.RUNNING,)):
-            if frozen.number not in known:
-                self._ot_study._storage.set_trial_user_attr(frozen._trial_id, "tune_tl_status", "orphaned")
-                self._ot_study.tell(frozen.number, state=TrialState.FAIL)
+        for frozen in self._ot_study.get_trials(deepcopy=False):
+            ray_id = frozen.user_attrs.get("ray_trial_id")
+            if ray_id is None:
+                continue
+            if frozen.state.is_finished():
+                self._completed_trials.add(ray_id)
+                self._records.pop(ray_id, None)
+            elif frozen.state == TrialState.RUNNING:
+                self._completed_trials.discard(ray_id)
+                self._ot_trials[ray_id] = optuna.trial.Trial(self._ot_study, frozen._trial_id)
+                record = self._records.setdefault(ray_id, TrialRecord())
+                for step, value in frozen.intermediate_values.items():
+                    record.add_epoch(step, value, diverged=False)  # heard before: not reported again
 
     def suggest(self, trial_id: str):
         config = super().suggest(trial_id)
@@ -178,9 +191,11 @@ class HonestOptunaSearch(OptunaSearch):
         if result:
             self.on_trial_result(trial_id, result)
         record = self._records.pop(trial_id, TrialRecord())
-        status, _ = record.verdict(self._max_epochs, raised="raised" if error else None)
+        status, error_text = record.verdict(self._max_epochs, raised="raised" if error else None)
         ot_trial = self._ot_trials[trial_id]
         ot_trial.set_user_attr("tune_tl_status", status)
+        if error_text and not error:  # the trial's own message (a raised one is only in Ray's error file)
+            ot_trial.set_user_attr("tune_tl_error", error_text)  # what a resume rebuilding the trial's row writes
         state, value = optuna_outcome(status, record)
         try:
             self._ot_study.tell(ot_trial, value, state=state)

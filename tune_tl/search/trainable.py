@@ -29,19 +29,22 @@ from tune_tl.training.recipe import build_trial
 log = logging.getLogger(__name__)
 
 
-#: Test hook (documented in the README): raise a simulated CUDA out-of-memory error at this epoch.
-SIMULATE_OOM_ENV = "TUNE_TL_SIMULATE_OOM_AT_EPOCH"
-#: Test hook: a folder where each trial writes ``<trial_id>.pid`` (worker pid) and logs the epoch it starts at.
-TRACE_DIR_ENV = "TUNE_TL_TRACE_DIR"
-
-
-def run_trial(config: dict, context: TrialContext, workers: int = 1) -> None:
+def run_trial(config: dict, context: TrialContext, workers: int = 1, ended: frozenset[str] = frozenset()) -> None:
     """Ray Tune entry point (wrapped by ``tune.with_parameters``).
 
     A configuration error (``TuneTLError`` or ``ValueError``: a bad parameter value, a config the
     model or optimizer rejects) is deterministic, so it is not raised for Ray to retry: the trial ends
     at once with a final ``trial_status="error"`` result carrying the message.
+
+    ``ended``: trials of a resumed search whose ending the study and the Parquet tables already hold
+    (``tune_tl.search.reconcile``) but Ray's older snapshot does not, so Ray restores them: they end at
+    once, untrained, and nothing is reported or told twice.
     """
+    if ended and tune.get_context().get_trial_id() in ended:
+        # One result, as a configuration error's: Ray rejects a trial that ends without the metric. No epoch,
+        # no verdict: the sink, the study and the progress view ignore it; ASHA records nothing.
+        tune.report({"val_acc": float("nan"), "trial_status": "ended"})
+        return
     try:
         _run_trial(config, context, workers)
     except (TuneTLError, ValueError) as exc:
@@ -63,17 +66,14 @@ def _run_trial(config: dict, context: TrialContext, workers: int) -> None:
     cfg = TrialConfig.from_dict(config)  # a bad config fails here, before any resources are touched
     device = _trial_device(workers)
     resume = _load_checkpoint(tune.get_checkpoint())
-    _trace(resume["epoch"] + 1 if resume else 1)
     last: dict = {}
     node = {**_node_info(), "workers": workers}
 
     def report(metrics: dict, folder: str) -> None:
         last.update(metrics)
         tune.report({**metrics, **node}, checkpoint=tune.Checkpoint.from_directory(folder))
-        _maybe_simulate_oom(metrics["epoch"] + 1)
 
     try:
-        _maybe_simulate_oom(resume["epoch"] + 1 if resume else 1)
         if workers > 1:
             _run_data_parallel(TrialJob(config, context, resume, device, _threads(workers)), workers, report)
             return
@@ -160,24 +160,6 @@ def _load_checkpoint(checkpoint) -> dict | None:
         return None
     with checkpoint.as_directory() as path:
         return torch.load(os.path.join(path, CHECKPOINT_FILE), map_location="cpu", weights_only=True)
-
-
-def _maybe_simulate_oom(epoch: int) -> None:
-    at = os.environ.get(SIMULATE_OOM_ENV)
-    if at and int(at) == epoch:
-        raise torch.cuda.OutOfMemoryError(f"CUDA out of memory (simulated by {SIMULATE_OOM_ENV}={at})")
-
-
-def _trace(start_epoch: int) -> None:
-    folder = os.environ.get(TRACE_DIR_ENV)
-    if not folder:
-        return
-
-    trial_id = tune.get_context().get_trial_id()
-    with open(os.path.join(folder, f"{trial_id}.pid"), "w") as f:
-        f.write(str(os.getpid()))
-    with open(os.path.join(folder, "starts.log"), "a") as f:
-        f.write(f"{trial_id} {start_epoch}\n")
 
 
 def _trial_device(workers: int = 1) -> str:

@@ -1,5 +1,5 @@
 """The Ray Tune ``Tuner`` of a search: the trainable with its resources, the Optuna searcher, the scheduler
-and the driver-side callbacks (Parquet sink, time budget, study mirror, progress view).
+and the driver-side callbacks (Parquet sink, checkpoint retention, time budget, study mirror, progress view).
 
 ``tune-tl resume`` restores the same Tuner from ``tuner.pkl`` and passes :func:`make_trainable` again.
 """
@@ -17,6 +17,7 @@ from tune_tl.search.cost_model import build_cost_model, rung_unit
 from tune_tl.search.cost_sampler import CandidateCost
 from tune_tl.search.options import METRIC, MODE, SearchOptions
 from tune_tl.search.progress import SearchProgress
+from tune_tl.search.retention import CheckpointRetention
 from tune_tl.search.sampler import HonestOptunaSearch, SampleTarget, SqliteMirror, enqueue_textbook, make_sampler, storage_url
 from tune_tl.search.schedulers import make_scheduler
 from tune_tl.search.session import storage_config
@@ -27,10 +28,11 @@ from tune_tl.store.storage import Location
 from tune_tl.training.context import PreparedSearch, TrialContext
 
 
-def make_trainable(context: TrialContext, options: SearchOptions):
-    """The trainable a search runs; ``tune-tl resume`` must pass Ray the same one."""
+def make_trainable(context: TrialContext, options: SearchOptions, ended: frozenset[str] = frozenset()):
+    """The trainable a search runs; ``tune-tl resume`` passes Ray the same one, with the trials it must not train
+    again (``ended``: ``search.reconcile``)."""
     resources = {"cpu": options.cpus_per_trial, "gpu": options.gpus_per_trial}
-    return tune.with_resources(tune.with_parameters(run_trial, context=context, workers=options.workers), resources)
+    return tune.with_resources(tune.with_parameters(run_trial, context=context, workers=options.workers, ended=ended), resources)
 
 
 def build_tuner(spec: SearchSpec, options: SearchOptions, context: TrialContext, prepared: PreparedSearch, root: Location,
@@ -56,7 +58,8 @@ def build_tuner(spec: SearchSpec, options: SearchOptions, context: TrialContext,
     if options.concurrency:
         searcher = ConcurrencyLimiter(searcher, max_concurrent=options.concurrency)
     sink = ParquetSink(root, spec.budget.max_epochs)
-    callbacks = [sink]
+    # After the sink: retention reads the rows the sink has just flushed.
+    callbacks = [sink, CheckpointRetention(root, max(spec.budget.keep_checkpoints, options.recheck))]
     if spec.budget.time is not None:
         # First: trials the time budget stopped get their rows before the sink's final flush.
         callbacks.insert(0, CloseOpenTrials(sink, spec.budget.time, storage_url(study), root.name))
@@ -80,8 +83,8 @@ def build_tuner(spec: SearchSpec, options: SearchOptions, context: TrialContext,
             **storage_config(root),
             verbose=options.verbose,
             failure_config=tune.FailureConfig(max_failures=options.max_failures),
-            # Scored by val_acc: Ray keeps the best epoch's checkpoint (for export) and always the latest (for restore).
-            checkpoint_config=tune.CheckpointConfig(num_to_keep=SearchOptions.keep_checkpoints, checkpoint_score_attribute=METRIC,
-                                                    checkpoint_score_order=MODE),
+            # While a trial can run, Ray keeps its best epoch's checkpoint by val_acc (for export) and always its latest
+            # (for a retry or a resume): at most two. Once it ended, CheckpointRetention keeps what the top trials need.
+            checkpoint_config=tune.CheckpointConfig(num_to_keep=1, checkpoint_score_attribute=METRIC, checkpoint_score_order=MODE),
         ),
     )

@@ -24,6 +24,7 @@ from pathlib import Path
 from typing import Any
 
 import pyarrow as pa
+import pyarrow.compute as pc
 import pyarrow.parquet as pq
 from ray.tune import Callback
 
@@ -53,8 +54,9 @@ PENDING_PREFIX = "_pending-"
 _SOURCES_KEY = b"tune_tl.compacted_from"
 
 
-def compact(directory: Location | str | Path, schema: pa.Schema, only_small: bool) -> None:
-    """Merge part files into one, so a long search reads as a few files, not thousands.
+def compact(directory: Location | str | Path, schema: pa.Schema, only_small: bool, drop: frozenset[str] = frozenset()) -> None:
+    """Merge part files into one, so a long search reads as a few files, not thousands; ``drop``: leave out
+    every row of these trial ids (a resumed search's discarded trials, ``tune_tl.search.reconcile``).
 
     Idempotent and crash-safe: the merged part is written under a hidden name (``_pending-…``, which
     ``pd.read_parquet`` skips) that records its sources; then the sources are deleted and the part is
@@ -65,9 +67,11 @@ def compact(directory: Location | str | Path, schema: pa.Schema, only_small: boo
     directory = Location.parse(directory)
     finish_pending(directory)
     parts = [p for p in directory.files("part-", ".parquet") if not (only_small and p.name.startswith("part-c"))]
-    if len(parts) < 2:
+    if len(parts) < (1 if drop else 2):
         return
     table = _unique_rows(pa.concat_tables(pq.read_table(p.path, schema=schema, filesystem=p.fs) for p in parts))
+    if drop:
+        table = table.filter(pc.invert(pc.is_in(table["trial_id"], value_set=pa.array(sorted(drop), pa.string()))))
     name = f"part-c{time.time_ns()}-{uuid.uuid4().hex[:8]}.parquet"  # 'part-c': already compacted
     metadata = {**(schema.metadata or {}), _SOURCES_KEY: json.dumps([p.name for p in parts]).encode()}
     pending = directory / f"{PENDING_PREFIX}{name}"
@@ -173,11 +177,9 @@ class ParquetSink(Callback):
         is_epoch = result.get("epoch") is not None and "trial_status" not in result
         if not open_trial.record.add_result(result) or not is_epoch:
             return  # an epoch heard before (a retry from an older checkpoint), or the trainable's verdict
-        row = {name: result.get(name) for name in EPOCH_SCHEMA.names}
-        row.update(trial_id=trial.trial_id, time=int(time.time() * 1000), probe=False)
         open_trial.node = (result.get("node_id"), result.get("node_ip"))
         open_trial.workers = result.get("workers")
-        self._epochs.append(row)
+        self._epochs.append(epoch_row(trial.trial_id, result, time.time()))
         self._maybe_flush()
 
     def on_trial_complete(self, iteration, trials, trial, **info):
@@ -202,25 +204,9 @@ class ParquetSink(Callback):
         if trial.trial_id in self._finished:
             return
         self._finished.add(trial.trial_id)
-        record = open_trial.record
-        status, error = record.verdict(self.max_epochs, raised)
-        best_acc, best_epoch = record.best or (None, None)
-        row = _effective_config(trial.config)
-        row.update(
-            trial_id=trial.trial_id,
-            status=status,
-            best_val_acc=best_acc,
-            last_val_acc=record.last_acc,
-            best_epoch=best_epoch,
-            epochs_run=record.epochs_run,
-            wall_seconds=time.time() - open_trial.start,
-            error=error,
-            node_id=open_trial.node[0],
-            node_ip=open_trial.node[1],
-            workers=open_trial.workers,
-            probe=False,
-        )
-        self._trials.append(row)
+        status, error = open_trial.record.verdict(self.max_epochs, raised)
+        self._trials.append(trial_row(trial.trial_id, trial.config, open_trial.record, status, error,
+                                      wall_seconds=time.time() - open_trial.start, node=open_trial.node, workers=open_trial.workers))
         self._maybe_flush()
 
     def _maybe_flush(self) -> None:
@@ -255,6 +241,25 @@ class _OpenTrial:
     record: TrialRecord = field(default_factory=TrialRecord)
     node: tuple[str | None, str | None] = (None, None)
     workers: int | None = None
+
+
+def epoch_row(trial_id: str, result: dict, when: float, probe: bool = False) -> dict:
+    """The ``epochs`` row of one reported epoch (``result``: the trainable's metrics), heard at ``when`` (epoch seconds);
+    ``probe``: a stage-0 probe's (``search.probes``)."""
+    row = {name: result.get(name) for name in EPOCH_SCHEMA.names}
+    row.update(trial_id=trial_id, time=int(when * 1000), probe=probe)
+    return row
+
+
+def trial_row(trial_id: str, config: dict, record: TrialRecord, status: str, error: str | None, wall_seconds: float | None,
+              node: tuple[str | None, str | None] = (None, None), workers: int | None = None, probe: bool = False) -> dict:
+    """The ``trials`` row of a finished trial: its effective config, its ``status`` and what ``record`` heard."""
+    best_acc, best_epoch = record.best or (None, None)
+    row = _effective_config(config)
+    row.update(trial_id=trial_id, status=status, best_val_acc=best_acc, last_val_acc=record.last_acc, best_epoch=best_epoch,
+               epochs_run=record.epochs_run, wall_seconds=wall_seconds, error=error, node_id=node[0], node_ip=node[1],
+               workers=workers, probe=probe)
+    return row
 
 
 def _effective_config(config: dict) -> dict:

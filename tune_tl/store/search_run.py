@@ -9,8 +9,10 @@ A search lives in ``<output>/<name>/`` (a local or shared folder, or an ``s3://`
     optuna.db              the Optuna study (SQLite)
     scheduler.json         what cost-aware ASHA learned: its unit and rungs (resume and the report read it)
     probe_heads.pt         the stage-0 probes' linear heads, which fine-tunes start from (``search.probes``)
-    tuner.pkl              Ray Tune's experiment snapshot (``tune-tl resume`` restores it)
-    <trial_id>/checkpoint_*/state.pt   per-trial checkpoints (latest and best epoch), one folder per trial
+    tuner.pkl              Ray Tune's Tuner (``tune-tl resume`` restores it)
+    experiment_state-*.json, searcher-state-*.pkl, ...   Ray Tune's experiment snapshot, copied here by Ray
+    <trial_id>/checkpoint_*/state.pt   per-trial checkpoints: latest and best epoch while a trial runs, then
+                           only the best epoch of the top trials (``tune_tl.search.retention``)
     skipped_images.txt     bad image files left out under ``skip_bad_images``
     feature_cache/         shared frozen-backbone features
     report/  models/       what ``tune-tl report`` / ``retrain`` write
@@ -38,7 +40,6 @@ from typing import Any
 
 import pandas as pd
 import torch
-from pyarrow import fs as pafs
 
 from tune_tl.config.space import load_space, parse_space_text
 from tune_tl.config.spec import BackboneSpec, BudgetSpec, DataSpec
@@ -65,6 +66,8 @@ SCHEDULER_FILE = "scheduler.json"
 PROBE_HEADS_FILE = "probe_heads.pt"
 #: The file in each Ray checkpoint folder that holds a trial's training state (``training.state.training_state``).
 CHECKPOINT_FILE = "state.pt"
+#: Ray's name for a trial's checkpoint folders (``checkpoint_000003``).
+CHECKPOINT_DIR_PREFIX = "checkpoint_"
 #: Any of these means the folder already holds a search (``create`` refuses to overwrite it).
 _RESULT_PARTS = (TRIALS_DIR, EPOCHS_DIR, STUDY_FILE, TUNER_FILE)
 
@@ -143,7 +146,10 @@ class SearchRun:
 
     def check_resumable(self) -> None:
         """Raise unless this folder holds a search that Ray can restore, in its original place."""
-        if not self.metadata_file.is_file() or not self.tuner_file.is_file():
+        if self.metadata_file.is_file() and not self.tuner_file.is_file():  # stopped in stage 0, before Ray Tune started
+            raise TuneTLError(f"{self.root} was stopped before its first Ray Tune trial (during its probes), so there is nothing "
+                              f"for Ray to restore: run the search again with another --name (its probes are in {self.trials_dir})")
+        if not self.metadata_file.is_file():
             raise TuneTLError(f"{self.root} is not a tune_tl search folder to resume "
                               f"(expected {self.metadata_file} and {self.tuner_file})")
         meta = self.metadata
@@ -180,7 +186,9 @@ class SearchRun:
         self.__dict__["metadata"] = json.loads(json.dumps(record, default=str))
 
     def update_metadata(self, **fields: Any) -> None:
-        """Merge ``fields`` into ``search.json`` (e.g. ``end_time``, ``resumed``, ``budget``)."""
+        """Merge ``fields`` into ``search.json`` (e.g. ``end_time``, ``resumed``, ``budget``), as the file is now:
+        another writer of this search (the checkpoint retention) may have changed it since it was read here."""
+        self.__dict__.pop("metadata", None)
         self.write_metadata({**self.metadata, **fields})
 
     @cached_property
@@ -322,18 +330,14 @@ class SearchRun:
 
     def trial_dir(self, trial_id: str) -> Location:
         """Ray's folder of trial ``trial_id`` (named by :func:`trial_folder_name`)."""
-        folder = self.root / trial_id
-        if not folder.is_dir():
-            raise TuneTLError(f"{self.root} has no folder for trial {trial_id!r} (its checkpoints are gone, "
-                              "or it never reported an epoch)")
-        return folder
+        return self.root / trial_id
 
     def save_checkpoint(self, trial_id: str, state: dict) -> Location:
         """Write ``state`` as trial ``trial_id``'s first checkpoint, where Ray would (``<trial_id>/checkpoint_000000``):
         how a stage-0 probe, which runs outside Ray, keeps its weights for ``export``."""
         buffer = io.BytesIO()
         torch.save(state, buffer)
-        folder = self.root / trial_id / "checkpoint_000000"  # a trial's folder is its id (trial_folder_name)
+        folder = self.trial_dir(trial_id) / f"{CHECKPOINT_DIR_PREFIX}000000"
         (folder / CHECKPOINT_FILE).write_bytes(buffer.getvalue())
         return folder
 
@@ -352,47 +356,113 @@ class SearchRun:
         return {(key.rpartition("@")[0], int(key.rpartition("@")[2])): (w, b) for key, (w, b) in stored.items()}
 
     def checkpoint_paths(self, trial_id: str) -> list[Location]:
-        """Trial ``trial_id``'s checkpoint folders on disk (Ray keeps the latest and the best by val_acc)."""
-        trial = self.trial_dir(trial_id)
-        infos = trial.fs.get_file_info(pafs.FileSelector(trial.path))
-        names = sorted(Path(i.path).name for i in infos if i.type == pafs.FileType.Directory and Path(i.path).name.startswith("checkpoint_"))
-        return [trial / n for n in names]
+        """Trial ``trial_id``'s checkpoint folders on disk, oldest first (none once retention deleted them)."""
+        return self.trial_dir(trial_id).folders(CHECKPOINT_DIR_PREFIX)
 
-    def checkpoint_states(self, trial_id: str) -> list[dict]:
-        """The training states of trial ``trial_id``'s checkpoints (``torch.load``, ``weights_only``)."""
-        states = []
-        for folder in self.checkpoint_paths(trial_id):
-            file = folder / CHECKPOINT_FILE
-            if file.is_file():
-                states.append(torch.load(io.BytesIO(file.read_bytes()), map_location="cpu", weights_only=True))
-        return states
+    def checkpoint_state(self, folder: Location) -> dict | None:
+        """The training state in checkpoint folder ``folder``, or ``None`` if it holds no readable one."""
+        return _load_state(folder / CHECKPOINT_FILE, lazy=False)
 
-    def best_checkpoint(self, trial_id: str) -> dict:
-        """The training state of trial ``trial_id``'s best epoch by val_acc (the last such epoch on ties,
-        as the trials table's ``best_epoch``).
+    def checkpoint_time(self, folder: Location) -> float | None:
+        """When the checkpoint in ``folder`` was written (seconds since the epoch), or ``None``."""
+        return (folder / CHECKPOINT_FILE).mtime()
 
-        Ray keeps it: ``CheckpointConfig(checkpoint_score_attribute="val_acc")`` keeps the best-scored
-        checkpoints and always the latest as well (Ray's ``_CheckpointManager``).
+    def checkpoint_epoch(self, folder: Location) -> tuple[int, float] | None:
+        """``(epoch, val_acc)`` of the checkpoint in ``folder``, or ``None`` if it holds no readable state (a copy a
+        kill cut short). Reads only the metadata of a local file (memory-mapped tensors)."""
+        state = _load_state(folder / CHECKPOINT_FILE, lazy=True)
+        if state is None or not state.get("history"):
+            return None
+        return int(state["epoch"]), _acc(state["history"][-1])
+
+    def best_checkpoint_path(self, trial_id: str) -> Location:
+        """The checkpoint folder of trial ``trial_id``'s best epoch by val_acc (the last such epoch on ties, as the
+        trials table's ``best_epoch``).
+
+        While a trial runs, Ray keeps it (``CheckpointConfig(checkpoint_score_attribute="val_acc")`` keeps the best-scored
+        checkpoint and always the latest); once it ended, checkpoint retention keeps it for the top trials only.
 
         Raises:
-            TuneTLError: No checkpoint of a best epoch is on disk (a search from before best-epoch keeping).
+            TuneTLError: No checkpoint of the trial's best epoch is on disk: retention deleted its weights, or the
+                search predates best-epoch keeping.
         """
-        states = self.checkpoint_states(trial_id)
-        if not states:
-            raise TuneTLError(f"trial {trial_id!r} of {self.root} has no checkpoint on disk")
-        latest = max(states, key=lambda s: int(s["epoch"]))
-        best = max(_acc(m) for m in latest["history"])
-        kept = [s for s in states if _acc(s["history"][-1]) == best]
+        found = [(summary, folder) for folder in self.checkpoint_paths(trial_id)
+                 if (summary := self.checkpoint_epoch(folder)) is not None]
+        if not found:
+            raise TuneTLError(self._no_weights(trial_id))
+        latest = max(found, key=lambda f: f[0][0])[1]
+        best = max(_acc(m) for m in _load_state(latest / CHECKPOINT_FILE, lazy=True)["history"])
+        kept = [(epoch, folder) for (epoch, acc), folder in found if acc == best]
         if not kept:
             raise TuneTLError(f"trial {trial_id!r} of {self.root}: the checkpoint of its best epoch is not on disk "
-                              f"(kept: epochs {sorted(int(s['epoch']) for s in states)}); searches from before best-epoch "
+                              f"(kept: epochs {sorted(e for (e, _), _ in found)}); searches from before best-epoch "
                               "keeping kept only the latest: use `tune-tl retrain`")
-        return max(kept, key=lambda s: int(s["epoch"]))
+        return max(kept, key=lambda k: k[0])[1]
 
+    def best_checkpoint(self, trial_id: str) -> dict:
+        """The training state of trial ``trial_id``'s best epoch (:meth:`best_checkpoint_path`)."""
+        return _load_state(self.best_checkpoint_path(trial_id) / CHECKPOINT_FILE, lazy=False)
+
+    def copy_checkpoint(self, source: Location, folder: Location) -> None:
+        """Put the training state in checkpoint folder ``source`` into ``folder`` too (whole-file, never partial)."""
+        (folder / CHECKPOINT_FILE).write_bytes((source / CHECKPOINT_FILE).read_bytes())
+
+    def slim_checkpoint(self, folder: Location) -> None:
+        """Keep only what an ended trial's checkpoint is still read for (its epoch, weights and metric history:
+        ``export``, a resume's rebuilt rows): the optimizer state, the AMP scaler and the RNG states only
+        served to continue training, and they are up to twice the weights."""
+        import io
+
+        import torch  # here, not at the top: reading a search's tables must not cost a torch import
+
+        state = self.checkpoint_state(folder)
+        if state is None or set(state) <= set(_SLIM_KEYS):
+            return
+        buffer = io.BytesIO()
+        torch.save({key: state[key] for key in _SLIM_KEYS}, buffer)
+        (folder / CHECKPOINT_FILE).write_bytes(buffer.getvalue())
+
+    def prune_checkpoints(self, trial_id: str, keep: Location | None = None) -> list[str]:
+        """Delete trial ``trial_id``'s checkpoint folders except ``keep``; the names deleted."""
+        doomed = [folder for folder in self.checkpoint_paths(trial_id) if folder != keep]
+        for folder in doomed:
+            folder.delete_tree()
+        return [folder.name for folder in doomed]
+
+    def _no_weights(self, trial_id: str) -> str:
+        kept = self.metadata.get("checkpoints", {})
+        ids = [k["trial_id"] for k in kept.get("kept", [])]
+        keep = kept.get("keep", self.metadata.get("budget", {}).get("keep_checkpoints", "K"))
+        return (f"trial {trial_id!r} of {self.root} has no weights on disk: a search keeps the best epoch of its top {keep} "
+                f"trials only (--keep-checkpoints {keep}; kept: {', '.join(ids) or 'none'}); export one of those, "
+                f"retrain this one with `tune-tl retrain {self.root} --trial {trial_id}`, or search again with a larger "
+                "--keep-checkpoints")
 
 def trial_folder_name(trial) -> str:
     """Ray's name and folder for a trial: its id (``4c1e2a1b``), which is also the Parquet ``trial_id``."""
     return trial.trial_id
+
+
+#: What a kept checkpoint of an ended trial holds (``SearchRun.slim_checkpoint``).
+_SLIM_KEYS = ("epoch", "model", "history")
+
+
+def _load_state(file: Location, lazy: bool) -> dict | None:
+    """A checkpoint's training state, or ``None`` if ``file`` is missing or unreadable (a partial copy).
+
+    ``lazy`` memory-maps a local file's tensors: reading the epoch and history costs no weight I/O.
+    """
+    import io
+
+    import torch
+
+    try:
+        if file.is_local:
+            return torch.load(file.path, map_location="cpu", weights_only=True, mmap=lazy)
+        return torch.load(io.BytesIO(file.read_bytes()), map_location="cpu", weights_only=True)
+    except (OSError, RuntimeError, EOFError, ValueError) as exc:
+        log.debug("not a readable checkpoint: %s (%s)", file, exc)
+        return None
 
 
 def _acc(metrics: dict) -> float:

@@ -154,6 +154,25 @@ class Location:
         except FileNotFoundError:
             pass
 
+    def delete_tree(self) -> None:
+        """Remove this folder and everything in it (nothing happens if it is not there)."""
+        try:
+            self.fs.delete_dir(self.path)
+        except FileNotFoundError:
+            pass
+
+    def folders(self, prefix: str = "") -> list[Location]:
+        """Folders directly in this folder whose names start with ``prefix``, sorted by name."""
+        if not self.is_dir():
+            return []
+        infos = self.fs.get_file_info(pafs.FileSelector(self.path, allow_not_found=True))
+        return [self / n for n in sorted(i.base_name for i in infos if i.type == pafs.FileType.Directory) if n.startswith(prefix)]
+
+    def mtime(self) -> float | None:
+        """Seconds since the epoch of the last change to this file, or ``None`` if it is not there."""
+        info = self.fs.get_file_info(self.path)
+        return None if info.type == pafs.FileType.NotFound or info.mtime is None else info.mtime.timestamp()
+
     def check_writable(self) -> None:
         """Fail now, saying why, if files cannot be created here (no such bucket, no credentials)."""
         probe = self / f".tune_tl-probe-{uuid.uuid4().hex[:8]}"
