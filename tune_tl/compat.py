@@ -135,6 +135,18 @@ def set_trial_user_attr(study: optuna.Study, trial: optuna.trial.FrozenTrial, ke
     storage.set_trial_user_attr(_attr("optuna", trial, "_trial_id"), key, value)
 
 
+def set_intermediate_value(study: optuna.Study, trial: optuna.trial.FrozenTrial, step: int, value: float) -> None:
+    """Record an epoch's value on a trial that is not the caller's ``optuna.Trial`` (a resume rebuilding what a killed
+    driver had not yet told the study)."""
+    storage = _attr("optuna", study, "_storage")
+    storage.set_trial_intermediate_value(_attr("optuna", trial, "_trial_id"), step, value)
+
+
+def running_trial(study: optuna.Study, trial: optuna.trial.FrozenTrial) -> optuna.Trial:
+    """An ``optuna.Trial`` handle on a RUNNING trial of ``study`` (one a restored searcher goes on reporting to)."""
+    return optuna.trial.Trial(study, _attr("optuna", trial, "_trial_id"))
+
+
 def distribution_contains(dist: optuna.distributions.BaseDistribution, value: Any) -> bool:
     """Whether ``dist`` could have sampled ``value`` (in range, on its step; a categorical's choices).
 
@@ -207,14 +219,53 @@ def _external(space: Mapping[str, optuna.distributions.BaseDistribution], sample
     return {name: v.item() if isinstance(v, np.generic) else v for name, v in values.items()}
 
 
+# ------------------------------------------------------------------- Ray: the Optuna searcher and its generator
+
+
+def searcher_study(searcher: Any) -> optuna.Study:
+    """The study of Ray's ``OptunaSearch``."""
+    return _attr("ray", searcher, "_ot_study")
+
+
+def searcher_trials(searcher: Any) -> dict[str, optuna.Trial]:
+    """Ray trial id -> the ``optuna.Trial`` Ray's ``OptunaSearch`` asked for it (the searcher's own dict: edits stick)."""
+    return _attr("ray", searcher, "_ot_trials")
+
+
+def searcher_completed(searcher: Any) -> set[str]:
+    """The Ray trial ids Ray's ``OptunaSearch`` has told the study about (the searcher's own set: edits stick)."""
+    return _attr("ray", searcher, "_completed_trials")
+
+
+def generator_target(generator: Any) -> int:
+    """How many trials a Ray ``SearchGenerator`` will create in all."""
+    return _attr("ray", generator, "_total_samples")
+
+
+def set_generator_target(generator: Any, samples: int) -> None:
+    """Let a restored ``SearchGenerator`` create trials up to ``samples`` in all (``tune-tl resume --samples``)."""
+    _attr("ray", generator, "_total_samples")
+    generator._total_samples, generator._finished = samples, False
+
+
+def set_generator_count(generator: Any, created: int, live: set[str]) -> None:
+    """Make a restored ``SearchGenerator`` (and a ``ConcurrencyLimiter`` under it) agree that ``created`` trials exist
+    and ``live`` still run: its saved counters may come from an older snapshot than its trials."""
+    _attr("ray", generator, "_counter")
+    generator._counter = created
+    limiter = generator.searcher
+    if hasattr(limiter, "live_trials"):
+        limiter.live_trials = set(live)
+        limiter.num_unfinished_live_trials = len(live)
+
+
 # ------------------------------------------------------------------------------------- the whole list
 
 
 def check_internals() -> None:
     """Raise :class:`InternalsChanged` if any private internal tune_tl uses is missing or has another shape.
 
-    Covers the accessors above and the internals ``search/sampler.py`` still uses directly
-    (``SearchGenerator._total_samples``/``_finished``; ``OptunaSearch._ot_study``/``_ot_trials``/``_completed_trials``).
+    Covers every accessor above, on real objects of the installed versions.
     """
     from ray.tune.search import SearchGenerator
     from ray.tune.search.optuna import OptunaSearch
@@ -231,21 +282,28 @@ def check_internals() -> None:
         raise _changed("ray", "ASHAScheduler._trial_info is not a dict or _num_stopped is not an int")
 
     generator = SearchGenerator(OptunaSearch(space=lambda trial: None, metric="val_acc", mode="max"))
-    state = {"counter": 0, "total_samples": 6, "finished": True, "experiment": None}
-    generator.set_state(state)
-    if (_attr("ray", generator, "_total_samples"), _attr("ray", generator, "_finished")) != (6, True):
-        raise _changed("ray", "SearchGenerator.set_state no longer sets _total_samples and _finished")
+    generator.set_state({"counter": 0, "total_samples": 6, "finished": True, "experiment": None})
+    if generator_target(generator) != 6:
+        raise _changed("ray", "SearchGenerator.set_state no longer sets _total_samples")
+    set_generator_target(generator, 8)
+    set_generator_count(generator, 3, {"a"})
+    if (generator.total_samples, generator.is_finished(), _attr("ray", generator, "_counter")) != (8, False, 3):
+        raise _changed("ray", "SearchGenerator's _total_samples, _finished and _counter no longer drive total_samples and is_finished")
 
     searcher = OptunaSearch(space=_one_float, metric="val_acc", mode="max")
     searcher.suggest("t")
-    if not isinstance(_attr("ray", searcher, "_ot_trials").get("t"), optuna.Trial):
+    if not isinstance(searcher_trials(searcher).get("t"), optuna.Trial):
         raise _changed("ray", "OptunaSearch._ot_trials does not map a Ray trial id to its optuna.Trial")
-    if not isinstance(_attr("ray", searcher, "_ot_study"), optuna.Study) or not isinstance(_attr("ray", searcher, "_completed_trials"), set):
+    if not isinstance(searcher_study(searcher), optuna.Study) or not isinstance(searcher_completed(searcher), set):
         raise _changed("ray", "OptunaSearch._ot_study is not an optuna.Study or _completed_trials is not a set")
-    study = searcher._ot_study
-    set_trial_user_attr(study, study.trials[0], "checked", True)
-    if study.trials[0].user_attrs.get("checked") is not True:
-        raise _changed("optuna", "Study._storage.set_trial_user_attr(FrozenTrial._trial_id, ...) did not set the attribute")
+    study = searcher_study(searcher)
+    frozen = study.trials[0]
+    set_trial_user_attr(study, frozen, "checked", True)
+    set_intermediate_value(study, frozen, 1, 0.5)
+    running_trial(study, frozen).report(0.75, step=2)
+    if study.trials[0].user_attrs.get("checked") is not True or study.trials[0].intermediate_values != {1: 0.5, 2: 0.75}:
+        raise _changed("optuna", "Study._storage.set_trial_user_attr / set_trial_intermediate_value (FrozenTrial._trial_id) "
+                                 "or Trial(study, trial_id) no longer write the trial")
     check_tpe_internals()
     dist = optuna.distributions.FloatDistribution(0.0, 1.0, step=0.5)
     if (distribution_contains(dist, 0.5), distribution_contains(dist, 0.25), distribution_contains(dist, 2.0)) != (True, False, False):

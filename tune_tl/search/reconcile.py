@@ -45,6 +45,7 @@ from ray.tune.execution.experiment_state import _find_newest_experiment_checkpoi
 from ray.tune.experiment import Trial
 from ray.tune.utils.serialization import _loads_with_cloudpickle
 
+from tune_tl.compat import set_generator_count, set_intermediate_value, set_trial_user_attr
 from tune_tl.search.sampler import optuna_outcome
 from tune_tl.store.results import compact, epoch_row, finish_pending, trial_row, write_table_atomic
 from tune_tl.store.schema import EPOCH_SCHEMA, STATUSES, TRIAL_SCHEMA
@@ -81,11 +82,7 @@ class Reconciled:
     def apply_to_generator(self, generator) -> None:
         """Make a restored Ray ``SearchGenerator`` (and its ``ConcurrencyLimiter``) agree with the trials Ray restored:
         its saved counters may come from a different snapshot than the trials if the copy of the snapshot was cut short."""
-        generator._counter = self.created
-        limiter = generator.searcher
-        if hasattr(limiter, "live_trials"):
-            limiter.live_trials = set(self.will_run)
-            limiter.num_unfinished_live_trials = len(self.will_run)
+        set_generator_count(generator, self.created, set(self.will_run))
 
 
 def reconcile(run: SearchRun, study: optuna.Study, space: Callable, max_epochs: int) -> Reconciled:
@@ -198,7 +195,7 @@ def _make_restorable(run: SearchRun, study: optuna.Study, frozen: FrozenTrial | 
     for m in history if frozen is not None else ():
         value = m.get("val_acc")
         if int(m["epoch"]) not in frozen.intermediate_values and isinstance(value, float) and value == value:
-            study._storage.set_trial_intermediate_value(frozen._trial_id, int(m["epoch"]), value)
+            set_intermediate_value(study, frozen, int(m["epoch"]), value)
     log.info("trial %s continues from its epoch-%d checkpoint (Ray's snapshot named one deleted since)", trial.trial_id,
              int(history[-1]["epoch"]) if history else 0)
 
@@ -271,8 +268,8 @@ def _tell_from_tables(run: SearchRun, study: optuna.Study, frozen: FrozenTrial) 
     record = _record(epochs[epochs["trial_id"] == row.name])
     for epoch, acc, _ in record.history:
         if acc is not None and epoch not in frozen.intermediate_values:
-            study._storage.set_trial_intermediate_value(frozen._trial_id, epoch, acc)
-    study._storage.set_trial_user_attr(frozen._trial_id, STATUS_ATTR, row["status"])
+            set_intermediate_value(study, frozen, epoch, acc)
+    set_trial_user_attr(study, frozen, STATUS_ATTR, row["status"])
     state, value = optuna_outcome(row["status"], record)
     study.tell(frozen.number, value, state=state)
 
@@ -288,5 +285,5 @@ def _discard(run: SearchRun, study: optuna.Study, frozen: FrozenTrial, epochs: p
 
 
 def _fail(study: optuna.Study, frozen: FrozenTrial, reason: str) -> None:
-    study._storage.set_trial_user_attr(frozen._trial_id, STATUS_ATTR, reason)
+    set_trial_user_attr(study, frozen, STATUS_ATTR, reason)
     study.tell(frozen.number, state=TrialState.FAIL)

@@ -44,7 +44,15 @@ from ray.tune import Callback
 from ray.tune.search import SearchGenerator
 from ray.tune.search.optuna import OptunaSearch
 
-from tune_tl.compat import TPESamplerWithCost
+from tune_tl.compat import (
+    TPESamplerWithCost,
+    generator_target,
+    running_trial,
+    searcher_completed,
+    searcher_study,
+    searcher_trials,
+    set_generator_target,
+)
 from tune_tl.search.textbook import textbook_trials
 from tune_tl.store.storage import Location
 from tune_tl.store.trial_record import TrialRecord
@@ -68,10 +76,9 @@ class SampleTarget(SearchGenerator):
         super().set_state(state)
         if SampleTarget.reconciled is not None:  # trials counted as the records agree, not as this (maybe older) state says
             SampleTarget.reconciled.apply_to_generator(self)
-        if SampleTarget.extend_to is not None and SampleTarget.extend_to > self._total_samples:
-            log.info("extending the search from %d to %d trials", self._total_samples, SampleTarget.extend_to)
-            self._total_samples = SampleTarget.extend_to
-            self._finished = False
+        if SampleTarget.extend_to is not None and SampleTarget.extend_to > generator_target(self):
+            log.info("extending the search from %d to %d trials", generator_target(self), SampleTarget.extend_to)
+            set_generator_target(self, SampleTarget.extend_to)
 
     @staticmethod
     @contextmanager
@@ -154,28 +161,29 @@ class HonestOptunaSearch(OptunaSearch):
         Ray's trials first: ``tune_tl.search.reconcile``): a trial the study holds as ended is not told again, and
         one still running keeps its one Optuna trial and the epochs already reported to it."""
         super().restore(checkpoint_path)
-        for frozen in self._ot_study.get_trials(deepcopy=False):
+        study, completed = searcher_study(self), searcher_completed(self)
+        for frozen in study.get_trials(deepcopy=False):
             ray_id = frozen.user_attrs.get("ray_trial_id")
             if ray_id is None:
                 continue
             if frozen.state.is_finished():
-                self._completed_trials.add(ray_id)
+                completed.add(ray_id)
                 self._records.pop(ray_id, None)
             elif frozen.state == TrialState.RUNNING:
-                self._completed_trials.discard(ray_id)
-                self._ot_trials[ray_id] = optuna.trial.Trial(self._ot_study, frozen._trial_id)
+                completed.discard(ray_id)
+                searcher_trials(self)[ray_id] = running_trial(study, frozen)
                 record = self._records.setdefault(ray_id, TrialRecord())
                 for step, value in frozen.intermediate_values.items():
                     record.add_epoch(step, value, diverged=False)  # heard before: not reported again
 
     def suggest(self, trial_id: str):
         config = super().suggest(trial_id)
-        if trial_id in self._ot_trials:
-            self._ot_trials[trial_id].set_user_attr("ray_trial_id", trial_id)
+        if trial_id in searcher_trials(self):
+            searcher_trials(self)[trial_id].set_user_attr("ray_trial_id", trial_id)
         return config
 
     def on_trial_result(self, trial_id: str, result: dict) -> None:
-        if trial_id in self._completed_trials or trial_id not in self._ot_trials:
+        if trial_id in searcher_completed(self) or trial_id not in searcher_trials(self):
             return
         record = self._records.setdefault(trial_id, TrialRecord())
         is_epoch = result.get(self._time_attr) is not None and "trial_status" not in result
@@ -183,25 +191,25 @@ class HonestOptunaSearch(OptunaSearch):
             return  # already seen (e.g. the final result repeated at completion), or the trainable's verdict
         epoch, value = record.history[-1][0], result.get(self.metric)
         if isinstance(value, (int, float)) and math.isfinite(value):
-            self._ot_trials[trial_id].report(float(value), step=epoch)
+            searcher_trials(self)[trial_id].report(float(value), step=epoch)
 
     def on_trial_complete(self, trial_id: str, result: dict | None = None, error: bool = False) -> None:
-        if trial_id in self._completed_trials or trial_id not in self._ot_trials:
+        if trial_id in searcher_completed(self) or trial_id not in searcher_trials(self):
             return
         if result:
             self.on_trial_result(trial_id, result)
         record = self._records.pop(trial_id, TrialRecord())
         status, error_text = record.verdict(self._max_epochs, raised="raised" if error else None)
-        ot_trial = self._ot_trials[trial_id]
+        ot_trial = searcher_trials(self)[trial_id]
         ot_trial.set_user_attr("tune_tl_status", status)
         if error_text and not error:  # the trial's own message (a raised one is only in Ray's error file)
             ot_trial.set_user_attr("tune_tl_error", error_text)  # what a resume rebuilding the trial's row writes
         state, value = optuna_outcome(status, record)
         try:
-            self._ot_study.tell(ot_trial, value, state=state)
+            searcher_study(self).tell(ot_trial, value, state=state)
         except Exception as exc:  # never let bookkeeping kill the search
             log.warning("could not record trial %s in Optuna: %s", trial_id, exc)
-        self._completed_trials.add(trial_id)
+        searcher_completed(self).add(trial_id)
 
 
 def optuna_outcome(status: str, record: TrialRecord) -> tuple[TrialState, float | None]:
@@ -263,7 +271,7 @@ def enqueue_textbook(searcher: OptunaSearch, spec, num_blocks: int | Mapping[str
     if spec.backbone.is_choice:
         recipes = [(name, {"backbone": first, **params}) for name, params in recipes]
     for name, params in recipes:
-        searcher._ot_study.enqueue_trial(params, skip_if_exists=False)
+        searcher_study(searcher).enqueue_trial(params, skip_if_exists=False)
     if recipes:
         log.info("textbook start: the first trials are %s", ", ".join(n for n, _ in recipes))
     return [n for n, _ in recipes]
