@@ -3,7 +3,7 @@
 import pytest
 
 from tune_tl.bench.photo_sets import PhotoSet, given_folder, textures_folder
-from tune_tl.bench.photos import PREVIOUS_SPACE, main, unique_names
+from tune_tl.bench.photos import PREVIOUS_SPACE, PhotosPlan, main, run_dataset_jobs, unique_names
 from tune_tl.bench.photos_report import BenchRow, across_sets, best_so_far, checkpoints, dataset_table, render, targets
 from tune_tl.config import load_space
 from tune_tl.errors import TuneTLError
@@ -136,3 +136,14 @@ def test_a_quick_run_measures_every_row_and_writes_the_tables(ray_local, tmp_pat
 def test_two_folders_with_one_base_name_get_distinct_safe_search_names(tmp_path):
     sets = unique_names([PhotoSet("my photos", tmp_path / "a"), PhotoSet("my photos", tmp_path / "b"), PhotoSet("textures", tmp_path)])
     assert [s.name for s in sets] == ["my_photos", "my_photos_", "textures"]
+
+
+def test_rows_picks_which_rows_are_measured_and_a_bad_letter_is_refused_before_any_work(tmp_path, capsys):
+    ds = PhotoSet("ants", tmp_path)
+    jobs = run_dataset_jobs(ds, PhotosPlan(budgets=(60.0,), rows="ae"), tmp_path)
+    assert [job.func.__name__ for job in jobs] == ["probe_row"] * 3 + ["new_row"]
+    assert len(run_dataset_jobs(ds, PhotosPlan(budgets=(60.0, 120.0)), tmp_path)) == 3 + 3 + 2 * 3, "default: every row"
+    (tmp_path / "photos" / "train").mkdir(parents=True)
+    (tmp_path / "photos" / "val").mkdir()
+    assert main(["--rows", "ax", "--data", str(tmp_path / "photos")]) == 2
+    assert capsys.readouterr().err.strip() == "error: --rows ax: give letters of abcde (e.g. --rows ace), each a row to measure"

@@ -241,3 +241,15 @@ def test_the_link_check_sees_links_and_headings():
     assert "docs/cli.md" in _links(ROOT / "README.md")
     assert "tune-tl-search" in _slugs(DOCS / "cli.md")
     assert "storage-classes-kuberay" in _slugs(DOCS / "cluster-configs.md")  # through the snippet include
+
+
+def _unnamed_modules(layout: str) -> list[str]:
+    """The package's modules whose file name is not written in backticks in ``layout`` (``__init__.py`` aside)."""
+    modules = sorted(p for p in (ROOT / "tune_tl").rglob("*.py") if p.name != "__init__.py")
+    return [str(p.relative_to(ROOT)) for p in modules if not re.search(rf"`(?:[\w/]*/)?{re.escape(p.name)}`", layout)]
+
+
+def test_contributing_names_every_module_of_the_package():
+    layout = (ROOT / "CONTRIBUTING.md").read_text(encoding="utf-8")
+    assert not _unnamed_modules(layout), f"CONTRIBUTING.md's package layout lacks {_unnamed_modules(layout)}: add a line each"
+    assert "tune_tl/search/probes.py" in _unnamed_modules(layout.replace("`probes.py`", "probes"))  # the check sees a gap

@@ -2,6 +2,7 @@
 
     python -m tune_tl.bench photos --data DIR [DIR ...] --time-budget 120 600 --out photos.md
     python -m tune_tl.bench photos --quick --data DIR        # smoke test: Lite0, one 60 s budget, no synthetic sets
+    python -m tune_tl.bench photos --rows ace --data DIR     # only rows (a), (c) and (e)
 
 Per dataset, one row after another in one process, every row on the folder's own ``train/`` and ``val/``:
 
@@ -54,6 +55,8 @@ from tune_tl.search.run import run_search
 from tune_tl.search.session import init_ray
 
 BACKBONES = ("efficientnet_lite0", "efficientnet_lite1", "efficientnet_lite2")
+#: The rows, (a) to (e); ``--rows`` measures a subset (the fine-tunes of a set of thousands of images take hours).
+ROWS = "abcde"
 #: Row (d)'s space: the image-folder defaults as they were before issue 23, frozen.
 PREVIOUS_SPACE = resources.files("tune_tl.bench") / "spaces" / "imagefolder_before.yaml"
 #: Row (d)'s options: the search defaults of the same day, spelled out so that later defaults do not leak in.
@@ -67,11 +70,12 @@ HANDWRITTEN_SIZE, HANDWRITTEN_SAMPLES = 224, 200
 
 @dataclasses.dataclass(frozen=True)
 class PhotosPlan:
-    """What one run measures: the search budgets, the backbones of (a) and (b), and the epochs of (b) and (c)."""
+    """What one run measures: the rows (letters), the search budgets, the backbones of (a) and (b), the epochs of (b) and (c)."""
 
     budgets: tuple[float, ...] = (120.0, 600.0)
     backbones: tuple[str, ...] = BACKBONES
     epochs: int = 6
+    rows: str = ROWS
 
 
 QUICK = PhotosPlan(budgets=(60.0,), backbones=BACKBONES[:1], epochs=1)
@@ -140,11 +144,20 @@ def disk_bytes(folder: Path) -> int:
     return sum(f.lstat().st_size for f in Path(folder).rglob("*") if f.is_file() and not f.is_symlink())
 
 
-def run_dataset(ds: PhotoSet, plan: PhotosPlan, out: Path) -> list[BenchRow]:
-    """Every row on one dataset, (a) to (e), each printed as it is measured (a long run on a busy machine)."""
-    jobs = [partial(probe_row, ds, b) for b in plan.backbones] + [partial(fine_tune_row, ds, b, plan.epochs) for b in plan.backbones]
+def run_dataset_jobs(ds: PhotoSet, plan: PhotosPlan, out: Path) -> list[partial]:
+    """The plan's rows on one dataset, in order: probes, fine-tunes, then per budget (c), (d), (e)."""
+    jobs = [partial(probe_row, ds, b) for b in plan.backbones if "a" in plan.rows]
+    jobs += [partial(fine_tune_row, ds, b, plan.epochs) for b in plan.backbones if "b" in plan.rows]
     for budget in plan.budgets:
-        jobs += [partial(handwritten_row, ds, budget, plan.epochs, out), partial(previous_row, ds, budget, out), partial(new_row, ds, budget, out)]
+        searches = {"c": partial(handwritten_row, ds, budget, plan.epochs, out), "d": partial(previous_row, ds, budget, out),
+                    "e": partial(new_row, ds, budget, out)}
+        jobs += [job for row, job in searches.items() if row in plan.rows]
+    return jobs
+
+
+def run_dataset(ds: PhotoSet, plan: PhotosPlan, out: Path) -> list[BenchRow]:
+    """Every planned row on one dataset, each printed as it is measured (a long run on a busy machine)."""
+    jobs = run_dataset_jobs(ds, plan, out)
     rows = []
     for job in jobs:
         r = job()
@@ -173,6 +186,10 @@ def _plan(args) -> PhotosPlan:
         if min(args.time_budget) <= 0:
             raise TuneTLError(f"--time-budget: every budget must be positive seconds, got {args.time_budget}")
         plan = dataclasses.replace(plan, budgets=tuple(sorted(set(args.time_budget))))
+    if args.rows is not None:
+        if not args.rows or set(args.rows) - set(ROWS):
+            raise TuneTLError(f"--rows {args.rows}: give letters of {ROWS} (e.g. --rows ace), each a row to measure")
+        plan = dataclasses.replace(plan, rows="".join(sorted(set(args.rows))))
     return plan
 
 
@@ -194,6 +211,7 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--no-synthetic", action="store_true", help="leave out digits at 64 px and the generated textures")
     parser.add_argument("--quick", action="store_true", help="smoke test: Lite0 only, 1 epoch for (b) and (c), one 60 s budget, "
                                                              "given folders only")
+    parser.add_argument("--rows", metavar="LETTERS", help=f"measure only these rows, e.g. ace (default {ROWS}: every row)")
     parser.add_argument("--out", metavar="FILE", help="also write the tables to FILE (Markdown, to include verbatim)")
     parser.add_argument("--keep", metavar="DIR", help="keep every search's folder under DIR (default: a temporary folder, removed)")
     args = parser.parse_args(argv)
