@@ -20,6 +20,9 @@ A search lives in ``<output>/<name>/`` (a local or shared folder, or an ``s3://`
 Resume, retrain, export, report, the scheduler's replay and the Parquet sink open the folder here;
 nothing else parses ``search.json`` or spells a name above.
 
+Why one module of ~470 lines, not several: every name above and how its file is read and written
+(checkpoints included) has this one owner; split, the names of one folder would have two.
+
     >>> run = SearchRun.open("results/demo")          # doctest: +SKIP
     >>> run.spec.budget.max_epochs, len(run.trials())  # doctest: +SKIP
     >>> run.best_checkpoint(run.trials().trial_id[0])  # doctest: +SKIP
