@@ -24,7 +24,8 @@ def search(search_copy):
 @pytest.mark.slow
 def test_search_json_records_the_run_and_its_nodes(search):
     info = json.loads((search / "search.json").read_text())
-    assert info["budget"] == {"samples": 5, "max_epochs": 2, "grace_period": 1, "reduction_factor": 2.0, "time": 600.0}
+    assert info["budget"] == {"samples": 5, "max_epochs": 2, "grace_period": 1, "reduction_factor": 2.0, "time": 600.0,
+                              "keep_checkpoints": 3}
     assert info["options"]["command_line"][:2] == ["tune-tl", "search"] and "--concurrency" in info["options"]["command_line"]
     assert info["end_time"] and len(info["node_ids"]) >= 1 and "budget:" in info["space_text"]
 

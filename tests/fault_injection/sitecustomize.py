@@ -130,7 +130,7 @@ def _starts() -> list[str]:
     return [line for line in lines if line.strip()][1:]
 
 
-def _patch_loop(module) -> None:
+def _patch_epoch_inputs(module) -> None:
     def stopping(evaluate):
         def patched(*args, **kwargs):
             if _count("evaluate") == 2 and _START.get("epoch") == 1:  # validating its second epoch, not a retry
@@ -138,7 +138,7 @@ def _patch_loop(module) -> None:
             return evaluate(*args, **kwargs)
         return patched
 
-    module.evaluate_split, module.evaluate_head = stopping(module.evaluate_split), stopping(module.evaluate_head)
+    module.evaluate_split, module.evaluate_cached = stopping(module.evaluate_split), stopping(module.evaluate_cached)
 
 
 def _patch_ray_storage(module) -> None:
@@ -270,7 +270,7 @@ def _patch_reconcile(module) -> None:
 
 _PATCHES = {
     "tune_tl.search.trainable": _patch_trainable,
-    "tune_tl.training.loop": _patch_loop,
+    "tune_tl.training.epoch_inputs": _patch_epoch_inputs,
     "ray.train._internal.storage": _patch_ray_storage,
     "ray.train._internal.checkpoint_manager": _patch_ray_checkpoints,
     "tune_tl.search.sampler": _patch_sampler,
