@@ -22,6 +22,8 @@ from tune_tl.training.evaluate import evaluate_split
 from tune_tl.training.linear_probe import fit_linear_probe, measure_probe
 from tune_tl.training.recipe import build_trial
 
+pytestmark = pytest.mark.xdist_group("test_probes")  # one pytest-xdist worker builds the module's search once
+
 
 @pytest.mark.parametrize("classes", [2, 4])
 def test_the_probe_as_a_linear_layer_predicts_what_the_fitted_scikit_learn_pipeline_predicts(classes):
