@@ -26,7 +26,9 @@ import numpy as np
 import optuna
 import ray
 from optuna.samplers import TPESampler
+from ray.tune.execution import experiment_state as ray_experiment_state
 from ray.tune.schedulers import ASHAScheduler
+from ray.tune.utils import serialization as ray_serialization
 
 log = logging.getLogger(__name__)
 
@@ -259,6 +261,16 @@ def set_generator_count(generator: Any, created: int, live: set[str]) -> None:
         limiter.num_unfinished_live_trials = len(live)
 
 
+def experiment_snapshot(fs: Any, folder: str) -> dict | None:
+    """Ray's newest experiment snapshot in ``folder`` (``trial_data``, ``runner_data``), loaded as ``TuneController.resume``
+    loads it, or ``None`` when there is none."""
+    newest = _attr("ray", ray_experiment_state, "_find_newest_experiment_checkpoint")(folder, fs=fs)
+    if newest is None:
+        return None
+    with fs.open_input_stream(newest) as f:
+        return _attr("ray", ray_serialization, "_loads_with_cloudpickle")(f.readall())
+
+
 # ------------------------------------------------------------------------------------- the whole list
 
 
@@ -270,6 +282,8 @@ def check_internals() -> None:
     from ray.tune.search import SearchGenerator
     from ray.tune.search.optuna import OptunaSearch
 
+    _attr("ray", ray_experiment_state, "_find_newest_experiment_checkpoint")
+    _attr("ray", ray_serialization, "_loads_with_cloudpickle")
     asha = ASHAScheduler(time_attr="epoch", metric="val_acc", mode="max", max_t=4, grace_period=1, reduction_factor=2)
     if asha_settings(asha) != AshaSettings("epoch", "val_acc", 1.0, 4, True):
         raise _changed("ray", f"ASHAScheduler stores its settings differently: {asha_settings(asha)}")

@@ -34,6 +34,7 @@ MOMENTS = {
     "first_report": "worker: the first trial's first epoch is trained and checkpointed, not yet reported",
     "mid_epoch": "worker: the first trial to train a second epoch is between its training and its validation",
     "checkpoint_copy": "worker: Ray is half-way through copying a trial's second checkpoint into its folder",
+    "snapshot_upload": "driver (resume): Ray is uploading its snapshot into the search folder again; each file it rewrites is empty",
     "checkpoint_registered": "driver: Ray registered a trial's better checkpoint and deleted the older one its snapshot names",
     "after_suggest": "driver: the search's second trial was asked of the study, Ray has not snapshotted it",
     "after_complete": "driver: the first completed trial was told to the study, not yet to the Parquet sink",
@@ -152,9 +153,24 @@ def _patch_ray_storage(module) -> None:
                 with open(state, "r+b") as f:
                     f.truncate(state.stat().st_size // 2)  # what a kill in the middle of the copy leaves
             reached("checkpoint_copy", str(destination))
+        if os.environ.get(AT_ENV) == "snapshot_upload" and str(source).endswith("driver_artifacts"):
+            _cut_short_upload(Path(source), Path(destination))
         return result
 
     module._pyarrow_fs_copy_files = _pyarrow_fs_copy_files
+
+
+def _cut_short_upload(staging: Path, search: Path) -> None:
+    """Leave what a kill during a resumed search's second or later snapshot upload leaves: every file of the search
+    folder that the upload rewrites (copies in place), empty."""
+    rewritten = [search / p.name for p in staging.iterdir() if p.is_file() and (search / p.name).is_file()]
+    this_session = sorted(p.name for p in staging.glob("experiment_state-*.json"))[-1:]
+    earlier = {p.name for p in search.glob("experiment_state-*.json")} - set(this_session)
+    if not (earlier and rewritten):  # not a resume, or this session's first upload (its files are not in the folder yet)
+        return
+    for path in rewritten:
+        path.write_bytes(b"")
+    reached("snapshot_upload", " ".join(sorted(p.name for p in rewritten)))
 
 
 # ------------------------------------------------------------------------------ driver patches

@@ -35,17 +35,19 @@ from __future__ import annotations
 import logging
 import time
 from dataclasses import dataclass
+from fnmatch import fnmatch
 from pathlib import PurePosixPath
 from typing import Callable
 
 import optuna
 import pandas as pd
 from optuna.trial import FixedTrial, FrozenTrial, TrialState
-from ray.tune.execution.experiment_state import _find_newest_experiment_checkpoint
+from ray.tune.callback import CallbackList
+from ray.tune.execution.tune_controller import TuneController
 from ray.tune.experiment import Trial
-from ray.tune.utils.serialization import _loads_with_cloudpickle
+from ray.tune.search import Searcher, SearchGenerator
 
-from tune_tl.compat import set_generator_count, set_intermediate_value, set_trial_user_attr
+from tune_tl.compat import experiment_snapshot, set_generator_count, set_intermediate_value, set_trial_user_attr
 from tune_tl.search.sampler import optuna_outcome
 from tune_tl.store.results import compact, epoch_row, finish_pending, trial_row, write_table_atomic
 from tune_tl.store.schema import EPOCH_SCHEMA, STATUSES, TRIAL_SCHEMA
@@ -56,6 +58,8 @@ log = logging.getLogger(__name__)
 
 #: Ray's statuses of a trial it will not run again on resume (``resume_errored=False`` leaves errored ones).
 RAY_ENDED = ("TERMINATED", "ERROR")
+#: Ray's snapshot files in a search folder: the trials, the trial generator, the searcher, the callbacks.
+RAY_SNAPSHOT_FILES = tuple(cls.CKPT_FILE_TMPL.format("*") for cls in (TuneController, SearchGenerator, Searcher, CallbackList))
 #: The study's user attributes the Optuna bridge writes (``search.sampler.HonestOptunaSearch``).
 RAY_ID_ATTR, STATUS_ATTR, ERROR_ATTR = "ray_trial_id", "tune_tl_status", "tune_tl_error"
 #: User attributes of trials told to the study from outside Ray (a warm start's earlier trials, probes): they are
@@ -95,6 +99,7 @@ def reconcile(run: SearchRun, study: optuna.Study, space: Callable, max_epochs: 
     """
     for folder in (run.epochs_dir, run.trials_dir):
         finish_pending(folder)  # a compaction the last driver's death cut short
+    drop_cut_short_snapshots(run)
     snapshot = ray_snapshot(run)
     finished = set(run.trials()["trial_id"])
     epochs = run.epochs()
@@ -142,13 +147,23 @@ def reconcile(run: SearchRun, study: optuna.Study, space: Callable, max_epochs: 
     return reconciled
 
 
+def drop_cut_short_snapshots(run: SearchRun) -> None:
+    """Delete Ray's snapshot files that a kill left empty, so that Ray restores its newest complete snapshot.
+
+    Ray uploads each snapshot file by rewriting it in place, so a driver killed during an upload leaves it empty;
+    the previous session's files, which this session never rewrites (``SampleTarget.restore_from_dir``), stay whole.
+    """
+    for file in run.root.files():
+        if any(fnmatch(file.name, pattern) for pattern in RAY_SNAPSHOT_FILES) and not file.read_bytes():
+            log.info("resume: Ray's %s was cut short by the kill; Ray restores its snapshot before it", file.name)
+            file.delete()
+
+
 def ray_snapshot(run: SearchRun) -> dict[str, Trial]:
     """The trials of Ray's newest experiment snapshot in the search folder, by id: what ``Tuner.restore`` restores."""
-    path = _find_newest_experiment_checkpoint(run.root.path, fs=run.root.fs)
-    if path is None:
+    state = experiment_snapshot(run.root.fs, run.root.path)
+    if state is None:
         return {}
-    with run.root.fs.open_input_stream(path) as f:
-        state = _loads_with_cloudpickle(f.readall())
     trials = {}
     for json_state, run_metadata in state["trial_data"]:
         trial = Trial.from_json_state(json_state, stub=True)

@@ -35,12 +35,14 @@ import sqlite3
 import tempfile
 import warnings
 from contextlib import contextmanager
+from fnmatch import fnmatch
 from pathlib import Path
 from typing import Callable, Mapping
 
 import optuna
 from optuna.trial import TrialState
 from ray.tune import Callback
+from ray.tune.callback import CallbackList
 from ray.tune.search import SearchGenerator
 from ray.tune.search.optuna import OptunaSearch
 
@@ -79,6 +81,23 @@ class SampleTarget(SearchGenerator):
         if SampleTarget.extend_to is not None and SampleTarget.extend_to > generator_target(self):
             log.info("extending the search from %d to %d trials", generator_target(self), SampleTarget.extend_to)
             set_generator_target(self, SampleTarget.extend_to)
+
+    def restore_from_dir(self, dirpath: str) -> None:
+        """Restore as Ray does, then empty Ray's staging folder of the files this session must not upload again.
+
+        Ray's restore copies every ``.json`` and ``.pkl`` of the search folder (``tuner.pkl``, ``search.json``, the
+        earlier snapshots) into its staging folder and uploads the whole staging folder at every snapshot, rewriting
+        each of those files in place: a driver killed during an upload left them empty, and the next ``tune-tl
+        resume`` failed on an empty ``tuner.pkl``. Once the searcher is restored, Ray reads only the callbacks' state
+        from there; the snapshots this session writes have new names.
+        """
+        super().restore_from_dir(dirpath)
+        staging = Path(dirpath)
+        if staging.name != "driver_artifacts":  # Ray's documented staging folder; never touch anything else
+            return
+        for path in staging.iterdir():
+            if path.is_file() and not fnmatch(path.name, CallbackList.CKPT_FILE_TMPL.format("*")):
+                path.unlink()
 
     @staticmethod
     @contextmanager
