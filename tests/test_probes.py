@@ -22,8 +22,6 @@ from tune_tl.training.evaluate import evaluate_split
 from tune_tl.training.linear_probe import fit_linear_probe, measure_probe
 from tune_tl.training.recipe import build_trial
 
-pytestmark = pytest.mark.xdist_group("test_probes")  # one pytest-xdist worker builds the module's search once
-
 
 @pytest.mark.parametrize("classes", [2, 4])
 def test_the_probe_as_a_linear_layer_predicts_what_the_fitted_scikit_learn_pipeline_predicts(classes):
@@ -57,14 +55,20 @@ def test_a_fine_tune_that_starts_from_the_probe_scores_the_probes_accuracy_befor
     measured = measure_probe(digits.backbones["efficientnet_lite0"], split, 10, seed=0, device="cpu")
     heads = {("efficientnet_lite0", 32): (torch.from_numpy(measured.probe.weight), torch.from_numpy(measured.probe.bias))}
     context = digits.context.__class__(**{**digits.context.__dict__, "probe_heads": heads})
+    norms = {}
     for init, expected in (("probe", measured.val_acc), ("random", None)):
         cfg = TrialConfig.from_dict({"backbone": "efficientnet_lite0", "resolution": 32, "freeze_policy": "full", "head_init": init})
         plan = build_trial(cfg, context, "cpu")
         _, acc = evaluate_split(plan.model, split, Normaliser(plan.fit.mean, plan.fit.std))
+        norms[init] = float(plan.model.head.weight.norm())
         if expected is None:
             assert acc < 0.5, "a random head is near chance before training"
         else:
             assert acc == pytest.approx(expected, abs=1 / len(split.val_y)), "same features, same head: same predictions"
+    # The probe's own weights are two orders larger (fitted on standardised features); scaled to a fresh head's norm,
+    # its predictions are the same and its first gradients do not wreck the backbone.
+    assert float(heads[("efficientnet_lite0", 32)][0].norm()) > 50 * norms["random"]
+    assert norms["probe"] == pytest.approx(norms["random"], rel=1e-4)
 
 
 SPACE = """
