@@ -8,6 +8,7 @@ from pathlib import Path
 
 import pytest
 from spaces import FINISHED, write_tiny_space
+from xdist.scheduler import LoadScopeScheduling
 
 from tune_tl.cli import main
 
@@ -15,6 +16,39 @@ from tune_tl.cli import main
 # workers inherit them; and no probing of a cloud metadata service for real ones.
 for key, value in {"AWS_ACCESS_KEY_ID": "test", "AWS_SECRET_ACCESS_KEY": "test", "AWS_EC2_METADATA_DISABLED": "true"}.items():
     os.environ.setdefault(key, value)
+
+
+#: Test files whose tests share an expensive fixture, by the name of what they share: pytest-xdist runs each group in
+#: one process, which builds it once (the session's finished search; a module's own searches or tables). Every other
+#: test is a unit of its own. (xdist's ``--dist loadgroup`` cannot group under pytest 9: it renames node ids.)
+SHARED_FIXTURES = {
+    "tests/test_report_e2e.py": "finished_search",
+    "tests/test_warm_start.py": "finished_search",
+    "tests/test_reproducible_e2e.py": "two seeded searches",
+    "tests/test_faults_e2e.py": "a search killed and resumed",
+    "tests/test_probes.py": "a search with probes",
+    "tests/test_boundary_cache.py": "prepared digits",
+    "tests/test_cost_model.py": "FLOP counts",
+}
+
+
+class SharedFixtureScheduling(LoadScopeScheduling):
+    """pytest-xdist's scope scheduling with :data:`SHARED_FIXTURES` as the scopes (and each other test its own)."""
+
+    def _split_scope(self, nodeid: str) -> str:
+        return SHARED_FIXTURES.get(nodeid.split("::", 1)[0], nodeid)
+
+
+@pytest.hookimpl(optionalhook=True)
+def pytest_xdist_make_scheduler(config, log):
+    return SharedFixtureScheduling(config, log)
+
+
+def pytest_collection_modifyitems(items):
+    """Files with a real search or process first, each file's tests kept together and in order: pytest-xdist starts the
+    long tests first and fills the end with quick ones."""
+    slow = {item.path for item in items if item.get_closest_marker("slow") or item.get_closest_marker("processes")}
+    items.sort(key=lambda item: item.path not in slow)
 
 
 @pytest.fixture(scope="session")

@@ -19,8 +19,6 @@ from tune_tl.training.frozen_features import cached_prefix_blocks
 from tune_tl.training.loop import fit
 from tune_tl.training.recipe import augment_config, build_trial, freeze_policy, regularise_config
 
-pytestmark = pytest.mark.xdist_group("test_boundary_cache")  # one pytest-xdist worker builds the module's prepared digits once
-
 RESOLUTION = 32
 
 

@@ -12,8 +12,6 @@ from tune_tl.config.params import TrialConfig
 from tune_tl.models import build_backbone
 from tune_tl.search.cost_model import CostModel, block_flops, count_block_flops, rung_unit, seconds_per_flop
 
-pytestmark = pytest.mark.xdist_group("test_cost_model")  # one pytest-xdist worker builds the module's FLOP counts once
-
 
 @pytest.fixture(scope="module")
 def lite0():

@@ -17,7 +17,7 @@ import torch
 from faults import Driver
 from spaces import tiny_space
 
-pytestmark = [pytest.mark.processes, pytest.mark.xdist_group("test_faults_e2e")]  # one xdist worker builds the module's search once
+pytestmark = pytest.mark.processes
 
 SPACE = tiny_space(budget={"samples": 3, "max_epochs": 2}, params={
     "freeze_blocks": "all", "lr": {"low": 1.0e-3, "high": 3.0e-2, "log": True}, "head": ["linear", "mlp"], "head_hidden": 32})

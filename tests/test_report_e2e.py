@@ -14,8 +14,6 @@ from tune_tl.analysis.rungs import scheduler_rungs
 from tune_tl.cli import main
 from tune_tl.store.search_run import SearchRun
 
-pytestmark = pytest.mark.xdist_group("finished_search")  # one pytest-xdist worker builds the session's finished search once
-
 
 @pytest.fixture
 def search(search_copy):

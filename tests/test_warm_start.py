@@ -14,8 +14,6 @@ from tune_tl.data.types import PreparedData, Split
 from tune_tl.errors import TuneTLError
 from tune_tl.search.warm_start import check_same_data, data_fingerprint, frozen_trials, seed_study
 
-pytestmark = pytest.mark.xdist_group("finished_search")  # one pytest-xdist worker builds the session's finished search once
-
 SPACE = """
 params:
   resolution: 32
