@@ -18,17 +18,15 @@ for key, value in {"AWS_ACCESS_KEY_ID": "test", "AWS_SECRET_ACCESS_KEY": "test",
     os.environ.setdefault(key, value)
 
 
-#: Test files whose tests share an expensive fixture, by the name of what they share: pytest-xdist runs each group in
-#: one process, which builds it once (the session's finished search; a module's own searches or tables). Every other
-#: test is a unit of its own. (xdist's ``--dist loadgroup`` cannot group under pytest 9: it renames node ids.)
+#: Tests that share an expensive fixture, by what they share (node-id prefixes: a file, or a file's tests): pytest-xdist
+#: runs each group in one process, which builds the fixture once. Every other test is a unit of its own. (xdist's
+#: ``--dist loadgroup`` and its ``xdist_group`` mark cannot group under pytest 9: they rename node ids.)
 SHARED_FIXTURES = {
-    "tests/test_report_e2e.py": "finished_search",
-    "tests/test_warm_start.py": "finished_search",
-    "tests/test_reproducible_e2e.py": "two seeded searches",
-    "tests/test_faults_e2e.py": "a search killed and resumed",
-    "tests/test_probes.py": "a search with probes",
-    "tests/test_boundary_cache.py": "prepared digits",
-    "tests/test_cost_model.py": "FLOP counts",
+    "finished_search": ("tests/test_report_e2e.py::", "tests/test_warm_start.py::"),
+    "two seeded searches": ("tests/test_reproducible_e2e.py::",),
+    "fault_search": tuple(f"tests/test_faults_e2e.py::test_a_{name}" for name in ("killed_trial_worker", "nan_loss", "cuda_out_of_memory")),
+    "prepared digits": ("tests/test_boundary_cache.py::",),
+    "FLOP counts": ("tests/test_cost_model.py::",),
 }
 
 
@@ -36,7 +34,7 @@ class SharedFixtureScheduling(LoadScopeScheduling):
     """pytest-xdist's scope scheduling with :data:`SHARED_FIXTURES` as the scopes (and each other test its own)."""
 
     def _split_scope(self, nodeid: str) -> str:
-        return SHARED_FIXTURES.get(nodeid.split("::", 1)[0], nodeid)
+        return next((group for group, prefixes in SHARED_FIXTURES.items() if nodeid.startswith(prefixes)), nodeid)
 
 
 @pytest.hookimpl(optionalhook=True)
