@@ -23,7 +23,8 @@ def test_a_search_on_s3_keeps_results_study_and_checkpoints_in_the_bucket_and_re
         ray_local, s3, tmp_path, monkeypatch, capsys):
     monkeypatch.chdir(tmp_path)  # anything written locally by mistake would land here
     s3.bucket("runs")
-    space = write_tiny_space(tmp_path, budget={"samples": 3, "max_epochs": 2}, params={
+    # Four checkpoints kept: the probe's stays whatever the fine-tunes score (retention keeps the best 3 by default).
+    space = write_tiny_space(tmp_path, budget={"samples": 3, "max_epochs": 2, "keep_checkpoints": 4}, params={
         "freeze_blocks": {"low": 7, "high": "all"}, "lr": {"low": 1.0e-4, "high": 1.0e-2, "log": True}, "head": "linear"})
 
     assert main(["search", str(space), "--output", s3.uri("runs/tune"), "--name", "s3demo"]) == 0
