@@ -72,7 +72,7 @@ def test_calibrated_cost_predictions_are_within_2x_of_the_measured_seconds_of_ev
     # predicted and measured, which is what ranking configs by cost needs.
     timed = pd.concat([epochs.assign(trial=epochs["trial_id"].map(trial_order(epochs)))[lambda f: ~f["cached_features"]]
                        for epochs in costed])
-    from_cache = (timed["cached_blocks"] > 0) & (timed["epoch"] > timed.groupby("trial")["epoch"].transform("min"))
+    from_cache = (timed["cached_blocks"] > 0) & (timed["epoch"] > 1)  # every trial of a fresh search starts at epoch 1
     first = timed[timed["epoch"] == 1].groupby("trial")[["epoch_cost", "epoch_seconds"]].min()
     later = timed[from_cache].groupby("trial")[["epoch_cost", "epoch_seconds"]].min()  # as fast as it ran (CI once slowed one 20x)
     assert len(later) and (later < first.loc[later.index]).all(axis=None), (later, first)

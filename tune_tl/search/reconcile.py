@@ -154,7 +154,7 @@ def drop_cut_short_snapshots(run: SearchRun) -> None:
     the previous session's files, which this session never rewrites (``SampleTarget.restore_from_dir``), stay whole.
     """
     for file in run.root.files():
-        if any(fnmatch(file.name, pattern) for pattern in RAY_SNAPSHOT_FILES) and not file.read_bytes():
+        if any(fnmatch(file.name, pattern) for pattern in RAY_SNAPSHOT_FILES) and file.size() == 0:
             log.info("resume: Ray's %s was cut short by the kill; Ray restores its snapshot before it", file.name)
             file.delete()
 

@@ -109,6 +109,11 @@ class Location:
     def is_file(self) -> bool:
         return self._type() == pafs.FileType.File
 
+    def size(self) -> int | None:
+        """This file's size in bytes (``None``: not a file), without reading it."""
+        info = self.fs.get_file_info(self.path)
+        return info.size if info.type == pafs.FileType.File else None
+
     def files(self, prefix: str = "", suffix: str = "") -> list[Location]:
         """Files directly in this folder whose names match, sorted by name; none if it does not exist."""
         if not self.is_dir():
