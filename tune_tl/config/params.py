@@ -9,8 +9,9 @@ from __future__ import annotations
 
 import dataclasses
 import math
+from collections.abc import Mapping
 from dataclasses import dataclass
-from typing import Any, Mapping
+from typing import Any
 
 from tune_tl.errors import TuneTLError
 
@@ -141,9 +142,7 @@ def coerce(name: str, value: Any, where: str) -> Any:
     param = PARAMS[name]
     if param.type is float and isinstance(value, (int, float)) and not isinstance(value, bool):
         value = float(value)
-    elif param.type is int and isinstance(value, float) and value.is_integer():
-        value = int(value)
-    elif param.choices == (0, 1) and isinstance(value, bool):  # a switch: YAML's true/false/on/off
+    elif param.type is int and isinstance(value, float) and value.is_integer() or param.choices == (0, 1) and isinstance(value, bool):
         value = int(value)
     if not isinstance(value, param.type) or isinstance(value, bool):
         raise TuneTLError(f"{where}: expected {param.type.__name__}, got {value!r}")
@@ -196,7 +195,7 @@ class TrialConfig:
     l2sp: float = 0.0
 
     @classmethod
-    def from_dict(cls, config: Mapping[str, Any]) -> "TrialConfig":
+    def from_dict(cls, config: Mapping[str, Any]) -> TrialConfig:
         """Parse a config dict; unknown keys and wrong types are errors, missing keys take defaults."""
         unknown = sorted(set(config) - set(PARAMS))
         if unknown:
@@ -210,7 +209,7 @@ class TrialConfig:
         return cls(**values)
 
     @classmethod
-    def from_row(cls, row: Mapping[str, Any]) -> "TrialConfig":
+    def from_row(cls, row: Mapping[str, Any]) -> TrialConfig:
         """The config of a row of the ``trials`` table (a pandas row or dict; nulls are inactive parameters)."""
         values = {name: row[name] for name in PARAMS if name in row and row[name] is not None and row[name] == row[name]}
         return cls.from_dict({name: PARAMS[name].type(v) for name, v in values.items()})

@@ -5,7 +5,8 @@ Module-level functions with the space bound by ``functools.partial``, so Ray can
 
 from __future__ import annotations
 
-from typing import Any, Callable, Mapping
+from collections.abc import Callable, Mapping
+from typing import Any
 
 from tune_tl.config.distributions import Choice, Fixed, ParamSpec
 from tune_tl.config.params import PARAMS, is_active

@@ -19,8 +19,9 @@ import hashlib
 import importlib.util
 import math
 import sys
+from collections.abc import Mapping
 from pathlib import Path
-from typing import Any, Mapping
+from typing import Any
 
 import optuna
 import yaml

@@ -9,8 +9,9 @@ from __future__ import annotations
 import dataclasses
 import functools
 import math
+from collections.abc import Callable, Mapping
 from dataclasses import dataclass, field
-from typing import Any, Callable, Mapping
+from typing import Any
 
 from tune_tl.config.distributions import ParamSpec, native, resolutions_of, resolve_all, resolve_native, uses_native
 from tune_tl.config.params import PARAMS

@@ -7,7 +7,7 @@ is decoded and resized exactly as the in-memory path does (``preprocess.load_rgb
 
 from __future__ import annotations
 
-from typing import Iterable, Iterator
+from collections.abc import Iterable, Iterator
 
 import numpy as np
 import torch

@@ -30,8 +30,9 @@ seconds, which the calibration absorbs (every trial of a search has the same wor
 from __future__ import annotations
 
 import copy
+from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
-from typing import Any, Mapping, Sequence
+from typing import Any
 
 import numpy as np
 import pandas as pd

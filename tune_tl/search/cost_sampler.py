@@ -14,8 +14,9 @@ cost model (:mod:`tune_tl.search.cost_model`). ``make_sampler`` hands it to
 
 from __future__ import annotations
 
+from collections.abc import Mapping
 from dataclasses import dataclass
-from typing import Any, Mapping
+from typing import Any
 
 from tune_tl.config.distributions import Fixed
 from tune_tl.config.params import PARAMS, TrialConfig

@@ -13,9 +13,9 @@ import functools
 import logging
 import os
 import warnings
+from collections.abc import Callable
 from contextlib import contextmanager
 from pathlib import Path
-from typing import Callable
 
 from tune_tl.store.search_run import SearchRun
 from tune_tl.store.storage import Location

@@ -34,10 +34,10 @@ import math
 import sqlite3
 import tempfile
 import warnings
+from collections.abc import Callable, Mapping
 from contextlib import contextmanager
 from fnmatch import fnmatch
 from pathlib import Path
-from typing import Callable, Mapping
 
 import optuna
 from optuna.trial import TrialState

@@ -12,7 +12,7 @@ import dataclasses
 import logging
 import os
 import tempfile
-from typing import Callable
+from collections.abc import Callable
 
 import ray
 import torch

@@ -46,7 +46,7 @@ class SearchLock:
         self._fd: int | None = None
         self._created: list[Path] = []
 
-    def acquire(self) -> "SearchLock":
+    def acquire(self) -> SearchLock:
         if self._fd is not None:
             return self
         self._created = _make_dirs(self.folder)
@@ -94,7 +94,7 @@ class SearchLock:
     def held(self) -> bool:
         return self._fd is not None
 
-    def __enter__(self) -> "SearchLock":
+    def __enter__(self) -> SearchLock:
         return self.acquire()
 
     def __exit__(self, *exc) -> None:

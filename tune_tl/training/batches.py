@@ -7,8 +7,8 @@ images for the same indices, so a seed means the same batches wherever a trial r
 from __future__ import annotations
 
 import math
+from collections.abc import Iterator
 from contextlib import nullcontext
-from typing import Iterator
 
 import numpy as np
 import torch

@@ -28,9 +28,10 @@ import pickle
 import signal
 import tempfile
 import traceback
+from collections.abc import Callable
 from dataclasses import dataclass
 from multiprocessing.connection import Connection, wait
-from typing import Any, Callable
+from typing import Any
 
 import numpy as np
 import torch

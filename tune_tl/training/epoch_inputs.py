@@ -21,7 +21,8 @@ ends); cached rows are computed when an epoch first needs them and kept while th
 from __future__ import annotations
 
 import logging
-from typing import Any, Callable, Iterator
+from collections.abc import Callable, Iterator
+from typing import Any
 
 import numpy as np
 import torch

@@ -25,8 +25,8 @@ import json
 import logging
 import os
 import uuid
+from collections.abc import Callable, Mapping
 from pathlib import Path
-from typing import Callable, Mapping
 
 import numpy as np
 import torch

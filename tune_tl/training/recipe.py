@@ -12,8 +12,9 @@ training wherever it is run; ``training.loop.fit`` runs a plan::
 
 from __future__ import annotations
 
+from collections.abc import Mapping
 from dataclasses import dataclass
-from typing import Any, Mapping
+from typing import Any
 
 import torch
 from torch import nn
