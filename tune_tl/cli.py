@@ -63,8 +63,12 @@ def _parser() -> argparse.ArgumentParser:
     s.add_argument("--max-epochs", type=int, help="epoch budget per trial and ASHA max_t (overrides budget.max_epochs)")
     s.add_argument("--grace-period", type=int, help="ASHA grace period in epochs (overrides budget.grace_period)")
     s.add_argument("--reduction-factor", type=float, help="ASHA reduction factor (overrides budget.reduction_factor)")
-    s.add_argument("--data", metavar="PATH", help="image folder (or cifar-10-batches-py folder) to search on (overrides data.source and data.path)")
-    s.add_argument("--skip-bad-images", action="store_true", help="leave out bad image files (listed in skipped_images.txt) instead of stopping")
+    s.add_argument("--data", metavar="PATH", help="image folder to search on (overrides data.path; data.source becomes imagefolder "
+                                                  "unless the space says cifar10: then the cifar-10-batches-py folder)")
+    s.add_argument("--skip-bad-images", action="store_true",
+                   help="leave out bad image files (listed in skipped_images.txt) instead of stopping")
+    s.add_argument("--keep-duplicates", action="store_true",
+                   help="keep val/test images byte-identical to a training image (default: dropped; listed in duplicates.csv either way)")
     s.add_argument("--seed", type=int, help="seed for the data split, the sampler and training (overrides seed)")
     s.add_argument("--cpus-per-trial", type=float, default=1.0, help="CPUs per trial; also its torch threads (default 1)")
     s.add_argument("--gpus-per-trial", type=float, default=0.0, help="GPUs per trial, fractions allowed (default 0)")
@@ -130,7 +134,8 @@ def _parser() -> argparse.ArgumentParser:
 
     k = sub.add_parser("rank", help="rank candidate backbones on the data: LogME, linear-probe accuracy, cost")
     k.add_argument("space", nargs="?", help="search-space file; its data and backbone.name (default: bundled digits, the Lite0/1/2 portfolio)")
-    k.add_argument("--data", metavar="PATH", help="image folder (or cifar-10-batches-py folder) to rank on (overrides data.source and data.path)")
+    k.add_argument("--data", metavar="PATH",
+                   help="image folder to rank on (overrides data.path; data.source becomes imagefolder unless the space says cifar10)")
     k.add_argument("--output", metavar="FILE", help="also write the table to FILE (.csv or .parquet)")
     k.add_argument("--backbones", nargs="+", metavar="NAME", help="candidates to rank (default: the space's backbone.name)")
     k.add_argument("--resolution", type=int, help="input side in pixels (default: the largest resolution the space allows)")
@@ -260,7 +265,7 @@ def _search(args) -> int:
                        reduction_factor=args.reduction_factor, time=args.time, keep_checkpoints=args.keep_checkpoints)
     if args.seed is not None:
         spec = dataclasses.replace(spec, seed=check_seed(args.seed, "--seed"))
-    spec = dataclasses.replace(spec, data=with_data_path(spec.data, args.data, args.skip_bad_images))
+    spec = dataclasses.replace(spec, data=with_data_path(spec.data, args.data, args.skip_bad_images, args.keep_duplicates))
     options = SearchOptions(
         output=args.output,
         name=args.name,

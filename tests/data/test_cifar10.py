@@ -58,9 +58,41 @@ def test_a_missing_batch_and_a_broken_batch_are_named(tmp_path):
         load_source("cifar10", str(root))
 
 
-def test_data_flag_picks_cifar10_for_a_batches_folder_and_imagefolder_otherwise(tmp_path):
+def test_data_flag_means_an_image_folder_unless_the_space_says_cifar10(tmp_path):
     root = write_fake_cifar(tmp_path / "c")
 
     data = with_data_path(DataSpec(), str(root), skip_bad_images=True)
-    assert (data.source, data.path, data.skip_bad_images) == ("cifar10", str(root), True)
-    assert with_data_path(DataSpec(), str(tmp_path / "photos")).source == "imagefolder"
+    assert (data.source, data.path, data.skip_bad_images) == ("imagefolder", str(root), True), "never guessed from the files"
+    cifar = with_data_path(DataSpec(source="cifar10"), str(root), keep_duplicates=True)
+    assert (cifar.source, cifar.path, cifar.keep_duplicates) == ("cifar10", str(root), True)
+
+
+def test_a_cifar_batch_that_names_any_other_global_is_refused_before_it_runs(tmp_path):
+    root = write_fake_cifar(tmp_path)
+    marker = tmp_path / "ran"
+    with open(root / "data_batch_2", "wb") as fh:
+        pickle.dump({b"data": Payload(str(marker)), b"labels": []}, fh)
+    with pytest.raises(TuneTLError, match=r"data_batch_2: refused to unpickle it: it names posix\.system"):
+        load_source("cifar10", str(root))
+    assert not marker.exists()
+
+
+def test_batches_pickled_with_protocols_2_to_5_all_load(tmp_path):
+    root = write_fake_cifar(tmp_path)
+    for protocol, name in zip((2, 3, 4, 5, 5), TRAIN_BATCHES, strict=True):
+        data = np.zeros((4, 3072), np.uint8)
+        with open(root / name, "wb") as fh:
+            pickle.dump({b"data": data, b"labels": [0, 1, 2, 3]}, fh, protocol=protocol)
+    assert load_source("cifar10", str(root)).images.shape == (20, 3, 32, 32)
+
+
+class Payload:
+    """Pickles as ``os.system("touch MARKER")``: what a crafted batch file does."""
+
+    def __init__(self, marker: str):
+        self.marker = marker
+
+    def __reduce__(self):
+        import os
+
+        return os.system, (f"touch {self.marker}",)

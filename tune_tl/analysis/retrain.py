@@ -27,9 +27,11 @@ from tune_tl.analysis.export import pick_trial
 from tune_tl.analysis.frame import load_results
 from tune_tl.analysis.model_folder import save_model_folder
 from tune_tl.config.params import TrialConfig
+from tune_tl.data.manifest import check_unchanged
 from tune_tl.data.preprocess import Normaliser
 from tune_tl.data.types import FileSplit
 from tune_tl.errors import TuneTLError
+from tune_tl.search.warm_start import data_fingerprint
 from tune_tl.store.search_run import SearchRun
 from tune_tl.training.context import prepare_context
 from tune_tl.training.evaluate import evaluate_split
@@ -67,6 +69,7 @@ def retrain(search_dir: str | Path, trial_id: str | None = None, device: str | N
     spec = run.spec
     name = cfg.backbone or spec.backbone.names[0]  # the trial's, when the search chose among several
     prepared = prepare_context(spec, resolutions=[cfg.resolution], backbones=[name])
+    check_unchanged(run, prepared.loaded, "tune-tl retrain", lambda: data_fingerprint(prepared.loaded.data))
     device = device or ("cuda" if torch.cuda.is_available() else "cpu")
     plan = build_trial(cfg, prepared.context, device)
     split = plan.split if train_on == "train" else _with_val_in_train(plan.split)

@@ -37,6 +37,9 @@ class DataSpec:
     memory_budget_mb: float = 4096.0
     #: Leave out corrupt/unreadable/non-image files (listed in skipped_images.txt) instead of failing.
     skip_bad_images: bool = False
+    #: Keep val/test files byte-identical to a training file (or a test file identical to a val file) instead of
+    #: dropping them (``tune_tl.data.duplicates``); they are reported and listed in duplicates.csv either way.
+    keep_duplicates: bool = False
 
     def check(self, source: str) -> DataSpec:
         """Raise naming ``source`` unless every value is usable; return ``self``."""

@@ -3,18 +3,21 @@
 The folder holds ``data_batch_1`` … ``data_batch_5``, ``test_batch`` and ``batches.meta``: Python
 pickles of ``{"data": uint8 (N, 3072), "labels": [int]}``, as torchvision's ``CIFAR10`` reads them.
 The five training batches are split into train/val by ``data.val_fraction``; ``test_batch`` is the
-held-out test set. These files are pickles: only point tune_tl at a copy you trust.
+held-out test set. These files are pickles, so they are read by ``tune_tl.safe_pickle``, which loads
+plain values and numpy arrays only and refuses any other global a crafted file names (a pickle can run
+code while it loads). Only a space that says ``data.source: cifar10`` reads them: ``--data`` alone means
+an image folder. Still, point tune_tl at a copy you trust.
 """
 
 from __future__ import annotations
 
-import pickle
 from pathlib import Path
 
 import numpy as np
 
 from tune_tl.data.types import LabelledImages
 from tune_tl.errors import TuneTLError
+from tune_tl.safe_pickle import CIFAR_GLOBALS, load_restricted
 
 FOLDER = "cifar-10-batches-py"
 TRAIN_BATCHES = tuple(f"data_batch_{i}" for i in range(1, 6))
@@ -29,6 +32,14 @@ def find_root(path: str | Path | None) -> Path | None:
         if (candidate / TRAIN_BATCHES[0]).is_file():
             return candidate
     return None
+
+
+def batch_files(path: str | Path | None) -> tuple[Path, list[Path]]:
+    """The CIFAR-10 folder at ``path`` and the batch files in it (for the data manifest); none if there is no folder."""
+    root = find_root(path)
+    if root is None:
+        return Path(path or "data"), []
+    return root, [root / name for name in (*TRAIN_BATCHES, "test_batch", "batches.meta") if (root / name).is_file()]
 
 
 def load_cifar10(path: str | Path | None) -> LabelledImages:
@@ -73,11 +84,7 @@ def _read_batch(path: Path) -> tuple[np.ndarray, np.ndarray]:
 
 
 def _unpickle(path: Path) -> dict:
-    try:
-        with open(path, "rb") as fh:
-            raw = pickle.load(fh, encoding="latin1")  # Python 2 pickles, as torchvision reads them
-    except (OSError, pickle.UnpicklingError, EOFError, ValueError) as exc:
-        raise TuneTLError(f"{path}: cannot read CIFAR-10 batch file: {exc}") from None
+    raw = load_restricted(path, CIFAR_GLOBALS, what="CIFAR-10 batch file")  # Python 2 pickles: latin1, as torchvision reads them
     if not isinstance(raw, dict):
         raise TuneTLError(f"{path}: not a CIFAR-10 batch (a pickled dict expected, got {type(raw).__name__})")
     return {k.decode() if isinstance(k, bytes) else k: v for k, v in raw.items()}

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+from collections.abc import Mapping
 from dataclasses import dataclass
 
 import numpy as np
@@ -87,9 +88,30 @@ class BadImage:
 
 
 @dataclass(frozen=True)
+class Duplicate:
+    """A file byte-identical to one seen earlier (``tune_tl.data.duplicates``; a row of duplicates.csv).
+
+    Paths are relative to the data folder; ``kind`` is ``across splits`` (possibly with ``, conflicting labels``),
+    ``same class`` or ``conflicting labels``; ``dropped`` says whether it was left out of its split.
+    """
+
+    path: str
+    duplicate_of: str
+    split: str
+    kind: str
+    dropped: bool
+
+
+@dataclass(frozen=True)
 class LoadedData:
-    """What the driver's data step produced: the prepared data plus what a person should know."""
+    """What the driver's data step produced: the prepared data plus what a person should know.
+
+    ``manifest`` maps each data file (relative path) to its SHA-256, for sources read from files
+    (``tune_tl.data.manifest``); ``None`` for bundled data (digits).
+    """
 
     data: PreparedData
     skipped: tuple[BadImage, ...] = ()
     description: str = ""
+    duplicates: tuple[Duplicate, ...] = ()
+    manifest: Mapping[str, str] | None = None

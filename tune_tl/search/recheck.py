@@ -23,7 +23,9 @@ import torch
 
 from tune_tl.analysis.frame import recheck_summary
 from tune_tl.config.params import TrialConfig
+from tune_tl.data.manifest import check_unchanged
 from tune_tl.errors import TuneTLError
+from tune_tl.search.warm_start import data_fingerprint
 from tune_tl.store.ranking import ranked
 from tune_tl.store.results import write_table_atomic
 from tune_tl.store.schema import RECHECK_SCHEMA
@@ -52,7 +54,9 @@ def recheck_top(path: str | Path, k: int, seeds: int = EXTRA_SEEDS, device: str 
     if top.empty:
         raise TuneTLError(f"{run.root}: no completed or pruned trial to recheck")
     spec = run.spec
-    context = prepare_context(spec).context
+    prepared = prepare_context(spec)
+    check_unchanged(run, prepared.loaded, "tune-tl search --recheck", lambda: data_fingerprint(prepared.loaded.data))
+    context = prepared.context
     device = device or ("cuda" if torch.cuda.is_available() else "cpu")
     rows = []
     for _, row in top.iterrows():

@@ -23,6 +23,7 @@ from pathlib import Path
 import optuna
 from ray import tune
 
+from tune_tl.data.manifest import check_unchanged
 from tune_tl.errors import TuneTLError
 from tune_tl.search.options import SearchOptions
 from tune_tl.search.ray_logs import ray_output
@@ -33,6 +34,7 @@ from tune_tl.search.sampler import SampleTarget, storage_url
 from tune_tl.search.session import init_ray, storage_config
 from tune_tl.search.summary import SearchSummary, summarize
 from tune_tl.search.tuner import make_trainable
+from tune_tl.search.warm_start import data_fingerprint
 from tune_tl.store.search_run import SearchRun
 from tune_tl.training.context import prepare_context
 
@@ -55,6 +57,7 @@ def _resume_locked(run: SearchRun, samples: int | None) -> SearchSummary:
     options = SearchOptions(**run.options)
     root = run.root
     prepared = prepare_context(spec)  # before Ray: bad weights or data fail here
+    check_unchanged(run, prepared.loaded, "tune-tl resume", lambda: data_fingerprint(prepared.loaded.data))
     context = dataclasses.replace(prepared.context, feature_cache=feature_cache(options, root), probe_heads=run.probe_heads())
     log.info("resuming search %s: %d trials in all", root, target)
     study = run.study_file(fresh=False)  # an object store's study: fetch its copy before Ray unpickles the searcher

@@ -15,6 +15,7 @@ from tune_tl.analysis.rank import rank_prepared
 from tune_tl.config.distributions import values_of
 from tune_tl.config.params import PARAMS
 from tune_tl.config.spec import DEFAULT_TIME_BUDGET, SearchSpec, with_budget
+from tune_tl.data.manifest import record_data
 from tune_tl.data.validate import write_skipped
 from tune_tl.search.options import SearchOptions
 from tune_tl.search.probes import ranked_spec, ranking, run_probes, study_trials
@@ -32,7 +33,7 @@ from tune_tl.training.frozen_features import INPUT_VARYING_PARAMS
 log = logging.getLogger(__name__)
 
 
-def run_search(spec: SearchSpec, options: SearchOptions = SearchOptions()) -> SearchSummary:
+def run_search(spec: SearchSpec, options: SearchOptions | None = None) -> SearchSummary:
     """Run ``spec`` with Ray Tune + Optuna + ASHA and return where the results are.
 
     Example:
@@ -40,6 +41,7 @@ def run_search(spec: SearchSpec, options: SearchOptions = SearchOptions()) -> Se
         >>> summary = run_search(load_space(), SearchOptions(output="results", name="demo"))
         >>> summary.best["best_val_acc"]  # doctest: +SKIP
     """
+    options = options or SearchOptions()
     options.validate()
     name = options.name or time.strftime("search-%Y%m%d-%H%M%S")
     root = Location.parse(options.output) / name
@@ -66,6 +68,7 @@ def _run_locked(spec: SearchSpec, options: SearchOptions, name: str, root: Locat
                                                      "classes": list(loaded.data.classes), "data_fingerprint": fingerprint})
     if loaded.skipped:
         write_skipped(loaded.skipped, run.skipped_file)
+    record_data(run, loaded)  # the data manifest (resume, retrain, --recheck check it) and duplicates.csv
     _log_budget(spec)
     cache = feature_cache(options, root)
     probes = run_probes(spec, prepared, run, cache, deadline) if options.probes else []

@@ -14,6 +14,8 @@ A search lives in ``<output>/<name>/`` (a local or shared folder, or an ``s3://`
     <trial_id>/checkpoint_*/state.pt   per-trial checkpoints: latest and best epoch while a trial runs, then
                            only the best epoch of the top trials (``tune_tl.search.retention``)
     skipped_images.txt     bad image files left out under ``skip_bad_images``
+    data_manifest.json     every data file's SHA-256 at search start (resume, retrain, --recheck refuse other data)
+    duplicates.csv         byte-identical data files (across splits: dropped from val/test), ``tune_tl.data.duplicates``
     feature_cache/         shared frozen-backbone features
     report/  models/       what ``tune-tl report`` / ``retrain`` write
 
@@ -59,6 +61,8 @@ EPOCHS_DIR = "epochs"
 STUDY_FILE = "optuna.db"
 TUNER_FILE = "tuner.pkl"
 SKIPPED_FILE = "skipped_images.txt"
+DATA_MANIFEST_FILE = "data_manifest.json"
+DUPLICATES_FILE = "duplicates.csv"
 FEATURE_CACHE_DIR = "feature_cache"
 REPORT_DIR = "report"
 LOGS_DIR = "logs"
@@ -129,6 +133,8 @@ class SearchRun:
             "seed": spec.seed,
             # The space as run (CLI overrides applied): resume, retrain and report read these, not the text.
             "data": dataclasses.asdict(spec.data),
+            # data.path as typed may be relative; resume, retrain and --recheck read the data from here, wherever they run.
+            "data_path": str(Path(spec.data.path).expanduser().resolve()) if spec.data.path else None,
             "backbone": dataclasses.asdict(spec.backbone),
             "budget": dataclasses.asdict(spec.budget),
             "root": str(run.root),
@@ -202,7 +208,8 @@ class SearchRun:
             spec = load_space(self._original_python_space())
         else:  # YAML is parsed with the safe loader: data, never code
             spec = parse_space_text(meta["space_text"], meta["space_file"])
-        return dataclasses.replace(spec, data=DataSpec(**meta["data"]), backbone=BackboneSpec(**meta["backbone"]),
+        data = DataSpec(**{**meta["data"], "path": meta.get("data_path") or meta["data"].get("path")})
+        return dataclasses.replace(spec, data=data, backbone=BackboneSpec(**meta["backbone"]),
                                    budget=BudgetSpec(**meta["budget"]), seed=meta.get("seed", spec.seed), source=meta["space_file"])
 
     def _original_python_space(self) -> Path:
@@ -306,6 +313,16 @@ class SearchRun:
     @property
     def skipped_file(self) -> Location:
         return self.root / SKIPPED_FILE
+
+    @property
+    def data_manifest_file(self) -> Location:
+        """Every data file's SHA-256 at search start (``tune_tl.data.manifest`` writes and reads its format)."""
+        return self.root / DATA_MANIFEST_FILE
+
+    @property
+    def duplicates_file(self) -> Location:
+        """The byte-identical data files the search found (``tune_tl.data.duplicates`` writes it)."""
+        return self.root / DUPLICATES_FILE
 
     def ray_log_file(self) -> Path:
         """Where this machine writes Ray's log lines: ``<search>/logs/ray.log``, or a local copy for an object store."""
