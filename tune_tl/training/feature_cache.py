@@ -114,14 +114,14 @@ class FeatureCache:
         """Store ``arrays`` (one row per image; any trailing shape) under ``key`` as ``dtype``, replacing any entry."""
         self.directory.mkdir(parents=True, exist_ok=True)
         with _locked(self.directory / f".{key}.lock"):
-            self._write(self.directory / f"{key}.npz", key, arrays, dtype)
+            self._write(self.directory / f"{key}.npz", key, arrays, dtype, logging.DEBUG)  # its caller says what it kept
 
-    def _write(self, path: Path, key: str, arrays: Mapping[str, np.ndarray], dtype) -> dict[str, np.ndarray]:
+    def _write(self, path: Path, key: str, arrays: Mapping[str, np.ndarray], dtype, level: int = logging.INFO) -> dict[str, np.ndarray]:
         arrays = {name: np.ascontiguousarray(value, dtype=dtype) for name, value in arrays.items()}
         tmp = self.directory / f".{key}.{uuid.uuid4().hex[:8]}.tmp.npz"
         np.savez(tmp, __key__=np.array(key), **arrays)
         os.replace(tmp, path)
-        log.info("feature cache: stored %s (%s)", path.name, ", ".join(f"{k} {v.shape}" for k, v in arrays.items()))
+        log.log(level, "feature cache: stored %s (%s)", path.name, ", ".join(f"{k} {v.shape}" for k, v in arrays.items()))
         return arrays
 
     @staticmethod
