@@ -12,6 +12,7 @@ An epoch, per image, is what ``training.loop.fit`` runs:
   above the first trainable block: 3× a trainable block, 2× the first trainable block and a frozen block
   the gradient passes through (surgical), 1× a frozen block below; the head 3×;
 * a validation image runs every block and the head forward once;
+* the first epoch trains on ``first_epoch_fraction`` of the train images (a cheaper first rung), later ones on all;
 * blocks served from a cache (:func:`cached_prefix`) cost nothing, except in the epoch that starts reading
   the cache: it pays one forward of them over every train and val image (a cold cache, assumed for every
   trial, so the prediction does not depend on which trial ran first), unless the stage-0 probe's one pass
@@ -155,7 +156,8 @@ class CostModel:
         train = sum(f * (1 + (i > first) + (i >= first and trains[i])) for i, f in enumerate(flops) if i >= cached)
         val = sum(flops[cached:])
         head = self._head(cfg)
-        cost = self.train_images * (train + 3 * head) + self.val_images * (val + head)
+        train_images = self.train_images * (cfg.first_epoch_fraction if epoch == 1 else 1.0)  # a subset first rung
+        cost = train_images * (train + 3 * head) + self.val_images * (val + head)
         before = cached_prefix(cfg, self.trainable_blocks(cfg, epoch - 1), self.feature_cache, chainable) if epoch > 1 else 0
         if cached and cached != before and not self._probed(cfg, cached):  # this epoch fills the cache
             cost += (self.train_images + self.val_images) * sum(flops[:cached])
