@@ -45,6 +45,7 @@ MOMENTS = {
     "last_trial": "driver: the last trial reported its first epoch",
     "compaction": "driver: a merged Parquet part is written under its pending name, its sources not deleted",
     "reconcile": "driver (resume): the reconcile wrote the first rebuilt Parquet rows, nothing else yet",
+    "between_probes": "driver: stage 0's first probe is recorded (rows, head, search.json), the second not begun",
 }
 
 
@@ -284,7 +285,21 @@ def _patch_reconcile(module) -> None:
     module._write_rows = _write_rows
 
 
+def _patch_probes(module) -> None:
+    measure = module.measure_probe
+
+    def measure_probe(backbone, *args, **kwargs):
+        if _count("probe") == 2:
+            reached("between_probes")
+        with open(_dir() / "probes.log", "a") as f:  # every probe measured, by any driver of this search
+            f.write(f"{backbone.name}\n")
+        return measure(backbone, *args, **kwargs)
+
+    module.measure_probe = measure_probe
+
+
 _PATCHES = {
+    "tune_tl.search.probes": _patch_probes,
     "tune_tl.search.trainable": _patch_trainable,
     "tune_tl.training.epoch_inputs": _patch_epoch_inputs,
     "ray.train._internal.storage": _patch_ray_storage,

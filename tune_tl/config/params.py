@@ -114,6 +114,9 @@ PARAMS: dict[str, Param] = {
                         when=("schedule", "multistep")),
     "warmup_epochs": Param(float, 0.0, "linear warmup (stepped per batch) at the start of the schedule; may be "
                            "fractional; 0 = off", minimum=0.0),
+    "first_epoch_fraction": Param(float, 1.0, "the first epoch trains on a stratified subset of this fraction of the train "
+                                  "images (a cheaper first rung; scored on all of val); later epochs on all; 1.0 = off",
+                                  minimum=0.0, maximum=1.0, exclusive_minimum=True),
     "label_smoothing": Param(float, 0.0, "cross-entropy label smoothing of the training loss", minimum=0.0, maximum=0.3),
     "mixup_alpha": Param(float, 0.0, "MixUp Beta(alpha, alpha) on each training batch; 0 = off", minimum=0.0),
     "cutmix_alpha": Param(float, 0.0, "CutMix Beta(alpha, alpha) on each training batch; 0 = off (with mixup, "
@@ -188,6 +191,7 @@ class TrialConfig:
     gamma: float | None = None
     milestones: str | None = None
     warmup_epochs: float = 0.0
+    first_epoch_fraction: float = 1.0
     label_smoothing: float = 0.0
     mixup_alpha: float = 0.0
     cutmix_alpha: float = 0.0

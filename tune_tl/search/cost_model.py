@@ -12,9 +12,11 @@ An epoch, per image, is what ``training.loop.fit`` runs:
   above the first trainable block: 3× a trainable block, 2× the first trainable block and a frozen block
   the gradient passes through (surgical), 1× a frozen block below; the head 3×;
 * a validation image runs every block and the head forward once;
+* the first epoch trains on ``first_epoch_fraction`` of the train images (a cheaper first rung), later ones on all;
 * blocks served from a cache (:func:`cached_prefix`) cost nothing, except in the epoch that starts reading
   the cache: it pays one forward of them over every train and val image (a cold cache, assumed for every
-  trial, so the prediction does not depend on which trial ran first).
+  trial, so the prediction does not depend on which trial ran first), unless the stage-0 probe's one pass
+  kept that boundary (``training.forward_once``: :attr:`CostModel.probed_boundaries`), which no trial pays for.
 
 Each block's forward FLOPs are counted once per backbone and resolution with
 ``torch.utils.flop_counter.FlopCounterMode`` on one image (:func:`count_block_flops`): convolutions and
@@ -30,7 +32,7 @@ seconds, which the calibration absorbs (every trial of a search has the same wor
 from __future__ import annotations
 
 import copy
-from collections.abc import Mapping, Sequence
+from collections.abc import Iterable, Mapping, Sequence
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -45,6 +47,7 @@ from tune_tl.config.spec import SearchSpec
 from tune_tl.data.types import PreparedData
 from tune_tl.errors import TuneTLError
 from tune_tl.models import Backbone, FreezePolicy
+from tune_tl.training.forward_once import boundary_cuts
 from tune_tl.training.frozen_features import cached_blocks
 from tune_tl.training.recipe import inputs_vary
 
@@ -122,6 +125,8 @@ class CostModel:
     feature_cache: bool = True
     #: backbone name -> whether a frozen prefix's activations can be cached (``Backbone.chainable``).
     chainable: Mapping[str, bool] = field(default_factory=dict)
+    #: backbone name -> resolution -> the freeze boundaries the stage-0 probe's pass kept (``training.forward_once``).
+    probed_boundaries: Mapping[str, Mapping[int, tuple[int, ...]]] = field(default_factory=dict)
 
     @property
     def default_backbone(self) -> str:
@@ -151,9 +156,10 @@ class CostModel:
         train = sum(f * (1 + (i > first) + (i >= first and trains[i])) for i, f in enumerate(flops) if i >= cached)
         val = sum(flops[cached:])
         head = self._head(cfg)
-        cost = self.train_images * (train + 3 * head) + self.val_images * (val + head)
+        train_images = self.train_images * (cfg.first_epoch_fraction if epoch == 1 else 1.0)  # a subset first rung
+        cost = train_images * (train + 3 * head) + self.val_images * (val + head)
         before = cached_prefix(cfg, self.trainable_blocks(cfg, epoch - 1), self.feature_cache, chainable) if epoch > 1 else 0
-        if cached and cached != before:  # this epoch fills the cache
+        if cached and cached != before and not self._probed(cfg, cached):  # this epoch fills the cache
             cost += (self.train_images + self.val_images) * sum(flops[:cached])
         return float(cost)
 
@@ -175,6 +181,11 @@ class CostModel:
                              f"(it has {', '.join(f'{b} at {sorted(r)}' for b, r in self.blocks.items())})")
         return by_resolution[cfg.resolution]
 
+    def _probed(self, cfg: TrialConfig, cut: int) -> bool:
+        """Whether the probe's pass kept the output of ``cfg``'s first ``cut`` blocks (never the pooled features:
+        a head-only trial's first epoch is priced as a cold cache, as before)."""
+        return cut in self.probed_boundaries.get(cfg.backbone or self.default_backbone, {}).get(cfg.resolution, ())
+
     def _head(self, cfg: TrialConfig) -> float:
         """Forward FLOPs of the head for one image (a multiply-add is two)."""
         d = self.num_features[cfg.backbone or self.default_backbone]
@@ -187,21 +198,32 @@ class CostModel:
         """JSON-ready (resolutions become strings); :meth:`from_dict` reads it back."""
         return {"blocks": {b: {str(r): list(f) for r, f in by_r.items()} for b, by_r in self.blocks.items()},
                 "num_features": dict(self.num_features), "num_classes": self.num_classes, "train_images": self.train_images,
-                "val_images": self.val_images, "feature_cache": self.feature_cache, "chainable": dict(self.chainable)}
+                "val_images": self.val_images, "feature_cache": self.feature_cache, "chainable": dict(self.chainable),
+                "probed_boundaries": {b: {str(r): list(c) for r, c in by_r.items()} for b, by_r in self.probed_boundaries.items()}}
 
     @classmethod
     def from_dict(cls, data: Mapping[str, Any]) -> CostModel:
         blocks = {b: {int(r): tuple(float(x) for x in f) for r, f in by_r.items()} for b, by_r in data["blocks"].items()}
+        probed = {b: {int(r): tuple(int(k) for k in c) for r, c in by_r.items()} for b, by_r in data.get("probed_boundaries", {}).items()}
         return cls(blocks, dict(data["num_features"]), int(data["num_classes"]), int(data["train_images"]), int(data["val_images"]),
-                   bool(data["feature_cache"]), {b: bool(c) for b, c in data["chainable"].items()})
+                   bool(data["feature_cache"]), {b: bool(c) for b, c in data["chainable"].items()}, probed)
 
 
-def build_cost_model(backbones: Mapping[str, Backbone], data: PreparedData, feature_cache: bool = True) -> CostModel:
-    """Count every backbone's blocks at every prepared resolution (one image each, in the driver, before Ray)."""
+def build_cost_model(backbones: Mapping[str, Backbone], data: PreparedData, feature_cache: bool = True,
+                     probed: Iterable[tuple[str, int]] = ()) -> CostModel:
+    """Count every backbone's blocks at every prepared resolution (one image each, in the driver, before Ray).
+
+    ``probed``: the ``(backbone, resolution)`` of each stage-0 probe, whose pass kept boundaries for fine-tunes.
+    """
     split = next(iter(data.splits.values()))  # every resolution holds the same images
     blocks = {name: block_flops(b, sorted(data.splits)) for name, b in backbones.items()}
+    cache = feature_cache and not data.streaming
+    kept: dict[str, dict[int, tuple[int, ...]]] = {}
+    for name, resolution in probed if cache else ():
+        if name in backbones and resolution in data.splits:
+            kept.setdefault(name, {})[resolution] = boundary_cuts(backbones[name], data.splits[resolution])
     return CostModel(blocks, {name: b.num_features for name, b in backbones.items()}, data.num_classes, len(split.train_y),
-                     len(split.val_y), feature_cache and not data.streaming, {name: b.chainable for name, b in backbones.items()})
+                     len(split.val_y), cache, {name: b.chainable for name, b in backbones.items()}, kept)
 
 
 def rung_unit(model: CostModel, spec: SearchSpec) -> float:

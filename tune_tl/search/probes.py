@@ -26,6 +26,7 @@ import logging
 import math
 import time
 import warnings
+from collections.abc import Mapping
 from dataclasses import asdict, dataclass
 
 import optuna
@@ -92,14 +93,21 @@ def probe_plan(spec: SearchSpec, prepared: PreparedSearch) -> list[tuple[str, in
     return sorted(plan, key=lambda p: (p[1], params[p[0]]))
 
 
-def run_probes(spec: SearchSpec, prepared: PreparedSearch, run: SearchRun, cache: str | None, deadline: float | None = None) -> list[Probe]:
+def run_probes(spec: SearchSpec, prepared: PreparedSearch, run: SearchRun, cache: str | None, deadline: float | None = None,
+               done: Mapping[str, Probe] | None = None) -> list[Probe]:
     """Measure every planned probe, record each as a finished trial of ``run`` as it ends, and return them.
 
-    Stops before a probe when ``deadline`` (a ``time.monotonic()`` value: the time budget) has passed.
+    Stops before a probe when ``deadline`` (a ``time.monotonic()`` value: the time budget) has passed. A probe in
+    ``done`` (:func:`finished_probes` of a search stopped in stage 0) is kept as it was, not run again.
     """
     probes: list[Probe] = []
-    heads: dict[tuple[str, int], tuple[torch.Tensor, torch.Tensor]] = {}
+    heads = run.probe_heads()
     for name, resolution in probe_plan(spec, prepared):
+        kept = (done or {}).get(probe_id(name, resolution))
+        if kept is not None and (name, resolution) in heads:
+            probes.append(kept)
+            log.info("probe %s at %d px: val_acc %.4f, kept from the run that was stopped (not run again)", name, resolution, kept.val_acc)
+            continue
         if deadline is not None and time.monotonic() >= deadline:
             log.info("time budget: no time left for the probe of %s", name)
             break
@@ -114,9 +122,21 @@ def run_probes(spec: SearchSpec, prepared: PreparedSearch, run: SearchRun, cache
         run.save_probe_heads(heads)
         best = max(probes + [probe], key=lambda p: p.val_acc)
         probes.append(probe)
+        run.update_metadata(probes=[p.record() for p in probes])  # last: a probe listed here is whole (resume keeps it)
         log.info("probe %s at %d px: val_acc %.4f (LogME %.3f, C %.3g) in %.0f s%s", name, resolution, probe.val_acc, probe.logme,
                  probe.C, probe.seconds, " - best so far" if best is probe else "")
     return probes
+
+
+def finished_probes(run: SearchRun, spec: SearchSpec, prepared: PreparedSearch) -> dict[str, Probe]:
+    """The probes a search stopped in stage 0 finished (``search.json``'s ``probes``, written after each one's rows
+    and head), by trial id, for :func:`run_probes` to keep; a backbone no longer in ``prepared`` is left out."""
+    out = {}
+    for record in run.metadata.get("probes") or []:
+        if record["backbone"] in prepared.backbones:
+            config = probe_config(spec, prepared, record["backbone"], int(record["resolution"]))
+            out[record["trial_id"]] = Probe(**{**record, "resolution": int(record["resolution"])}, config=config)
+    return out
 
 
 def ranking(probes: list[Probe], prepared: PreparedSearch) -> pd.DataFrame:

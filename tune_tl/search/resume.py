@@ -11,6 +11,9 @@ searcher's view of each trial (from the study) and the sink's bookkeeping (``set
 
     >>> resume_search("results/demo")               # doctest: +SKIP
     >>> resume_search("results/demo", samples=20)   # 20 trials in all  # doctest: +SKIP
+
+A search stopped during its stage-0 probes, before Ray Tune started, has nothing for Ray to restore: it goes
+on from its finished probes instead (``search.run.continue_stage0``).
 """
 
 from __future__ import annotations
@@ -29,7 +32,7 @@ from tune_tl.search.options import SearchOptions
 from tune_tl.search.ray_logs import ray_output
 from tune_tl.search.reconcile import reconcile
 from tune_tl.search.resources import check_resources
-from tune_tl.search.run import feature_cache
+from tune_tl.search.run import continue_stage0, feature_cache
 from tune_tl.search.sampler import SampleTarget, storage_url
 from tune_tl.search.session import init_ray, storage_config
 from tune_tl.search.summary import SearchSummary, summarize
@@ -44,6 +47,8 @@ log = logging.getLogger(__name__)
 def resume_search(path: str | Path, samples: int | None = None) -> SearchSummary:
     """Continue the search in ``path`` until it has ``samples`` trials (default: its own budget)."""
     run = SearchRun(path)
+    if run.stopped_in_stage0():  # killed during its probes: nothing for Ray to restore yet
+        return continue_stage0(run, samples)
     run.check_resumable()  # a folder that is not a search is named before anything is created
     with run.lock():  # never two drivers on one folder (a running search, or a second resume)
         return _resume_locked(run, samples)

@@ -18,7 +18,7 @@ from tune_tl.config.spec import DEFAULT_TIME_BUDGET, SearchSpec, with_budget
 from tune_tl.data.manifest import record_data
 from tune_tl.data.validate import write_skipped
 from tune_tl.search.options import SearchOptions
-from tune_tl.search.probes import ranked_spec, ranking, run_probes, study_trials
+from tune_tl.search.probes import finished_probes, ranked_spec, ranking, run_probes, study_trials
 from tune_tl.search.ray_logs import ray_output
 from tune_tl.search.resources import check_resources
 from tune_tl.search.session import alive_node_ids, init_ray, versions
@@ -54,24 +54,41 @@ def run_search(spec: SearchSpec, options: SearchOptions | None = None) -> Search
         return _run_locked(spec, options, name, root)
 
 
-def _run_locked(spec: SearchSpec, options: SearchOptions, name: str, root: Location) -> SearchSummary:
+def continue_stage0(run: SearchRun, samples: int | None = None) -> SearchSummary:
+    """Go on with a search whose driver stopped during or right after its stage-0 probes, before Ray Tune started
+    (``tune-tl resume`` calls this): finished probes are kept, the others run, then the Tuner as in a new search.
+
+    The time budget left is the search's own minus the seconds its kept probes took.
+    """
+    spec, options = run.spec, SearchOptions(**run.options)
+    if samples is not None:
+        spec = with_budget(spec, samples=max(samples, spec.budget.samples))
+    with run.lock(), ray_output(run.root, options.verbose):
+        log.info("resuming search %s: stopped in stage 0, before its first Ray Tune trial", run.root)
+        return _run_locked(spec, options, run.root.name, run.root, resumed=run)
+
+
+def _run_locked(spec: SearchSpec, options: SearchOptions, name: str, root: Location, resumed: SearchRun | None = None) -> SearchSummary:
     started = time.monotonic()
-    deadline = None if spec.budget.time is None else started + spec.budget.time
     prepared = prepare_context(spec)  # before Ray: bad weights or data fail here
+    done = finished_probes(resumed, spec, prepared) if resumed is not None else {}
+    spent = sum(p.seconds for p in done.values())
+    deadline = None if spec.budget.time is None else started + spec.budget.time - spent
     loaded = prepared.loaded
     fingerprint = data_fingerprint(loaded.data)
     if options.warm_start:
         warm_trials(options.warm_start, fingerprint, spec.define_by_run(prepared.num_blocks))  # a bad folder fails here
     init_ray(options.address, options.verbose)
     check_resources(options)  # what the cluster really has: a trial that can never start would wait forever
-    run = SearchRun.create(root, spec, options, {**versions(), "data_loaded": loaded.description, "skipped_images": len(loaded.skipped),
-                                                     "classes": list(loaded.data.classes), "data_fingerprint": fingerprint})
+    run = resumed or SearchRun.create(root, spec, options, {**versions(), "data_loaded": loaded.description,
+                                                             "skipped_images": len(loaded.skipped), "classes": list(loaded.data.classes),
+                                                             "data_fingerprint": fingerprint})
     if loaded.skipped:
         write_skipped(loaded.skipped, run.skipped_file)
     record_data(run, loaded)  # the data manifest (resume, retrain, --recheck check it) and duplicates.csv
     _log_budget(spec)
     cache = feature_cache(options, root)
-    probes = run_probes(spec, prepared, run, cache, deadline) if options.probes else []
+    probes = run_probes(spec, prepared, run, cache, deadline, done) if options.probes else []
     table = ranking(probes, prepared) if probes else None
     if table is None and spec.backbone_selection is not None and spec.backbone.is_choice:
         table = rank_prepared(prepared, max(spec.resolutions()))  # no probes: rank with the same measurement, unrecorded
@@ -85,6 +102,8 @@ def _run_locked(spec: SearchSpec, options: SearchOptions, name: str, root: Locat
     space = spec.define_by_run(prepared.num_blocks)
     seeded = study_trials(probes, space) + (warm_trials(options.warm_start, fingerprint, space) if options.warm_start else [])
     study = run.study_file(fresh=True)
+    if resumed is not None:  # a stopped stage 0 may have seeded it already: Ray never read it, so it starts anew
+        study.unlink(missing_ok=True)
     if seeded:
         seed_study(study, root.name, seeded)  # TPE starts from the probes and the earlier searches' trials
     remaining = None if deadline is None else deadline - time.monotonic()

@@ -43,7 +43,8 @@ def build_tuner(spec: SearchSpec, options: SearchOptions, context: TrialContext,
     that the sampler and cost-aware ASHA decide with (``context`` says whether trials may use the feature cache).
     """
     num_blocks = prepared.num_blocks
-    costs = build_cost_model(prepared.backbones, context.data, feature_cache=context.feature_cache is not None)
+    costs = build_cost_model(prepared.backbones, context.data, feature_cache=context.feature_cache is not None,
+                             probed=tuple(context.probe_heads))
     searcher = HonestOptunaSearch(
         space=spec.define_by_run(num_blocks),
         metric=METRIC,

@@ -153,11 +153,13 @@ class SearchRun:
             raise TuneTLError(f"{self.root} already holds search results; choose another --name (or --output), "
                               f"or continue it with `tune-tl resume {self.root}`")
 
+    def stopped_in_stage0(self) -> bool:
+        """Whether the search was stopped before Ray Tune started (during or right after its probes): its record is
+        written, Ray's ``tuner.pkl`` is not."""
+        return self.metadata_file.is_file() and not self.tuner_file.is_file()
+
     def check_resumable(self) -> None:
         """Raise unless this folder holds a search that Ray can restore, in its original place."""
-        if self.metadata_file.is_file() and not self.tuner_file.is_file():  # stopped in stage 0, before Ray Tune started
-            raise TuneTLError(f"{self.root} was stopped before its first Ray Tune trial (during its probes), so there is nothing "
-                              f"for Ray to restore: run the search again with another --name (its probes are in {self.trials_dir})")
         if not self.metadata_file.is_file():
             raise TuneTLError(f"{self.root} is not a tune_tl search folder to resume "
                               f"(expected {self.metadata_file} and {self.tuner_file})")

@@ -34,6 +34,7 @@ from tune_tl.data.types import FileSplit, Split
 from tune_tl.training.batches import batches, to_device
 from tune_tl.training.boundary_cache import boundary_activations, boundary_bytes, memory_cap
 from tune_tl.training.evaluate import evaluate_cached, evaluate_split
+from tune_tl.training.forward_once import probe_boundary
 from tune_tl.training.frozen_features import frozen_features, log_cache_blocked, model_cached_blocks
 
 log = logging.getLogger(__name__)
@@ -76,7 +77,11 @@ class EpochInputs:
                                          self.resident)
             self.module, self.cached_blocks, self.pooled = self.model.head, cut, True
         elif self._boundary_fits(cut):
-            self._rows = boundary_activations(self.model, cut, self.split, self.normalise, self.cfg.eval_batch_size, self.resident)
+            self._rows = probe_boundary(self.model.backbone, cut, self.split, self.normalise, self.cfg.feature_cache)
+            if self._rows is None:
+                self._rows = boundary_activations(self.model, cut, self.split, self.normalise, self.cfg.eval_batch_size, self.resident)
+            else:
+                log.info("boundary cache: the output of %d frozen blocks comes from the probe's pass (no block below %d runs)", cut, cut)
             self.module, self.cached_blocks = self.model.from_block(cut), cut
 
     def load(self, indices: list[np.ndarray]) -> Iterator:

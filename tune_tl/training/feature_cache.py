@@ -93,12 +93,36 @@ class FeatureCache:
                 self.hits += 1
                 return arrays
             self.misses += 1
-            arrays = {name: np.ascontiguousarray(value, dtype=np.float32) for name, value in compute().items()}
-            tmp = self.directory / f".{key}.{uuid.uuid4().hex[:8]}.tmp.npz"
-            np.savez(tmp, __key__=np.array(key), **arrays)
-            os.replace(tmp, path)
-            log.info("feature cache: stored %s (%s)", path.name, ", ".join(f"{k} {v.shape}" for k, v in arrays.items()))
-            return arrays
+            return self._write(path, key, compute(), np.float32)
+
+    def has(self, key: str, rows: Mapping[str, int]) -> bool:
+        """Whether an entry with these arrays is stored under ``key`` (its key and names only: no array is read)."""
+        try:
+            with np.load(self.directory / f"{key}.npz", allow_pickle=False) as data:
+                return str(data["__key__"]) == key and set(data.files) == {"__key__", *rows}
+        except Exception:  # absent, truncated or foreign: not there
+            return False
+
+    def get(self, key: str, rows: Mapping[str, int]) -> dict[str, np.ndarray] | None:
+        """The arrays stored under ``key``, or ``None`` (nothing is computed)."""
+        arrays = self._read(self.directory / f"{key}.npz", key, rows)
+        if arrays is not None:
+            self.hits += 1
+        return arrays
+
+    def put(self, key: str, arrays: Mapping[str, np.ndarray], dtype=np.float32) -> None:
+        """Store ``arrays`` (one row per image; any trailing shape) under ``key`` as ``dtype``, replacing any entry."""
+        self.directory.mkdir(parents=True, exist_ok=True)
+        with _locked(self.directory / f".{key}.lock"):
+            self._write(self.directory / f"{key}.npz", key, arrays, dtype, logging.DEBUG)  # its caller says what it kept
+
+    def _write(self, path: Path, key: str, arrays: Mapping[str, np.ndarray], dtype, level: int = logging.INFO) -> dict[str, np.ndarray]:
+        arrays = {name: np.ascontiguousarray(value, dtype=dtype) for name, value in arrays.items()}
+        tmp = self.directory / f".{key}.{uuid.uuid4().hex[:8]}.tmp.npz"
+        np.savez(tmp, __key__=np.array(key), **arrays)
+        os.replace(tmp, path)
+        log.log(level, "feature cache: stored %s (%s)", path.name, ", ".join(f"{k} {v.shape}" for k, v in arrays.items()))
+        return arrays
 
     @staticmethod
     def _read(path: Path, key: str, rows: Mapping[str, int]) -> dict[str, np.ndarray] | None:
@@ -109,7 +133,7 @@ class FeatureCache:
                 if str(data["__key__"]) != key or set(data.files) != {"__key__", *rows}:
                     raise ValueError("key or arrays differ")
                 arrays = {name: data[name] for name in rows}
-            if any(arrays[name].shape[0] != n or arrays[name].ndim != 2 for name, n in rows.items()):
+            if any(arrays[name].shape[0] != n or arrays[name].ndim < 2 for name, n in rows.items()):
                 raise ValueError("shapes differ")
             return arrays
         except Exception as exc:  # truncated, foreign or stale: recompute rather than serve it

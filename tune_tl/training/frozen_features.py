@@ -110,7 +110,19 @@ def pooled_features(name: str, features: nn.Module, split: Split | FileSplit, no
                     cache: str | None, resident=None) -> dict[str, np.ndarray]:
     """``{"train", "val"}`` pooled features of backbone ``name`` (its ``features`` module, eval mode), through the
     shared cache when ``cache`` names one: a trial's head-only epochs and the search's probes read the same entry."""
-    key = make_key(
+    key = pooled_key(name, features, split, normalise)
+
+    def compute() -> dict[str, np.ndarray]:
+        return {part: encode(features, split, part, normalise, batch_size, resident) for part in ("train", "val")}
+
+    if cache is None:
+        return compute()
+    return FeatureCache(cache).load_or_compute(key, compute, {"train": len(split.train_y), "val": len(split.val_y)})
+
+
+def pooled_key(name: str, features: nn.Module, split: Split | FileSplit, normalise: Normaliser) -> str:
+    """What identifies backbone ``name``'s pooled features on ``split``: its weights, input statistics, size and images."""
+    return make_key(
         backbone=name,
         weights=fingerprint_module(features),
         mean=normalise.mean_values, std=normalise.std_values,
@@ -119,13 +131,6 @@ def pooled_features(name: str, features: nn.Module, split: Split | FileSplit, no
         data=split_fingerprint(split),
         device=normalise.device.type,  # GPU (AMP) and CPU features differ in the last bits
     )
-
-    def compute() -> dict[str, np.ndarray]:
-        return {part: encode(features, split, part, normalise, batch_size, resident) for part in ("train", "val")}
-
-    if cache is None:
-        return compute()
-    return FeatureCache(cache).load_or_compute(key, compute, {"train": len(split.train_y), "val": len(split.val_y)})
 
 
 def split_fingerprint(split: Split | FileSplit) -> str:

@@ -28,7 +28,7 @@ from tune_tl.data.preprocess import Normaliser
 from tune_tl.data.types import FileSplit, Split
 from tune_tl.models import Backbone
 from tune_tl.models.transferability import logme
-from tune_tl.training.frozen_features import pooled_features
+from tune_tl.training.forward_once import forward_once
 
 #: Regularisation strengths tried (``C`` = 1 / L2 weight on standardised features). On the photo folders and
 #: digits measured (docs/benchmarks.md) the chosen C was 0.1 or 1; a grid to 10 and 5 folds cost 6x the time
@@ -104,12 +104,13 @@ class ProbeMeasurement:
 
 def measure_probe(backbone: Backbone, split: Split | FileSplit, num_classes: int, seed: int, cache: str | None = None,
                   device: str | None = None, batch_size: int = 128) -> ProbeMeasurement:
-    """Pooled features of ``backbone`` on ``split`` (once, through the feature cache when ``cache`` is given),
-    LogME on the train features, and a linear probe fitted on them and scored on the val features."""
+    """Pooled features of ``backbone`` on ``split`` (once, through the feature cache when ``cache`` is given, which
+    also keeps the activations fine-tunes start from: ``training.forward_once``), LogME on the train features,
+    and a linear probe fitted on them and scored on the val features."""
     start = time.perf_counter()
     device = torch.device(device or ("cuda" if torch.cuda.is_available() else "cpu"))
-    features = pooled_features(backbone.name, backbone.features.to(device), split, Normaliser(backbone.mean, backbone.std, device),
-                               batch_size, cache)
+    backbone.features.to(device)
+    features = forward_once(backbone, split, Normaliser(backbone.mean, backbone.std, device), batch_size, cache)
     train, val = features["train"], features["val"]
     probe = fit_linear_probe(train, split.train_y, num_classes, seed)
     return ProbeMeasurement(logme(train, split.train_y), probe, probe.accuracy(val, split.val_y), probe.log_loss(train, split.train_y),

@@ -61,6 +61,8 @@ class FitConfig:
     num_workers: int = 0
     #: Epochs of linear probing (whole backbone frozen) before the model's freeze policy applies.
     lp_epochs: int = 0
+    #: The first epoch trains on a stratified subset of this fraction of the train images (a cheaper first rung).
+    first_epoch_fraction: float = 1.0
     #: Folder of the shared frozen-feature cache; ``None`` always runs the backbone (no boundary cache either).
     feature_cache: str | None = None
     #: Most bytes a frozen prefix's cached activations may take (``training.boundary_cache``); ``None``: a
@@ -162,7 +164,8 @@ def fit(
         inputs.start_epoch()  # images, pooled features or a frozen prefix's activations, and what runs on them
         model.train()
         total_loss, seen, lrs = 0.0, 0, []
-        indices = epoch_batches(rng.permutation(len(split.train_y)), cfg.batch_size)
+        pool = first_epoch_subset(split.train_y, cfg.first_epoch_fraction, cfg.seed) if epoch == 0 else np.arange(len(split.train_y))
+        indices = epoch_batches(pool[rng.permutation(len(pool))], cfg.batch_size)
         if cfg.shard is not None:  # every worker draws the same global batches and trains on its slice
             indices = cfg.shard.local(indices)
         for item in inputs.load(indices):
@@ -196,6 +199,17 @@ def fit(
         if diverged:  # a NaN never recovers; stop rather than waste the budget
             break
     return history
+
+
+def first_epoch_subset(labels: np.ndarray, fraction: float, seed: int) -> np.ndarray:
+    """Indices of the train images the first epoch sees: all of them, or a stratified ``fraction`` (each class keeps
+    that share of its images, at least one), the same for every trial of a seed so their first rungs compare."""
+    if fraction >= 1.0:
+        return np.arange(len(labels))
+    rng = np.random.default_rng([seed, 1])  # a stream of its own: the same subset for every trial of the seed
+    keep = [rng.choice(members, max(1, round(fraction * len(members))), replace=False)
+            for members in (np.flatnonzero(labels == c) for c in np.unique(labels))]
+    return np.sort(np.concatenate(keep))
 
 
 def _epoch_lr(lrs: list[float]) -> float:

@@ -120,6 +120,7 @@ def fit_config(cfg: TrialConfig, ctx: TrialContext, model: TransferModel, device
         augment=augment_config(cfg),
         num_workers=num_workers,
         lp_epochs=min(cfg.lp_epochs, ctx.max_epochs),
+        first_epoch_fraction=cfg.first_epoch_fraction,
         feature_cache=ctx.feature_cache,
         schedule=schedule_config(cfg),
         regularise=regularise_config(cfg),
