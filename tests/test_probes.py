@@ -127,8 +127,10 @@ def test_probes_are_trials_the_study_learns_from_and_export_writes_a_model_that_
 
 
 @pytest.fixture(scope="module")
-def two_backbones():
-    spec = parse_settings({"seed": 0, "backbone": {"name": ["efficientnet_lite0", "efficientnet_lite1"]},
+def two_backbones(tmp_path_factory):
+    photos = write_split_folder(tmp_path_factory.mktemp("photos"), train=12, val=4)
+    spec = parse_settings({"seed": 0, "data": {"source": "imagefolder", "path": str(photos)},
+                           "backbone": {"name": ["efficientnet_lite0", "efficientnet_lite1"]},
                            "budget": {"samples": 1, "max_epochs": 1, "time": 1}, "params": {"resolution": 32}}, "test", allow_params=True)
     return spec, prepare_context(spec)
 
@@ -163,3 +165,18 @@ def test_a_stratified_subset_keeps_every_class_in_proportion():
     assert np.bincount(small.train_y).tolist() == [20, 10, 10, 10] and len(small.val_y) == 8
     assert np.bincount(stratified_subset(split, 1, 4, seed=0).train_y).tolist() == [MIN_PER_CLASS] * 4
     assert ProbeBudget.for_search(600).allowed == pytest.approx(600 * PROBE_SHARE) and ProbeBudget.for_search(None).fits(1e30)
+
+
+@pytest.mark.slow
+def test_a_time_budget_too_short_for_any_probe_still_ends_with_a_model_to_export(ray_local, tmp_path, capsys):
+    photos = write_split_folder(tmp_path / "photos", train=8, val=4)
+    (tmp_path / "space.yaml").write_text(SPACE)
+    assert main(["search", str(tmp_path / "space.yaml"), "--data", str(photos), "--output", str(tmp_path / "out"), "--name", "tiny",
+                 "--time-budget", "1"]) == 0
+    root = tmp_path / "out" / "tiny"
+    trials = pd.read_parquet(root / "trials")
+    assert trials["probe"].all() and len(trials) == 1, "one probe (the cheapest, on a subset), no fine-tune"
+    out = capsys.readouterr().out
+    assert "The search could not fine-tune" in out
+    assert main(["export", str(root), "--to", str(tmp_path / "model")]) == 0
+    assert (tmp_path / "model").is_dir()

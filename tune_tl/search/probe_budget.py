@@ -3,7 +3,7 @@
 A probe's work is one forward pass of every train and val image through its backbone (the fit on the pooled
 features takes a fraction of that): ``images × forward FLOPs per image`` (``cost_model.count_block_flops``).
 Seconds per FLOP come from the machine itself: a forward of :data:`RATE_IMAGES` images of the cheapest backbone
-before the first probe, then every finished probe's measured seconds over its predicted FLOPs (the latest wins).
+(after a one-image warm-up) before the first probe, then every finished probe's measured seconds over its predicted FLOPs (the latest wins).
 
 The probes may spend :data:`PROBE_SHARE` of ``budget.time`` (a third: on a 600-s budget, 200 s; on the
 medical-scan folder of issue 30 three probes took 366 of 600 s and left no fine-tune time). ``search.probes``
@@ -34,7 +34,7 @@ from tune_tl.search.cost_model import count_block_flops
 #: The share of ``budget.time`` (``--time-budget``) that stage-0 probes may spend: the rest is for fine-tunes.
 PROBE_SHARE = 1 / 3
 #: Images of the cheapest backbone timed before the first probe to turn FLOPs into this machine's seconds.
-RATE_IMAGES = 16
+RATE_IMAGES = 32
 #: Stratified train images on which probes that did not fit the share are ranked by LogME.
 LOGME_IMAGES = 200
 #: The fewest train images per class a subset probe fits on (its cross-validation needs a few).

@@ -122,11 +122,11 @@ def run_probes(spec: SearchSpec, prepared: PreparedSearch, run: SearchRun, cache
         stage.calibrate(*plan[0])
     over: list[tuple[str, int]] = []
     for name, resolution in plan:
-        if deadline is not None and time.monotonic() >= deadline and stage.probes:
-            log.info("time budget: no time left for the probe of %s", name)
-            break
         split = prepared.context.data.splits[resolution]
         flops = probe_flops(prepared.backbones[name], split)
+        if deadline is not None and time.monotonic() >= deadline and stage.probes:
+            stage.skip_log(name, resolution, flops, "the time budget has run out: not probed")
+            continue
         if not over and stage.budget.fits(flops):
             stage.probe(name, resolution, split)
         elif not stage.probes and not over:  # not even the cheapest fits: a subset, so the search has a model to export
@@ -149,10 +149,13 @@ class _Stage0:
 
     def calibrate(self, name: str, resolution: int) -> None:
         """This machine's seconds per FLOP: a forward of a few stratified images of the cheapest probe's backbone."""
-        backbone = self.prepared.backbones[name]
-        split = stratified_subset(self.prepared.context.data.splits[resolution], RATE_IMAGES, 1, self.spec.seed)
+        backbone, full = self.prepared.backbones[name], self.prepared.context.data.splits[resolution]
+        normalise = Normaliser(backbone.mean, backbone.std)
+        warm = stratified_subset(full, 1, 1, self.spec.seed)  # the first call's one-off costs (allocation, kernels) are not per image
+        pooled_features(name, backbone.features, warm, normalise, RATE_IMAGES, None)
+        split = stratified_subset(full, RATE_IMAGES, 1, self.spec.seed)
         started = time.perf_counter()
-        pooled_features(name, backbone.features, split, Normaliser(backbone.mean, backbone.std), RATE_IMAGES, None)
+        pooled_features(name, backbone.features, split, normalise, RATE_IMAGES, None)
         self.budget.measured(probe_flops(backbone, split), time.perf_counter() - started)
         log.info("probe budget: %.0f s for the probes (%.0f%% of the time budget); this machine runs %s at %.2g s per GFLOP",
                  self.budget.allowed, 100 * PROBE_SHARE, name, self.budget.rate * 1e9)

@@ -329,7 +329,7 @@ def enqueue_textbook(searcher: OptunaSearch, spec, num_blocks: int | Mapping[str
     recipes = textbook_trials(spec.sub_spaces(num_blocks)[first], blocks, after_probes)
     if spec.backbone.is_choice:
         recipes = [(name, {"backbone": first, **params}) for name, params in recipes]
-    for name, params in recipes:
+    for _, params in recipes:
         searcher_study(searcher).enqueue_trial(params, skip_if_exists=False)
     if recipes:
         log.info("textbook start: the first trials are %s", ", ".join(n for n, _ in recipes))

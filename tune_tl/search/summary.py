@@ -120,11 +120,13 @@ def format_summary(summary: SearchSummary) -> str:
         lines.append("The search could not fine-tune: the time budget ended before any fine-tune epoch finished.")
         need = summary.fine_tune_need
         if need is not None:
-            lines.append(f"  One epoch of the cheapest fine-tune in the space ({need.config}) is predicted to take {need.epoch_seconds:.0f} s "
-                         f"after the {need.before_seconds:.0f} s spent before it: --time-budget {math.ceil(need.budget)} or more.")
+            lines.append(f"  One epoch of the cheapest fine-tune in the space ({need.config}) is predicted to take "
+                         f"{need.epoch_seconds:.0f} s after the {need.before_seconds:.0f} s spent before it: "
+                         f"--time-budget {math.ceil(need.budget)} or more.")
     if summary.best:
         best = summary.best
-        lines.append(f"Best trial {best['trial_id']}: val_acc {best['best_val_acc']:.4f} (epoch {int(best['best_epoch'])}, {best['status']})")
+        lines.append(f"Best trial {best['trial_id']}: val_acc {best['best_val_acc']:.4f} "
+                     f"(epoch {int(best['best_epoch'])}, {best['status']})")
         if best.get("probe"):  # its head was fitted by scikit-learn: the training parameters in its row never ran
             lines.append(f"  a linear probe: {best['backbone']} frozen at {best['resolution']} px, a convex head on its features "
                          f"(tune-tl export writes it)")
