@@ -2,8 +2,9 @@
 
 :class:`tune_tl.search.sampler.HonestOptunaSearch` asks an :class:`Admission` about every config Optuna proposes;
 a refused one is told to the study as FAIL (``tune_tl_status`` = ``not_started``, ``tune_tl_reason`` = why: TPE
-ignores it), gets a ``trials`` row with status ``not_started`` and the reason in ``error``, and Optuna is asked
-again (up to :data:`MAX_REDRAWS` times; then the searcher starts no more trials and the running ones keep the cores).
+ignores it), gets a ``trials`` row with status ``not_started`` and the reason in ``error`` when it was refused for
+time (:class:`Refusal`), and Optuna is asked again (up to :data:`MAX_REDRAWS` times; then the searcher starts no
+more trials and the running ones keep the cores).
 
 * **Dominated** (:class:`ProbeDominance`): a linear head on a fully frozen backbone without input augmentation, at
   a backbone and resolution a probe ran at. The probe fitted that convex problem exactly (scikit-learn, its ``C``
@@ -14,7 +15,7 @@ again (up to :data:`MAX_REDRAWS` times; then the searcher starts no more trials 
   trial's CPUs; with neither, every config is admitted.
 
     >>> admission = Admission(ProbeDominance({("lite0", 224)}, {"lite0": 9}))    # doctest: +SKIP
-    >>> admission.refusal({"backbone": "lite0", "resolution": 224, "freeze_policy": "head_only", "head": "linear"})  # doctest: +SKIP
+    >>> admission.refusal({"backbone": "lite0", "resolution": 224, "freeze_policy": "head_only", "head": "linear"}).reason  # doctest: +SKIP
     'dominated by probe-lite0-224: ...'
 """
 
@@ -141,22 +142,32 @@ def probe_rate(probes: Sequence[Mapping], model: CostModel, driver_threads: int,
     return None if rate is None else rate * max(1.0, driver_threads / max(trial_cpus, 1e-9))
 
 
+@dataclass(frozen=True)
+class Refusal:
+    """Why a proposal is not started, and whether it gets a ``trials`` row (``status`` ``not_started``)."""
+
+    reason: str
+    #: A config the search wanted but had no time for gets a row; a dominated one does not: the sampler never
+    #: chooses it on purpose (it prices it at infinity), so only a random start-up draw meets this rule.
+    row: bool
+
+
 @dataclass
 class Admission:
-    """The searcher's rules, in order; :meth:`refusal` is the first one's reason, or ``None`` to start the config."""
+    """The searcher's rules, in order; :meth:`refusal` is the first one's :class:`Refusal`, or ``None`` to start the config."""
 
     dominance: ProbeDominance | None = None
     fit: FirstEpochFit | None = None
 
-    def refusal(self, config: Mapping) -> str | None:
+    def refusal(self, config: Mapping) -> Refusal | None:
         try:
             cfg = TrialConfig.from_dict(dict(config))
         except TuneTLError:
             return None  # a bad config is the trial's to report (status error), not the searcher's to hide
-        for rule in (self.dominance, self.fit):
+        for rule, row in ((self.dominance, False), (self.fit, True)):
             reason = rule.refusal(cfg) if rule is not None else None
             if reason is not None:
-                return reason
+                return Refusal(reason, row)
         return None
 
     def observe(self, config: Mapping, result: Mapping) -> None:

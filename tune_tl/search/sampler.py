@@ -55,7 +55,7 @@ from tune_tl.compat import (
     searcher_trials,
     set_generator_target,
 )
-from tune_tl.search.admission import MAX_REDRAWS, Admission, BudgetClock
+from tune_tl.search.admission import MAX_REDRAWS, Admission, BudgetClock, Refusal
 from tune_tl.search.textbook import textbook_trials
 from tune_tl.store.schema import NOT_STARTED
 from tune_tl.store.storage import Location
@@ -159,7 +159,8 @@ class HonestOptunaSearch(OptunaSearch):
         study_name: Name of the study in ``storage``.
         time_attr: Result key counting epochs (the step of intermediate values).
         admission: Which proposals may start (``search.admission``): a refused one is told FAIL (``tune_tl_status``
-            ``not_started``, ``tune_tl_reason``), handed to ``on_refused(row_id, config, reason)`` and drawn again.
+            ``not_started``, ``tune_tl_reason``), handed to ``on_refused(row_id, config, reason)`` when its
+            :class:`~tune_tl.search.admission.Refusal` asks for a row, and drawn again.
         clock: The budget's clock (counts the trials started; restarted by a resume).
     """
 
@@ -211,12 +212,13 @@ class HonestOptunaSearch(OptunaSearch):
         for _ in range(MAX_REDRAWS):
             config = super().suggest(trial_id)
             admission = getattr(self, "_admission", None)  # None in a searcher pickled before admission existed
-            reason = admission.refusal(config) if admission is not None and config else None
-            if reason is None:
+            refusal = admission.refusal(config) if admission is not None and config else None
+            if refusal is None:
                 break
-            self._refuse(trial_id, config, reason)
+            self._refuse(trial_id, config, refusal)
         else:
-            log.info("searcher: %d proposals in a row were refused (the last: %s); no more trials are started", MAX_REDRAWS, reason)
+            log.info("searcher: %d proposals in a row were refused (the last: %s); no more trials are started", MAX_REDRAWS,
+                     refusal.reason)
             return Searcher.FINISHED
         if trial_id in searcher_trials(self):
             searcher_trials(self)[trial_id].set_user_attr("ray_trial_id", trial_id)
@@ -226,15 +228,15 @@ class HonestOptunaSearch(OptunaSearch):
                 self._clock.trials_started += 1
         return config
 
-    def _refuse(self, trial_id: str, config: dict, reason: str) -> None:
+    def _refuse(self, trial_id: str, config: dict, refusal: Refusal) -> None:
         """End the Optuna trial Ray's searcher asked for ``trial_id`` as never started, so the next ask draws anew."""
         ot_trial = searcher_trials(self).pop(trial_id)
         ot_trial.set_user_attr("tune_tl_status", NOT_STARTED)
-        ot_trial.set_user_attr("tune_tl_reason", reason)
+        ot_trial.set_user_attr("tune_tl_reason", refusal.reason)
         searcher_study(self).tell(ot_trial, state=TrialState.FAIL)
-        log.info("searcher: trial %d not started, %s", ot_trial.number, reason)
-        if getattr(self, "_on_refused", None) is not None:
-            self._on_refused(f"not_started-{ot_trial.number}", config, reason)
+        log.info("searcher: trial %d not started, %s", ot_trial.number, refusal.reason)
+        if refusal.row and getattr(self, "_on_refused", None) is not None:
+            self._on_refused(f"not_started-{ot_trial.number}", config, refusal.reason)
 
     def on_trial_result(self, trial_id: str, result: dict) -> None:
         if trial_id in searcher_completed(self) or trial_id not in searcher_trials(self):

@@ -112,8 +112,8 @@ def format_summary(summary: SearchSummary) -> str:
     lines = ["", f"Search finished: {probes}{c['completed']} completed, {c['pruned']} pruned, {c['diverged']} diverged, "
                  f"{c['oom']} out of memory, {c['error']} failed."]
     if c.get(NOT_STARTED):
-        lines.append(f"Not started: {c.get(NOT_STARTED)} proposed config(s) a probe dominates or whose first epoch could not finish in "
-                     f"the time left (status not_started; the reason is in the error column).")
+        lines.append(f"Not started: {c.get(NOT_STARTED)} proposed config(s) whose first epoch could not finish in the time left "
+                     f"(status not_started; the reason is in the error column).")
     if summary.ended_by_time_budget:
         lines.append("The time budget ended the search: no new trials were started, running ones were stopped (status pruned).")
     if summary.ended_by_time_budget and not summary.fine_tuned:

@@ -69,8 +69,8 @@ RECHECK_SCHEMA = pa.schema(
 
 #: The one status vocabulary: trials table, summaries, reports and the study's user attributes.
 STATUSES = ("completed", "pruned", "diverged", "oom", "error")
-#: The status of a ``trials`` row for a config the searcher proposed and did not start (``search.admission``: a probe
-#: dominates it, or its first epoch could not finish in the time left); ``error`` says which. Not among
+#: The status of a ``trials`` row for a config the searcher proposed and did not start (``search.admission``: its
+#: first epoch could not finish in the time left); ``error`` says why. Not among
 #: :data:`STATUSES`, the statuses of trials that ran: such a row is never a Ray trial.
 NOT_STARTED = "not_started"
 
