@@ -180,3 +180,21 @@ def test_a_time_budget_too_short_for_any_probe_still_ends_with_a_model_to_export
     assert "The search could not fine-tune" in out
     assert main(["export", str(root), "--to", str(tmp_path / "model")]) == 0
     assert (tmp_path / "model").is_dir()
+
+
+def test_probes_that_do_not_fit_the_share_are_ranked_by_logme_and_only_the_best_is_probed(tmp_path, monkeypatch, caplog):
+    photos = write_split_folder(tmp_path / "photos", train=8, val=4)
+    names = ["efficientnet_lite0", "efficientnet_lite1", "efficientnet_lite2"]
+    spec = parse_settings({"seed": 0, "data": {"source": "imagefolder", "path": str(photos)}, "backbone": {"name": names},
+                           "budget": {"samples": 1, "max_epochs": 1, "time": 3600}, "params": {"resolution": 32}}, "test",
+                          allow_params=True)
+    prepared = prepare_context(spec)
+    answers = iter([True, False])  # the cheapest fits, the next does not (nor, then, the dearer one); the ranking does
+    monkeypatch.setattr(ProbeBudget, "fits", lambda self, flops: next(answers, True))
+    with caplog.at_level(logging.INFO, logger="tune_tl.search.probes"):
+        probes = run_probes(spec, prepared, SearchRun(Location.parse(tmp_path / "run")), cache=None)
+    assert [p.backbone for p in probes][0] == "efficientnet_lite0" and len(probes) == 2
+    text = caplog.text
+    assert text.count("ranking it by LogME on a stratified subset") == 2
+    left_out = ({"efficientnet_lite1", "efficientnet_lite2"} - {probes[1].backbone}).pop()
+    assert f"probe budget: {left_out} not probed (LogME" in text and probes[1].subset is not None
