@@ -1,15 +1,19 @@
 """The sampler weighs a candidate by the predicted cost of the whole config it stands for."""
 
+import math
 import pickle
 
+import numpy as np
 import optuna
+import pytest
 
-from tune_tl.compat import TPESamplerWithCost
+from tune_tl.compat import TPESamplerWithCost, cooled_acquisition
 from tune_tl.config import load_space
 from tune_tl.config.params import TrialConfig
 from tune_tl.config.space import parse_space_text
+from tune_tl.search.admission import BudgetClock
 from tune_tl.search.cost_model import CostModel
-from tune_tl.search.cost_sampler import CandidateCost
+from tune_tl.search.cost_sampler import CandidateCost, CostCooling
 from tune_tl.search.sampler import make_sampler
 
 LITE = ("efficientnet_lite0", "efficientnet_lite1", "efficientnet_lite2")
@@ -17,7 +21,7 @@ BLOCKS = (1e7, 2e7, 4e7, 4e7, 4e7, 8e7, 8e7, 2e7, 1e7)  # nine blocks, like the 
 
 
 def model(resolutions, backbones=LITE[:1], scale=(1.0, 1.4, 2.0)):
-    blocks = {b: {r: tuple(f * s * (r / 32) ** 2 for f in BLOCKS) for r in resolutions} for b, s in zip(backbones, scale)}
+    blocks = {b: {r: tuple(f * s * (r / 32) ** 2 for f in BLOCKS) for r in resolutions} for b, s in zip(backbones, scale, strict=False)}
     return CostModel(blocks, dict.fromkeys(backbones, 1280), num_classes=10, train_images=1437, val_images=360)
 
 
@@ -52,8 +56,8 @@ def test_the_cost_aware_sampler_survives_pickling_as_ray_saves_the_searcher():
     spec = load_space()
     sampler = make_sampler("tpe", spec, CandidateCost.for_search(spec, model([32])))
     study = optuna.create_study(sampler=pickle.loads(pickle.dumps(sampler)), direction="maximize")
-    study.optimize(lambda t: t.suggest_float("lr", 3e-4, 1e-2, log=True) + (t.suggest_categorical("freeze_policy", ["full", "head_only"]) == "full"),
-                   n_trials=6)
+    study.optimize(lambda t: t.suggest_float("lr", 3e-4, 1e-2, log=True)
+                   + (t.suggest_categorical("freeze_policy", ["full", "head_only"]) == "full"), n_trials=6)
     assert len(study.trials) == 6
 
 
@@ -70,3 +74,42 @@ def test_a_candidate_the_cost_model_cannot_price_is_chosen_by_expected_gain_and_
     study = optuna.create_study(sampler=sampler)
     study.optimize(lambda t: t.suggest_float("x", 0, 1), n_trials=4)
     assert len(study.trials) == 4 and "could not price the candidates (ZeroDivisionError" in caplog.text
+
+
+def test_with_alpha_zero_the_cost_aware_sampler_chooses_exactly_what_plain_tpe_chooses():
+    def objective(t):
+        return t.suggest_float("x", 0, 1) + (t.suggest_categorical("policy", ["full", "head_only"]) == "full")
+
+    settings = dict(seed=3, n_startup_trials=4)
+    cooled = optuna.create_study(sampler=TPESamplerWithCost(lambda p: 1.0 + 99 * (p["policy"] == "full"), lambda: 0.0, **settings))
+    plain = optuna.create_study(sampler=optuna.samplers.TPESampler(**settings))
+    cooled.optimize(objective, n_trials=14)
+    plain.optimize(objective, n_trials=14)
+    assert [t.params for t in cooled.trials] == [t.params for t in plain.trials]
+
+
+def test_a_cheap_candidate_with_a_worse_density_ratio_wins_at_alpha_one_and_not_once_alpha_is_small():
+    gain, costs = np.array([1.0, 0.2]), np.array([100.0, 1.0])  # candidate 0: better ratio, 100 × the cost
+    assert np.argmax(cooled_acquisition(gain, costs, alpha=1.0)) == 1
+    assert np.argmax(cooled_acquisition(gain, costs, alpha=0.1)) == 0
+    assert np.argmax(cooled_acquisition(gain, costs, alpha=0.0)) == 0
+    assert np.argmax(cooled_acquisition(gain, np.array([math.inf, 1.0]), alpha=0.0)) == 1  # infinite cost: never, whatever α
+
+
+def test_cost_cooling_falls_from_one_to_zero_as_the_time_budget_or_else_the_trial_count_is_spent():
+    clock = BudgetClock(seconds=100.0, samples=10)
+    assert CostCooling(clock)() == pytest.approx(1.0, abs=0.01)
+    clock.started -= 50
+    assert CostCooling(clock)() == pytest.approx(0.5, abs=0.01)
+    clock.started -= 80
+    assert CostCooling(clock)() == 0.0
+    by_trials = BudgetClock(seconds=None, samples=10, trials_started=3)
+    assert CostCooling(by_trials)() == pytest.approx(0.7)
+
+
+def test_the_sampler_cools_as_the_clock_says():
+    spec = load_space()
+    clock = BudgetClock(seconds=None, samples=4)
+    sampler = make_sampler("tpe", spec, lambda p: 1.0, CostCooling(clock))
+    clock.trials_started = 4
+    assert sampler._cooling() == 0.0

@@ -1,6 +1,9 @@
 """Stage 0: a linear probe per backbone is the search's first answer, a real trial, and the head fine-tunes start from."""
 
+import dataclasses
 import json
+import logging
+import time
 from pathlib import Path
 
 import numpy as np
@@ -17,6 +20,11 @@ from tune_tl.cli import main
 from tune_tl.config import parse_settings
 from tune_tl.config.params import TrialConfig
 from tune_tl.data.preprocess import Normaliser
+from tune_tl.data.types import Split
+from tune_tl.search.probe_budget import MIN_PER_CLASS, PROBE_SHARE, ProbeBudget, stratified_subset
+from tune_tl.search.probes import run_probes
+from tune_tl.store.search_run import SearchRun
+from tune_tl.store.storage import Location
 from tune_tl.training.context import prepare_context
 from tune_tl.training.evaluate import evaluate_split
 from tune_tl.training.linear_probe import fit_linear_probe, measure_probe
@@ -116,3 +124,77 @@ def test_probes_are_trials_the_study_learns_from_and_export_writes_a_model_that_
     rows = pd.read_csv(predictions)
     accuracy = float((rows["label"] == rows["path"].map(lambda p: Path(p).parent.name)).mean())
     assert accuracy == pytest.approx(float(probes.set_index("trial_id").loc[trial_id, "best_val_acc"]))
+
+
+@pytest.fixture(scope="module")
+def two_backbones(tmp_path_factory):
+    photos = write_split_folder(tmp_path_factory.mktemp("photos"), train=12, val=4)
+    spec = parse_settings({"seed": 0, "data": {"source": "imagefolder", "path": str(photos)},
+                           "backbone": {"name": ["efficientnet_lite0", "efficientnet_lite1"]},
+                           "budget": {"samples": 1, "max_epochs": 1, "time": 1}, "params": {"resolution": 32}}, "test", allow_params=True)
+    return spec, prepare_context(spec)
+
+
+def test_a_time_budget_too_short_for_any_probe_still_probes_the_cheapest_on_a_subset_and_logs_the_skipped_one(two_backbones, tmp_path,
+                                                                                                              caplog):
+    spec, prepared = two_backbones
+    run = SearchRun(Location.parse(tmp_path))
+    with caplog.at_level(logging.INFO, logger="tune_tl.search.probes"):
+        probes = run_probes(spec, prepared, run, cache=None, deadline=time.monotonic() + 1)
+    assert [p.backbone for p in probes] == ["efficientnet_lite0"]  # the cheaper of the two, and only it
+    split = prepared.context.data.splits[32]
+    assert probes[0].subset is not None and probes[0].subset < len(split.train_y)
+    assert run.checkpoint_paths(probes[0].trial_id), "a checkpoint tune-tl export writes as a model folder"
+    assert (run.trials()["trial_id"] == probes[0].trial_id).any()
+    skipped = [r.getMessage() for r in caplog.records if "efficientnet_lite1" in r.getMessage()]
+    assert skipped and "probe budget: the probe of efficientnet_lite1 at 32 px is predicted to take" in skipped[0]
+    assert "s left of the probes' share (33% of the time budget, 0 s)" in skipped[0]
+
+
+def test_with_room_for_every_probe_each_runs_on_all_images_cheapest_first(two_backbones, tmp_path):
+    spec, prepared = two_backbones
+    roomy = dataclasses.replace(spec, budget=dataclasses.replace(spec.budget, time=3600))
+    probes = run_probes(roomy, prepared, SearchRun(Location.parse(tmp_path)), cache=None)
+    assert [(p.backbone, p.subset) for p in probes] == [("efficientnet_lite0", None), ("efficientnet_lite1", None)]
+
+
+def test_a_stratified_subset_keeps_every_class_in_proportion():
+    labels = np.repeat(np.arange(4), [40, 20, 20, 20])
+    split = Split(np.zeros((100, 3, 2, 2), np.uint8), labels, np.zeros((8, 3, 2, 2), np.uint8), np.repeat(np.arange(4), 2))
+    small = stratified_subset(split, 50, None, seed=0)
+    assert np.bincount(small.train_y).tolist() == [20, 10, 10, 10] and len(small.val_y) == 8
+    assert np.bincount(stratified_subset(split, 1, 4, seed=0).train_y).tolist() == [MIN_PER_CLASS] * 4
+    assert ProbeBudget.for_search(600).allowed == pytest.approx(600 * PROBE_SHARE) and ProbeBudget.for_search(None).fits(1e30)
+
+
+@pytest.mark.slow
+def test_a_time_budget_too_short_for_any_probe_still_ends_with_a_model_to_export(ray_local, tmp_path, capsys):
+    photos = write_split_folder(tmp_path / "photos", train=8, val=4)
+    (tmp_path / "space.yaml").write_text(SPACE)
+    assert main(["search", str(tmp_path / "space.yaml"), "--data", str(photos), "--output", str(tmp_path / "out"), "--name", "tiny",
+                 "--time-budget", "1"]) == 0
+    root = tmp_path / "out" / "tiny"
+    trials = pd.read_parquet(root / "trials")
+    assert trials["probe"].all() and len(trials) == 1, "one probe (the cheapest, on a subset), no fine-tune"
+    out = capsys.readouterr().out
+    assert "The search could not fine-tune" in out
+    assert main(["export", str(root), "--to", str(tmp_path / "model")]) == 0
+    assert (tmp_path / "model").is_dir()
+
+
+def test_probes_that_do_not_fit_the_share_are_ranked_by_logme_and_only_the_best_is_probed(tmp_path, monkeypatch, caplog):
+    photos = write_split_folder(tmp_path / "photos", train=8, val=4)
+    names = ["efficientnet_lite0", "efficientnet_lite1", "efficientnet_lite2"]
+    spec = parse_settings({"seed": 0, "data": {"source": "imagefolder", "path": str(photos)}, "backbone": {"name": names},
+                           "budget": {"samples": 1, "max_epochs": 1, "time": 3600}, "params": {"resolution": 32}}, "test",
+                          allow_params=True)
+    prepared = prepare_context(spec)
+    answers = iter([True, False])  # the cheapest fits, the next does not (nor, then, the dearer one); the ranking does
+    monkeypatch.setattr(ProbeBudget, "fits", lambda self, flops: next(answers, True))
+    with caplog.at_level(logging.INFO, logger="tune_tl.search.probes"):
+        probes = run_probes(spec, prepared, SearchRun(Location.parse(tmp_path / "run")), cache=None)
+    assert [p.backbone for p in probes][0] == "efficientnet_lite0" and len(probes) == 2
+    text = caplog.text
+    assert text.count("ranking it by LogME on a stratified subset") == 2
+    left_out = ({"efficientnet_lite1", "efficientnet_lite2"} - {probes[1].backbone}).pop()
+    assert f"probe budget: {left_out} not probed (LogME" in text and probes[1].subset is not None

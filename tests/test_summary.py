@@ -1,7 +1,22 @@
 """The summary a search prints at its end."""
 
-from tune_tl.search.summary import SearchSummary, format_summary
+import math
+import time
+
+import pytest
+import torch
+
+from tests.test_admission import LITE, cost_model
+from tune_tl.config import load_space
+from tune_tl.config.params import TrialConfig
+from tune_tl.config.space import parse_space_text
+from tune_tl.search.cost_model import cheapest_fine_tune
+from tune_tl.search.summary import FineTuneNeed, SearchSummary, fine_tune_need, format_summary, summarize
+from tune_tl.store.results import epoch_row, trial_row, write_table_atomic
+from tune_tl.store.schema import EPOCH_SCHEMA, TRIAL_SCHEMA
+from tune_tl.store.search_run import SearchRun
 from tune_tl.store.storage import Location
+from tune_tl.store.trial_record import TrialRecord
 
 
 def test_the_best_trials_epoch_prints_as_a_whole_number_when_the_table_holds_it_as_a_float(tmp_path):
@@ -12,3 +27,51 @@ def test_the_best_trials_epoch_prints_as_a_whole_number_when_the_table_holds_it_
     text = format_summary(SearchSummary(Location.parse(tmp_path), counts, best, probes=3))
     assert "Best trial probe-efficientnet_lite2-260: val_acc 0.9804 (epoch 1, completed)" in text
     assert "Search finished: 3 linear probe(s), 1 completed, 5 pruned" in text
+
+
+def _write(root, rows_by_trial):
+    run = SearchRun(root)
+    for trial_id, probe in rows_by_trial:
+        record = TrialRecord()
+        record.add_epoch(1, 0.9, diverged=False)
+        config = {"backbone": LITE, "resolution": 32, "freeze_policy": "head_only" if probe else "full"}
+        write_table_atomic([epoch_row(trial_id, {"epoch": 1, "val_acc": 0.9, "epoch_seconds": 5.0}, time.time(), probe=probe)],
+                           EPOCH_SCHEMA, run.epochs_dir)
+        write_table_atomic([trial_row(trial_id, config, record, "completed" if probe else "pruned", None, 5.0, probe=probe)],
+                           TRIAL_SCHEMA, run.trials_dir)
+
+
+def test_a_search_whose_budget_ended_before_any_fine_tune_epoch_says_so_and_what_budget_one_epoch_needs(tmp_path):
+    root = Location.parse(tmp_path)
+    _write(root, [("probe-efficientnet_lite0-32", True)])
+    model = cost_model()
+    probes = [{"backbone": LITE, "resolution": 32, "seconds": 10.0}]
+    need = fine_tune_need(model, load_space(), probes, before_seconds=40.0, trial_cpus=1)
+    summary = summarize(root, 0, True, need)
+    text = format_summary(summary)
+    assert not summary.fine_tuned
+    assert "The search could not fine-tune: the time budget ended before any fine-tune epoch finished." in text
+    cfg, flops = cheapest_fine_tune(model, load_space())
+    probe_work = model.epoch_cost(TrialConfig.from_dict({"backbone": LITE, "resolution": 32, "freeze_policy": "head_only"}), 1)
+    seconds = flops * 10.0 / probe_work * torch.get_num_threads()  # the probe ran on the driver's threads, a trial on one CPU
+    assert need.epoch_seconds == pytest.approx(seconds)
+    assert f"({LITE} at 32 px, 8 of 9 blocks frozen) is predicted to take {seconds:.0f} s after the 40 s" in text
+    assert f"--time-budget {math.ceil(40 + seconds)} or more" in text
+
+
+def test_a_search_that_fine_tuned_an_epoch_says_nothing_about_fine_tuning(tmp_path):
+    root = Location.parse(tmp_path)
+    _write(root, [("probe-efficientnet_lite0-32", True), ("t0", False)])
+    summary = summarize(root, 0, True, FineTuneNeed("x", 1.0, 1.0))
+    assert summary.fine_tuned and summary.fine_tune_need is None
+    assert "could not fine-tune" not in format_summary(summary)
+
+
+def test_the_cheapest_fine_tune_of_a_space_trains_as_few_blocks_as_its_policies_allow():
+    model = cost_model()
+    cfg, _ = cheapest_fine_tune(model, load_space())  # the default space: prefix up to every block frozen
+    assert (cfg.freeze_policy, cfg.freeze_blocks) == ("prefix", 8)
+    only_full = parse_space_text(f"backbone: {{name: {LITE}}}\nparams: {{resolution: 32, freeze_policy: [head_only, full]}}\n", "s.yaml")
+    assert cheapest_fine_tune(model, only_full)[0].freeze_policy == "full"
+    frozen = parse_space_text(f"backbone: {{name: {LITE}}}\nparams: {{resolution: 32, freeze_policy: head_only}}\n", "s.yaml")
+    assert cheapest_fine_tune(model, frozen) is None

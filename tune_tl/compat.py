@@ -184,6 +184,9 @@ class TPESamplerWithCost(TPESampler):
     cost-aware acquisition, Arango et al., ICLR 2024). Where the cost does not depend on a group's
     parameters (a learning rate), it is the same for every candidate and the choice is TPE's.
 
+    With ``cooling`` (``cooling() -> α`` in [0, 1]) the cost's exponent is α: cost-cooling, α falling from 1 to 0
+    as the budget is spent, so cheapness decides early and expected gain alone decides late.
+
     Args:
         cost: ``cost(params) -> float > 0`` for a dict of parameter values. A candidate of one parameter group
             is scored with the values already chosen for this trial (earlier groups of the same relative sample,
@@ -191,9 +194,10 @@ class TPESamplerWithCost(TPESampler):
         **kwargs: ``TPESampler``'s arguments.
     """
 
-    def __init__(self, cost: Callable[[Mapping[str, Any]], float], **kwargs):
+    def __init__(self, cost: Callable[[Mapping[str, Any]], float], cooling: Callable[[], float] | None = None, **kwargs):
         super().__init__(**kwargs)
         self._cost = cost
+        self._cooling = cooling
         self._scoring: tuple[dict, dict] = ({}, {})  # (the group's distributions, the trial's values so far)
         self._chosen: tuple[int, dict] = (-1, {})  # (trial number, values this sampler chose for it)
 
@@ -213,7 +217,18 @@ class TPESamplerWithCost(TPESampler):
         except Exception as exc:  # a search must not die in its sampler: this one draw goes by expected gain alone
             log.warning("cost-aware TPE: could not price the candidates (%s: %s); choosing by expected gain", type(exc).__name__, exc)
             return gain
-        return gain - np.log(np.maximum(costs, np.finfo(float).tiny))
+        return cooled_acquisition(gain, costs, 1.0 if self._cooling is None else self._cooling())
+
+
+def cooled_acquisition(gain: np.ndarray, costs: np.ndarray, alpha: float) -> np.ndarray:
+    """log l(x) − log g(x) − α·log cost(x): the density ratio divided by cost^α (α = 0: TPE's own choice).
+
+    An infinite cost means "never": such a candidate scores −∞ whatever α (it wins only if every candidate is one).
+    """
+    costs = np.asarray(costs, dtype=float)
+    never = np.isinf(costs)
+    scored = gain - alpha * np.log(np.maximum(np.where(never, 1.0, costs), np.finfo(float).tiny))
+    return np.where(never, -np.inf, scored)
 
 
 def _external(space: Mapping[str, optuna.distributions.BaseDistribution], samples: Mapping[str, np.ndarray], i: int) -> dict[str, Any]:

@@ -41,7 +41,7 @@ import pandas as pd
 import torch
 from torch.utils.flop_counter import FlopCounterMode
 
-from tune_tl.config.distributions import resolutions_of
+from tune_tl.config.distributions import Fixed, Range, resolutions_of, values_of
 from tune_tl.config.params import PARAMS, TrialConfig
 from tune_tl.config.spec import SearchSpec
 from tune_tl.data.types import PreparedData
@@ -80,7 +80,7 @@ def block_flops(backbone: Backbone, resolutions: Sequence[int]) -> dict[int, tup
     go to the last block, so the blocks add up to the whole network. The copy takes the hooks; ``backbone`` is untouched.
     """
     features = copy.deepcopy(backbone.features).to("meta").eval()
-    twin = dict(zip(map(id, backbone.features.modules()), features.modules()))  # the same modules, in the same order
+    twin = dict(zip(map(id, backbone.features.modules()), features.modules(), strict=False))  # the same modules, in the same order
     counter = FlopCounterMode(display=False)
     flops: list[float] = []
 
@@ -253,7 +253,7 @@ def recorded_costs(model: CostModel, configs: Mapping[str, TrialConfig], epochs:
     """The ``epochs`` rows of trials in ``configs``, with each epoch's predicted ``epoch_cost`` and the trial's
     cumulative :data:`TRAINING_COST` after it (FLOPs): what cost-aware ASHA's clock read, rebuilt from the results."""
     rows = epochs[epochs["trial_id"].isin(list(configs))]
-    pairs = list(zip(rows["trial_id"], rows["epoch"].astype(int)))
+    pairs = list(zip(rows["trial_id"], rows["epoch"].astype(int), strict=False))
     return rows.assign(epoch_cost=[model.epoch_cost(configs[t], e) for t, e in pairs],
                        **{TRAINING_COST: [model.trial_cost(configs[t], e) for t, e in pairs]})
 
@@ -264,5 +264,51 @@ def seconds_per_flop(predicted: Sequence[float], measured: Sequence[float]) -> f
     A median, so a few epochs slowed by a busy machine or a cache filled from disk do not move it. Only
     reports and logs use it; no decision does.
     """
-    ratios = [m / p for p, m in zip(predicted, measured) if p > 0 and m is not None and np.isfinite(m) and m > 0]
+    ratios = [m / p for p, m in zip(predicted, measured, strict=False) if p > 0 and m is not None and np.isfinite(m) and m > 0]
     return float(np.median(ratios)) if ratios else None
+
+
+def cheapest_fine_tune(model: CostModel, spec: SearchSpec) -> tuple[TrialConfig, float] | None:
+    """The config of ``spec``'s space whose first fine-tune epoch (after its linear-probe epochs, if any) is predicted
+    cheapest, and that cost in FLOPs; ``None`` when the space trains no backbone block (or is a Python space).
+
+    For each backbone and resolution the space allows, the fine-tuning freeze policies it lists are priced at their
+    cheapest setting it allows (``prefix`` with the most frozen blocks short of all, ``surgical`` on the highest
+    block, ``full``), with the space's fixed values and every other parameter's default (no augmentation)."""
+    if spec.space_fn is not None:
+        return None
+    best = None
+    for name, params in spec.sub_spaces(model.num_blocks).items():
+        if name not in model.blocks:
+            continue
+        dists, n = {p.name: p.dist for p in params}, model.num_blocks[name]
+        fixed = {k: d.value for k, d in dists.items() if isinstance(d, Fixed)}
+        sizes = resolutions_of(dists["resolution"], spec.source) if "resolution" in dists else [PARAMS["resolution"].default]
+        policies = values_of(dists["freeze_policy"]) if "freeze_policy" in dists else (PARAMS["freeze_policy"].default,)
+        for policy in (p for p in policies if p != "head_only"):
+            setting = {}
+            if policy == "prefix":
+                frozen = _largest_below(dists["freeze_blocks"], n) if "freeze_blocks" in dists else 0
+                if frozen is None:
+                    continue
+                setting = {"freeze_blocks": frozen}
+            elif policy == "surgical":
+                setting = {"train_block": _largest_below(dists["train_block"], n)} if "train_block" in dists else {}
+            for size in (s for s in sizes if s in model.blocks[name]):
+                try:
+                    cfg = TrialConfig.from_dict({**fixed, **setting, "backbone": name, "resolution": size, "freeze_policy": policy})
+                    cost = model.trial_cost(cfg, (cfg.lp_epochs or 0) + 1)
+                except (TuneTLError, ValueError):
+                    continue
+                if best is None or cost < best[1]:
+                    best = (cfg, cost)
+    return best
+
+
+def _largest_below(dist, n: int) -> int | None:
+    """The largest value below ``n`` that ``dist`` (a resolved block count or index) can take, or ``None``."""
+    if isinstance(dist, Range):
+        top = min(int(dist.high), n - 1)
+        return top if top >= dist.low else None
+    below = [int(v) for v in values_of(dist) if v < n]
+    return max(below) if below else None

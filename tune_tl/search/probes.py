@@ -29,6 +29,7 @@ import warnings
 from collections.abc import Mapping
 from dataclasses import asdict, dataclass
 
+import numpy as np
 import optuna
 import pandas as pd
 import torch
@@ -39,13 +40,26 @@ from tune_tl.compat import distribution_contains
 from tune_tl.config.distributions import resolutions_of
 from tune_tl.config.params import PARAMS, TrialConfig
 from tune_tl.config.spec import SearchSpec
+from tune_tl.data.preprocess import Normaliser
 from tune_tl.models.backbones import native_size
+from tune_tl.search.probe_budget import (
+    LOGME_IMAGES,
+    MIN_PER_CLASS,
+    PROBE_SHARE,
+    RATE_IMAGES,
+    ProbeBudget,
+    per_image_flops,
+    probe_flops,
+    stratified_subset,
+    train_images_that_fit,
+)
 from tune_tl.search.textbook import fit_to_space
 from tune_tl.store.results import epoch_row, trial_row, write_table_atomic
 from tune_tl.store.schema import EPOCH_SCHEMA, TRIAL_SCHEMA
 from tune_tl.store.search_run import SearchRun
 from tune_tl.store.trial_record import TrialRecord
 from tune_tl.training.context import PreparedSearch
+from tune_tl.training.frozen_features import pooled_features
 from tune_tl.training.linear_probe import ProbeMeasurement, measure_probe
 from tune_tl.training.recipe import build_network
 
@@ -71,6 +85,8 @@ class Probe:
     seconds: float
     #: The trial config it stands for, in the space's own terms (a frozen backbone; head fitted by scikit-learn).
     config: TrialConfig
+    #: Train images it was fitted on when the time budget allowed only a stratified subset (``None``: all of them).
+    subset: int | None = None
 
     def record(self) -> dict:
         """What ``search.json`` keeps of it (under ``probes``)."""
@@ -82,7 +98,8 @@ def probe_id(backbone: str, resolution: int) -> str:
 
 
 def probe_plan(spec: SearchSpec, prepared: PreparedSearch) -> list[tuple[str, int]]:
-    """``(backbone, resolution)`` of each probe to run, cheapest first (resolution, then parameter count)."""
+    """``(backbone, resolution)`` of each probe to run, cheapest first: predicted FLOPs (``probe_budget.probe_flops``),
+    then resolution and parameter count."""
     spaces = spec.sub_spaces(prepared.num_blocks)
     plan = []
     for name, backbone in prepared.backbones.items():
@@ -90,42 +107,134 @@ def probe_plan(spec: SearchSpec, prepared: PreparedSearch) -> list[tuple[str, in
         native = backbone.input_size or native_size(name)
         plan.append((name, native if native in allowed else max(allowed)))
     params = {name: sum(p.numel() for p in b.features.parameters()) for name, b in prepared.backbones.items()}
-    return sorted(plan, key=lambda p: (p[1], params[p[0]]))
+    flops = {(n, r): probe_flops(prepared.backbones[n], prepared.context.data.splits[r]) for n, r in plan}
+    return sorted(plan, key=lambda p: (flops[p], p[1], params[p[0]]))
 
 
 def run_probes(spec: SearchSpec, prepared: PreparedSearch, run: SearchRun, cache: str | None, deadline: float | None = None,
                done: Mapping[str, Probe] | None = None) -> list[Probe]:
-    """Measure every planned probe, record each as a finished trial of ``run`` as it ends, and return them.
+    """Measure the planned probes that fit :data:`~tune_tl.search.probe_budget.PROBE_SHARE` of the time budget
+    (``search.probe_budget``), record each as a finished trial of ``run`` as it ends, and return them.
 
     Stops before a probe when ``deadline`` (a ``time.monotonic()`` value: the time budget) has passed. A probe in
     ``done`` (:func:`finished_probes` of a search stopped in stage 0) is kept as it was, not run again.
     """
-    probes: list[Probe] = []
-    heads = run.probe_heads()
-    for name, resolution in probe_plan(spec, prepared):
+    stage = _Stage0(spec, prepared, run, cache, ProbeBudget.for_search(spec.budget.time))
+    plan = probe_plan(spec, prepared)
+    for name, resolution in plan:
         kept = (done or {}).get(probe_id(name, resolution))
-        if kept is not None and (name, resolution) in heads:
-            probes.append(kept)
-            log.info("probe %s at %d px: val_acc %.4f, kept from the run that was stopped (not run again)", name, resolution, kept.val_acc)
-            continue
-        if deadline is not None and time.monotonic() >= deadline:
-            log.info("time budget: no time left for the probe of %s", name)
-            break
+        if kept is not None and (name, resolution) in stage.heads:
+            stage.keep(kept)
+    plan = [p for p in plan if probe_id(*p) not in {k.trial_id for k in stage.probes}]
+    if plan and stage.budget.allowed is not None:
+        stage.calibrate(*plan[0])
+    over: list[tuple[str, int]] = []
+    for name, resolution in plan:
         split = prepared.context.data.splits[resolution]
+        flops = probe_flops(prepared.backbones[name], split)
+        if deadline is not None and time.monotonic() >= deadline and stage.probes:
+            stage.skip_log(name, resolution, flops, "the time budget has run out: not probed")
+            continue
+        if not over and stage.budget.fits(flops):
+            stage.probe(name, resolution, split)
+        elif not stage.probes and not over:  # not even the cheapest fits: a subset, so the search has a model to export
+            stage.skip_log(name, resolution, flops, "probing it on a stratified subset instead")
+            stage.probe_subset(name, resolution, split, shrink_val=True)
+        else:
+            over.append((name, resolution))
+    if over:
+        stage.probe_best_ranked(over)
+    return stage.probes
+
+
+class _Stage0:
+    """The probes of one search as they run: what is measured, recorded and logged (``run_probes``'s state)."""
+
+    def __init__(self, spec: SearchSpec, prepared: PreparedSearch, run: SearchRun, cache: str | None, budget: ProbeBudget):
+        self.spec, self.prepared, self.run, self.cache, self.budget = spec, prepared, run, cache, budget
+        self.probes: list[Probe] = []
+        self.heads = run.probe_heads()  # a resumed stage 0's finished probes' heads among them
+
+    def keep(self, probe: Probe) -> None:
+        """A probe a search stopped in stage 0 finished: kept as it was, its seconds spent from the probes' share."""
+        self.probes.append(probe)
+        self.budget.started -= probe.seconds
+        log.info("probe %s at %d px: val_acc %.4f, kept from the run that was stopped (not run again)", probe.backbone,
+                 probe.resolution, probe.val_acc)
+
+    def calibrate(self, name: str, resolution: int) -> None:
+        """This machine's seconds per FLOP: a forward of a few stratified images of the cheapest probe's backbone."""
+        backbone, full = self.prepared.backbones[name], self.prepared.context.data.splits[resolution]
+        normalise = Normaliser(backbone.mean, backbone.std)
+        warm = stratified_subset(full, 1, 1, self.spec.seed)  # the first call's one-off costs (allocation, kernels) are not per image
+        pooled_features(name, backbone.features, warm, normalise, RATE_IMAGES, None)
+        split = stratified_subset(full, RATE_IMAGES, 1, self.spec.seed)
+        started = time.perf_counter()
+        pooled_features(name, backbone.features, split, normalise, RATE_IMAGES, None)
+        self.budget.measured(probe_flops(backbone, split), time.perf_counter() - started)
+        log.info("probe budget: %.0f s for the probes (%.0f%% of the time budget); this machine runs %s at %.2g s per GFLOP",
+                 self.budget.allowed, 100 * PROBE_SHARE, name, self.budget.rate * 1e9)
+
+    def skip_log(self, name: str, resolution: int, flops: float, then: str) -> None:
+        log.info("probe budget: the probe of %s at %d px is predicted to take %.0f s, more than the %.0f s left of the probes' "
+                 "share (%.0f%% of the time budget, %.0f s); %s", name, resolution, self.budget.seconds(flops) or 0.0,
+                 max(self.budget.left, 0.0), 100 * PROBE_SHARE, self.budget.allowed or 0.0, then)
+
+    def probe(self, name: str, resolution: int, split, subset: int | None = None) -> Probe:
         started = time.time()
-        measured = measure_probe(prepared.backbones[name], split, prepared.context.data.num_classes, spec.seed, cache)
-        config = probe_config(spec, prepared, name, resolution)
+        data = self.prepared.context.data
+        measured = measure_probe(self.prepared.backbones[name], split, data.num_classes, self.spec.seed, None if subset else self.cache)
+        self.budget.measured(probe_flops(self.prepared.backbones[name], split), measured.seconds)
+        config = probe_config(self.spec, self.prepared, name, resolution)
         probe = Probe(probe_id(name, resolution), name, resolution, measured.logme, measured.val_acc, measured.probe.C, measured.seconds,
-                      config)
-        _record(run, prepared, probe, measured, started)
-        heads[(name, resolution)] = tuple(torch.from_numpy(a) for a in (measured.probe.weight, measured.probe.bias))
-        run.save_probe_heads(heads)
-        best = max(probes + [probe], key=lambda p: p.val_acc)
-        probes.append(probe)
-        run.update_metadata(probes=[p.record() for p in probes])  # last: a probe listed here is whole (resume keeps it)
-        log.info("probe %s at %d px: val_acc %.4f (LogME %.3f, C %.3g) in %.0f s%s", name, resolution, probe.val_acc, probe.logme,
-                 probe.C, probe.seconds, " - best so far" if best is probe else "")
-    return probes
+                      config, subset)
+        _record(self.run, self.prepared, probe, measured, started)
+        self.heads[(name, resolution)] = tuple(torch.from_numpy(a) for a in (measured.probe.weight, measured.probe.bias))
+        self.run.save_probe_heads(self.heads)
+        best = max(self.probes + [probe], key=lambda p: p.val_acc)
+        self.probes.append(probe)
+        self.run.update_metadata(probes=[p.record() for p in self.probes])  # last: a probe listed here is whole (resume keeps it)
+        log.info("probe %s at %d px%s: val_acc %.4f (LogME %.3f, C %.3g) in %.0f s%s", name, resolution,
+                 f" on {subset} stratified train images" if subset else "", probe.val_acc, probe.logme, probe.C, probe.seconds,
+                 " - best so far" if best is probe else "")
+        return probe
+
+    def probe_subset(self, name: str, resolution: int, split, shrink_val: bool) -> Probe | None:
+        """A probe on as many stratified train images as the share has time for, scored on all of val (or, with
+        ``shrink_val`` when val alone does not fit, on a stratified half of what fits); ``None`` if nothing fits."""
+        per_image = per_image_flops(self.prepared.backbones[name], resolution)
+        classes = len(np.unique(split.train_y))
+        train = train_images_that_fit(self.budget, per_image, len(split.val_y))
+        val = None
+        if train is not None and train < MIN_PER_CLASS * classes:
+            if not shrink_val:
+                log.info("probe budget: no time left of the probes' share for a subset probe of %s", name)
+                return None
+            room = max(2 * MIN_PER_CLASS * classes, train + len(split.val_y))  # at least a few images of each class
+            train, val = room // 2, room - room // 2
+        subset = stratified_subset(split, train, val, self.spec.seed)
+        return self.probe(name, resolution, subset, subset=len(subset.train_y))
+
+    def probe_best_ranked(self, over: list[tuple[str, int]]) -> None:
+        """Rank the probes that did not fit by LogME on a stratified train subset; probe only the best, on a subset."""
+        data = self.prepared.context.data
+        then = "ranking it by LogME on a stratified subset" if len(over) > 1 else "probing it on a stratified subset"
+        for name, resolution in over:
+            self.skip_log(name, resolution, probe_flops(self.prepared.backbones[name], data.splits[resolution]), then)
+        ranking_flops = sum(per_image_flops(self.prepared.backbones[n], r) * (LOGME_IMAGES + data.num_classes) for n, r in over)
+        if len(over) > 1 and not self.budget.fits(ranking_flops):
+            log.info("probe budget: no time left to rank %s by LogME; not probed", ", ".join(n for n, _ in over))
+            return
+        scores = {}
+        for name, resolution in over if len(over) > 1 else []:
+            subset = stratified_subset(data.splits[resolution], LOGME_IMAGES, data.num_classes, self.spec.seed)
+            scores[(name, resolution)] = measure_probe(self.prepared.backbones[name], subset, data.num_classes, self.spec.seed).logme
+        best = max(over, key=lambda p: scores.get(p, 0.0))
+        for name, resolution in over:
+            if (name, resolution) != best:
+                log.info("probe budget: %s not probed (LogME %.3f on %d images, below %s's)", name,
+                         scores[(name, resolution)], LOGME_IMAGES, best[0])
+        self.probe_subset(*best, data.splits[best[1]], shrink_val=False)
 
 
 def finished_probes(run: SearchRun, spec: SearchSpec, prepared: PreparedSearch) -> dict[str, Probe]:
@@ -201,12 +310,13 @@ def _record(run: SearchRun, prepared: PreparedSearch, probe: Probe, measured: Pr
     model = build_network(config, prepared.backbones[probe.backbone], prepared.context.data.num_classes)
     model.head = measured.probe.as_linear()
     metrics = {"epoch": 1, "train_loss": measured.train_loss, "val_loss": measured.val_loss, "val_acc": probe.val_acc,
-               "scheduled_lr": math.nan, "epoch_seconds": probe.seconds, "trainable_params": sum(p.numel() for p in model.head.parameters()),
-               "diverged": False, "phase": "probe", "cached_features": True}
+               "scheduled_lr": math.nan, "epoch_seconds": probe.seconds,
+               "trainable_params": sum(p.numel() for p in model.head.parameters()), "diverged": False, "phase": "probe",
+               "cached_features": True}
     run.save_checkpoint(probe.trial_id, {"epoch": 1, "model": {k: v.detach().cpu() for k, v in model.state_dict().items()},
                                          "history": [metrics]})
     write_table_atomic([epoch_row(probe.trial_id, {**metrics, "workers": 1}, time.time(), probe=True)], EPOCH_SCHEMA, run.epochs_dir)
     record = TrialRecord()
     record.add_epoch(1, probe.val_acc, diverged=False)
-    write_table_atomic([trial_row(probe.trial_id, config.to_dict(), record, "completed", None, time.time() - started, workers=1, probe=True)],
-                       TRIAL_SCHEMA, run.trials_dir)
+    row = trial_row(probe.trial_id, config.to_dict(), record, "completed", None, time.time() - started, workers=1, probe=True)
+    write_table_atomic([row], TRIAL_SCHEMA, run.trials_dir)

@@ -15,14 +15,15 @@ from tune_tl.analysis.rank import rank_prepared
 from tune_tl.config.distributions import values_of
 from tune_tl.config.params import PARAMS
 from tune_tl.config.spec import DEFAULT_TIME_BUDGET, SearchSpec, with_budget
-from tune_tl.data.manifest import record_data
+from tune_tl.data.manifest import check_unchanged, record_data
 from tune_tl.data.validate import write_skipped
+from tune_tl.search.cost_model import build_cost_model
 from tune_tl.search.options import SearchOptions
 from tune_tl.search.probes import finished_probes, ranked_spec, ranking, run_probes, study_trials
 from tune_tl.search.ray_logs import ray_output
 from tune_tl.search.resources import check_resources
 from tune_tl.search.session import alive_node_ids, init_ray, versions
-from tune_tl.search.summary import SearchSummary, summarize
+from tune_tl.search.summary import SearchSummary, fine_tune_need, summarize
 from tune_tl.search.tuner import build_tuner
 from tune_tl.search.warm_start import data_fingerprint, seed_study, warm_trials
 from tune_tl.store.search_run import SearchRun
@@ -71,6 +72,8 @@ def continue_stage0(run: SearchRun, samples: int | None = None) -> SearchSummary
 def _run_locked(spec: SearchSpec, options: SearchOptions, name: str, root: Location, resumed: SearchRun | None = None) -> SearchSummary:
     started = time.monotonic()
     prepared = prepare_context(spec)  # before Ray: bad weights or data fail here
+    if resumed is not None:
+        check_unchanged(resumed, prepared.loaded, "tune-tl resume", lambda: data_fingerprint(prepared.loaded.data))
     done = finished_probes(resumed, spec, prepared) if resumed is not None else {}
     spent = sum(p.seconds for p in done.values())
     deadline = None if spec.budget.time is None else started + spec.budget.time - spent
@@ -106,6 +109,7 @@ def _run_locked(spec: SearchSpec, options: SearchOptions, name: str, root: Locat
         study.unlink(missing_ok=True)
     if seeded:
         seed_study(study, root.name, seeded)  # TPE starts from the probes and the earlier searches' trials
+    before_tuner = time.monotonic() - started
     remaining = None if deadline is None else deadline - time.monotonic()
     timed_out = remaining is not None and remaining <= 0
     if not timed_out:
@@ -114,7 +118,11 @@ def _run_locked(spec: SearchSpec, options: SearchOptions, name: str, root: Locat
         tuner.fit()  # a driver that dies here is continued by ``tune-tl resume`` (tune_tl.search.resume)
         timed_out = deadline is not None and time.monotonic() >= deadline
     run.update_metadata(end_time=time.strftime("%Y-%m-%dT%H:%M:%S%z"), node_ids=alive_node_ids(), ended_by_time_budget=timed_out)
-    return summarize(root, len(loaded.skipped), timed_out)
+    need = None
+    if timed_out:  # the summary says what budget one fine-tune epoch needs, if none finished
+        costs = build_cost_model(prepared.backbones, prepared.context.data, feature_cache=cache is not None)
+        need = fine_tune_need(costs, spec, run.metadata.get("probes") or [], before_tuner, options.cpus_per_trial, options.gpus_per_trial)
+    return summarize(root, len(loaded.skipped), timed_out, need)
 
 
 def _log_budget(spec: SearchSpec) -> None:

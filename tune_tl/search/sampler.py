@@ -43,7 +43,7 @@ import optuna
 from optuna.trial import TrialState
 from ray.tune import Callback
 from ray.tune.callback import CallbackList
-from ray.tune.search import SearchGenerator
+from ray.tune.search import Searcher, SearchGenerator
 from ray.tune.search.optuna import OptunaSearch
 
 from tune_tl.compat import (
@@ -55,7 +55,9 @@ from tune_tl.compat import (
     searcher_trials,
     set_generator_target,
 )
+from tune_tl.search.admission import MAX_REDRAWS, Admission, BudgetClock, Refusal
 from tune_tl.search.textbook import textbook_trials
+from tune_tl.store.schema import NOT_STARTED
 from tune_tl.store.storage import Location
 from tune_tl.store.trial_record import TrialRecord
 
@@ -156,6 +158,10 @@ class HonestOptunaSearch(OptunaSearch):
         storage: SQLAlchemy URL for the study (e.g. :func:`storage_url`); ``None`` keeps it in memory.
         study_name: Name of the study in ``storage``.
         time_attr: Result key counting epochs (the step of intermediate values).
+        admission: Which proposals may start (``search.admission``): a refused one is told FAIL (``tune_tl_status``
+            ``not_started``, ``tune_tl_reason``), handed to ``on_refused(row_id, config, reason)`` when its
+            :class:`~tune_tl.search.admission.Refusal` asks for a row, and drawn again.
+        clock: The budget's clock (counts the trials started; restarted by a resume).
     """
 
     def __init__(
@@ -168,18 +174,25 @@ class HonestOptunaSearch(OptunaSearch):
         storage: str | None = None,
         study_name: str | None = None,
         time_attr: str = "epoch",
+        admission: Admission | None = None,
+        clock: BudgetClock | None = None,
+        on_refused: Callable[[str, dict, str], None] | None = None,
     ):
         rdb = optuna.storages.RDBStorage(storage) if storage else None
         super().__init__(space=space, metric=metric, mode=mode, sampler=sampler, storage=rdb, study_name=study_name)
         self._max_epochs = max_epochs
         self._time_attr = time_attr
         self._records: dict[str, TrialRecord] = {}
+        self._admission, self._clock, self._on_refused = admission, clock, on_refused
+        self._configs: dict[str, dict] = {}  # Ray trial id -> its config, for the admission's calibration
 
     def restore(self, checkpoint_path: str):
         """Restore Ray's snapshot, then follow the study, which is never behind it (a resume has settled it with
         Ray's trials first: ``tune_tl.search.reconcile``): a trial the study holds as ended is not told again, and
         one still running keeps its one Optuna trial and the epochs already reported to it."""
         super().restore(checkpoint_path)
+        if getattr(self, "_clock", None) is not None:  # the resumed Tuner's budget counts from now, as Ray's does
+            self._clock.restart()
         study, completed = searcher_study(self), searcher_completed(self)
         for frozen in study.get_trials(deepcopy=False):
             ray_id = frozen.user_attrs.get("ray_trial_id")
@@ -196,10 +209,34 @@ class HonestOptunaSearch(OptunaSearch):
                     record.add_epoch(step, value, diverged=False)  # heard before: not reported again
 
     def suggest(self, trial_id: str):
-        config = super().suggest(trial_id)
+        for _ in range(MAX_REDRAWS):
+            config = super().suggest(trial_id)
+            admission = getattr(self, "_admission", None)  # None in a searcher pickled before admission existed
+            refusal = admission.refusal(config) if admission is not None and config else None
+            if refusal is None:
+                break
+            self._refuse(trial_id, config, refusal)
+        else:
+            log.info("searcher: %d proposals in a row were refused (the last: %s); no more trials are started", MAX_REDRAWS,
+                     refusal.reason)
+            return Searcher.FINISHED
         if trial_id in searcher_trials(self):
             searcher_trials(self)[trial_id].set_user_attr("ray_trial_id", trial_id)
+            if admission is not None:
+                self._configs[trial_id] = dict(config)
+            if getattr(self, "_clock", None) is not None:
+                self._clock.trials_started += 1
         return config
+
+    def _refuse(self, trial_id: str, config: dict, refusal: Refusal) -> None:
+        """End the Optuna trial Ray's searcher asked for ``trial_id`` as never started, so the next ask draws anew."""
+        ot_trial = searcher_trials(self).pop(trial_id)
+        ot_trial.set_user_attr("tune_tl_status", NOT_STARTED)
+        ot_trial.set_user_attr("tune_tl_reason", refusal.reason)
+        searcher_study(self).tell(ot_trial, state=TrialState.FAIL)
+        log.info("searcher: trial %d not started, %s", ot_trial.number, refusal.reason)
+        if refusal.row and getattr(self, "_on_refused", None) is not None:
+            self._on_refused(f"not_started-{ot_trial.number}", config, refusal.reason)
 
     def on_trial_result(self, trial_id: str, result: dict) -> None:
         if trial_id in searcher_completed(self) or trial_id not in searcher_trials(self):
@@ -208,6 +245,8 @@ class HonestOptunaSearch(OptunaSearch):
         is_epoch = result.get(self._time_attr) is not None and "trial_status" not in result
         if not record.add_result(result) or not is_epoch:
             return  # already seen (e.g. the final result repeated at completion), or the trainable's verdict
+        if getattr(self, "_admission", None) is not None and trial_id in self._configs:
+            self._admission.observe(self._configs[trial_id], result)
         epoch, value = record.history[-1][0], result.get(self.metric)
         if isinstance(value, (int, float)) and math.isfinite(value):
             searcher_trials(self)[trial_id].report(float(value), step=epoch)
@@ -218,6 +257,7 @@ class HonestOptunaSearch(OptunaSearch):
         if result:
             self.on_trial_result(trial_id, result)
         record = self._records.pop(trial_id, TrialRecord())
+        getattr(self, "_configs", {}).pop(trial_id, None)
         status, error_text = record.verdict(self._max_epochs, raised="raised" if error else None)
         ot_trial = searcher_trials(self)[trial_id]
         ot_trial.set_user_attr("tune_tl_status", status)
@@ -250,14 +290,16 @@ def startup_trials(samples: int) -> int:
     return min(10, max(3, samples // 4))
 
 
-def make_sampler(name: str, spec, cost: Callable[[Mapping], float] | None = None) -> optuna.samplers.BaseSampler:
+def make_sampler(name: str, spec, cost: Callable[[Mapping], float] | None = None,
+                 cooling: Callable[[], float] | None = None) -> optuna.samplers.BaseSampler:
     """The Optuna sampler called ``name`` (``options.SAMPLERS``, or the benchmarks' ``BENCHMARK_SAMPLERS``), seeded with ``spec.seed``.
 
     ``tpe`` is multivariate TPE with the group-decomposed search space (the space is conditional:
     ``freeze_blocks`` exists only under ``prefix``, ``head_hidden`` only with an MLP head), the
     constant liar for parallel trials, and :func:`startup_trials` random trials first; given ``cost``
     (a search passes :class:`tune_tl.search.cost_sampler.CandidateCost`), it picks each next config by
-    expected gain per unit of predicted cost (:class:`tune_tl.compat.TPESamplerWithCost`). ``tpe-gain``
+    expected gain per predicted cost^α (:class:`tune_tl.compat.TPESamplerWithCost`), α = ``cooling()`` (a search
+    passes :class:`tune_tl.search.cost_sampler.CostCooling`; ``None``: α = 1). ``tpe-gain``
     is the same TPE without the cost, ``tpe-classic`` Optuna's stock TPE, ``random`` random search.
     """
     if name == "random":
@@ -271,7 +313,7 @@ def make_sampler(name: str, spec, cost: Callable[[Mapping], float] | None = None
     with warnings.catch_warnings():  # ``group`` is marked experimental since Optuna 2.8
         warnings.simplefilter("ignore", optuna.exceptions.ExperimentalWarning)
         if name == "tpe" and cost is not None:
-            return TPESamplerWithCost(cost, **settings)
+            return TPESamplerWithCost(cost, cooling, **settings)
         return optuna.samplers.TPESampler(**settings)
 
 
@@ -289,7 +331,7 @@ def enqueue_textbook(searcher: OptunaSearch, spec, num_blocks: int | Mapping[str
     recipes = textbook_trials(spec.sub_spaces(num_blocks)[first], blocks, after_probes)
     if spec.backbone.is_choice:
         recipes = [(name, {"backbone": first, **params}) for name, params in recipes]
-    for name, params in recipes:
+    for _, params in recipes:
         searcher_study(searcher).enqueue_trial(params, skip_if_exists=False)
     if recipes:
         log.info("textbook start: the first trials are %s", ", ".join(n for n, _ in recipes))

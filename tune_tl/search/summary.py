@@ -5,14 +5,20 @@ The CLI prints it; callers of ``run_search`` get it back.
 
 from __future__ import annotations
 
+import math
+from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
 from typing import Any
 
 import pandas as pd
+import torch
 
 from tune_tl.config.params import PARAMS, TrialConfig
+from tune_tl.config.spec import SearchSpec
+from tune_tl.search.admission import probe_rate
+from tune_tl.search.cost_model import CostModel, cheapest_fine_tune
 from tune_tl.store.ranking import best_row, best_so_far
-from tune_tl.store.schema import STATUSES
+from tune_tl.store.schema import NOT_STARTED, STATUSES
 from tune_tl.store.search_run import SearchRun
 from tune_tl.store.storage import Location
 from tune_tl.training.frozen_features import INPUT_VARYING_PARAMS
@@ -36,24 +42,62 @@ class SearchSummary:
     probes: int = 0
     #: Best val_acc reached after 1, 2, 5 and 10 minutes (``None``: no epoch had ended yet), probes included.
     anytime: dict[float, float | None] = field(default_factory=dict)
+    #: Whether any fine-tune (non-probe) epoch finished.
+    fine_tuned: bool = True
+    #: When none did: what one epoch of the cheapest fine-tune in the space needs (``None``: not estimated).
+    fine_tune_need: FineTuneNeed | None = None
+
+
+@dataclass(frozen=True)
+class FineTuneNeed:
+    """The time budget one epoch of the cheapest fine-tune in the space needs (``search.cost_model.cheapest_fine_tune``):
+    what the search spent before its Tuner started (data, probes) plus that epoch's predicted seconds."""
+
+    config: str  # how the summary names the config
+    epoch_seconds: float
+    before_seconds: float
+
+    @property
+    def budget(self) -> float:
+        return self.before_seconds + self.epoch_seconds
+
+
+def fine_tune_need(model: CostModel, spec: SearchSpec, probes: Sequence[Mapping], before_seconds: float, trial_cpus: float,
+                   gpus: float = 0) -> FineTuneNeed | None:
+    """:class:`FineTuneNeed`, with seconds per FLOP from the probes (``search.admission.probe_rate``); ``None`` without
+    a probe to calibrate on or a fine-tune in the space."""
+    cheapest = cheapest_fine_tune(model, spec)
+    rate = probe_rate(probes, model, 1 if gpus else torch.get_num_threads(), 1 if gpus else trial_cpus)
+    if cheapest is None or rate is None:
+        return None
+    cfg, flops = cheapest
+    blocks = model.num_blocks[cfg.backbone]
+    policy = {"prefix": f"{cfg.freeze_blocks} of {blocks} blocks frozen", "surgical": f"only block {cfg.train_block} trains",
+              "full": "whole model"}.get(cfg.freeze_policy, cfg.freeze_policy)
+    return FineTuneNeed(f"{cfg.backbone} at {cfg.resolution} px, {policy}", flops * rate, before_seconds)
 
 
 #: The anytime figures a summary shows: seconds since the search started.
 ANYTIME_SECONDS = (60.0, 120.0, 300.0, 600.0)
 
 
-def summarize(root: Location, skipped_images: int = 0, ended_by_time_budget: bool = False) -> SearchSummary:
+def summarize(root: Location, skipped_images: int = 0, ended_by_time_budget: bool = False,
+              fine_tune_need: FineTuneNeed | None = None) -> SearchSummary:
     """Counts by status, the best trial's row (``store.ranking.best_row``) and the anytime figures, read back from
-    the Parquet results."""
+    the Parquet results; ``fine_tune_need`` is shown when no fine-tune epoch finished."""
     run = SearchRun(root)
     trials = run.trials()
     probe = trials["probe"].eq(True)
-    counts = {status: int((trials.loc[~probe, "status"] == status).sum()) for status in STATUSES}
+    counts = {status: int((trials.loc[~probe, "status"] == status).sum()) for status in (*STATUSES, NOT_STARTED)}
     best = best_row(trials)
     start = pd.to_datetime(run.metadata.get("start_time"), format="%Y-%m-%dT%H:%M:%S%z", errors="coerce")
-    anytime = best_so_far(run.epochs(), start, list(ANYTIME_SECONDS)) if pd.notna(start) else {}
+    epochs = run.epochs()
+    anytime = best_so_far(epochs, start, list(ANYTIME_SECONDS)) if pd.notna(start) else {}
+    fine_tuned = bool((~epochs["probe"].eq(True)).any())
+    ran = trials[~probe & trials["status"].ne(NOT_STARTED)]
     return SearchSummary(root, counts, None if best is None else best.dropna().to_dict(), skipped_images,
-                         uncached_trials(trials[~probe]), ended_by_time_budget, int(probe.sum()), anytime)
+                         uncached_trials(ran), ended_by_time_budget, int(probe.sum()), anytime, fine_tuned,
+                         None if fine_tuned else fine_tune_need)
 
 
 def uncached_trials(trials: pd.DataFrame) -> int:
@@ -67,11 +111,22 @@ def format_summary(summary: SearchSummary) -> str:
     probes = f"{summary.probes} linear probe(s), " if summary.probes else ""
     lines = ["", f"Search finished: {probes}{c['completed']} completed, {c['pruned']} pruned, {c['diverged']} diverged, "
                  f"{c['oom']} out of memory, {c['error']} failed."]
+    if c.get(NOT_STARTED):
+        lines.append(f"Not started: {c.get(NOT_STARTED)} proposed config(s) whose first epoch could not finish in the time left "
+                     f"(status not_started; the reason is in the error column).")
     if summary.ended_by_time_budget:
         lines.append("The time budget ended the search: no new trials were started, running ones were stopped (status pruned).")
+    if summary.ended_by_time_budget and not summary.fine_tuned:
+        lines.append("The search could not fine-tune: the time budget ended before any fine-tune epoch finished.")
+        need = summary.fine_tune_need
+        if need is not None:
+            lines.append(f"  One epoch of the cheapest fine-tune in the space ({need.config}) is predicted to take "
+                         f"{need.epoch_seconds:.0f} s after the {need.before_seconds:.0f} s spent before it: "
+                         f"--time-budget {math.ceil(need.budget)} or more.")
     if summary.best:
         best = summary.best
-        lines.append(f"Best trial {best['trial_id']}: val_acc {best['best_val_acc']:.4f} (epoch {int(best['best_epoch'])}, {best['status']})")
+        lines.append(f"Best trial {best['trial_id']}: val_acc {best['best_val_acc']:.4f} "
+                     f"(epoch {int(best['best_epoch'])}, {best['status']})")
         if best.get("probe"):  # its head was fitted by scikit-learn: the training parameters in its row never ran
             lines.append(f"  a linear probe: {best['backbone']} frozen at {best['resolution']} px, a convex head on its features "
                          f"(tune-tl export writes it)")

@@ -6,15 +6,17 @@ and the driver-side callbacks (Parquet sink, checkpoint retention, time budget, 
 
 from __future__ import annotations
 
+import dataclasses
 from pathlib import Path
 
 from ray import tune
 from ray.tune.search import ConcurrencyLimiter
 
 from tune_tl.config.spec import SearchSpec
+from tune_tl.search.admission import BudgetClock, NotStartedRows, search_admission
 from tune_tl.search.budget import CloseOpenTrials
 from tune_tl.search.cost_model import build_cost_model, rung_unit
-from tune_tl.search.cost_sampler import CandidateCost
+from tune_tl.search.cost_sampler import CandidateCost, CostCooling
 from tune_tl.search.options import METRIC, MODE, SearchOptions
 from tune_tl.search.progress import SearchProgress
 from tune_tl.search.retention import CheckpointRetention
@@ -45,14 +47,21 @@ def build_tuner(spec: SearchSpec, options: SearchOptions, context: TrialContext,
     num_blocks = prepared.num_blocks
     costs = build_cost_model(prepared.backbones, context.data, feature_cache=context.feature_cache is not None,
                              probed=tuple(context.probe_heads))
+    clock = BudgetClock(spec.budget.time, spec.budget.samples)  # the Tuner's budget: what Ray's time_budget_s counts
+    admission = search_admission(root, costs, clock, options.cpus_per_trial, options.gpus_per_trial)
+    excluded = admission.dominance.refusal if admission.dominance is not None else None  # never sampled, not only refused
+    candidate_cost = dataclasses.replace(CandidateCost.for_search(spec, costs), excluded=excluded)
     searcher = HonestOptunaSearch(
         space=spec.define_by_run(num_blocks),
         metric=METRIC,
         mode=MODE,
         max_epochs=spec.budget.max_epochs,
-        sampler=make_sampler(options.sampler, spec, CandidateCost.for_search(spec, costs)),
+        sampler=make_sampler(options.sampler, spec, candidate_cost, CostCooling(clock)),
         storage=storage_url(study),
         study_name=root.name,
+        admission=admission,
+        clock=clock,
+        on_refused=NotStartedRows(root),
     )
     if options.textbook_start:  # the best-ranked backbone is listed first (search.probes.ranked_spec)
         enqueue_textbook(searcher, spec, num_blocks, after_probes=bool(context.probe_heads))

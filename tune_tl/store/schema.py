@@ -45,7 +45,7 @@ EPOCH_SCHEMA = pa.schema(
 TRIAL_SCHEMA = pa.schema(
     [
         ("trial_id", pa.string()),
-        ("status", pa.string()),  # completed | pruned | diverged | oom | error
+        ("status", pa.string()),  # completed | pruned | diverged | oom | error | not_started
         ("best_val_acc", pa.float64()),
         ("last_val_acc", pa.float64()),
         ("best_epoch", pa.int32()),
@@ -69,6 +69,10 @@ RECHECK_SCHEMA = pa.schema(
 
 #: The one status vocabulary: trials table, summaries, reports and the study's user attributes.
 STATUSES = ("completed", "pruned", "diverged", "oom", "error")
+#: The status of a ``trials`` row for a config the searcher proposed and did not start (``search.admission``: its
+#: first epoch could not finish in the time left); ``error`` says why. Not among
+#: :data:`STATUSES`, the statuses of trials that ran: such a row is never a Ray trial.
+NOT_STARTED = "not_started"
 
 
 def read_table(directory: Location, schema: pa.Schema, key: list[str], attempts: int = 5) -> pd.DataFrame:

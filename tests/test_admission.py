@@ -1,0 +1,126 @@
+"""The searcher starts no config a probe already solves and none whose first epoch cannot finish in the budget."""
+
+import dataclasses
+
+import optuna
+import pandas as pd
+import pytest
+
+from tune_tl.config.params import TrialConfig
+from tune_tl.config.space import parse_space_text
+from tune_tl.search.admission import MAX_REDRAWS, Admission, BudgetClock, FirstEpochFit, NotStartedRows, ProbeDominance, probe_rate
+from tune_tl.search.cost_model import CostModel
+from tune_tl.search.cost_sampler import CandidateCost
+from tune_tl.search.sampler import HonestOptunaSearch, make_sampler, storage_url
+from tune_tl.store.schema import NOT_STARTED
+from tune_tl.store.search_run import SearchRun
+from tune_tl.store.storage import Location
+
+LITE = "efficientnet_lite0"
+BLOCKS = (1e7, 2e7, 4e7, 4e7, 4e7, 8e7, 8e7, 2e7, 1e7)
+SPACE = parse_space_text(f"backbone: {{name: {LITE}}}\nparams: {{resolution: 32, freeze_policy: [head_only, prefix, full], "
+                         "head: [linear, mlp], lr: {low: 0.0003, high: 0.01, log: true}}\n", "s.yaml")
+DOMINANCE = ProbeDominance(frozenset({(LITE, 32)}), {LITE: len(BLOCKS)})
+
+
+def cost_model() -> CostModel:
+    return CostModel({LITE: {32: BLOCKS}}, {LITE: 1280}, num_classes=10, train_images=1000, val_images=200)
+
+
+def dominated(config) -> bool:
+    return DOMINANCE.refusal(TrialConfig.from_dict(dict(config))) is not None
+
+
+def test_a_linear_head_on_the_frozen_backbone_at_a_probed_size_without_augmentation_is_dominated():
+    base = {"backbone": LITE, "resolution": 32, "head": "linear"}
+    assert dominated({**base, "freeze_policy": "head_only"})
+    assert dominated({**base, "freeze_policy": "prefix", "freeze_blocks": len(BLOCKS)})  # every block frozen
+    assert not dominated({**base, "freeze_policy": "prefix", "freeze_blocks": 6})  # trains the top blocks
+    assert not dominated({**base, "freeze_policy": "head_only", "head": "mlp"})  # a head the probe did not fit
+    assert not dominated({**base, "freeze_policy": "head_only", "aug_flip": True})  # other inputs than the probe's
+    assert not dominated({**base, "freeze_policy": "head_only", "resolution": 64})  # no probe at that size
+    assert "probe-efficientnet_lite0-32" in DOMINANCE.refusal(TrialConfig.from_dict({**base, "freeze_policy": "head_only"}))
+
+
+@pytest.mark.parametrize("sampler", ["tpe", "random"])
+def test_after_the_probes_the_searcher_never_proposes_a_dominated_config(tmp_path, sampler):
+    # head_only with a linear head is 1 in 6 of this space's corners, and the cheapest: the old
+    # density ratio ÷ cost drew it again and again once TPE took over.
+    # The sampler prices a dominated candidate at infinity (never chosen while another exists); the searcher refuses
+    # one that still comes (a random start-up draw) and draws again.
+    cost = dataclasses.replace(CandidateCost.for_search(SPACE, cost_model()), excluded=DOMINANCE.refusal)
+    run = SearchRun(Location.parse(str(tmp_path)))
+    searcher = HonestOptunaSearch(SPACE.define_by_run(len(BLOCKS)), "val_acc", "max", 3, make_sampler(sampler, SPACE, cost),
+                                  storage=storage_url(tmp_path / "optuna.db"), study_name="unit", admission=Admission(DOMINANCE),
+                                  on_refused=NotStartedRows(run.root))
+    configs = []
+    for i in range(60):
+        config = searcher.suggest(f"t{i}")
+        configs.append(config)
+        searcher.on_trial_result(f"t{i}", {"epoch": 1, "val_acc": 0.9 if config["freeze_policy"] == "head_only" else 0.5})
+        searcher.on_trial_complete(f"t{i}", {"epoch": 1, "val_acc": 0.5})
+    assert not any(dominated(c) for c in configs)
+    study = optuna.load_study(study_name="unit", storage=storage_url(tmp_path / "optuna.db"))
+    refused = [t for t in study.trials if t.user_attrs.get("tune_tl_status") == NOT_STARTED]
+    if sampler == "random":
+        assert refused, "the space proposes dominated configs: some random draws must have been refused"
+    assert all(t.state == optuna.trial.TrialState.FAIL and "ray_trial_id" not in t.user_attrs for t in refused)
+    assert all(t.user_attrs["tune_tl_reason"].startswith("dominated by probe-efficientnet_lite0-32") for t in refused)
+    assert run.trials().empty, "a dominated draw is not a trial the search wanted: no row"
+
+
+def test_a_space_that_holds_only_dominated_configs_stops_starting_trials(tmp_path):
+    only = parse_space_text(f"backbone: {{name: {LITE}}}\nparams: {{resolution: 32, freeze_policy: head_only, head: linear, "
+                            "lr: {low: 0.0003, high: 0.01, log: true}}\n", "s.yaml")
+    searcher = HonestOptunaSearch(only.define_by_run(len(BLOCKS)), "val_acc", "max", 3, optuna.samplers.RandomSampler(seed=0),
+                                  admission=Admission(DOMINANCE))
+    assert searcher.suggest("t0") == HonestOptunaSearch.FINISHED
+    assert len(searcher._ot_study.trials) == MAX_REDRAWS
+
+
+def test_a_first_epoch_that_cannot_finish_in_the_seconds_left_is_not_started():
+    model = cost_model()
+    clock = BudgetClock(seconds=100.0, samples=10)
+    full = TrialConfig.from_dict({"backbone": LITE, "resolution": 32, "freeze_policy": "full"})
+    top = TrialConfig.from_dict({"backbone": LITE, "resolution": 32, "freeze_policy": "prefix", "freeze_blocks": 8})
+    rate = 50.0 / model.epoch_cost(full, 1)  # a whole-model epoch: 50 s
+    fit = FirstEpochFit(model, clock, prior=rate)
+    assert fit.refusal(full) is None  # 50 s of 100 s left
+    clock.started -= 70  # 30 s left
+    assert "predicted to take 50 s and the time budget has 30 s left" in fit.refusal(full)
+    assert fit.refusal(top) is None  # the top block only: seconds
+    fit.observe(full, 1, 20.0)  # the trials ran faster than the probes said: their own epochs decide
+    assert fit.refusal(full) is None
+
+
+def test_without_a_time_budget_or_a_calibration_every_config_is_admitted():
+    full = TrialConfig.from_dict({"backbone": LITE, "resolution": 32, "freeze_policy": "full"})
+    assert FirstEpochFit(cost_model(), BudgetClock(None, 10), prior=1.0).refusal(full) is None
+    assert FirstEpochFit(cost_model(), BudgetClock(1.0, 10), prior=None).refusal(full) is None
+
+
+def test_the_probes_calibrate_seconds_per_flop_for_a_trial_s_share_of_the_cores():
+    model = cost_model()
+    work = model.epoch_cost(TrialConfig.from_dict({"backbone": LITE, "resolution": 32, "freeze_policy": "head_only"}), 1)
+    probes = [{"backbone": LITE, "resolution": 32, "seconds": 10.0}]
+    assert probe_rate(probes, model, driver_threads=2, trial_cpus=2) == pytest.approx(10.0 / work)
+    assert probe_rate(probes, model, driver_threads=2, trial_cpus=1) == pytest.approx(20.0 / work)  # half the cores: twice the time
+    assert probe_rate([], model, 2, 1) is None
+
+
+def test_the_searcher_refuses_what_cannot_finish_records_why_and_calibrates_on_trial_epochs(tmp_path):
+    model = cost_model()
+    clock = BudgetClock(seconds=30.0, samples=10)
+    full = {"backbone": LITE, "resolution": 32, "freeze_policy": "full"}
+    rate = 50.0 / model.epoch_cost(TrialConfig.from_dict(full), 1)
+    space = parse_space_text(f"backbone: {{name: {LITE}}}\nparams: {{resolution: 32, freeze_policy: [full, head_only], head: mlp}}\n",
+                             "s.yaml")
+    run = SearchRun(Location.parse(str(tmp_path)))
+    searcher = HonestOptunaSearch(space.define_by_run(len(BLOCKS)), "val_acc", "max", 3, optuna.samplers.RandomSampler(seed=0),
+                                  admission=Admission(fit=FirstEpochFit(model, clock, prior=rate)), clock=clock,
+                                  on_refused=NotStartedRows(run.root))
+    chosen = [searcher.suggest(f"t{i}")["freeze_policy"] for i in range(8)]
+    assert chosen == ["head_only"] * 8 and clock.trials_started == 8
+    rows = run.trials()
+    assert set(rows["status"]) == {NOT_STARTED} and rows["error"].str.contains("predicted to take 50 s").all()
+    assert isinstance(rows, pd.DataFrame) and rows["freeze_policy"].eq("full").all()

@@ -1,0 +1,202 @@
+"""Which configs the searcher may start: none a stage-0 probe already solves, none whose first epoch cannot finish.
+
+:class:`tune_tl.search.sampler.HonestOptunaSearch` asks an :class:`Admission` about every config Optuna proposes;
+a refused one is told to the study as FAIL (``tune_tl_status`` = ``not_started``, ``tune_tl_reason`` = why: TPE
+ignores it), gets a ``trials`` row with status ``not_started`` and the reason in ``error`` when it was refused for
+time (:class:`Refusal`), and Optuna is asked again (up to :data:`MAX_REDRAWS` times; then the searcher starts no
+more trials and the running ones keep the cores).
+
+* **Dominated** (:class:`ProbeDominance`): a linear head on a fully frozen backbone without input augmentation, at
+  a backbone and resolution a probe ran at. The probe fitted that convex problem exactly (scikit-learn, its ``C``
+  cross-validated); an AdamW run of it can only tie or lose, and the cost-aware sampler found it cheap.
+* **Cannot finish its first epoch** (:class:`FirstEpochFit`): its predicted cost (``cost_model``) in seconds is
+  more than the time budget has left. Seconds per FLOP come from the trials' own measured epochs (they ran with
+  the cores they share) once there are any, before that from the probes scaled by the driver's threads over a
+  trial's CPUs; with neither, every config is admitted.
+
+    >>> admission = Admission(ProbeDominance({("lite0", 224)}, {"lite0": 9}))    # doctest: +SKIP
+    >>> admission.refusal({"backbone": "lite0", "resolution": 224, "freeze_policy": "head_only", "head": "linear"}).reason  # doctest: +SKIP
+    'dominated by probe-lite0-224: ...'
+"""
+
+from __future__ import annotations
+
+import contextlib
+import time
+from collections.abc import Mapping, Sequence
+from dataclasses import dataclass, field
+
+import torch
+
+from tune_tl.config.params import TrialConfig
+from tune_tl.errors import TuneTLError
+from tune_tl.search.cost_model import CostModel, seconds_per_flop
+from tune_tl.store.results import trial_row, write_table_atomic
+from tune_tl.store.schema import NOT_STARTED, TRIAL_SCHEMA
+from tune_tl.store.search_run import SearchRun
+from tune_tl.store.storage import Location
+from tune_tl.store.trial_record import TrialRecord
+from tune_tl.training.recipe import freeze_policy, inputs_vary
+
+#: Proposals refused in a row before the searcher stops starting trials (each refusal is one Optuna ask: milliseconds).
+MAX_REDRAWS = 16
+
+
+@dataclass
+class BudgetClock:
+    """How much of the Tuner's budget is spent: the seconds of ``budget.time`` it was given, else its trial count.
+
+    Shared by the cost-cooling sampler (:class:`tune_tl.search.cost_sampler.CostCooling`) and :class:`FirstEpochFit`;
+    both are pickled with the searcher, as one object. A resumed search restarts it (:meth:`restart`), as Ray's own
+    budget clock restarts on ``tune-tl resume``.
+    """
+
+    seconds: float | None
+    samples: int
+    started: float = field(default_factory=time.time)
+    trials_started: int = 0
+
+    def seconds_left(self, now: float | None = None) -> float | None:
+        if self.seconds is None:
+            return None
+        return self.started + self.seconds - (time.time() if now is None else now)
+
+    def spent(self, now: float | None = None) -> float:
+        """The share of the budget spent, 0 to 1: elapsed / ``seconds``, or trials started / ``samples`` without a time budget."""
+        if self.seconds is not None:
+            share = ((time.time() if now is None else now) - self.started) / self.seconds if self.seconds > 0 else 1.0
+        else:
+            share = self.trials_started / self.samples if self.samples > 0 else 1.0
+        return min(1.0, max(0.0, share))
+
+    def restart(self) -> None:
+        self.started = time.time()
+
+
+@dataclass(frozen=True)
+class ProbeDominance:
+    """Refuses configs a stage-0 probe solved exactly (see the module docstring)."""
+
+    #: ``(backbone, resolution)`` of every probe that ran.
+    probed: frozenset[tuple[str, int]]
+    #: backbone -> its block count (``freeze_blocks`` equal to it freezes everything).
+    num_blocks: Mapping[str, int]
+
+    def refusal(self, cfg: TrialConfig) -> str | None:
+        backbone = cfg.backbone or next(iter(self.num_blocks), None)
+        if (backbone, cfg.resolution) not in self.probed or cfg.head != "linear" or inputs_vary(cfg):
+            return None
+        blocks = self.num_blocks.get(backbone)
+        if blocks is None or any(freeze_policy(cfg).trainable_mask(blocks)):
+            return None
+        probe = f"probe-{backbone.replace('/', '_')}-{cfg.resolution}"
+        return f"dominated by {probe}: a linear head on the frozen backbone without augmentation, which the probe fitted exactly"
+
+
+@dataclass
+class FirstEpochFit:
+    """Refuses a config whose first epoch is predicted to end after the budget (see the module docstring)."""
+
+    model: CostModel
+    clock: BudgetClock
+    #: Seconds per FLOP from the probes, already scaled to a trial's share of the cores (``None``: no probes).
+    prior: float | None = None
+    #: ``(predicted FLOPs, measured seconds)`` of every trial epoch the searcher has heard.
+    measured: list[tuple[float, float]] = field(default_factory=list)
+
+    def observe(self, cfg: TrialConfig, epoch: int, seconds: float) -> None:
+        """Calibrate on a trial's measured epoch (the searcher calls it with each result)."""
+        with contextlib.suppress(ValueError, KeyError):  # a config the cost model cannot price calibrates nothing
+            self.measured.append((self.model.epoch_cost(cfg, epoch), float(seconds)))
+
+    def seconds_per_flop(self) -> float | None:
+        measured = seconds_per_flop([p for p, _ in self.measured], [s for _, s in self.measured])
+        return measured if measured is not None else self.prior
+
+    def refusal(self, cfg: TrialConfig) -> str | None:
+        left, rate = self.clock.seconds_left(), self.seconds_per_flop()
+        if left is None or rate is None:
+            return None
+        try:
+            predicted = self.model.epoch_cost(cfg, 1) * rate
+        except (ValueError, KeyError):
+            return None  # a config the cost model cannot price (e.g. a Python space's size): not refused on a guess
+        if predicted <= left:
+            return None
+        return f"its first epoch is predicted to take {predicted:.0f} s and the time budget has {max(left, 0.0):.0f} s left"
+
+
+def probe_rate(probes: Sequence[Mapping], model: CostModel, driver_threads: int, trial_cpus: float) -> float | None:
+    """Seconds per FLOP a trial would run at, from the probes' records (``search.json``'s ``probes``): each probe's
+    measured seconds over the predicted cost of its work (one forward of every image, the cache-filling epoch of a
+    head-only config), times ``driver_threads`` / ``trial_cpus`` (the probes ran with the driver's threads)."""
+    predicted, measured = [], []
+    for probe in probes:
+        cfg = TrialConfig.from_dict({"backbone": probe["backbone"], "resolution": probe["resolution"], "freeze_policy": "head_only"})
+        try:
+            predicted.append(model.epoch_cost(cfg, 1))
+        except (ValueError, KeyError):
+            continue
+        measured.append(float(probe["seconds"]))
+    rate = seconds_per_flop(predicted, measured)
+    return None if rate is None else rate * max(1.0, driver_threads / max(trial_cpus, 1e-9))
+
+
+@dataclass(frozen=True)
+class Refusal:
+    """Why a proposal is not started, and whether it gets a ``trials`` row (``status`` ``not_started``)."""
+
+    reason: str
+    #: A config the search wanted but had no time for gets a row; a dominated one does not: the sampler never
+    #: chooses it on purpose (it prices it at infinity), so only a random start-up draw meets this rule.
+    row: bool
+
+
+@dataclass
+class Admission:
+    """The searcher's rules, in order; :meth:`refusal` is the first one's :class:`Refusal`, or ``None`` to start the config."""
+
+    dominance: ProbeDominance | None = None
+    fit: FirstEpochFit | None = None
+
+    def refusal(self, config: Mapping) -> Refusal | None:
+        try:
+            cfg = TrialConfig.from_dict(dict(config))
+        except TuneTLError:
+            return None  # a bad config is the trial's to report (status error), not the searcher's to hide
+        for rule, row in ((self.dominance, False), (self.fit, True)):
+            reason = rule.refusal(cfg) if rule is not None else None
+            if reason is not None:
+                return Refusal(reason, row)
+        return None
+
+    def observe(self, config: Mapping, result: Mapping) -> None:
+        if self.fit is None or result.get("epoch") is None or not result.get("epoch_seconds"):
+            return
+        try:
+            cfg = TrialConfig.from_dict(dict(config))
+        except TuneTLError:
+            return
+        self.fit.observe(cfg, int(result["epoch"]), float(result["epoch_seconds"]))
+
+
+@dataclass(frozen=True)
+class NotStartedRows:
+    """``on_refused`` of a search's searcher: a ``trials`` row (status ``not_started``, the reason in ``error``) for each
+    refused proposal, so the table says what the searcher chose not to run and why."""
+
+    root: Location
+
+    def __call__(self, row_id: str, config: Mapping, reason: str) -> None:
+        row = trial_row(row_id, dict(config), TrialRecord(), NOT_STARTED, reason, wall_seconds=0.0)
+        write_table_atomic([row], TRIAL_SCHEMA, SearchRun(self.root).trials_dir)
+
+
+def search_admission(root: Location, model: CostModel, clock: BudgetClock, trial_cpus: float, gpus: float = 0) -> Admission:
+    """The admission of the search in ``root``: dominance by the probes its ``search.json`` records (none: no rule),
+    the first-epoch fit calibrated on them (the driver's torch threads against ``trial_cpus``; 1:1 on GPUs)."""
+    probes = SearchRun(root).metadata.get("probes") or []
+    dominance = ProbeDominance(frozenset((p["backbone"], int(p["resolution"])) for p in probes if not p.get("subset")),
+                               model.num_blocks) if probes else None
+    threads = 1 if gpus else torch.get_num_threads()
+    return Admission(dominance, FirstEpochFit(model, clock, probe_rate(probes, model, threads, 1 if gpus else trial_cpus)))

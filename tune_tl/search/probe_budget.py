@@ -1,0 +1,112 @@
+"""How much of a time budget stage 0 may spend, and what each probe is predicted to cost before it runs.
+
+A probe's work is one forward pass of every train and val image through its backbone (the fit on the pooled
+features takes a fraction of that): ``images × forward FLOPs per image`` (``cost_model.count_block_flops``).
+Seconds per FLOP come from the machine itself: a forward of :data:`RATE_IMAGES` images of the cheapest backbone
+(after a one-image warm-up) before the first probe, then every finished probe's measured seconds over its predicted FLOPs (the latest wins).
+
+The probes may spend :data:`PROBE_SHARE` of ``budget.time`` (a third: on a 600-s budget, 200 s; on the
+medical-scan folder of issue 30 three probes took 366 of 600 s and left no fine-tune time). ``search.probes``
+runs the cheapest probe first, then each next one only while its predicted seconds fit what is left of the share;
+the rest are ranked by LogME on :data:`LOGME_IMAGES` stratified train images and only the best is probed, on as
+many stratified train images as the share has time for (scored on all of val). When not even the cheapest probe
+fits, it runs on a stratified subset of train (and of val, if val alone does not fit), so a search always ends
+with a model to export.
+
+    >>> budget = ProbeBudget.for_search(600.0)
+    >>> budget.allowed
+    200.0
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import math
+import time
+from dataclasses import dataclass, field
+
+import numpy as np
+
+from tune_tl.data.types import FileSplit, Split
+from tune_tl.models import Backbone
+from tune_tl.search.cost_model import count_block_flops
+
+#: The share of ``budget.time`` (``--time-budget``) that stage-0 probes may spend: the rest is for fine-tunes.
+PROBE_SHARE = 1 / 3
+#: Images of the cheapest backbone timed before the first probe to turn FLOPs into this machine's seconds.
+RATE_IMAGES = 32
+#: Stratified train images on which probes that did not fit the share are ranked by LogME.
+LOGME_IMAGES = 200
+#: The fewest train images per class a subset probe fits on (its cross-validation needs a few).
+MIN_PER_CLASS = 2
+
+
+def probe_flops(backbone: Backbone, split: Split | FileSplit) -> float:
+    """Predicted FLOPs of a probe of ``backbone`` on ``split``: one forward of every train and val image."""
+    return per_image_flops(backbone, split.resolution) * (len(split.train_y) + len(split.val_y))
+
+
+def per_image_flops(backbone: Backbone, resolution: int) -> float:
+    return float(sum(count_block_flops(backbone, resolution)))
+
+
+@dataclass
+class ProbeBudget:
+    """The seconds stage 0 may spend (``None``: no limit), what it spent, and this machine's seconds per FLOP."""
+
+    allowed: float | None
+    started: float = field(default_factory=time.monotonic)
+    rate: float | None = None
+
+    @classmethod
+    def for_search(cls, time_budget: float | None) -> ProbeBudget:
+        return cls(None if time_budget is None else PROBE_SHARE * time_budget)
+
+    @property
+    def left(self) -> float:
+        return math.inf if self.allowed is None else self.allowed - (time.monotonic() - self.started)
+
+    def seconds(self, flops: float) -> float | None:
+        """Predicted seconds of ``flops`` (``None`` before any measurement)."""
+        return None if self.rate is None else flops * self.rate
+
+    def fits(self, flops: float) -> bool:
+        predicted = self.seconds(flops)
+        return predicted is None or predicted <= self.left
+
+    def measured(self, flops: float, seconds: float) -> None:
+        if flops > 0 and seconds > 0:
+            self.rate = seconds / flops
+
+
+def stratified_subset(split: Split | FileSplit, train: int | None, val: int | None, seed: int) -> Split | FileSplit:
+    """``split`` with at most ``train`` train and ``val`` val images (``None``: all), each class keeping its share
+    (at least :data:`MIN_PER_CLASS` train images where it has them), drawn with ``seed``."""
+    keep_train = _stratified(split.train_y, train, seed, MIN_PER_CLASS)
+    keep_val = _stratified(split.val_y, val, seed + 1, 1)
+    if isinstance(split, FileSplit):
+        return dataclasses.replace(split, train_files=tuple(np.asarray(split.train_files)[keep_train]), train_y=split.train_y[keep_train],
+                                   val_files=tuple(np.asarray(split.val_files)[keep_val]), val_y=split.val_y[keep_val],
+                                   test_files=None, test_y=None)
+    return Split(split.train_x[keep_train], split.train_y[keep_train], split.val_x[keep_val], split.val_y[keep_val])
+
+
+def _stratified(labels: np.ndarray, n: int | None, seed: int, minimum: int) -> np.ndarray:
+    """Sorted indices of at most ``n`` of ``labels`` (all when ``None`` or enough), in proportion to each class."""
+    if n is None or n >= len(labels):
+        return np.arange(len(labels))
+    rng = np.random.default_rng(seed)
+    keep = []
+    for label in np.unique(labels):
+        members = np.flatnonzero(labels == label)
+        take = min(len(members), max(minimum, round(n * len(members) / len(labels))))
+        keep.append(rng.choice(members, size=take, replace=False))
+    return np.sort(np.concatenate(keep))
+
+
+def train_images_that_fit(budget: ProbeBudget, per_image: float, val_images: int) -> int | None:
+    """How many train images a probe scored on ``val_images`` val images can take in what is left of ``budget``
+    (``None``: no measurement yet, or no limit; 0 or less: not even val fits)."""
+    if budget.rate is None or budget.allowed is None:
+        return None
+    return math.floor(budget.left / (per_image * budget.rate)) - val_images
