@@ -19,6 +19,8 @@ from tune_tl.training.feature_cache import FeatureCache
 from tune_tl.training.forward_once import boundary_cuts, boundary_key, forward_once, probe_boundary
 from tune_tl.training.frozen_features import pooled_features
 from tune_tl.training.linear_probe import measure_probe
+from tune_tl.training import loop
+from tune_tl.training.batches import epoch_batches
 from tune_tl.training.loop import first_epoch_subset, fit
 from tune_tl.training.recipe import build_trial
 
@@ -111,16 +113,19 @@ def test_the_cost_model_charges_no_fill_for_a_boundary_the_probe_kept(backbone, 
     assert type(probed).from_dict(probed.to_dict()) == probed  # scheduler.json keeps it
 
 
-def test_a_subset_first_epoch_trains_on_a_stratified_share_then_on_everything(data, tmp_path):
+def test_a_subset_first_epoch_trains_on_a_stratified_share_then_on_everything(data, tmp_path, monkeypatch):
     labels = data.splits[RESOLUTION].train_y
     subset = first_epoch_subset(labels, 0.5, seed=0)
     assert np.array_equal(subset, first_epoch_subset(labels, 0.5, seed=0)), "the same subset for every trial of a seed"
     for c in np.unique(labels):
         assert len(np.flatnonzero(labels[subset] == c)) == max(1, round(0.5 * np.sum(labels == c)))
     assert np.array_equal(first_epoch_subset(labels, 1.0, seed=0), np.arange(len(labels)))
+    seen = []  # images each epoch's batches hold, as fit draws them
+    monkeypatch.setattr(loop, "epoch_batches", lambda order, size: seen.append(len(order)) or epoch_batches(order, size))
     full = train(data, None, {"freeze_blocks": 8})
     half = train(data, None, {"freeze_blocks": 8, "first_epoch_fraction": 0.5})
-    assert half[0].epoch_seconds < full[0].epoch_seconds and half[0].train_loss != full[0].train_loss
+    assert seen == [60, 60, 60] + [60, len(subset), 60]  # per fit: the schedule's epoch length, then each epoch
+    assert half[0].train_loss != full[0].train_loss
     assert all(np.isfinite(m.val_acc) for m in half) and len(half) == 2
 
 
