@@ -110,3 +110,14 @@ def test_only_user_families_are_shipped_and_a_fresh_process_gets_them_back(regis
         build_backbone("test_two_blocks", "none")
     registry.restore(pickle.loads(pickle.dumps(shipped)))
     assert build_backbone("test_two_blocks", _seeded()).num_features == 6
+
+
+def test_the_tests_tiny_backbone_has_nine_chained_blocks_and_the_same_weights_in_every_process():
+    import tiny_backbone
+
+    backbone = build_backbone(tiny_backbone.NAME)
+    assert len(backbone.blocks) == 9 and backbone.chainable and native_size(tiny_backbone.NAME) == 32
+    again = tiny_backbone.seeded_weights()
+    assert all(torch.equal(v, again[k]) for k, v in backbone.features.state_dict().items())
+    shipped = pickle.loads(__import__("ray").cloudpickle.dumps(registry.shipped([tiny_backbone.NAME])))
+    assert shipped[0].build.__module__ == "tiny_backbone" and len(list(shipped[0].blocks(shipped[0].build()))) == 9
