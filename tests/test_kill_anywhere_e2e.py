@@ -8,11 +8,10 @@ per trial and epoch, each Parquet trial has one Optuna trial whose final state m
 no trial is left running in the study, no Optuna warning reached the terminal, and checkpoint retention
 kept exactly the best epoch of the top trials: the folder's size is what it keeps plus well under 1 MB.
 
-The search (``SPACE``): two trials of the tests' tiny backbone (``tests/tiny_backbone.py``: nine blocks as Lite0
-has; the backbone is not the point here), frozen, at 32 px on digits with a linear head; the first learns
-(completed, 2 epochs), the second has a learning rate too small to learn anything and epoch-rung ASHA prunes
-it after its first epoch. The feature cache keeps epochs to a fraction of a second, so a moment costs one
-process start.
+The search (``SPACE``): two trials of a frozen Lite0 at 32 px on digits with a linear head; the first
+learns (completed, 2 epochs), the second has a learning rate too small to learn anything and epoch-rung
+ASHA prunes it after its first epoch. The feature cache keeps epochs to a fraction of a second, so a case
+costs two process starts.
 """
 
 from __future__ import annotations
@@ -24,14 +23,13 @@ from pathlib import Path
 import optuna
 import pandas as pd
 import pytest
-import tiny_backbone
 import torch
 from faults import Driver
 
 TRIALS, MAX_EPOCHS, KEEP = 2, 2, 1
 
 SPACE = '''
-SETTINGS = {"seed": 0, "resolutions": [32], "backbone": {"name": "tiny_test_cnn", "weights": "imagenet"},
+SETTINGS = {"seed": 0, "resolutions": [32],
             "budget": {"samples": 2, "max_epochs": 2, "grace_period": 1, "reduction_factor": 2, "keep_checkpoints": 1}}
 
 def space(trial):
@@ -45,8 +43,7 @@ def space(trial):
 #: start per moment (a search or resume imports torch and Ray and starts a Ray instance: most of a case's time);
 #: every resume in it starts from the mess the kill before left, as a user's would.
 CHAINS = {
-    "first_trial": ["first_report", "mid_epoch", "snapshot_upload", "checkpoint_copy", "checkpoint_registered", "study_write",
-                    "snapshot_flush"],
+    "first_trial": ["first_report", "mid_epoch", "snapshot_upload", "checkpoint_copy", "checkpoint_registered", "study_write", "snapshot_flush"],
     "second_trial": ["after_complete", "after_suggest", "last_trial", "after_prune", "reconcile", "retention", "compaction"],
 }
 STATE_OF = {"completed": "COMPLETE", "pruned": "PRUNED", "diverged": "FAIL", "oom": "FAIL", "error": "FAIL"}
@@ -54,8 +51,7 @@ STATE_OF = {"completed": "COMPLETE", "pruned": "PRUNED", "diverged": "FAIL", "oo
 
 def search_args(tmp: Path) -> list[str]:
     (tmp / "space.py").write_text(SPACE)
-    return ["search", str(tmp / "space.py"), "--no-probes", "--output", str(tmp / "out"), "--name", "k", "--concurrency", "1",
-            "--scheduler", "asha"]
+    return ["search", str(tmp / "space.py"), "--no-probes", "--output", str(tmp / "out"), "--name", "k", "--concurrency", "1", "--scheduler", "asha"]
 
 
 def kill_at(args: list[str], moment: str, tmp: Path, log: str) -> str:
@@ -101,13 +97,10 @@ def assert_one_consistent_search(root: Path, output: str) -> None:
     for k in kept:
         state = torch.load(root / k["path"] / "state.pt", weights_only=True)
         assert state["history"][-1]["val_acc"] == pytest.approx(k["best_val_acc"])
-    # The folder is what it keeps: the kept checkpoints (each holds the model's weights), the feature cache, and well
-    # under 1 MB of tables, study and Ray files.
+    # The folder is what it keeps: the kept checkpoints, the feature cache, and well under 1 MB of tables, study and Ray files.
     kept_bytes = sum(size(root / k["path"]) for k in kept)
-    weights = sum(t.numel() * t.element_size() for t in tiny_backbone.seeded_weights().values())
     rest = size(root) - kept_bytes - size(root / "feature_cache")
-    assert kept_bytes > KEEP * weights and rest < 1_000_000, \
-        f"search folder {size(root)} B: checkpoints kept {kept_bytes} B ({weights} B of weights each), other {rest} B"
+    assert kept_bytes > 1_000_000 and rest < 1_000_000, f"search folder {size(root)} B: checkpoints kept {kept_bytes} B, other {rest} B"
 
 
 def size(folder: Path) -> int:
