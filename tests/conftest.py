@@ -7,6 +7,7 @@ import tempfile
 from pathlib import Path
 
 import pytest
+import tiny_backbone  # noqa: F401  (registers the end-to-end tests' backbone in every test process)
 from spaces import FINISHED, write_tiny_space
 from xdist.scheduler import LoadScopeScheduling
 

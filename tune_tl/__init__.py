@@ -12,6 +12,7 @@ if TYPE_CHECKING:  # what the lazy names below are, for type checkers and the AP
     from tune_tl.config.space import load_space
     from tune_tl.config.spec import SearchSpec
     from tune_tl.errors import TuneTLError
+    from tune_tl.models.registry import register_backbone
     from tune_tl.search.options import SearchOptions
     from tune_tl.search.resume import resume_search
     from tune_tl.search.run import run_search
@@ -26,13 +27,14 @@ _PUBLIC = {
     "SearchSpec": "tune_tl.config.spec",
     "load_space": "tune_tl.config.space",
     "TuneTLError": "tune_tl.errors",
+    "register_backbone": "tune_tl.models.registry",
     "SearchOptions": "tune_tl.search.options",
     "SearchSummary": "tune_tl.search.summary",
     "run_search": "tune_tl.search.run",
     "resume_search": "tune_tl.search.resume",
 }
 __all__ = ["Results", "SearchOptions", "SearchSpec", "SearchSummary", "TuneTLError", "best_trial", "leaderboard",
-           "load_results", "load_space", "param_summary", "resume_search", "run_search"]
+           "load_results", "load_space", "param_summary", "register_backbone", "resume_search", "run_search"]
 __version__ = "0.1.0"
 
 

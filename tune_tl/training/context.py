@@ -24,7 +24,7 @@ from tune_tl.config.spec import SearchSpec
 from tune_tl.data.sources import load_data
 from tune_tl.data.types import LoadedData, PreparedData
 from tune_tl.errors import TuneTLError
-from tune_tl.models import Backbone, build_backbone
+from tune_tl.models import Backbone, BackboneFamily, build_backbone, registry
 
 log = logging.getLogger(__name__)
 
@@ -46,6 +46,9 @@ class TrialContext:
     #: The search's linear probes as heads: (backbone, resolution) -> (weight, bias) of an ``nn.Linear``; a trial
     #: with ``head_init: probe`` and that backbone and resolution starts from it (``training.recipe.build_model``).
     probe_heads: Mapping[tuple[str, int], tuple[torch.Tensor, torch.Tensor]] = field(default_factory=dict)
+    #: The user-registered backbones (``tune_tl.register_backbone``) among the search's: a trial's process never
+    #: ran that call, so their recipes travel with the context (cloudpickled) and ``build_model`` registers them.
+    families: tuple[BackboneFamily, ...] = ()
 
     def backbone_for(self, cfg: TrialConfig) -> tuple[str, Mapping[str, torch.Tensor]]:
         """The (name, weights) a trial builds: its config's ``backbone``, else the search's one backbone."""
@@ -100,4 +103,5 @@ def prepare_context(spec: SearchSpec, resolutions: Sequence[int] | None = None, 
 def _context(backbones: Mapping[str, Backbone], data: PreparedData, max_epochs: int, seed: int) -> TrialContext:
     states = {name: b.features.state_dict() for name, b in backbones.items()}
     first = next(iter(states))
-    return TrialContext(first, states[first], data, max_epochs, seed, backbone_states=states if len(states) > 1 else {})
+    return TrialContext(first, states[first], data, max_epochs, seed, backbone_states=states if len(states) > 1 else {},
+                        families=registry.shipped(states))

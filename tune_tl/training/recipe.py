@@ -24,7 +24,7 @@ from tune_tl.data.augment import AugmentConfig
 from tune_tl.data.preprocess import Preprocessing
 from tune_tl.data.types import FileSplit, Split
 from tune_tl.errors import TuneTLError
-from tune_tl.models import Backbone, FreezePolicy, TransferModel, build_backbone, build_head, param_groups
+from tune_tl.models import Backbone, FreezePolicy, TransferModel, build_backbone, build_head, param_groups, registry
 from tune_tl.training.context import TrialContext
 from tune_tl.training.frozen_features import cache_blockers
 from tune_tl.training.loop import FitConfig
@@ -43,6 +43,7 @@ def build_model(cfg: TrialConfig, ctx: TrialContext) -> TransferModel:
     lr 1e-3: 87 % → 30 % after one epoch, 66 % after four; scaled: 97 %, above a fresh head's 96.7 %).
     """
     torch.manual_seed(ctx.seed)
+    registry.restore(ctx.families)  # a Ray worker never ran the driver's register_backbone calls
     name, weights = ctx.backbone_for(cfg)
     model = build_network(cfg, build_backbone(name, weights), ctx.data.num_classes)
     probe = ctx.probe_heads.get((name, cfg.resolution)) if cfg.head_init == "probe" else None
