@@ -137,3 +137,24 @@ def test_no_module_imports_itself_back_even_inside_a_function():
 
     circles = sorted({tuple(sorted((a, b))) for a in graph for b in graph[a] if reaches(b, a)})
     assert circles == []
+
+
+#: The space's resolver (``SearchSpec.sub_spaces``: block symbols and ``native`` per backbone) and its two wrappers.
+RESOLVER = {"sub_spaces", "define_by_run", "check_blocks"}
+
+
+def calls_by_module(names: set[str]) -> dict[str, set[str]]:
+    """Module path (relative to tune_tl/) -> which of ``names`` it calls, as a function or a method."""
+    package = Path(__file__).resolve().parents[1] / "tune_tl"
+    found = {}
+    for path in package.rglob("*.py"):
+        called = {node.func.attr if isinstance(node.func, ast.Attribute) else getattr(node.func, "id", None)
+                  for node in ast.walk(ast.parse(path.read_text())) if isinstance(node, ast.Call)}
+        if called & names:
+            found[path.relative_to(package).as_posix()] = called & names
+    return found
+
+
+def test_only_the_plan_resolves_the_space():
+    assert calls_by_module(RESOLVER) == {"search/plan.py": {"sub_spaces"}, "config/spec.py": {"sub_spaces"}}
+    assert set(calls_by_module({"resolve_all", "resolve_native"})) == {"config/spec.py"}, "the resolver's parts, called by it alone"

@@ -25,6 +25,7 @@ affine weights still learn; their running statistics stay the pretrained ones).
 from __future__ import annotations
 
 import operator
+from collections.abc import Sequence
 from dataclasses import dataclass
 
 import torch
@@ -66,10 +67,11 @@ class FreezePolicy:
 
     def frozen_prefix(self, num_blocks: int) -> int:
         """How many leading blocks never train: ``freeze_blocks`` (prefix), ``train_block`` (surgical), all, or none."""
-        return _leading_frozen(self.trainable_mask(num_blocks))
+        return leading_frozen(self.trainable_mask(num_blocks))
 
 
-def _leading_frozen(mask: list[bool]) -> int:
+def leading_frozen(mask: Sequence[bool]) -> int:
+    """How many leading blocks of ``mask`` (``trainable_mask``'s) do not train: the first trainable block's index."""
     return next((i for i, trains in enumerate(mask) if trains), len(mask))
 
 
@@ -111,7 +113,7 @@ class TransferModel(nn.Module):
     @property
     def frozen_blocks(self) -> int:
         """How many leading blocks are frozen now (``num_blocks`` = the whole backbone is fixed)."""
-        return _leading_frozen(self._mask)
+        return leading_frozen(self._mask)
 
     @property
     def backbone_frozen(self) -> bool:

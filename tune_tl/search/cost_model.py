@@ -30,6 +30,7 @@ seconds, which the calibration absorbs (every trial of a search has the same wor
 from __future__ import annotations
 
 import copy
+import dataclasses
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
 from typing import Any
@@ -39,14 +40,13 @@ import pandas as pd
 import torch
 from torch.utils.flop_counter import FlopCounterMode
 
-from tune_tl.config.distributions import resolutions_of
 from tune_tl.config.params import PARAMS, TrialConfig
-from tune_tl.config.spec import SearchSpec
 from tune_tl.data.types import PreparedData
 from tune_tl.errors import TuneTLError
-from tune_tl.models import Backbone, FreezePolicy
+from tune_tl.models import Backbone
+from tune_tl.models.freezing import leading_frozen
 from tune_tl.training.frozen_features import cached_blocks
-from tune_tl.training.recipe import inputs_vary
+from tune_tl.training.recipe import freeze_policy, inputs_vary
 
 #: A trial's cumulative predicted cost in FLOPs after an epoch: cost-aware ASHA's clock (and its column in :func:`recorded_costs`).
 TRAINING_COST = "training_cost"
@@ -56,11 +56,7 @@ def cached_prefix(cfg: TrialConfig, trains: Sequence[bool], feature_cache: bool,
     the training loop's own rule (``training.frozen_features.cached_blocks``), off when the feature cache is."""
     if not feature_cache:
         return 0
-    return cached_blocks(_first_trainable(trains), len(trains), chainable, inputs_vary(cfg))
-
-
-def _first_trainable(trains: Sequence[bool]) -> int:
-    return next((i for i, t in enumerate(trains) if t), len(trains))
+    return cached_blocks(leading_frozen(trains), len(trains), chainable, inputs_vary(cfg))
 
 
 def count_block_flops(backbone: Backbone, resolution: int) -> tuple[float, ...]:
@@ -137,8 +133,9 @@ class CostModel:
         n = len(self._blocks(cfg))
         if epoch <= cfg.lp_epochs:
             return [False] * n
-        # Clamped: a candidate the sampler scores may pair another backbone's block count with this one.
-        policy = FreezePolicy(cfg.freeze_policy, freeze_blocks=min(cfg.freeze_blocks or 0, n), train_block=min(cfg.train_block or 0, n - 1))
+        # The trial's own policy, clamped: a candidate the sampler scores may pair another backbone's block count with this one.
+        policy = freeze_policy(cfg)
+        policy = dataclasses.replace(policy, freeze_blocks=min(policy.freeze_blocks, n), train_block=min(policy.train_block, n - 1))
         return policy.trainable_mask(n)
 
     def epoch_cost(self, cfg: TrialConfig, epoch: int) -> float:
@@ -147,7 +144,7 @@ class CostModel:
         trains = self.trainable_blocks(cfg, epoch)
         chainable = self.chainable.get(cfg.backbone or self.default_backbone, False)
         cached = cached_prefix(cfg, trains, self.feature_cache, chainable)
-        first = _first_trainable(trains)
+        first = leading_frozen(trains)
         train = sum(f * (1 + (i > first) + (i >= first and trains[i])) for i, f in enumerate(flops) if i >= cached)
         val = sum(flops[cached:])
         head = self._head(cfg)
@@ -183,6 +180,11 @@ class CostModel:
             return 2.0 * (d * hidden + hidden * self.num_classes)
         return 2.0 * d * self.num_classes
 
+    def keep(self, names: Sequence[str]) -> CostModel:
+        """Only the backbones ``names``, in that order (the first becomes the default), as after ranking."""
+        return dataclasses.replace(self, blocks={n: self.blocks[n] for n in names}, num_features={n: self.num_features[n] for n in names},
+                                   chainable={n: self.chainable[n] for n in names if n in self.chainable})
+
     def to_dict(self) -> dict[str, Any]:
         """JSON-ready (resolutions become strings); :meth:`from_dict` reads it back."""
         return {"blocks": {b: {str(r): list(f) for r, f in by_r.items()} for b, by_r in self.blocks.items()},
@@ -202,18 +204,6 @@ def build_cost_model(backbones: Mapping[str, Backbone], data: PreparedData, feat
     blocks = {name: block_flops(b, sorted(data.splits)) for name, b in backbones.items()}
     return CostModel(blocks, {name: b.num_features for name, b in backbones.items()}, data.num_classes, len(split.train_y),
                      len(split.val_y), feature_cache and not data.streaming, {name: b.chainable for name, b in backbones.items()})
-
-
-def rung_unit(model: CostModel, spec: SearchSpec) -> float:
-    """Cost-aware ASHA's unit for ``spec``: a whole-model fine-tune epoch of its first backbone at the largest
-    resolution that backbone can take in the space. A function of the spec alone, known before any trial runs."""
-    first = spec.backbone.names[0]
-    if spec.space_fn is not None:
-        sizes = spec.declared_resolutions
-    else:
-        resolution = next((p for p in spec.sub_spaces(model.num_blocks)[first] if p.name == "resolution"), None)
-        sizes = resolutions_of(resolution.dist, spec.source) if resolution else [PARAMS["resolution"].default]
-    return model.fine_tune_epoch(first, max(sizes))
 
 
 def table_configs(trials: pd.DataFrame | None) -> dict[str, TrialConfig]:

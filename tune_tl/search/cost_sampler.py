@@ -7,7 +7,7 @@ the values Optuna gave, then each parameter's registry default (``TrialConfig.fr
 cost model (:mod:`tune_tl.search.cost_model`). ``make_sampler`` hands it to
 :class:`tune_tl.compat.TPESamplerWithCost`, which divides TPE's density ratio by it.
 
-    >>> cost = CandidateCost.for_search(spec, model)                   # doctest: +SKIP
+    >>> cost = CandidateCost.for_search(plan)                          # doctest: +SKIP
     >>> cost({"freeze_policy": "head_only"}) < cost({"freeze_policy": "full"})  # doctest: +SKIP
     True
 """
@@ -18,10 +18,9 @@ from collections.abc import Mapping
 from dataclasses import dataclass
 from typing import Any
 
-from tune_tl.config.distributions import Fixed
 from tune_tl.config.params import PARAMS, TrialConfig
-from tune_tl.config.spec import SearchSpec
 from tune_tl.search.cost_model import CostModel
+from tune_tl.search.plan import SearchPlan
 
 
 @dataclass(frozen=True)
@@ -35,13 +34,14 @@ class CandidateCost:
     max_epochs: int
 
     @classmethod
-    def for_search(cls, spec: SearchSpec, model: CostModel) -> CandidateCost:
+    def for_search(cls, plan: SearchPlan) -> CandidateCost:
+        """The cost of ``plan``'s candidates, by its cost model and its backbones' fixed values."""
+        spec = plan.spec
         if spec.space_fn is not None:
-            fixed = dict.fromkeys(model.blocks, {"resolution": max(spec.declared_resolutions)})
+            fixed = dict.fromkeys(plan.backbones, {"resolution": max(spec.declared_resolutions)})
         else:
-            fixed = {name: {p.name: p.dist.value for p in params if isinstance(p.dist, Fixed)}
-                     for name, params in spec.sub_spaces(model.num_blocks).items()}
-        return cls(model, fixed, spec.budget.max_epochs)
+            fixed = {name: b.fixed for name, b in plan.backbones.items()}
+        return cls(plan.cost_model, fixed, spec.budget.max_epochs)
 
     def config(self, params: Mapping[str, Any]) -> TrialConfig:
         """The trial config a candidate stands for (see the module docstring)."""

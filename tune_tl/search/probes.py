@@ -35,10 +35,8 @@ from optuna.trial import FrozenTrial, TrialState
 
 from tune_tl.analysis.rank import ranking_row, ranking_table, select_backbones
 from tune_tl.compat import distribution_contains
-from tune_tl.config.distributions import resolutions_of
 from tune_tl.config.params import PARAMS, TrialConfig
-from tune_tl.config.spec import SearchSpec
-from tune_tl.models.backbones import native_size
+from tune_tl.search.plan import SearchPlan
 from tune_tl.search.textbook import fit_to_space
 from tune_tl.store.results import epoch_row, trial_row, write_table_atomic
 from tune_tl.store.schema import EPOCH_SCHEMA, TRIAL_SCHEMA
@@ -80,33 +78,32 @@ def probe_id(backbone: str, resolution: int) -> str:
     return f"probe-{backbone.replace('/', '_')}-{resolution}"
 
 
-def probe_plan(spec: SearchSpec, prepared: PreparedSearch) -> list[tuple[str, int]]:
+def probe_plan(plan: SearchPlan, prepared: PreparedSearch) -> list[tuple[str, int]]:
     """``(backbone, resolution)`` of each probe to run, cheapest first (resolution, then parameter count)."""
-    spaces = spec.sub_spaces(prepared.num_blocks)
-    plan = []
-    for name, backbone in prepared.backbones.items():
-        allowed = _allowed_resolutions(spec, spaces[name])
-        native = backbone.input_size or native_size(name)
-        plan.append((name, native if native in allowed else max(allowed)))
-    params = {name: sum(p.numel() for p in b.features.parameters()) for name, b in prepared.backbones.items()}
-    return sorted(plan, key=lambda p: (p[1], params[p[0]]))
+    chosen = []
+    for name, backbone in plan.backbones.items():
+        allowed = plan.allowed_resolutions(name)
+        chosen.append((name, backbone.native_size if backbone.native_size in allowed else max(allowed)))
+    params = {name: sum(p.numel() for p in prepared.backbones[name].features.parameters()) for name in plan.backbones}
+    return sorted(chosen, key=lambda p: (p[1], params[p[0]]))
 
 
-def run_probes(spec: SearchSpec, prepared: PreparedSearch, run: SearchRun, cache: str | None, deadline: float | None = None) -> list[Probe]:
+def run_probes(plan: SearchPlan, prepared: PreparedSearch, run: SearchRun, cache: str | None, deadline: float | None = None) -> list[Probe]:
     """Measure every planned probe, record each as a finished trial of ``run`` as it ends, and return them.
 
     Stops before a probe when ``deadline`` (a ``time.monotonic()`` value: the time budget) has passed.
     """
     probes: list[Probe] = []
     heads: dict[tuple[str, int], tuple[torch.Tensor, torch.Tensor]] = {}
-    for name, resolution in probe_plan(spec, prepared):
+    spec = plan.spec
+    for name, resolution in probe_plan(plan, prepared):
         if deadline is not None and time.monotonic() >= deadline:
             log.info("time budget: no time left for the probe of %s", name)
             break
         split = prepared.context.data.splits[resolution]
         started = time.time()
         measured = measure_probe(prepared.backbones[name], split, prepared.context.data.num_classes, spec.seed, cache)
-        config = probe_config(spec, prepared, name, resolution)
+        config = probe_config(plan, name, resolution)
         probe = Probe(probe_id(name, resolution), name, resolution, measured.logme, measured.val_acc, measured.probe.C, measured.seconds,
                       config)
         _record(run, prepared, probe, measured, started)
@@ -124,16 +121,17 @@ def ranking(probes: list[Probe], prepared: PreparedSearch) -> pd.DataFrame:
     return ranking_table([ranking_row(p.backbone, prepared.backbones[p.backbone], p.logme, p.val_acc, p.seconds) for p in probes])
 
 
-def ranked_spec(spec: SearchSpec, prepared: PreparedSearch, table: pd.DataFrame) -> tuple[SearchSpec, PreparedSearch]:
-    """``spec`` with its backbones ordered by ``table`` (best ``probe_acc`` first, ties: higher LogME), so the textbook
+def ranked_plan(plan: SearchPlan, prepared: PreparedSearch, table: pd.DataFrame) -> tuple[SearchPlan, PreparedSearch]:
+    """``plan`` with its backbones ordered by ``table`` (best ``probe_acc`` first, ties: higher LogME), so the textbook
     start goes to the first, or only the ``backbone_selection.top`` best by its score; ``prepared`` keeps the same ones."""
+    spec = plan.spec
     if spec.backbone_selection is not None:
         spec = select_backbones(spec, table)
     elif spec.backbone.is_choice:
         best_first = table.sort_values(["probe_acc", "logme"], ascending=False, kind="stable")["backbone"].tolist()
         names = tuple(dict.fromkeys(best_first + list(spec.backbone.names)))
         spec = dataclasses.replace(spec, backbone=dataclasses.replace(spec.backbone, name=names))
-    return spec, prepared.keep(spec.backbone.names)
+    return plan.keep(spec), prepared.keep(spec.backbone.names)
 
 
 def study_trials(probes: list[Probe], space) -> list[FrozenTrial]:
@@ -162,16 +160,11 @@ def _config_values(config: TrialConfig) -> dict:
     return {**defaults, **{k: v for k, v in config.to_dict().items() if v is not None}}
 
 
-def _allowed_resolutions(spec: SearchSpec, params) -> list[int]:
-    resolution = next((p for p in params if p.name == "resolution"), None)
-    return resolutions_of(resolution.dist, spec.source) if resolution is not None else spec.resolutions()
-
-
-def probe_config(spec: SearchSpec, prepared: PreparedSearch, backbone: str, resolution: int) -> TrialConfig:
+def probe_config(plan: SearchPlan, backbone: str, resolution: int) -> TrialConfig:
     """The config a probe stands for: a frozen backbone in the space's terms (``head_only``, or ``prefix`` with every
     block frozen when the space has no ``head_only``), a linear head, at ``backbone`` and ``resolution``."""
-    params = {p.name: p.dist for p in spec.sub_spaces(prepared.num_blocks)[backbone]}
-    frozen = fit_to_space({"freeze_policy": "head_only"}, params, prepared.num_blocks[backbone]) or {"freeze_policy": "head_only"}
+    resolved = plan.backbones[backbone]
+    frozen = fit_to_space({"freeze_policy": "head_only"}, resolved.distributions, resolved.num_blocks) or {"freeze_policy": "head_only"}
     return TrialConfig.from_dict({**PROBE_CONFIG, **frozen, "backbone": backbone, "resolution": resolution})
 
 

@@ -55,6 +55,7 @@ from tune_tl.compat import (
     searcher_trials,
     set_generator_target,
 )
+from tune_tl.search.plan import SearchPlan
 from tune_tl.search.textbook import textbook_trials
 from tune_tl.store.storage import Location
 from tune_tl.store.trial_record import TrialRecord
@@ -275,21 +276,19 @@ def make_sampler(name: str, spec, cost: Callable[[Mapping], float] | None = None
         return optuna.samplers.TPESampler(**settings)
 
 
-def enqueue_textbook(searcher: OptunaSearch, spec, num_blocks: int | Mapping[str, int], backbone: str | None = None,
-                     after_probes: bool = False) -> list[str]:
-    """Enqueue the textbook recipes that fit ``spec``'s space as the study's first trials; their names.
+def enqueue_textbook(searcher: OptunaSearch, plan: SearchPlan, backbone: str | None = None, after_probes: bool = False) -> list[str]:
+    """Enqueue the textbook recipes that fit ``plan``'s space as the study's first trials; their names.
 
-    With a choice of backbones they go to ``backbone`` (the best probe's), else to the first listed one (the
-    best ranked under ``backbone_selection``). ``after_probes``: the search's probes ran (``search.textbook``).
+    With a choice of backbones they go to ``backbone`` (the best probe's), else to the plan's first one (the
+    best ranked). ``after_probes``: the search's probes ran (``search.textbook``).
     """
-    if spec.space_fn is not None:
+    if plan.spec.space_fn is not None:
         return []
-    first = backbone or spec.backbone.names[0]
-    blocks = num_blocks[first] if isinstance(num_blocks, Mapping) else num_blocks
-    recipes = textbook_trials(spec.sub_spaces(num_blocks)[first], blocks, after_probes)
-    if spec.backbone.is_choice:
-        recipes = [(name, {"backbone": first, **params}) for name, params in recipes]
-    for name, params in recipes:
+    first = plan.backbones[backbone] if backbone else plan.first
+    recipes = textbook_trials(first.params, first.num_blocks, after_probes)
+    if plan.spec.backbone.is_choice:
+        recipes = [(name, {"backbone": first.name, **params}) for name, params in recipes]
+    for _, params in recipes:
         searcher_study(searcher).enqueue_trial(params, skip_if_exists=False)
     if recipes:
         log.info("textbook start: the first trials are %s", ", ".join(n for n, _ in recipes))
