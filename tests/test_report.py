@@ -16,6 +16,7 @@ from tune_tl.analysis.report import write_report
 from tune_tl.analysis.rungs import asha_rungs, scheduler_rungs
 from tune_tl.cli import main
 from tune_tl.config.params import TrialConfig
+from tune_tl.config.spec import BudgetSpec
 from tune_tl.search.cost_asha import CostASHA
 from tune_tl.search.cost_model import CostModel
 from tune_tl.search.schedulers import make_scheduler
@@ -24,10 +25,10 @@ from tune_tl.store.search_run import SearchRun
 
 
 def test_asha_rungs_follow_grace_period_times_reduction_factor_powers():
-    assert asha_rungs({"budget": {"grace_period": 1, "reduction_factor": 3, "max_epochs": 10}}) == [1, 3, 9]
+    assert asha_rungs(BudgetSpec(grace_period=1, reduction_factor=3, max_epochs=10)) == [1, 3, 9]
     # Ray's ASHA counts int(log(max_t / min_t) / log(rf) + 1) rungs: one at max_epochs itself (the report once drew [2, 4]).
-    assert asha_rungs({"budget": {"grace_period": 2, "reduction_factor": 2, "max_epochs": 8}}) == [2, 4, 8]
-    assert asha_rungs({}) == []
+    assert asha_rungs(BudgetSpec(grace_period=2, reduction_factor=2, max_epochs=8)) == [2, 4, 8]
+    assert asha_rungs(None) == []
 
 
 def search_json(folder, scheduler, grace=1, factor=3, max_epochs=10):

@@ -158,3 +158,10 @@ def calls_by_module(names: set[str]) -> dict[str, set[str]]:
 def test_only_the_plan_resolves_the_space():
     assert calls_by_module(RESOLVER) == {"search/plan.py": {"sub_spaces"}, "config/spec.py": {"sub_spaces"}}
     assert set(calls_by_module({"resolve_all", "resolve_native"})) == {"config/spec.py"}, "the resolver's parts, called by it alone"
+
+
+def test_only_search_run_reads_the_search_record_s_keys():
+    package = Path(__file__).resolve().parents[1] / "tune_tl"
+    offenders = [f"{path.relative_to(package)}: {reading}" for path in package.rglob("*.py") if path.name != "search_run.py"
+                 for reading in (".metadata.get(", ".metadata[") if reading in path.read_text()]
+    assert offenders == []

@@ -19,6 +19,7 @@ from tune_tl.analysis.importances import Importances
 from tune_tl.analysis.rungs import Rungs
 from tune_tl.config.params import PARAMS
 from tune_tl.store.ranking import RANKED_STATUSES
+from tune_tl.store.search_run import SearchRun
 
 #: The parameters of the freeze figure, one panel each (if it varied).
 FREEZE_PARAMS = ("freeze_blocks", "freeze_policy")
@@ -77,8 +78,8 @@ def anytime_curve(res: Results) -> pd.DataFrame:
     if e.empty:
         return pd.DataFrame({"minutes": [], "best_val_acc": [], "trial_id": [], "improved": []})
     first = (e["time"] - pd.to_timedelta(e["epoch_seconds"].fillna(0), unit="s")).min()
-    start = pd.to_datetime(res.search.get("start_time"), format="%Y-%m-%dT%H:%M:%S%z", errors="coerce")
-    start = start if pd.notna(start) and start <= first else first
+    start = SearchRun.start_time_in(res.search)
+    start = start if start is not None and start <= first else first
     best = e["val_acc"].cummax()
     return pd.DataFrame({"minutes": ((e["time"] - start).dt.total_seconds() / 60).to_numpy(), "best_val_acc": best.to_numpy(),
                          "trial_id": e["trial_id"].to_numpy(), "improved": (best > best.shift(fill_value=-1.0)).to_numpy()})

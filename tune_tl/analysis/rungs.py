@@ -20,6 +20,7 @@ from dataclasses import dataclass
 
 import pandas as pd
 
+from tune_tl.config.spec import BudgetSpec
 from tune_tl.search.cost_asha import cost_rungs, recorded_cost_model, recorded_rungs
 from tune_tl.search.cost_model import TRAINING_COST, CostModel, recorded_costs, seconds_per_flop, table_configs
 from tune_tl.store.search_run import SearchRun
@@ -80,23 +81,21 @@ class Rungs:
         return f"Dotted lines: the {self.scheduler.upper()} rungs at epochs {at} (grace_period × reduction_factor^k, up to max_epochs)."
 
 
-def asha_rungs(search: dict) -> list[float]:
-    """Ray's ASHA rung epochs for the budget in ``search.json``: ``grace_period × reduction_factor^k``, up to and
+def asha_rungs(budget: BudgetSpec | None) -> list[float]:
+    """Ray's ASHA rung epochs for ``budget`` (``SearchRun.budget``): ``grace_period × reduction_factor^k``, up to and
     including ``max_epochs`` (Ray's rung count); ``[]`` without a budget."""
-    budget = search.get("budget") or {}
-    grace, factor, top = budget.get("grace_period"), budget.get("reduction_factor"), budget.get("max_epochs")
-    if not (grace and factor and top) or factor <= 1:
+    if budget is None:
         return []
-    return cost_rungs(1, grace, top, factor)
+    return cost_rungs(1, budget.grace_period, budget.max_epochs, budget.reduction_factor)
 
 
 def scheduler_rungs(run: SearchRun) -> Rungs:
-    """The rungs the search in ``run`` used, on its scheduler's clock (``search.json``'s ``options.scheduler``)."""
-    scheduler = (run.metadata.get("options") or {}).get("scheduler") or "asha"
+    """The rungs the search in ``run`` used, on its scheduler's clock (``SearchRun.scheduler``)."""
+    scheduler = run.scheduler
     if scheduler == "cost-asha":
         recorded = recorded_cost_model(run)
         if recorded is None:  # a search from before the cost model (or no scheduler.json): measured seconds
             return Rungs(recorded_rungs(run), "seconds", scheduler)
         model, unit = recorded
         return Rungs([m / unit for m in recorded_rungs(run)], "cost", scheduler, model, unit)
-    return Rungs([] if scheduler == "fifo" else asha_rungs(run.metadata), "epoch", scheduler)
+    return Rungs([] if scheduler == "fifo" else asha_rungs(run.budget), "epoch", scheduler)

@@ -73,10 +73,10 @@ def recorded_rungs(run: SearchRun) -> list[float]:
     state = scheduler_state(run)
     if isinstance(state.get("rungs"), list):
         return [float(m) for m in state["rungs"]]
-    budget = run.metadata.get("budget") or {}
-    if not isinstance(state.get("unit_seconds"), (int, float)) or not budget:
+    budget = run.budget
+    if not isinstance(state.get("unit_seconds"), (int, float)) or budget is None:
         return []
-    return cost_rungs(float(state["unit_seconds"]), budget["grace_period"], budget["max_epochs"], budget["reduction_factor"])
+    return cost_rungs(float(state["unit_seconds"]), budget.grace_period, budget.max_epochs, budget.reduction_factor)
 
 
 def scheduler_state(run: SearchRun) -> dict:

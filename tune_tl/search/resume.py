@@ -17,7 +17,6 @@ from __future__ import annotations
 
 import dataclasses
 import logging
-import time
 from pathlib import Path
 
 import optuna
@@ -71,7 +70,5 @@ def _resume_locked(run: SearchRun, samples: int | None) -> SearchSummary:
                                        resume_errored=False, storage_filesystem=storage_config(root).get("storage_filesystem"))
             tuner.fit()
 
-    now = time.strftime("%Y-%m-%dT%H:%M:%S%z")
-    meta = run.metadata
-    run.update_metadata(budget={**meta["budget"], "samples": target}, resumed=meta.get("resumed", []) + [now], end_time=now)
+    run.record_resume(target)
     return summarize(root)

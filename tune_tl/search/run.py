@@ -94,7 +94,7 @@ def _run_locked(spec: SearchSpec, options: SearchOptions, name: str, root: Locat
         tuner = build_tuner(dataclasses.replace(plan, spec=with_budget(spec, time=remaining)), options, context, root, study)
         tuner.fit()  # a driver that dies here is continued by ``tune-tl resume`` (tune_tl.search.resume)
         timed_out = deadline is not None and time.monotonic() >= deadline
-    run.update_metadata(end_time=time.strftime("%Y-%m-%dT%H:%M:%S%z"), node_ids=alive_node_ids(), ended_by_time_budget=timed_out)
+    run.record_end(node_ids=alive_node_ids(), ended_by_time_budget=timed_out)
     return summarize(root, len(loaded.skipped), timed_out)
 
 

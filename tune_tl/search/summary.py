@@ -50,8 +50,8 @@ def summarize(root: Location, skipped_images: int = 0, ended_by_time_budget: boo
     probe = trials["probe"].eq(True)
     counts = {status: int((trials.loc[~probe, "status"] == status).sum()) for status in STATUSES}
     best = best_row(trials)
-    start = pd.to_datetime(run.metadata.get("start_time"), format="%Y-%m-%dT%H:%M:%S%z", errors="coerce")
-    anytime = best_so_far(run.epochs(), start, list(ANYTIME_SECONDS)) if pd.notna(start) else {}
+    start = run.start_time
+    anytime = best_so_far(run.epochs(), start, list(ANYTIME_SECONDS)) if start is not None else {}
     return SearchSummary(root, counts, None if best is None else best.dropna().to_dict(), skipped_images,
                          uncached_trials(trials[~probe]), ended_by_time_budget, int(probe.sum()), anytime)
 

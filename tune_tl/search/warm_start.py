@@ -83,7 +83,7 @@ def warm_trials(dirs: Sequence[str], fingerprint: dict[str, Any], space: Callabl
     out: list[FrozenTrial] = []
     for where in dirs:
         run = SearchRun.open(where, require_metadata=True)
-        check_same_data(fingerprint, run.metadata.get("data_fingerprint"), where)
+        check_same_data(fingerprint, run.data_fingerprint, where)
         added = frozen_trials(run.trials(), run.epochs(), space, run.spec.backbone.names[0], str(run.root))
         log.info("warm start: %d of %d trials of %s fit this space", len(added), len(run.trials()), where)
         out.extend(added)
