@@ -165,3 +165,9 @@ def test_only_search_run_reads_the_search_record_s_keys():
     offenders = [f"{path.relative_to(package)}: {reading}" for path in package.rglob("*.py") if path.name != "search_run.py"
                  for reading in (".metadata.get(", ".metadata[") if reading in path.read_text()]
     assert offenders == []
+
+
+def test_is_this_an_epoch_is_written_once():
+    package = Path(__file__).resolve().parents[1] / "tune_tl"
+    writers = [path.relative_to(package).as_posix() for path in package.rglob("*.py") if '"trial_status" not in result' in path.read_text()]
+    assert writers == ["store/trial_record.py"]

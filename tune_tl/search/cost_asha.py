@@ -33,7 +33,7 @@ from typing import Any
 import numpy as np
 from ray.tune.schedulers import ASHAScheduler, TrialScheduler
 
-from tune_tl.compat import asha_rungs, forget_trial, set_asha_rungs
+from tune_tl.compat import asha_rungs, asha_settings, forget_trial, set_asha_rungs
 from tune_tl.config.params import TrialConfig
 from tune_tl.search.cost_model import TRAINING_COST, CostModel, recorded_costs, table_configs
 from tune_tl.search.replay_asha import ReplayASHA
@@ -131,6 +131,11 @@ class CostASHA(ReplayASHA):
         self.__dict__.update({"cost_model": None, "_configs": {}, **state})
 
     @property
+    def clock_key(self) -> str:
+        """The result key of the trials' clock: Ray's ``time_attr`` (:data:`TRAINING_COST`, or :data:`TRAINING_SECONDS`)."""
+        return asha_settings(self).time_attr
+
+    @property
     def rungs(self) -> list[float]:
         """Rung milestones on the clock, lowest first (empty until the unit is known)."""
         return asha_rungs(self) if self.unit else []
@@ -159,7 +164,7 @@ class CostASHA(ReplayASHA):
                 self._clock[trial.trial_id] = (int(epoch), total)
                 if self.unit is None and trial.trial_id == (self._first or trial.trial_id):
                     self._set_rungs(seconds)
-        return {**result, self._time_attr: total}
+        return {**result, self.clock_key: total}
 
     def _save_state(self) -> None:
         """Record the unit and the rungs (and the cost model) in ``scheduler.json``, for ``tune-tl resume`` and the report."""
@@ -167,9 +172,9 @@ class CostASHA(ReplayASHA):
         if not run.root.exists():
             return  # no search folder (e.g. the replay simulator): nothing to resume or report
         if self.cost_model is None:
-            state = {"scheduler": "cost-asha", "time_attr": self._time_attr, "unit_seconds": self.unit, "rungs": self.rungs}
+            state = {"scheduler": "cost-asha", "time_attr": self.clock_key, "unit_seconds": self.unit, "rungs": self.rungs}
         else:
-            state = {"scheduler": "cost-asha", "time_attr": self._time_attr, "clock": "predicted FLOPs", "unit": self.unit,
+            state = {"scheduler": "cost-asha", "time_attr": self.clock_key, "clock": "predicted FLOPs", "unit": self.unit,
                      "rungs": self.rungs, "cost_model": self.cost_model.to_dict()}
         try:
             write_json_atomic(state, run.scheduler_file)
@@ -228,9 +233,9 @@ class CostASHA(ReplayASHA):
                 log.warning("cost-aware ASHA: no config for recorded trial(s) %s; their epochs are not replayed", ", ".join(unknown))
             epochs = recorded_costs(self.cost_model, configs, epochs)
         else:
-            epochs = epochs.assign(**{self._time_attr: epochs.groupby("trial_id")["epoch_seconds"].cumsum()})
+            epochs = epochs.assign(**{self.clock_key: epochs.groupby("trial_id")["epoch_seconds"].cumsum()})
             if self.unit is None:  # the live run's unit, else (no file) the first recorded epoch; recorded either way
                 self._set_rungs(self._saved_unit() or float(epochs["epoch_seconds"].iloc[0]))
         for row in epochs.groupby("trial_id").tail(1).itertuples(index=False):
-            self._clock[row.trial_id] = (int(row.epoch), float(getattr(row, self._time_attr)))
+            self._clock[row.trial_id] = (int(row.epoch), float(getattr(row, self.clock_key)))
         return super().replay(epochs, trials)

@@ -26,7 +26,7 @@ from tune_tl.store.ranking import RANKED_STATUSES, best_of, best_row
 from tune_tl.store.schema import STATUSES
 from tune_tl.store.search_run import SearchRun
 from tune_tl.store.storage import Location
-from tune_tl.store.trial_record import TrialRecord, raised_error
+from tune_tl.store.trial_record import TrialRecord, is_epoch_result, raised_error
 
 
 class SearchProgress(Callback):
@@ -85,7 +85,7 @@ class SearchProgress(Callback):
     def on_trial_result(self, iteration, trials, trial, result, **info):
         with self._lock:
             self._configs[trial.trial_id] = dict(trial.config)
-            is_epoch = result.get("epoch") is not None and "trial_status" not in result
+            is_epoch = is_epoch_result(result)
             if self._records.setdefault(trial.trial_id, TrialRecord()).add_result(result) and is_epoch:
                 self._epochs += 1
 

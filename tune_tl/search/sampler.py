@@ -58,7 +58,7 @@ from tune_tl.compat import (
 from tune_tl.search.plan import SearchPlan
 from tune_tl.search.textbook import textbook_trials
 from tune_tl.store.storage import Location
-from tune_tl.store.trial_record import TrialRecord
+from tune_tl.store.trial_record import TrialRecord, is_epoch_result
 
 log = logging.getLogger(__name__)
 
@@ -206,7 +206,7 @@ class HonestOptunaSearch(OptunaSearch):
         if trial_id in searcher_completed(self) or trial_id not in searcher_trials(self):
             return
         record = self._records.setdefault(trial_id, TrialRecord())
-        is_epoch = result.get(self._time_attr) is not None and "trial_status" not in result
+        is_epoch = is_epoch_result(result, self._time_attr)
         if not record.add_result(result) or not is_epoch:
             return  # already seen (e.g. the final result repeated at completion), or the trainable's verdict
         epoch, value = record.history[-1][0], result.get(self.metric)

@@ -33,7 +33,7 @@ from tune_tl.errors import TuneTLError
 from tune_tl.store.schema import EPOCH_SCHEMA, SCHEMA_VERSION, STATUSES, TRIAL_SCHEMA  # noqa: F401  (public names)
 from tune_tl.store.search_run import SearchRun
 from tune_tl.store.storage import Location
-from tune_tl.store.trial_record import TrialRecord, raised_error
+from tune_tl.store.trial_record import TrialRecord, is_epoch_result, raised_error
 
 log = logging.getLogger(__name__)
 
@@ -174,7 +174,7 @@ class ParquetSink(Callback):
         if trial.trial_id in self._finished:
             return
         open_trial = self._open.setdefault(trial.trial_id, _OpenTrial(time.time()))
-        is_epoch = result.get("epoch") is not None and "trial_status" not in result
+        is_epoch = is_epoch_result(result)
         if not open_trial.record.add_result(result) or not is_epoch:
             return  # an epoch heard before (a retry from an older checkpoint), or the trainable's verdict
         open_trial.node = (result.get("node_id"), result.get("node_ip"))
