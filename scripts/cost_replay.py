@@ -19,7 +19,7 @@ from tune_tl.bench.sim import Curve, curves_from_table, simulate
 from tune_tl.config.params import PARAMS, TrialConfig
 from tune_tl.models import build_backbone
 from tune_tl.search.cost_asha import CostASHA
-from tune_tl.search.cost_model import CostModel, count_block_flops, seconds_per_flop
+from tune_tl.training.cost_model import CostModel, count_block_flops, seconds_per_flop
 
 TRAIN, VAL, CLASSES = 1437, 360, 10  # digits, val_fraction 0.2
 

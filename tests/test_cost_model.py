@@ -10,8 +10,8 @@ from toy_models import toy_backbone
 from tune_tl.config import load_space
 from tune_tl.config.params import TrialConfig
 from tune_tl.models import build_backbone
-from tune_tl.search.cost_model import CostModel, block_flops, count_block_flops, seconds_per_flop
 from tune_tl.search.plan import plan_for
+from tune_tl.training.cost_model import CostModel, block_flops, count_block_flops, seconds_per_flop
 
 
 @pytest.fixture(scope="module")

@@ -8,10 +8,10 @@ from tune_tl.compat import TPESamplerWithCost
 from tune_tl.config import load_space
 from tune_tl.config.params import TrialConfig
 from tune_tl.config.space import parse_space_text
-from tune_tl.search.cost_model import CostModel
 from tune_tl.search.cost_sampler import CandidateCost
 from tune_tl.search.plan import plan_for
 from tune_tl.search.sampler import make_sampler
+from tune_tl.training.cost_model import CostModel
 
 LITE = ("efficientnet_lite0", "efficientnet_lite1", "efficientnet_lite2")
 BLOCKS = (1e7, 2e7, 4e7, 4e7, 4e7, 8e7, 8e7, 2e7, 1e7)  # nine blocks, like the Lite models'

@@ -10,9 +10,9 @@ from tune_tl.config import load_space
 from tune_tl.config.space import parse_settings, parse_space_text
 from tune_tl.config.spec import SearchSpec
 from tune_tl.errors import TuneTLError
-from tune_tl.search.cost_model import CostModel
 from tune_tl.search.plan import plan_for, resolve_plan
 from tune_tl.training.context import prepare_context
+from tune_tl.training.cost_model import CostModel
 
 CHOICE = """
 backbone: {name: [efficientnet_lite0, timm/resnet18], weights: imagenet}

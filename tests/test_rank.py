@@ -4,8 +4,8 @@ import numpy as np
 import pandas as pd
 import pytest
 
-from tune_tl.analysis.rank import COLUMNS
 from tune_tl.cli import main
+from tune_tl.search.rank import COLUMNS
 
 SPACE = """
 data: {source: digits}

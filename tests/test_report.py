@@ -18,10 +18,10 @@ from tune_tl.cli import main
 from tune_tl.config.params import TrialConfig
 from tune_tl.config.spec import BudgetSpec
 from tune_tl.search.cost_asha import CostASHA
-from tune_tl.search.cost_model import CostModel
 from tune_tl.search.schedulers import make_scheduler
 from tune_tl.store.results import ParquetSink
 from tune_tl.store.search_run import SearchRun
+from tune_tl.training.cost_model import CostModel
 
 
 def test_asha_rungs_follow_grace_period_times_reduction_factor_powers():

@@ -9,9 +9,8 @@ import pandas as pd
 import pytest
 
 from tune_tl.cli import main
-from tune_tl.search.cost_asha import recorded_cost_model
-from tune_tl.search.cost_model import recorded_costs, seconds_per_flop, table_configs
 from tune_tl.store.search_run import SearchRun
+from tune_tl.training.cost_model import recorded_cost_model, recorded_costs, seconds_per_flop, table_configs
 
 #: Columns that say when, where and under which id a trial ran, not what it did.
 RUN_COLUMNS = ["trial_id", "wall_seconds", "time", "epoch_seconds", "node_id", "node_ip"]

@@ -171,3 +171,25 @@ def test_is_this_an_epoch_is_written_once():
     package = Path(__file__).resolve().parents[1] / "tune_tl"
     writers = [path.relative_to(package).as_posix() for path in package.rglob("*.py") if '"trial_status" not in result' in path.read_text()]
     assert writers == ["store/trial_record.py"]
+
+
+def imported_packages() -> dict[str, set[str]]:
+    """Module (relative path) -> every ``tune_tl`` module or package it imports, anywhere in the file."""
+    package = Path(__file__).resolve().parents[1] / "tune_tl"
+    found = {}
+    for path in package.rglob("*.py"):
+        names = set()
+        for node in ast.walk(ast.parse(path.read_text())):
+            if isinstance(node, ast.ImportFrom) and node.module:
+                names |= {node.module} | {f"{node.module}.{a.name}" for a in node.names}
+            elif isinstance(node, ast.Import):
+                names |= {a.name for a in node.names}
+        found[path.relative_to(package).as_posix()] = {n for n in names if n.startswith("tune_tl.")}
+    return found
+
+
+@pytest.mark.parametrize("lower, upper", [("search", "analysis"), ("analysis", "search")])
+def test_search_and_analysis_never_import_each_other(lower, upper):
+    arrows = sorted(f"{module} -> {name}" for module, names in imported_packages().items() if module.startswith(f"{lower}/")
+                    for name in names if name == f"tune_tl.{upper}" or name.startswith(f"tune_tl.{upper}."))
+    assert arrows == []

@@ -222,8 +222,8 @@ def _export(args) -> int:
 
 
 def _rank(args) -> int:
-    from tune_tl.analysis.rank import PORTFOLIO, RankOptions, format_table, rank_backbones
     from tune_tl.data.sources import with_data_path
+    from tune_tl.search.rank import PORTFOLIO, RankOptions, format_table, rank_backbones
 
     spec = load_space(args.space)
     spec = dataclasses.replace(spec, data=with_data_path(spec.data, args.data))

@@ -4,7 +4,7 @@ Optuna's candidates are only part of a trial's config: the space's fixed values 
 (``config.sampling.sample_params``), and a candidate of one parameter group leaves the other groups out.
 :class:`CandidateCost` completes them, in this order: the space's fixed values for the candidate's backbone,
 the values Optuna gave, then each parameter's registry default (``TrialConfig.from_dict``), and asks the
-cost model (:mod:`tune_tl.search.cost_model`). ``make_sampler`` hands it to
+cost model (:mod:`tune_tl.training.cost_model`). ``make_sampler`` hands it to
 :class:`tune_tl.compat.TPESamplerWithCost`, which divides TPE's density ratio by it.
 
     >>> cost = CandidateCost.for_search(plan)                          # doctest: +SKIP
@@ -19,8 +19,8 @@ from dataclasses import dataclass
 from typing import Any
 
 from tune_tl.config.params import PARAMS, TrialConfig
-from tune_tl.search.cost_model import CostModel
 from tune_tl.search.plan import SearchPlan
+from tune_tl.training.cost_model import CostModel
 
 
 @dataclass(frozen=True)

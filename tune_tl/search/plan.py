@@ -27,8 +27,8 @@ from typing import Any
 from tune_tl.config.distributions import Fixed, ParamSpec, resolutions_of
 from tune_tl.config.sampling import sample_backbone, sample_per_backbone
 from tune_tl.config.spec import SearchSpec
-from tune_tl.search.cost_model import CostModel, build_cost_model
 from tune_tl.training.context import PreparedSearch
+from tune_tl.training.cost_model import CostModel, build_cost_model
 
 
 @dataclass(frozen=True)

@@ -33,10 +33,10 @@ import pandas as pd
 import torch
 from optuna.trial import FrozenTrial, TrialState
 
-from tune_tl.analysis.rank import ranking_row, ranking_table, select_backbones
 from tune_tl.compat import distribution_contains
 from tune_tl.config.params import PARAMS, TrialConfig
 from tune_tl.search.plan import SearchPlan
+from tune_tl.search.rank import ranking_row, ranking_table, select_backbones
 from tune_tl.search.textbook import fit_to_space
 from tune_tl.store.results import epoch_row, trial_row, write_table_atomic
 from tune_tl.store.schema import EPOCH_SCHEMA, TRIAL_SCHEMA

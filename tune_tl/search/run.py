@@ -11,7 +11,6 @@ import dataclasses
 import logging
 import time
 
-from tune_tl.analysis.rank import rank_prepared
 from tune_tl.config.distributions import values_of
 from tune_tl.config.params import PARAMS
 from tune_tl.config.spec import DEFAULT_TIME_BUDGET, SearchSpec, with_budget
@@ -19,6 +18,7 @@ from tune_tl.data.validate import write_skipped
 from tune_tl.search.options import SearchOptions
 from tune_tl.search.plan import resolve_plan
 from tune_tl.search.probes import ranked_plan, ranking, run_probes, study_trials
+from tune_tl.search.rank import rank_prepared
 from tune_tl.search.ray_logs import ray_output
 from tune_tl.search.resources import check_resources
 from tune_tl.search.session import alive_node_ids, init_ray, versions

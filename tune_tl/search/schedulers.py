@@ -15,11 +15,11 @@ from pathlib import Path
 from ray.tune.schedulers import FIFOScheduler
 
 from tune_tl.search.cost_asha import CostASHA
-from tune_tl.search.cost_model import CostModel
 from tune_tl.search.options import SCHEDULERS
 from tune_tl.search.pasha import PASHA
 from tune_tl.search.replay_asha import ReplayASHA
 from tune_tl.store.storage import Location
+from tune_tl.training.cost_model import CostModel
 
 __all__ = ["SCHEDULERS", "ReplayASHA", "make_scheduler"]
 

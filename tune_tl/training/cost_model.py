@@ -45,6 +45,8 @@ from tune_tl.data.types import PreparedData
 from tune_tl.errors import TuneTLError
 from tune_tl.models import Backbone
 from tune_tl.models.freezing import leading_frozen
+from tune_tl.store.scheduler_record import scheduler_state
+from tune_tl.store.search_run import SearchRun
 from tune_tl.training.frozen_features import cached_blocks
 from tune_tl.training.recipe import freeze_policy, inputs_vary
 
@@ -234,3 +236,11 @@ def seconds_per_flop(predicted: Sequence[float], measured: Sequence[float]) -> f
     """
     ratios = [m / p for p, m in zip(predicted, measured) if p > 0 and m is not None and np.isfinite(m) and m > 0]
     return float(np.median(ratios)) if ratios else None
+
+
+def recorded_cost_model(run: SearchRun) -> tuple[CostModel, float] | None:
+    """The cost model and unit (FLOPs) the search's cost-aware ASHA decided with; ``None`` for a search on measured seconds."""
+    state = scheduler_state(run)
+    if not isinstance(state.get("cost_model"), dict) or not isinstance(state.get("unit"), (int, float)):
+        return None
+    return CostModel.from_dict(state["cost_model"]), float(state["unit"])
