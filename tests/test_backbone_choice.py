@@ -167,7 +167,8 @@ def test_a_resolution_range_up_to_native_stops_at_each_backbones_last_step_below
 
 def test_a_range_up_to_native_that_starts_above_a_backbones_native_size_names_it(tmp_path):
     spec = load_space(write(tmp_path, LITES + "params:\n  resolution: {low: 232, high: native, step: 32}\n"))
-    with pytest.raises(TuneTLError, match=r"\(backbone efficientnet_lite0\): params.resolution: low 232 is above this backbone's native size 224"):
+    with pytest.raises(TuneTLError,
+                       match=r"\(backbone efficientnet_lite0\): params.resolution: low 232 is above this backbone's native size 224"):
         spec.resolutions()
 
 

@@ -69,7 +69,8 @@ def test_a_cached_head_only_epoch_costs_far_less_than_an_uncached_one(model):
 
 
 def test_a_larger_resolution_costs_more(model):
-    for params in ({"freeze_policy": "full"}, {"freeze_policy": "prefix", "freeze_blocks": 6}, {"freeze_policy": "head_only", "aug_flip": 1}):
+    for params in ({"freeze_policy": "full"}, {"freeze_policy": "prefix", "freeze_blocks": 6},
+                   {"freeze_policy": "head_only", "aug_flip": 1}):
         assert cost(model, **{**params, "resolution": 64}) > 3 * cost(model, **params)
 
 

@@ -18,7 +18,7 @@ BLOCKS = (1e7, 2e7, 4e7, 4e7, 4e7, 8e7, 8e7, 2e7, 1e7)  # nine blocks, like the 
 
 
 def model(resolutions, backbones=LITE[:1], scale=(1.0, 1.4, 2.0)):
-    blocks = {b: {r: tuple(f * s * (r / 32) ** 2 for f in BLOCKS) for r in resolutions} for b, s in zip(backbones, scale)}
+    blocks = {b: {r: tuple(f * s * (r / 32) ** 2 for f in BLOCKS) for r in resolutions} for b, s in zip(backbones, scale, strict=False)}
     return CostModel(blocks, dict.fromkeys(backbones, 1280), num_classes=10, train_images=1437, val_images=360)
 
 
@@ -53,7 +53,8 @@ def test_the_cost_aware_sampler_survives_pickling_as_ray_saves_the_searcher():
     spec = load_space()
     sampler = make_sampler("tpe", spec, CandidateCost.for_search(plan_for(spec, 9, cost_model=model([32]))))
     study = optuna.create_study(sampler=pickle.loads(pickle.dumps(sampler)), direction="maximize")
-    study.optimize(lambda t: t.suggest_float("lr", 3e-4, 1e-2, log=True) + (t.suggest_categorical("freeze_policy", ["full", "head_only"]) == "full"),
+    study.optimize(lambda t: t.suggest_float("lr", 3e-4, 1e-2, log=True)
+                   + (t.suggest_categorical("freeze_policy", ["full", "head_only"]) == "full"),
                    n_trials=6)
     assert len(study.trials) == 6
 

@@ -110,7 +110,7 @@ def test_retrain_and_predict_name_what_is_missing(tmp_path, capsys):
 def write_trials(folder, configs, best, epochs=2):
     """One trial per config through the real sink; trial i reaches ``best[i]`` at its last epoch."""
     sink = ParquetSink(folder, max_epochs=epochs)
-    for i, (config, acc) in enumerate(zip(configs, best)):
+    for i, (config, acc) in enumerate(zip(configs, best, strict=False)):
         trial = SimpleNamespace(trial_id=f"t{i:03d}", config=config, error_file=None)
         sink.on_trial_start(0, [], trial)
         for e in range(1, epochs + 1):
@@ -132,7 +132,8 @@ def test_report_skips_the_policy_plot_when_one_policy_was_searched(tmp_path):
 
 
 def test_report_leaves_out_plots_of_parameters_that_did_not_vary_and_removes_stale_ones(tmp_path):
-    write_trials(tmp_path, [{"freeze_policy": "prefix", "freeze_blocks": 2, "lr": 1e-3, "head": h} for h in ["linear", "mlp"] * 3], ACCURACIES)
+    write_trials(tmp_path, [{"freeze_policy": "prefix", "freeze_blocks": 2, "lr": 1e-3, "head": h} for h in ["linear", "mlp"] * 3],
+                 ACCURACIES)
     (tmp_path / "report").mkdir()
     (tmp_path / "report" / "accuracy_vs_lr.png").write_bytes(b"from an earlier report")
     _, files = write_report(tmp_path)

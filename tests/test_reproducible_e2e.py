@@ -80,5 +80,6 @@ def test_calibrated_cost_predictions_are_within_2x_of_the_measured_seconds_of_ev
     off = (phases["epoch_cost"] * ratio / phases["epoch_seconds"]).round(2).tolist()
     assert len(off) >= 3 and all(0.5 <= r <= 2.0 for r in off), f"predicted / measured seconds per epoch: {off}"
     epochs, unit = costed[0], runs[0][2]
-    head_only = epochs[epochs["cached_features"]].sort_values("time").groupby("trial_id").tail(-1)  # a cached trial's epochs after its first
+    # a cached trial's epochs after its first
+    head_only = epochs[epochs["cached_features"]].sort_values("time").groupby("trial_id").tail(-1)
     assert len(head_only) and (head_only["epoch_cost"] < unit / 20).all() and (head_only["epoch_seconds"] < unit * ratio / 20).all()

@@ -105,7 +105,7 @@ def param_summary(results: Results, param: str) -> pd.DataFrame:
     key = t[param]
     if pd.api.types.is_float_dtype(key) and key.nunique() > 6:
         edges = key.quantile([i / 5 for i in range(6)]).unique()
-        labels = [f"{a:.3g}–{b:.3g}" for a, b in zip(edges[:-1], edges[1:])]
+        labels = [f"{a:.3g}–{b:.3g}" for a, b in zip(edges[:-1], edges[1:], strict=True)]
         key = pd.cut(key, edges, include_lowest=True, labels=labels).astype(str)
     key = key.astype(object).where(t[param].notna(), "<n/a>").rename(param)
     ok = t["best_val_acc"].where(t["status"].isin(RANKED_STATUSES))

@@ -114,7 +114,7 @@ def accuracy_by_freeze(res: Results) -> Figure | None:
     if not columns:
         return None
     fig, axes = new_figure(len(columns), sharey=True)
-    for ax, column in zip(axes, columns):
+    for ax, column in zip(axes, columns, strict=False):
         rows = ok[ok[column].notna()]
         label = (lambda v: str(int(v))) if PARAMS[column].type is int else str  # 6, not 6.0 beside missing values
         best = rows.groupby(column)["best_val_acc"].max()  # drawn first: its sorted values set the category order

@@ -158,7 +158,7 @@ class TransferModel(nn.Module):
 
     def _set_mask(self, mask: list[bool]) -> None:
         self._mask = list(mask)
-        for block, trains in zip(self.backbone.blocks, mask):
+        for block, trains in zip(self.backbone.blocks, mask, strict=True):
             for param in block.parameters():
                 param.requires_grad_(trains)
         self.train(self.training)
@@ -171,7 +171,7 @@ class TransferModel(nn.Module):
         if self.backbone_frozen:
             self.features.eval()  # also covers layers outside any block (pooling, functional dropout)
             return self
-        for block, trains in zip(self.backbone.blocks, self._mask):
+        for block, trains in zip(self.backbone.blocks, self._mask, strict=True):
             if not trains:
                 block.eval()
             elif not self.policy.bn_train:

@@ -174,12 +174,14 @@ def _record(run: SearchRun, prepared: PreparedSearch, probe: Probe, measured: Pr
     model = build_network(config, prepared.backbones[probe.backbone], prepared.context.data.num_classes)
     model.head = measured.probe.as_linear()
     metrics = {"epoch": 1, "train_loss": measured.train_loss, "val_loss": measured.val_loss, "val_acc": probe.val_acc,
-               "scheduled_lr": math.nan, "epoch_seconds": probe.seconds, "trainable_params": sum(p.numel() for p in model.head.parameters()),
+               "scheduled_lr": math.nan, "epoch_seconds": probe.seconds,
+               "trainable_params": sum(p.numel() for p in model.head.parameters()),
                "diverged": False, "phase": "probe", "cached_features": True}
     run.save_checkpoint(probe.trial_id, {"epoch": 1, "model": {k: v.detach().cpu() for k, v in model.state_dict().items()},
                                          "history": [metrics]})
     write_table_atomic([epoch_row(probe.trial_id, {**metrics, "workers": 1}, time.time(), probe=True)], EPOCH_SCHEMA, run.epochs_dir)
     record = TrialRecord()
     record.add_epoch(1, probe.val_acc, diverged=False)
-    write_table_atomic([trial_row(probe.trial_id, config.to_dict(), record, "completed", None, time.time() - started, workers=1, probe=True)],
+    write_table_atomic([trial_row(probe.trial_id, config.to_dict(), record, "completed", None, time.time() - started, workers=1,
+                                  probe=True)],
                        TRIAL_SCHEMA, run.trials_dir)

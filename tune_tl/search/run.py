@@ -33,7 +33,7 @@ from tune_tl.training.frozen_features import INPUT_VARYING_PARAMS
 log = logging.getLogger(__name__)
 
 
-def run_search(spec: SearchSpec, options: SearchOptions = SearchOptions()) -> SearchSummary:
+def run_search(spec: SearchSpec, options: SearchOptions = SearchOptions()) -> SearchSummary:  # noqa: B008 (frozen: an immutable default)
     """Run ``spec`` with Ray Tune + Optuna + ASHA and return where the results are.
 
     Example:

@@ -71,7 +71,8 @@ def format_summary(summary: SearchSummary) -> str:
         lines.append("The time budget ended the search: no new trials were started, running ones were stopped (status pruned).")
     if summary.best:
         best = summary.best
-        lines.append(f"Best trial {best['trial_id']}: val_acc {best['best_val_acc']:.4f} (epoch {int(best['best_epoch'])}, {best['status']})")
+        lines.append(f"Best trial {best['trial_id']}: val_acc {best['best_val_acc']:.4f} "
+                     f"(epoch {int(best['best_epoch'])}, {best['status']})")
         if best.get("probe"):  # its head was fitted by scikit-learn: the training parameters in its row never ran
             lines.append(f"  a linear probe: {best['backbone']} frozen at {best['resolution']} px, a convex head on its features "
                          f"(tune-tl export writes it)")

@@ -102,7 +102,7 @@ def frozen_trials(trials, epochs, space: Callable, default_backbone: str, source
             continue
         params, distributions = fitted
         curve = epochs[epochs["trial_id"] == row["trial_id"]].sort_values("epoch")
-        steps = {int(e): float(v) for e, v in zip(curve["epoch"], curve["val_acc"]) if math.isfinite(v)}
+        steps = {int(e): float(v) for e, v in zip(curve["epoch"], curve["val_acc"], strict=True) if math.isfinite(v)}
         completed = row["status"] == "completed"
         out.append(optuna.trial.create_trial(
             state=TrialState.COMPLETE if completed else TrialState.PRUNED,

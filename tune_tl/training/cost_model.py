@@ -75,7 +75,7 @@ def block_flops(backbone: Backbone, resolutions: Sequence[int]) -> dict[int, tup
     go to the last block, so the blocks add up to the whole network. The copy takes the hooks; ``backbone`` is untouched.
     """
     features = copy.deepcopy(backbone.features).to("meta").eval()
-    twin = dict(zip(map(id, backbone.features.modules()), features.modules()))  # the same modules, in the same order
+    twin = dict(zip(map(id, backbone.features.modules()), features.modules(), strict=True))  # the same modules, in the same order
     counter = FlopCounterMode(display=False)
     flops: list[float] = []
 
@@ -223,7 +223,7 @@ def recorded_costs(model: CostModel, configs: Mapping[str, TrialConfig], epochs:
     """The ``epochs`` rows of trials in ``configs``, with each epoch's predicted ``epoch_cost`` and the trial's
     cumulative :data:`TRAINING_COST` after it (FLOPs): what cost-aware ASHA's clock read, rebuilt from the results."""
     rows = epochs[epochs["trial_id"].isin(list(configs))]
-    pairs = list(zip(rows["trial_id"], rows["epoch"].astype(int)))
+    pairs = list(zip(rows["trial_id"], rows["epoch"].astype(int), strict=True))
     return rows.assign(epoch_cost=[model.epoch_cost(configs[t], e) for t, e in pairs],
                        **{TRAINING_COST: [model.trial_cost(configs[t], e) for t, e in pairs]})
 
@@ -234,7 +234,7 @@ def seconds_per_flop(predicted: Sequence[float], measured: Sequence[float]) -> f
     A median, so a few epochs slowed by a busy machine or a cache filled from disk do not move it. Only
     reports and logs use it; no decision does.
     """
-    ratios = [m / p for p, m in zip(predicted, measured) if p > 0 and m is not None and np.isfinite(m) and m > 0]
+    ratios = [m / p for p, m in zip(predicted, measured, strict=False) if p > 0 and m is not None and np.isfinite(m) and m > 0]
     return float(np.median(ratios)) if ratios else None
 
 
