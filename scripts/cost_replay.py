@@ -19,7 +19,7 @@ from tune_tl.bench.sim import Curve, curves_from_table, simulate
 from tune_tl.config.params import PARAMS, TrialConfig
 from tune_tl.models import build_backbone
 from tune_tl.search.cost_asha import CostASHA
-from tune_tl.search.cost_model import CostModel, count_block_flops, seconds_per_flop
+from tune_tl.training.cost_model import CostModel, count_block_flops, seconds_per_flop
 
 TRAIN, VAL, CLASSES = 1437, 360, 10  # digits, val_fraction 0.2
 
@@ -62,10 +62,12 @@ def main(path: str = "tune_tl/bench/curves/digits64.parquet") -> None:
     k = seconds_per_flop(predicted, measured)
     unit = model.fine_tune_epoch()
     print(f"calibration: {k * 1e9:.3f} s per GFLOP; a fine-tune epoch at {resolution} px: {unit / 1e9:.1f} GFLOP = {unit * k:.1f} s")
-    print("| trial | config | epoch 1 predicted s | measured s | later epochs predicted s | measured s (median) |\n|---|---|---|---|---|---|")
+    print("| trial | config | epoch 1 predicted s | measured s | later epochs predicted s | measured s (median) |\n"
+          "|---|---|---|---|---|---|")
     for c in curves:
         p = [model.epoch_cost(config(c), e) * k for e in range(1, len(c.seconds) + 1)]
-        print(f"| {c.trial_id} | {describe(config(c))} | {p[0]:.3g} | {c.seconds[0]:.3g} | {np.median(p[1:]):.3g} | {np.median(c.seconds[1:]):.3g} |")
+        print(f"| {c.trial_id} | {describe(config(c))} | {p[0]:.3g} | {c.seconds[0]:.3g} | {np.median(p[1:]):.3g} "
+              f"| {np.median(c.seconds[1:]):.3g} |")
     ratio = np.array(measured) / (np.array(predicted) * k)
     print(f"within 2x: {int(((ratio >= 0.5) & (ratio <= 2)).sum())} of {len(ratio)} epochs")
     max_epochs = max(len(c.seconds) for c in curves)

@@ -9,12 +9,13 @@ import pytest
 from tune_tl.config.params import TrialConfig
 from tune_tl.config.space import parse_space_text
 from tune_tl.search.admission import MAX_REDRAWS, Admission, BudgetClock, FirstEpochFit, NotStartedRows, ProbeDominance, probe_rate
-from tune_tl.search.cost_model import CostModel
 from tune_tl.search.cost_sampler import CandidateCost
+from tune_tl.search.plan import plan_for
 from tune_tl.search.sampler import HonestOptunaSearch, make_sampler, storage_url
 from tune_tl.store.schema import NOT_STARTED
 from tune_tl.store.search_run import SearchRun
 from tune_tl.store.storage import Location
+from tune_tl.training.cost_model import CostModel
 
 LITE = "efficientnet_lite0"
 BLOCKS = (1e7, 2e7, 4e7, 4e7, 4e7, 8e7, 8e7, 2e7, 1e7)
@@ -48,7 +49,7 @@ def test_after_the_probes_the_searcher_never_proposes_a_dominated_config(tmp_pat
     # density ratio ÷ cost drew it again and again once TPE took over.
     # The sampler prices a dominated candidate at infinity (never chosen while another exists); the searcher refuses
     # one that still comes (a random start-up draw) and draws again.
-    cost = dataclasses.replace(CandidateCost.for_search(SPACE, cost_model()), excluded=DOMINANCE.refusal)
+    cost = dataclasses.replace(CandidateCost.for_search(plan_for(SPACE, 9, cost_model=cost_model())), excluded=DOMINANCE.refusal)
     run = SearchRun(Location.parse(str(tmp_path)))
     searcher = HonestOptunaSearch(SPACE.define_by_run(len(BLOCKS)), "val_acc", "max", 3, make_sampler(sampler, SPACE, cost),
                                   storage=storage_url(tmp_path / "optuna.db"), study_name="unit", admission=Admission(DOMINANCE),

@@ -126,7 +126,7 @@ def test_a_search_over_two_backbones_runs_and_records_both(ray_local, tmp_path):
 
 
 def test_backbone_selection_keeps_the_top_k_ranked_backbones_best_first(tmp_path):
-    from tune_tl.analysis.rank import select_backbones
+    from tune_tl.search.rank import select_backbones
 
     spec = load_space(write(tmp_path, "backbone: {name: [a, b, c]}\nbackbone_selection: {top: 2}\n"))
     table = pd.DataFrame({"backbone": ["a", "b", "c"], "logme": [0.1, 0.5, 0.3], "probe_acc": [0.9, 0.2, 0.8]})
@@ -167,7 +167,8 @@ def test_a_resolution_range_up_to_native_stops_at_each_backbones_last_step_below
 
 def test_a_range_up_to_native_that_starts_above_a_backbones_native_size_names_it(tmp_path):
     spec = load_space(write(tmp_path, LITES + "params:\n  resolution: {low: 232, high: native, step: 32}\n"))
-    with pytest.raises(TuneTLError, match=r"\(backbone efficientnet_lite0\): params.resolution: low 232 is above this backbone's native size 224"):
+    with pytest.raises(TuneTLError,
+                       match=r"\(backbone efficientnet_lite0\): params.resolution: low 232 is above this backbone's native size 224"):
         spec.resolutions()
 
 

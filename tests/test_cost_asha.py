@@ -10,12 +10,14 @@ from ray.tune.schedulers import ASHAScheduler
 
 from tune_tl.config import load_space
 from tune_tl.config.params import TrialConfig
-from tune_tl.search.cost_asha import CostASHA, cost_rungs, recorded_cost_model, recorded_rungs
-from tune_tl.search.cost_model import CostModel
+from tune_tl.config.spec import cost_rungs
+from tune_tl.search.cost_asha import CostASHA
 from tune_tl.search.pasha import PASHA
 from tune_tl.search.schedulers import SCHEDULERS, ReplayASHA, make_scheduler
 from tune_tl.store.results import ParquetSink
+from tune_tl.store.scheduler_record import recorded_rungs
 from tune_tl.store.search_run import SearchRun
+from tune_tl.training.cost_model import CostModel, recorded_cost_model
 
 
 def result(epoch, acc, seconds):

@@ -10,7 +10,8 @@ from toy_models import toy_backbone
 from tune_tl.config import load_space
 from tune_tl.config.params import TrialConfig
 from tune_tl.models import build_backbone
-from tune_tl.search.cost_model import CostModel, block_flops, count_block_flops, rung_unit, seconds_per_flop
+from tune_tl.search.plan import plan_for
+from tune_tl.training.cost_model import CostModel, block_flops, count_block_flops, seconds_per_flop
 
 
 @pytest.fixture(scope="module")
@@ -68,7 +69,8 @@ def test_a_cached_head_only_epoch_costs_far_less_than_an_uncached_one(model):
 
 
 def test_a_larger_resolution_costs_more(model):
-    for params in ({"freeze_policy": "full"}, {"freeze_policy": "prefix", "freeze_blocks": 6}, {"freeze_policy": "head_only", "aug_flip": 1}):
+    for params in ({"freeze_policy": "full"}, {"freeze_policy": "prefix", "freeze_blocks": 6},
+                   {"freeze_policy": "head_only", "aug_flip": 1}):
         assert cost(model, **{**params, "resolution": 64}) > 3 * cost(model, **params)
 
 
@@ -108,7 +110,7 @@ def test_the_model_round_trips_through_json_and_names_what_it_cannot_predict(mod
 
 def test_the_rung_unit_is_a_fine_tune_epoch_of_the_first_backbone_at_its_largest_resolution(model):
     spec = load_space()  # one backbone at 32 px
-    assert rung_unit(model, spec) == cost(model, freeze_policy="full")
+    assert plan_for(spec, 9, cost_model=model).rung_unit == cost(model, freeze_policy="full")
 
 
 def test_seconds_per_flop_is_the_median_ratio_and_ignores_unmeasured_epochs():

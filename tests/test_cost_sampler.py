@@ -12,9 +12,10 @@ from tune_tl.config import load_space
 from tune_tl.config.params import TrialConfig
 from tune_tl.config.space import parse_space_text
 from tune_tl.search.admission import BudgetClock
-from tune_tl.search.cost_model import CostModel
 from tune_tl.search.cost_sampler import CandidateCost, CostCooling
+from tune_tl.search.plan import plan_for
 from tune_tl.search.sampler import make_sampler
+from tune_tl.training.cost_model import CostModel
 
 LITE = ("efficientnet_lite0", "efficientnet_lite1", "efficientnet_lite2")
 BLOCKS = (1e7, 2e7, 4e7, 4e7, 4e7, 8e7, 8e7, 2e7, 1e7)  # nine blocks, like the Lite models'
@@ -27,7 +28,7 @@ def model(resolutions, backbones=LITE[:1], scale=(1.0, 1.4, 2.0)):
 
 def test_a_candidate_takes_the_space_s_fixed_values_then_the_defaults():
     spec = load_space()  # resolution 32 and batch size 64 are fixed: Ray gets them as constants, Optuna never sees them
-    cost = CandidateCost.for_search(spec, model([32]))
+    cost = CandidateCost.for_search(plan_for(spec, 9, cost_model=model([32])))
     config = cost.config({"freeze_policy": "head_only", "lr": 0.003})
     assert (config.resolution, config.batch_size, config.backbone, config.lr, config.head) == (32, 64, LITE[0], 0.003, "linear")
     assert cost({"freeze_policy": "head_only"}) < cost({"freeze_policy": "prefix", "freeze_blocks": 8}) < cost({"freeze_policy": "full"})
@@ -38,14 +39,14 @@ def test_a_candidate_takes_the_space_s_fixed_values_then_the_defaults():
 def test_with_a_choice_of_backbones_a_candidate_is_priced_at_its_own_backbone_s_native_size():
     spec = parse_space_text("backbone: {name: [efficientnet_lite0, efficientnet_lite1, efficientnet_lite2]}\n"
                             "params: {resolution: native, freeze_policy: [full, head_only]}\n", "native.yaml")
-    cost = CandidateCost.for_search(spec, model([224, 240, 260], LITE))
+    cost = CandidateCost.for_search(plan_for(spec, 9, cost_model=model([224, 240, 260], LITE)))
     assert [cost.config({"backbone": b}).resolution for b in LITE] == [224, 240, 260]
     assert cost({"backbone": LITE[0], "freeze_policy": "full"}) < cost({"backbone": LITE[2], "freeze_policy": "full"})
 
 
 def test_tpe_weighs_cost_when_given_one_and_the_baselines_never_do():
     spec = load_space()
-    cost = CandidateCost.for_search(spec, model([32]))
+    cost = CandidateCost.for_search(plan_for(spec, 9, cost_model=model([32])))
     assert isinstance(make_sampler("tpe", spec, cost), TPESamplerWithCost)
     assert type(make_sampler("tpe-gain", spec, cost)) is optuna.samplers.TPESampler
     assert type(make_sampler("tpe-classic", spec, cost)) is optuna.samplers.TPESampler
@@ -54,7 +55,7 @@ def test_tpe_weighs_cost_when_given_one_and_the_baselines_never_do():
 
 def test_the_cost_aware_sampler_survives_pickling_as_ray_saves_the_searcher():
     spec = load_space()
-    sampler = make_sampler("tpe", spec, CandidateCost.for_search(spec, model([32])))
+    sampler = make_sampler("tpe", spec, CandidateCost.for_search(plan_for(spec, 9, cost_model=model([32]))))
     study = optuna.create_study(sampler=pickle.loads(pickle.dumps(sampler)), direction="maximize")
     study.optimize(lambda t: t.suggest_float("lr", 3e-4, 1e-2, log=True)
                    + (t.suggest_categorical("freeze_policy", ["full", "head_only"]) == "full"), n_trials=6)
@@ -65,7 +66,7 @@ def test_a_python_space_s_candidates_are_priced_at_its_largest_declared_resoluti
     (tmp_path / "space.py").write_text("SETTINGS = {'resolutions': [32, 48]}\n"
                                        "def space(trial):\n    trial.suggest_categorical('freeze_policy', ['full', 'head_only'])\n"
                                        "    return {'resolution': 48}\n")
-    cost = CandidateCost.for_search(load_space(tmp_path / "space.py"), model([32, 48]))
+    cost = CandidateCost.for_search(plan_for(load_space(tmp_path / "space.py"), 9, cost_model=model([32, 48])))
     assert cost.config({"freeze_policy": "full"}).resolution == 48
 
 

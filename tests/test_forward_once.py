@@ -13,14 +13,14 @@ from tune_tl.data.prepare import prepare
 from tune_tl.data.preprocess import Normaliser
 from tune_tl.data.types import LabelledImages
 from tune_tl.models import build_backbone
-from tune_tl.search.cost_model import build_cost_model
+from tune_tl.training import loop
+from tune_tl.training.batches import epoch_batches
 from tune_tl.training.context import TrialContext
+from tune_tl.training.cost_model import build_cost_model, with_probed_boundaries
 from tune_tl.training.feature_cache import FeatureCache
 from tune_tl.training.forward_once import boundary_cuts, boundary_key, forward_once, probe_boundary
 from tune_tl.training.frozen_features import pooled_features
 from tune_tl.training.linear_probe import measure_probe
-from tune_tl.training import loop
-from tune_tl.training.batches import epoch_batches
 from tune_tl.training.loop import first_epoch_subset, fit
 from tune_tl.training.recipe import build_trial
 
@@ -103,7 +103,7 @@ def test_a_fine_tune_after_the_probe_starts_from_its_activations_and_matches_its
 
 def test_the_cost_model_charges_no_fill_for_a_boundary_the_probe_kept(backbone, data):
     cold = build_cost_model({NAME: backbone}, data)
-    probed = build_cost_model({NAME: backbone}, data, probed=[(NAME, RESOLUTION)])
+    probed = with_probed_boundaries(cold, {NAME: backbone}, data, [(NAME, RESOLUTION)])
     assert probed.probed_boundaries == {NAME: {RESOLUTION: boundary_cuts(backbone, data.splits[RESOLUTION])}}
     prefix = TrialConfig.from_dict({"backbone": NAME, "resolution": RESOLUTION, "freeze_policy": "prefix", "freeze_blocks": 7})
     assert cold.epoch_cost(prefix, 1) > cold.epoch_cost(prefix, 2)  # the first epoch fills the boundary cache

@@ -4,8 +4,8 @@ import numpy as np
 import pandas as pd
 import pytest
 
-from tune_tl.analysis.rank import COLUMNS
 from tune_tl.cli import main
+from tune_tl.search.rank import COLUMNS
 
 SPACE = """
 data: {source: digits}
@@ -31,7 +31,7 @@ def test_rank_lists_every_candidate_of_the_space_with_finite_scores_of_imagenet_
     assert np.isfinite(table["logme"]).all() and table["logme"].is_monotonic_decreasing
     assert (table["probe_acc"] > 0.8).all()  # ten digit classes: chance is 0.1
     assert (table["seconds"] > 0).all()
-    assert dict(zip(table["backbone"], table["params"])) == {"efficientnet_lite0": 3_371_008, "efficientnet_lite1": 4_135_680}
+    assert dict(zip(table["backbone"], table["params"], strict=True)) == {"efficientnet_lite0": 3_371_008, "efficientnet_lite1": 4_135_680}
     printed = capsys.readouterr().out
     assert "efficientnet_lite1" in printed and "probe_acc" in printed
 

@@ -16,18 +16,19 @@ from tune_tl.analysis.report import write_report
 from tune_tl.analysis.rungs import asha_rungs, scheduler_rungs
 from tune_tl.cli import main
 from tune_tl.config.params import TrialConfig
+from tune_tl.config.spec import BudgetSpec
 from tune_tl.search.cost_asha import CostASHA
-from tune_tl.search.cost_model import CostModel
 from tune_tl.search.schedulers import make_scheduler
 from tune_tl.store.results import ParquetSink
 from tune_tl.store.search_run import SearchRun
+from tune_tl.training.cost_model import CostModel
 
 
 def test_asha_rungs_follow_grace_period_times_reduction_factor_powers():
-    assert asha_rungs({"budget": {"grace_period": 1, "reduction_factor": 3, "max_epochs": 10}}) == [1, 3, 9]
+    assert asha_rungs(BudgetSpec(grace_period=1, reduction_factor=3, max_epochs=10)) == [1, 3, 9]
     # Ray's ASHA counts int(log(max_t / min_t) / log(rf) + 1) rungs: one at max_epochs itself (the report once drew [2, 4]).
-    assert asha_rungs({"budget": {"grace_period": 2, "reduction_factor": 2, "max_epochs": 8}}) == [2, 4, 8]
-    assert asha_rungs({}) == []
+    assert asha_rungs(BudgetSpec(grace_period=2, reduction_factor=2, max_epochs=8)) == [2, 4, 8]
+    assert asha_rungs(None) == []
 
 
 def search_json(folder, scheduler, grace=1, factor=3, max_epochs=10):
@@ -109,7 +110,7 @@ def test_retrain_and_predict_name_what_is_missing(tmp_path, capsys):
 def write_trials(folder, configs, best, epochs=2):
     """One trial per config through the real sink; trial i reaches ``best[i]`` at its last epoch."""
     sink = ParquetSink(folder, max_epochs=epochs)
-    for i, (config, acc) in enumerate(zip(configs, best)):
+    for i, (config, acc) in enumerate(zip(configs, best, strict=False)):
         trial = SimpleNamespace(trial_id=f"t{i:03d}", config=config, error_file=None)
         sink.on_trial_start(0, [], trial)
         for e in range(1, epochs + 1):
@@ -131,7 +132,8 @@ def test_report_skips_the_policy_plot_when_one_policy_was_searched(tmp_path):
 
 
 def test_report_leaves_out_plots_of_parameters_that_did_not_vary_and_removes_stale_ones(tmp_path):
-    write_trials(tmp_path, [{"freeze_policy": "prefix", "freeze_blocks": 2, "lr": 1e-3, "head": h} for h in ["linear", "mlp"] * 3], ACCURACIES)
+    write_trials(tmp_path, [{"freeze_policy": "prefix", "freeze_blocks": 2, "lr": 1e-3, "head": h} for h in ["linear", "mlp"] * 3],
+                 ACCURACIES)
     (tmp_path / "report").mkdir()
     (tmp_path / "report" / "accuracy_vs_lr.png").write_bytes(b"from an earlier report")
     _, files = write_report(tmp_path)

@@ -9,9 +9,8 @@ import pandas as pd
 import pytest
 
 from tune_tl.cli import main
-from tune_tl.search.cost_asha import recorded_cost_model
-from tune_tl.search.cost_model import recorded_costs, seconds_per_flop, table_configs
 from tune_tl.store.search_run import SearchRun
+from tune_tl.training.cost_model import recorded_cost_model, recorded_costs, seconds_per_flop, table_configs
 
 #: Columns that say when, where and under which id a trial ran, not what it did.
 RUN_COLUMNS = ["trial_id", "wall_seconds", "time", "epoch_seconds", "node_id", "node_ip"]
@@ -81,5 +80,6 @@ def test_calibrated_cost_predictions_are_within_2x_of_the_measured_seconds_of_ev
     off = (phases["epoch_cost"] * ratio / phases["epoch_seconds"]).round(2).tolist()
     assert len(off) >= 3 and all(0.5 <= r <= 2.0 for r in off), f"predicted / measured seconds per epoch: {off}"
     epochs, unit = costed[0], runs[0][2]
-    head_only = epochs[epochs["cached_features"]].sort_values("time").groupby("trial_id").tail(-1)  # a cached trial's epochs after its first
+    # a cached trial's epochs after its first
+    head_only = epochs[epochs["cached_features"]].sort_values("time").groupby("trial_id").tail(-1)
     assert len(head_only) and (head_only["epoch_cost"] < unit / 20).all() and (head_only["epoch_seconds"] < unit * ratio / 20).all()

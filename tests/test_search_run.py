@@ -137,3 +137,59 @@ def test_no_module_imports_itself_back_even_inside_a_function():
 
     circles = sorted({tuple(sorted((a, b))) for a in graph for b in graph[a] if reaches(b, a)})
     assert circles == []
+
+
+#: The space's resolver (``SearchSpec.sub_spaces``: block symbols and ``native`` per backbone) and its two wrappers.
+RESOLVER = {"sub_spaces", "define_by_run", "check_blocks"}
+
+
+def calls_by_module(names: set[str]) -> dict[str, set[str]]:
+    """Module path (relative to tune_tl/) -> which of ``names`` it calls, as a function or a method."""
+    package = Path(__file__).resolve().parents[1] / "tune_tl"
+    found = {}
+    for path in package.rglob("*.py"):
+        called = {node.func.attr if isinstance(node.func, ast.Attribute) else getattr(node.func, "id", None)
+                  for node in ast.walk(ast.parse(path.read_text())) if isinstance(node, ast.Call)}
+        if called & names:
+            found[path.relative_to(package).as_posix()] = called & names
+    return found
+
+
+def test_only_the_plan_resolves_the_space():
+    assert calls_by_module(RESOLVER) == {"search/plan.py": {"sub_spaces"}, "config/spec.py": {"sub_spaces"}}
+    assert set(calls_by_module({"resolve_all", "resolve_native"})) == {"config/spec.py"}, "the resolver's parts, called by it alone"
+
+
+def test_only_search_run_reads_the_search_record_s_keys():
+    package = Path(__file__).resolve().parents[1] / "tune_tl"
+    offenders = [f"{path.relative_to(package)}: {reading}" for path in package.rglob("*.py") if path.name != "search_run.py"
+                 for reading in (".metadata.get(", ".metadata[") if reading in path.read_text()]
+    assert offenders == []
+
+
+def test_is_this_an_epoch_is_written_once():
+    package = Path(__file__).resolve().parents[1] / "tune_tl"
+    writers = [path.relative_to(package).as_posix() for path in package.rglob("*.py") if '"trial_status" not in result' in path.read_text()]
+    assert writers == ["store/trial_record.py"]
+
+
+def imported_packages() -> dict[str, set[str]]:
+    """Module (relative path) -> every ``tune_tl`` module or package it imports, anywhere in the file."""
+    package = Path(__file__).resolve().parents[1] / "tune_tl"
+    found = {}
+    for path in package.rglob("*.py"):
+        names = set()
+        for node in ast.walk(ast.parse(path.read_text())):
+            if isinstance(node, ast.ImportFrom) and node.module:
+                names |= {node.module} | {f"{node.module}.{a.name}" for a in node.names}
+            elif isinstance(node, ast.Import):
+                names |= {a.name for a in node.names}
+        found[path.relative_to(package).as_posix()] = {n for n in names if n.startswith("tune_tl.")}
+    return found
+
+
+@pytest.mark.parametrize("lower, upper", [("search", "analysis"), ("analysis", "search")])
+def test_search_and_analysis_never_import_each_other(lower, upper):
+    arrows = sorted(f"{module} -> {name}" for module, names in imported_packages().items() if module.startswith(f"{lower}/")
+                    for name in names if name == f"tune_tl.{upper}" or name.startswith(f"tune_tl.{upper}."))
+    assert arrows == []

@@ -10,13 +10,14 @@ from tests.test_admission import LITE, cost_model
 from tune_tl.config import load_space
 from tune_tl.config.params import TrialConfig
 from tune_tl.config.space import parse_space_text
-from tune_tl.search.cost_model import cheapest_fine_tune
+from tune_tl.search.plan import plan_for
 from tune_tl.search.summary import FineTuneNeed, SearchSummary, fine_tune_need, format_summary, summarize
 from tune_tl.store.results import epoch_row, trial_row, write_table_atomic
 from tune_tl.store.schema import EPOCH_SCHEMA, TRIAL_SCHEMA
 from tune_tl.store.search_run import SearchRun
 from tune_tl.store.storage import Location
 from tune_tl.store.trial_record import TrialRecord
+from tune_tl.training.cost_model import cheapest_fine_tune
 
 
 def test_the_best_trials_epoch_prints_as_a_whole_number_when_the_table_holds_it_as_a_float(tmp_path):
@@ -46,12 +47,12 @@ def test_a_search_whose_budget_ended_before_any_fine_tune_epoch_says_so_and_what
     _write(root, [("probe-efficientnet_lite0-32", True)])
     model = cost_model()
     probes = [{"backbone": LITE, "resolution": 32, "seconds": 10.0}]
-    need = fine_tune_need(model, load_space(), probes, before_seconds=40.0, trial_cpus=1)
+    need = fine_tune_need(plan_for(load_space(), 9, cost_model=model), probes, before_seconds=40.0, trial_cpus=1)
     summary = summarize(root, 0, True, need)
     text = format_summary(summary)
     assert not summary.fine_tuned
     assert "The search could not fine-tune: the time budget ended before any fine-tune epoch finished." in text
-    cfg, flops = cheapest_fine_tune(model, load_space())
+    cfg, flops = cheapest_of(model, load_space())
     probe_work = model.epoch_cost(TrialConfig.from_dict({"backbone": LITE, "resolution": 32, "freeze_policy": "head_only"}), 1)
     seconds = flops * 10.0 / probe_work * torch.get_num_threads()  # the probe ran on the driver's threads, a trial on one CPU
     assert need.epoch_seconds == pytest.approx(seconds)
@@ -69,9 +70,14 @@ def test_a_search_that_fine_tuned_an_epoch_says_nothing_about_fine_tuning(tmp_pa
 
 def test_the_cheapest_fine_tune_of_a_space_trains_as_few_blocks_as_its_policies_allow():
     model = cost_model()
-    cfg, _ = cheapest_fine_tune(model, load_space())  # the default space: prefix up to every block frozen
+    cfg, _ = cheapest_of(model, load_space())  # the default space: prefix up to every block frozen
     assert (cfg.freeze_policy, cfg.freeze_blocks) == ("prefix", 8)
     only_full = parse_space_text(f"backbone: {{name: {LITE}}}\nparams: {{resolution: 32, freeze_policy: [head_only, full]}}\n", "s.yaml")
-    assert cheapest_fine_tune(model, only_full)[0].freeze_policy == "full"
+    assert cheapest_of(model, only_full)[0].freeze_policy == "full"
     frozen = parse_space_text(f"backbone: {{name: {LITE}}}\nparams: {{resolution: 32, freeze_policy: head_only}}\n", "s.yaml")
-    assert cheapest_fine_tune(model, frozen) is None
+    assert cheapest_of(model, frozen) is None
+
+
+def cheapest_of(model, spec):
+    """``cheapest_fine_tune`` of ``spec``'s space, resolved as a search's plan resolves it."""
+    return cheapest_fine_tune(model, plan_for(spec, 9).sub_spaces, spec.source)

@@ -227,8 +227,8 @@ def _export(args) -> int:
 
 
 def _rank(args) -> int:
-    from tune_tl.analysis.rank import PORTFOLIO, RankOptions, format_table, rank_backbones
     from tune_tl.data.sources import with_data_path
+    from tune_tl.search.rank import PORTFOLIO, RankOptions, format_table, rank_backbones
 
     spec = load_space(args.space)
     spec = dataclasses.replace(spec, data=with_data_path(spec.data, args.data))
@@ -297,12 +297,17 @@ def _search(args) -> int:
 def _print_recheck(path, k: int) -> None:
     """Re-run the top ``k`` configs with more seeds and show mean ± sd, winner first."""
     from tune_tl.search.recheck import EXTRA_SEEDS, recheck_top
+    from tune_tl.store.ranking import shipped_row
+    from tune_tl.store.search_run import SearchRun
 
     table = recheck_top(path, k)
     print(f"Rechecked the top {len(table)} config(s) with {EXTRA_SEEDS} more seeds (best val_acc, mean ± sd over runs):")
     for row in table.itertuples():
         print(f"  {row.trial_id}: {row.mean:.4f} ± {row.sd:.4f} over {row.runs} runs (search: {row.search_val_acc:.4f})")
-    print(f"Winner by mean: {table['trial_id'].iloc[0]} (tune-tl export takes it)")
+    run = SearchRun(path)
+    winner = shipped_row(run.trials(), run.recheck())
+    why = "by mean" if winner["trial_id"] == table["trial_id"].iloc[0] else f"a probe, {winner['best_val_acc']:.4f} above the best mean"
+    print(f"Winner: {winner['trial_id']} ({why}; tune-tl export takes it)")
 
 
 def _resume(args) -> int:

@@ -4,8 +4,7 @@ Ray and Optuna can change a private attribute in any release, and ``pyproject.to
 minor versions the suite ran on (Ray 2.60, Optuna 5.1). Code elsewhere in tune_tl reaches them through
 the functions here; each raises :class:`InternalsChanged`, naming the installed version and the internal,
 instead of failing somewhere inside a search or silently doing something else. ``check_internals``
-checks every internal tune_tl uses, including those that ``search/sampler.py`` and
-``search/cost_asha.py`` still reach directly (to move here), and ``tests/test_compat.py`` calls it and
+checks every internal tune_tl uses, and ``tests/test_compat.py`` calls it and
 every accessor on real Ray and Optuna objects. The cost-aware TPE (:class:`TPESamplerWithCost`) overrides two
 private ``TPESampler`` methods (``_sample`` and ``_compute_acquisition_func``); :func:`check_tpe_internals` checks them.
 

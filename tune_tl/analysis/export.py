@@ -17,11 +17,12 @@ from typing import Any
 
 import pandas as pd
 
-from tune_tl.analysis.frame import Results, chosen_winner, load_results
+from tune_tl.analysis.frame import Results, best_trial, load_results
 from tune_tl.analysis.model_folder import save_model_folder
 from tune_tl.config.params import TrialConfig
 from tune_tl.errors import TuneTLError
 from tune_tl.models import build_backbone
+from tune_tl.store.ranking import shipped_row
 from tune_tl.store.search_run import SearchRun
 from tune_tl.training.recipe import build_network, preprocessing
 
@@ -73,9 +74,13 @@ def export_model(search_dir: str | Path, trial_id: str | None = None, to: str | 
 
 
 def pick_trial(res: Results, trial_id: str | None, run: SearchRun) -> pd.Series:
-    """Trial ``trial_id``'s row, or the chosen winner's (best by mean over seeds after ``--recheck``, else the best)."""
+    """Trial ``trial_id``'s row, or the trial to ship (``store.ranking.shipped_row``: best by mean over seeds after
+    ``--recheck``, else the best)."""
     if trial_id is None:
-        return chosen_winner(res, run)
+        shipped = shipped_row(res.trials, run.recheck())
+        if shipped is None:
+            return best_trial(res)  # raises, saying why nothing can be exported yet
+        return shipped
     rows = res.trials[res.trials["trial_id"] == trial_id]
     if rows.empty:
         known = ", ".join(res.trials["trial_id"].head(10)) + (" ..." if len(res.trials) > 10 else "")

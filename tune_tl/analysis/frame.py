@@ -86,37 +86,6 @@ def best_trial(results: Results) -> pd.Series:
     return best
 
 
-def recheck_summary(run: SearchRun) -> pd.DataFrame:
-    """Per rechecked trial (``--recheck``): ``mean`` and ``sd`` of best val_acc over its search run and its
-    re-runs with other seeds, ``runs``, the search's ``search_val_acc``; best mean first (empty if not rechecked)."""
-    again = run.recheck()
-    if again.empty:
-        return pd.DataFrame(columns=["trial_id", "mean", "sd", "runs", "search_val_acc"])
-    trials = run.trials().set_index("trial_id")
-    first = trials.loc[trials.index.intersection(again["trial_id"].unique()), "best_val_acc"]
-    runs = pd.concat([again[["trial_id", "best_val_acc"]], first.rename("best_val_acc").rename_axis("trial_id").reset_index()])
-    out = runs.groupby("trial_id")["best_val_acc"].agg(mean="mean", sd="std", runs="count").reset_index()
-    out["search_val_acc"] = out["trial_id"].map(first)
-    return out.sort_values(["mean", "trial_id"], ascending=[False, True]).reset_index(drop=True)
-
-
-def chosen_winner(results: Results, run: SearchRun | None = None) -> pd.Series:
-    """The trial to ship: the best mean over seeds when the search was rechecked, else ``best_trial``.
-
-    A stage-0 probe is never re-run (its fit does not depend on a training seed); it wins when its accuracy is
-    above the rechecked winner's mean.
-    """
-    if run is not None:
-        rechecked = recheck_summary(run)
-        if not rechecked.empty:
-            trials = results.trials.set_index("trial_id", drop=False)
-            probe = best_row(results.trials[results.trials["probe"].eq(True)])
-            if probe is not None and probe["best_val_acc"] > rechecked["mean"].iloc[0]:
-                return probe
-            return trials.loc[rechecked["trial_id"].iloc[0]]
-    return best_trial(results)
-
-
 def param_summary(results: Results, param: str) -> pd.DataFrame:
     """Best and mean ``best_val_acc`` per value of one parameter, with trial counts by status.
 
@@ -136,7 +105,7 @@ def param_summary(results: Results, param: str) -> pd.DataFrame:
     key = t[param]
     if pd.api.types.is_float_dtype(key) and key.nunique() > 6:
         edges = key.quantile([i / 5 for i in range(6)]).unique()
-        labels = [f"{a:.3g}–{b:.3g}" for a, b in zip(edges[:-1], edges[1:])]
+        labels = [f"{a:.3g}–{b:.3g}" for a, b in zip(edges[:-1], edges[1:], strict=True)]
         key = pd.cut(key, edges, include_lowest=True, labels=labels).astype(str)
     key = key.astype(object).where(t[param].notna(), "<n/a>").rename(param)
     ok = t["best_val_acc"].where(t["status"].isin(RANKED_STATUSES))

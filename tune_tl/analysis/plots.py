@@ -19,6 +19,7 @@ from tune_tl.analysis.importances import Importances
 from tune_tl.analysis.rungs import Rungs
 from tune_tl.config.params import PARAMS
 from tune_tl.store.ranking import RANKED_STATUSES
+from tune_tl.store.search_run import SearchRun
 
 #: The parameters of the freeze figure, one panel each (if it varied).
 FREEZE_PARAMS = ("freeze_blocks", "freeze_policy")
@@ -77,8 +78,8 @@ def anytime_curve(res: Results) -> pd.DataFrame:
     if e.empty:
         return pd.DataFrame({"minutes": [], "best_val_acc": [], "trial_id": [], "improved": []})
     first = (e["time"] - pd.to_timedelta(e["epoch_seconds"].fillna(0), unit="s")).min()
-    start = pd.to_datetime(res.search.get("start_time"), format="%Y-%m-%dT%H:%M:%S%z", errors="coerce")
-    start = start if pd.notna(start) and start <= first else first
+    start = SearchRun.start_time_in(res.search)
+    start = start if start is not None and start <= first else first
     best = e["val_acc"].cummax()
     return pd.DataFrame({"minutes": ((e["time"] - start).dt.total_seconds() / 60).to_numpy(), "best_val_acc": best.to_numpy(),
                          "trial_id": e["trial_id"].to_numpy(), "improved": (best > best.shift(fill_value=-1.0)).to_numpy()})
@@ -113,7 +114,7 @@ def accuracy_by_freeze(res: Results) -> Figure | None:
     if not columns:
         return None
     fig, axes = new_figure(len(columns), sharey=True)
-    for ax, column in zip(axes, columns):
+    for ax, column in zip(axes, columns, strict=False):
         rows = ok[ok[column].notna()]
         label = (lambda v: str(int(v))) if PARAMS[column].type is int else str  # 6, not 6.0 beside missing values
         best = rows.groupby(column)["best_val_acc"].max()  # drawn first: its sorted values set the category order

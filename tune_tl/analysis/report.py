@@ -20,11 +20,12 @@ from pathlib import Path
 
 from tune_tl.analysis import plots
 from tune_tl.analysis.figure_style import save
-from tune_tl.analysis.frame import leaderboard, load_results
+from tune_tl.analysis.frame import Results, leaderboard, load_results
 from tune_tl.analysis.html_report import write_html
 from tune_tl.analysis.importances import importance_notes, parameter_importances
 from tune_tl.analysis.leaderboard_table import format_leaderboard
 from tune_tl.analysis.rungs import scheduler_rungs
+from tune_tl.store.ranking import recheck_table, shipped_row
 from tune_tl.store.search_run import SearchRun
 
 
@@ -41,7 +42,8 @@ def write_report(path: str | Path, top: int = 10) -> tuple[str, list[Path]]:
     board = leaderboard(res, top=top)
     rungs = scheduler_rungs(run)
     importances = parameter_importances(res.trials, res.epochs)
-    notes = importance_notes(importances)
+    notes = [shipped_note(res, run), *importance_notes(importances)]
+    notes = [n for n in notes if n]
     figures = {"learning_curves.png": plots.learning_curves(res, rungs),
                "anytime.png": plots.anytime(res),
                "accuracy_vs_freeze.png": plots.accuracy_by_freeze(res),
@@ -57,3 +59,19 @@ def write_report(path: str | Path, top: int = 10) -> tuple[str, list[Path]]:
     caption = rungs.caption(rungs.seconds_per_unit(res.trials, res.epochs))
     files.append(write_html(res, board, files, {"learning_curves.png": caption}, notes, out / "index.html"))
     return format_leaderboard(board, res) + ("\n" + "\n".join(notes) if notes else ""), files
+
+
+def shipped_note(res: Results, run: SearchRun) -> str | None:
+    """The trial ``tune-tl export`` takes (``store.ranking.shipped_row``), and why; ``None`` before any trial ranks."""
+    recheck = run.recheck()
+    shipped = shipped_row(res.trials, recheck)
+    if shipped is None:
+        return None
+    rechecked = recheck_table(res.trials, recheck)
+    if rechecked.empty:
+        why = "the best trial"
+    elif shipped["trial_id"] == rechecked["trial_id"].iloc[0]:
+        why = "the best mean over seeds (--recheck)"
+    else:
+        why = "a probe above the best mean over seeds (--recheck)"
+    return f"tune-tl export takes trial {shipped['trial_id']}: {why}."

@@ -1,9 +1,10 @@
 """Where the search's scheduler compared trials, as the learning-curves plot draws it: the rungs and their clock.
 
-The scheduler owns its rungs (:mod:`tune_tl.search.cost_asha`); this module only asks it. Cost-aware ASHA
+The scheduler owns its rungs (:mod:`tune_tl.search.cost_asha`); this module only reads what it recorded
+(:mod:`tune_tl.store.scheduler_record`), so the report needs nothing from ``search/``. Cost-aware ASHA
 records its rungs, its unit and its cost model in ``scheduler.json``: the rungs are read from there, never
 re-guessed, and the curves are put on the same clock by predicting each recorded epoch's cost again from
-its trial's config (:func:`tune_tl.search.cost_model.recorded_costs`). That clock is drawn in units of
+its trial's config (:func:`tune_tl.training.cost_model.recorded_costs`). That clock is drawn in units of
 cost-aware ASHA's unit, a whole-model fine-tune epoch of the search's first backbone; the caption converts
 the unit to seconds with the search's own calibration (the median of measured over predicted epochs), for
 people only. A search from before the cost model has rungs in measured training seconds and is drawn so.
@@ -20,9 +21,10 @@ from dataclasses import dataclass
 
 import pandas as pd
 
-from tune_tl.search.cost_asha import cost_rungs, recorded_cost_model, recorded_rungs
-from tune_tl.search.cost_model import TRAINING_COST, CostModel, recorded_costs, seconds_per_flop, table_configs
+from tune_tl.config.spec import BudgetSpec, cost_rungs
+from tune_tl.store.scheduler_record import recorded_rungs
 from tune_tl.store.search_run import SearchRun
+from tune_tl.training.cost_model import TRAINING_COST, CostModel, recorded_cost_model, recorded_costs, seconds_per_flop, table_configs
 
 #: The clocks a scheduler compares trials on: epochs, predicted cost (cost-aware ASHA), measured seconds (its older searches).
 CLOCKS = ("epoch", "cost", "seconds")
@@ -80,23 +82,21 @@ class Rungs:
         return f"Dotted lines: the {self.scheduler.upper()} rungs at epochs {at} (grace_period × reduction_factor^k, up to max_epochs)."
 
 
-def asha_rungs(search: dict) -> list[float]:
-    """Ray's ASHA rung epochs for the budget in ``search.json``: ``grace_period × reduction_factor^k``, up to and
+def asha_rungs(budget: BudgetSpec | None) -> list[float]:
+    """Ray's ASHA rung epochs for ``budget`` (``SearchRun.budget``): ``grace_period × reduction_factor^k``, up to and
     including ``max_epochs`` (Ray's rung count); ``[]`` without a budget."""
-    budget = search.get("budget") or {}
-    grace, factor, top = budget.get("grace_period"), budget.get("reduction_factor"), budget.get("max_epochs")
-    if not (grace and factor and top) or factor <= 1:
+    if budget is None:
         return []
-    return cost_rungs(1, grace, top, factor)
+    return cost_rungs(1, budget.grace_period, budget.max_epochs, budget.reduction_factor)
 
 
 def scheduler_rungs(run: SearchRun) -> Rungs:
-    """The rungs the search in ``run`` used, on its scheduler's clock (``search.json``'s ``options.scheduler``)."""
-    scheduler = (run.metadata.get("options") or {}).get("scheduler") or "asha"
+    """The rungs the search in ``run`` used, on its scheduler's clock (``SearchRun.scheduler``)."""
+    scheduler = run.scheduler
     if scheduler == "cost-asha":
         recorded = recorded_cost_model(run)
         if recorded is None:  # a search from before the cost model (or no scheduler.json): measured seconds
             return Rungs(recorded_rungs(run), "seconds", scheduler)
         model, unit = recorded
         return Rungs([m / unit for m in recorded_rungs(run)], "cost", scheduler, model, unit)
-    return Rungs([] if scheduler == "fifo" else asha_rungs(run.metadata), "epoch", scheduler)
+    return Rungs([] if scheduler == "fifo" else asha_rungs(run.budget), "epoch", scheduler)

@@ -26,9 +26,9 @@ import time
 from pathlib import Path
 
 from tune_tl.analysis.frame import load_results
-from tune_tl.analysis.rank import RankOptions, rank_backbones
 from tune_tl.bench.suite import at_resolution, fixed_spec, machine, plain_fit, search_figures
 from tune_tl.config import BackboneSpec, SearchSpec, SelectionSpec, load_space
+from tune_tl.search.rank import RankOptions, rank_backbones
 from tune_tl.search.session import init_ray
 
 PORTFOLIO_SPACE = "portfolio"  # a shipped space (tune_tl/search_spaces/portfolio.yaml)

@@ -13,6 +13,8 @@ from collections.abc import Callable, Mapping
 from dataclasses import dataclass, field
 from typing import Any
 
+import numpy as np
+
 from tune_tl.config.distributions import ParamSpec, native, resolutions_of, resolve_all, resolve_native, uses_native
 from tune_tl.config.params import PARAMS
 from tune_tl.config.sampling import sample_backbone, sample_per_backbone
@@ -114,6 +116,23 @@ class BudgetSpec:
         if self.time is not None and not (math.isfinite(self.time) and self.time > 0):
             raise TuneTLError(f"{source}: budget.time must be a positive number of seconds, got {self.time}")
         return self
+
+
+def cost_rungs(unit: float, grace_period: int, max_epochs: int, reduction_factor: float) -> list[float]:
+    """Rung milestones, lowest first: ``grace_period × unit × reduction_factor^k``, as many as Ray's ASHA makes
+    between ``grace_period`` and ``max_epochs`` units (Ray's ``_Bracket``: ``int(log(max_t/min_t)/log(rf) + 1)``,
+    so a rung can sit at ``max_epochs`` itself).
+
+    ``unit`` is the cost of one reference epoch; with ``unit=1`` these are the epoch rungs of Ray's ``ASHAScheduler``
+    (``--scheduler asha``, and PASHA's levels below its maximum), the one formula for both.
+
+        >>> cost_rungs(1, grace_period=1, max_epochs=9, reduction_factor=3)
+        [1, 3, 9]
+    """
+    # Counted on epochs, exactly as Ray counts them: costs (6 × 0.1 / 0.1 = 6.000000000000001) would
+    # let float rounding add or drop the rung at max_epochs.
+    count = int(np.log(max(max_epochs, grace_period) / grace_period) / np.log(reduction_factor) + 1)
+    return [grace_period * unit * reduction_factor**k for k in range(count)]
 
 
 @dataclass(frozen=True)

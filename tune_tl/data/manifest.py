@@ -103,7 +103,7 @@ def check_unchanged(run: SearchRun, loaded: LoadedData, command: str,
         TuneTLError: Files were added, removed or changed (counted and one named), or, for an older search, the
             fingerprint differs.
     """
-    where = run.metadata.get("data_path") or run.metadata.get("data", {}).get("path") or "the data"
+    where = run.data_path or "the data"
     advice = "restore the data as it was when the search started, or start a new search on the data as it is now"
     recorded = read_manifest(run)
     if recorded is not None and loaded.manifest is not None:
@@ -112,7 +112,7 @@ def check_unchanged(run: SearchRun, loaded: LoadedData, command: str,
             raise TuneTLError(f"{command} {run.root}: the data in {where} changed since the search started: "
                               f"{changes.describe()}; {advice}")
         return
-    theirs = run.metadata.get("data_fingerprint")
+    theirs = run.data_fingerprint
     if not theirs or fingerprint is None:
         return  # nothing recorded to compare with (a search from before fingerprints)
     differs = _fingerprint_differs(fingerprint(), theirs)

@@ -25,6 +25,7 @@ affine weights still learn; their running statistics stay the pretrained ones).
 from __future__ import annotations
 
 import operator
+from collections.abc import Sequence
 from dataclasses import dataclass
 
 import torch
@@ -66,10 +67,11 @@ class FreezePolicy:
 
     def frozen_prefix(self, num_blocks: int) -> int:
         """How many leading blocks never train: ``freeze_blocks`` (prefix), ``train_block`` (surgical), all, or none."""
-        return _leading_frozen(self.trainable_mask(num_blocks))
+        return leading_frozen(self.trainable_mask(num_blocks))
 
 
-def _leading_frozen(mask: list[bool]) -> int:
+def leading_frozen(mask: Sequence[bool]) -> int:
+    """How many leading blocks of ``mask`` (``trainable_mask``'s) do not train: the first trainable block's index."""
     return next((i for i, trains in enumerate(mask) if trains), len(mask))
 
 
@@ -111,7 +113,7 @@ class TransferModel(nn.Module):
     @property
     def frozen_blocks(self) -> int:
         """How many leading blocks are frozen now (``num_blocks`` = the whole backbone is fixed)."""
-        return _leading_frozen(self._mask)
+        return leading_frozen(self._mask)
 
     @property
     def backbone_frozen(self) -> bool:
@@ -156,7 +158,7 @@ class TransferModel(nn.Module):
 
     def _set_mask(self, mask: list[bool]) -> None:
         self._mask = list(mask)
-        for block, trains in zip(self.backbone.blocks, mask):
+        for block, trains in zip(self.backbone.blocks, mask, strict=True):
             for param in block.parameters():
                 param.requires_grad_(trains)
         self.train(self.training)
@@ -169,7 +171,7 @@ class TransferModel(nn.Module):
         if self.backbone_frozen:
             self.features.eval()  # also covers layers outside any block (pooling, functional dropout)
             return self
-        for block, trains in zip(self.backbone.blocks, self._mask):
+        for block, trains in zip(self.backbone.blocks, self._mask, strict=True):
             if not trains:
                 block.eval()
             elif not self.policy.bn_train:

@@ -30,12 +30,12 @@ import torch
 
 from tune_tl.config.params import TrialConfig
 from tune_tl.errors import TuneTLError
-from tune_tl.search.cost_model import CostModel, seconds_per_flop
 from tune_tl.store.results import trial_row, write_table_atomic
 from tune_tl.store.schema import NOT_STARTED, TRIAL_SCHEMA
 from tune_tl.store.search_run import SearchRun
 from tune_tl.store.storage import Location
 from tune_tl.store.trial_record import TrialRecord
+from tune_tl.training.cost_model import CostModel, seconds_per_flop
 from tune_tl.training.recipe import freeze_policy, inputs_vary
 
 #: Proposals refused in a row before the searcher stops starting trials (each refusal is one Optuna ask: milliseconds).
@@ -195,7 +195,7 @@ class NotStartedRows:
 def search_admission(root: Location, model: CostModel, clock: BudgetClock, trial_cpus: float, gpus: float = 0) -> Admission:
     """The admission of the search in ``root``: dominance by the probes its ``search.json`` records (none: no rule),
     the first-epoch fit calibrated on them (the driver's torch threads against ``trial_cpus``; 1:1 on GPUs)."""
-    probes = SearchRun(root).metadata.get("probes") or []
+    probes = SearchRun(root).probe_records
     dominance = ProbeDominance(frozenset((p["backbone"], int(p["resolution"])) for p in probes if not p.get("subset")),
                                model.num_blocks) if probes else None
     threads = 1 if gpus else torch.get_num_threads()

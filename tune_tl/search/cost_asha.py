@@ -3,7 +3,7 @@
 Learning curves of different freeze policies cross. After one epoch a head-only or linear-probe trial
 (cheap, or nearly free with the feature cache) leads a whole-model fine-tune (tens of seconds per epoch)
 that will finish far higher, so ASHA on epoch rungs stops the eventual winners. Here a trial's clock is
-the cost its epochs so far are *predicted* to have (:mod:`tune_tl.search.cost_model`: counted FLOPs from
+the cost its epochs so far are *predicted* to have (:mod:`tune_tl.training.cost_model`: counted FLOPs from
 the trial's config), so a cheap trial reaches the first rung only after as much cost as an expensive one,
 by which time it has run several epochs, or it finishes below the first rung and is never compared.
 
@@ -24,77 +24,26 @@ the first trial's first epoch, as it used to be.
 
 from __future__ import annotations
 
-import json
 import logging
 from collections.abc import Mapping
 from pathlib import Path
 from typing import Any
 
-import numpy as np
 from ray.tune.schedulers import ASHAScheduler, TrialScheduler
 
-from tune_tl.compat import asha_rungs, forget_trial, set_asha_rungs
+from tune_tl.compat import asha_rungs, asha_settings, forget_trial, set_asha_rungs
 from tune_tl.config.params import TrialConfig
-from tune_tl.search.cost_model import TRAINING_COST, CostModel, recorded_costs, table_configs
+from tune_tl.config.spec import cost_rungs
 from tune_tl.search.replay_asha import ReplayASHA
-from tune_tl.store.results import write_json_atomic
+from tune_tl.store.scheduler_record import scheduler_state, write_scheduler_state
 from tune_tl.store.search_run import SearchRun
 from tune_tl.store.storage import Location
+from tune_tl.training.cost_model import TRAINING_COST, CostModel, recorded_costs, table_configs
 
 log = logging.getLogger(__name__)
 
 #: The clock without a cost model: cumulative measured ``epoch_seconds``.
 TRAINING_SECONDS = "training_seconds"
-
-
-def cost_rungs(unit: float, grace_period: int, max_epochs: int, reduction_factor: float) -> list[float]:
-    """Rung milestones, lowest first: ``grace_period × unit × reduction_factor^k``, as many as Ray's ASHA makes
-    between ``grace_period`` and ``max_epochs`` units (Ray's ``_Bracket``: ``int(log(max_t/min_t)/log(rf) + 1)``,
-    so a rung can sit at ``max_epochs`` itself).
-
-    ``unit`` is the cost of one reference epoch; with ``unit=1`` these are the epoch rungs of Ray's ``ASHAScheduler``
-    (``--scheduler asha``, and PASHA's levels below its maximum), the one formula for both.
-
-        >>> cost_rungs(1, grace_period=1, max_epochs=9, reduction_factor=3)
-        [1, 3, 9]
-    """
-    # Counted on epochs, exactly as Ray counts them: costs (6 × 0.1 / 0.1 = 6.000000000000001) would
-    # let float rounding add or drop the rung at max_epochs.
-    count = int(np.log(max(max_epochs, grace_period) / grace_period) / np.log(reduction_factor) + 1)
-    return [grace_period * unit * reduction_factor**k for k in range(count)]
-
-
-def recorded_rungs(run: SearchRun) -> list[float]:
-    """The rungs, on the scheduler's clock, that the search's cost-aware ASHA recorded in ``scheduler.json``.
-
-    ``[]`` while it has not recorded them (no file yet). A file from before rungs were recorded holds only
-    the unit: the rungs are rebuilt from it and the search's budget, as ``tune-tl resume`` does.
-    """
-    state = scheduler_state(run)
-    if isinstance(state.get("rungs"), list):
-        return [float(m) for m in state["rungs"]]
-    budget = run.metadata.get("budget") or {}
-    if not isinstance(state.get("unit_seconds"), (int, float)) or not budget:
-        return []
-    return cost_rungs(float(state["unit_seconds"]), budget["grace_period"], budget["max_epochs"], budget["reduction_factor"])
-
-
-def scheduler_state(run: SearchRun) -> dict:
-    """``scheduler.json`` as a dict; ``{}`` when it is missing or unreadable (nothing recorded, as far as we know)."""
-    file = run.scheduler_file
-    try:
-        state = json.loads(file.read_text()) if file.is_file() else {}
-    except (OSError, ValueError):
-        return {}
-    return state if isinstance(state, dict) else {}
-
-
-def recorded_cost_model(run: SearchRun) -> tuple[CostModel, float] | None:
-    """The cost model and unit (FLOPs) the search's cost-aware ASHA decided with; ``None`` for a search on measured seconds."""
-    state = scheduler_state(run)
-    if not isinstance(state.get("cost_model"), dict) or not isinstance(state.get("unit"), (int, float)):
-        return None
-    return CostModel.from_dict(state["cost_model"]), float(state["unit"])
 
 
 class CostASHA(ReplayASHA):
@@ -131,6 +80,11 @@ class CostASHA(ReplayASHA):
         self.__dict__.update({"cost_model": None, "_configs": {}, **state})
 
     @property
+    def clock_key(self) -> str:
+        """The result key of the trials' clock: Ray's ``time_attr`` (:data:`TRAINING_COST`, or :data:`TRAINING_SECONDS`)."""
+        return asha_settings(self).time_attr
+
+    @property
     def rungs(self) -> list[float]:
         """Rung milestones on the clock, lowest first (empty until the unit is known)."""
         return asha_rungs(self) if self.unit else []
@@ -159,7 +113,7 @@ class CostASHA(ReplayASHA):
                 self._clock[trial.trial_id] = (int(epoch), total)
                 if self.unit is None and trial.trial_id == (self._first or trial.trial_id):
                     self._set_rungs(seconds)
-        return {**result, self._time_attr: total}
+        return {**result, self.clock_key: total}
 
     def _save_state(self) -> None:
         """Record the unit and the rungs (and the cost model) in ``scheduler.json``, for ``tune-tl resume`` and the report."""
@@ -167,12 +121,12 @@ class CostASHA(ReplayASHA):
         if not run.root.exists():
             return  # no search folder (e.g. the replay simulator): nothing to resume or report
         if self.cost_model is None:
-            state = {"scheduler": "cost-asha", "time_attr": self._time_attr, "unit_seconds": self.unit, "rungs": self.rungs}
+            state = {"scheduler": "cost-asha", "time_attr": self.clock_key, "unit_seconds": self.unit, "rungs": self.rungs}
         else:
-            state = {"scheduler": "cost-asha", "time_attr": self._time_attr, "clock": "predicted FLOPs", "unit": self.unit,
+            state = {"scheduler": "cost-asha", "time_attr": self.clock_key, "clock": "predicted FLOPs", "unit": self.unit,
                      "rungs": self.rungs, "cost_model": self.cost_model.to_dict()}
         try:
-            write_json_atomic(state, run.scheduler_file)
+            write_scheduler_state(run, state)
         except OSError as exc:  # the report draws no rungs; resume still has the pickled scheduler
             log.warning("could not record the cost-aware ASHA rungs: %s", exc)
 
@@ -228,9 +182,9 @@ class CostASHA(ReplayASHA):
                 log.warning("cost-aware ASHA: no config for recorded trial(s) %s; their epochs are not replayed", ", ".join(unknown))
             epochs = recorded_costs(self.cost_model, configs, epochs)
         else:
-            epochs = epochs.assign(**{self._time_attr: epochs.groupby("trial_id")["epoch_seconds"].cumsum()})
+            epochs = epochs.assign(**{self.clock_key: epochs.groupby("trial_id")["epoch_seconds"].cumsum()})
             if self.unit is None:  # the live run's unit, else (no file) the first recorded epoch; recorded either way
                 self._set_rungs(self._saved_unit() or float(epochs["epoch_seconds"].iloc[0]))
         for row in epochs.groupby("trial_id").tail(1).itertuples(index=False):
-            self._clock[row.trial_id] = (int(row.epoch), float(getattr(row, self._time_attr)))
+            self._clock[row.trial_id] = (int(row.epoch), float(getattr(row, self.clock_key)))
         return super().replay(epochs, trials)

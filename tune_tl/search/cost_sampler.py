@@ -4,7 +4,7 @@ Optuna's candidates are only part of a trial's config: the space's fixed values 
 (``config.sampling.sample_params``), and a candidate of one parameter group leaves the other groups out.
 :class:`CandidateCost` completes them, in this order: the space's fixed values for the candidate's backbone,
 the values Optuna gave, then each parameter's registry default (``TrialConfig.from_dict``), and asks the
-cost model (:mod:`tune_tl.search.cost_model`). ``make_sampler`` hands it to
+cost model (:mod:`tune_tl.training.cost_model`). ``make_sampler`` hands it to
 :class:`tune_tl.compat.TPESamplerWithCost`, which divides TPE's density ratio by cost^α, α given by
 :class:`CostCooling`: 1 when the Tuner starts, falling linearly to 0 as its budget is spent.
 
@@ -14,7 +14,7 @@ configs are worth their information; late, only a config that can improve on the
 TPE's own density ratio is the better judge of that (Lee et al., "Cost-aware Bayesian optimization", 2020, "cost
 cooling"; the density ratio of Quick-Tune's acquisition, Arango et al., ICLR 2024).
 
-    >>> cost = CandidateCost.for_search(spec, model)                   # doctest: +SKIP
+    >>> cost = CandidateCost.for_search(plan)                          # doctest: +SKIP
     >>> cost({"freeze_policy": "head_only"}) < cost({"freeze_policy": "full"})  # doctest: +SKIP
     True
 """
@@ -26,11 +26,10 @@ from collections.abc import Callable, Mapping
 from dataclasses import dataclass
 from typing import Any
 
-from tune_tl.config.distributions import Fixed
 from tune_tl.config.params import PARAMS, TrialConfig
-from tune_tl.config.spec import SearchSpec
 from tune_tl.search.admission import BudgetClock
-from tune_tl.search.cost_model import CostModel
+from tune_tl.search.plan import SearchPlan
+from tune_tl.training.cost_model import CostModel
 
 
 @dataclass(frozen=True)
@@ -47,13 +46,14 @@ class CandidateCost:
     excluded: Callable[[TrialConfig], str | None] | None = None
 
     @classmethod
-    def for_search(cls, spec: SearchSpec, model: CostModel) -> CandidateCost:
+    def for_search(cls, plan: SearchPlan) -> CandidateCost:
+        """The cost of ``plan``'s candidates, by its cost model and its backbones' fixed values."""
+        spec = plan.spec
         if spec.space_fn is not None:
-            fixed = dict.fromkeys(model.blocks, {"resolution": max(spec.declared_resolutions)})
+            fixed = dict.fromkeys(plan.backbones, {"resolution": max(spec.declared_resolutions)})
         else:
-            fixed = {name: {p.name: p.dist.value for p in params if isinstance(p.dist, Fixed)}
-                     for name, params in spec.sub_spaces(model.num_blocks).items()}
-        return cls(model, fixed, spec.budget.max_epochs)
+            fixed = {name: b.fixed for name, b in plan.backbones.items()}
+        return cls(plan.cost_model, fixed, spec.budget.max_epochs)
 
     def config(self, params: Mapping[str, Any]) -> TrialConfig:
         """The trial config a candidate stands for (see the module docstring)."""

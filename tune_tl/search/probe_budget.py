@@ -29,7 +29,7 @@ import numpy as np
 
 from tune_tl.data.types import FileSplit, Split
 from tune_tl.models import Backbone
-from tune_tl.search.cost_model import count_block_flops
+from tune_tl.training.cost_model import count_block_flops
 
 #: The share of ``budget.time`` (``--time-budget``) that stage-0 probes may spend: the rest is for fine-tunes.
 PROBE_SHARE = 1 / 3

@@ -35,13 +35,10 @@ import pandas as pd
 import torch
 from optuna.trial import FrozenTrial, TrialState
 
-from tune_tl.analysis.rank import ranking_row, ranking_table, select_backbones
 from tune_tl.compat import distribution_contains
-from tune_tl.config.distributions import resolutions_of
 from tune_tl.config.params import PARAMS, TrialConfig
-from tune_tl.config.spec import SearchSpec
 from tune_tl.data.preprocess import Normaliser
-from tune_tl.models.backbones import native_size
+from tune_tl.search.plan import SearchPlan
 from tune_tl.search.probe_budget import (
     LOGME_IMAGES,
     MIN_PER_CLASS,
@@ -53,6 +50,7 @@ from tune_tl.search.probe_budget import (
     stratified_subset,
     train_images_that_fit,
 )
+from tune_tl.search.rank import ranking_row, ranking_table, select_backbones
 from tune_tl.search.textbook import fit_to_space
 from tune_tl.store.results import epoch_row, trial_row, write_table_atomic
 from tune_tl.store.schema import EPOCH_SCHEMA, TRIAL_SCHEMA
@@ -97,21 +95,19 @@ def probe_id(backbone: str, resolution: int) -> str:
     return f"probe-{backbone.replace('/', '_')}-{resolution}"
 
 
-def probe_plan(spec: SearchSpec, prepared: PreparedSearch) -> list[tuple[str, int]]:
+def probe_plan(plan: SearchPlan, prepared: PreparedSearch) -> list[tuple[str, int]]:
     """``(backbone, resolution)`` of each probe to run, cheapest first: predicted FLOPs (``probe_budget.probe_flops``),
     then resolution and parameter count."""
-    spaces = spec.sub_spaces(prepared.num_blocks)
-    plan = []
-    for name, backbone in prepared.backbones.items():
-        allowed = _allowed_resolutions(spec, spaces[name])
-        native = backbone.input_size or native_size(name)
-        plan.append((name, native if native in allowed else max(allowed)))
-    params = {name: sum(p.numel() for p in b.features.parameters()) for name, b in prepared.backbones.items()}
-    flops = {(n, r): probe_flops(prepared.backbones[n], prepared.context.data.splits[r]) for n, r in plan}
-    return sorted(plan, key=lambda p: (flops[p], p[1], params[p[0]]))
+    chosen = []
+    for name, backbone in plan.backbones.items():
+        allowed = plan.allowed_resolutions(name)
+        chosen.append((name, backbone.native_size if backbone.native_size in allowed else max(allowed)))
+    params = {name: sum(p.numel() for p in prepared.backbones[name].features.parameters()) for name in plan.backbones}
+    flops = {(n, r): probe_flops(prepared.backbones[n], prepared.context.data.splits[r]) for n, r in chosen}
+    return sorted(chosen, key=lambda p: (flops[p], p[1], params[p[0]]))
 
 
-def run_probes(spec: SearchSpec, prepared: PreparedSearch, run: SearchRun, cache: str | None, deadline: float | None = None,
+def run_probes(plan: SearchPlan, prepared: PreparedSearch, run: SearchRun, cache: str | None, deadline: float | None = None,
                done: Mapping[str, Probe] | None = None) -> list[Probe]:
     """Measure the planned probes that fit :data:`~tune_tl.search.probe_budget.PROBE_SHARE` of the time budget
     (``search.probe_budget``), record each as a finished trial of ``run`` as it ends, and return them.
@@ -119,17 +115,17 @@ def run_probes(spec: SearchSpec, prepared: PreparedSearch, run: SearchRun, cache
     Stops before a probe when ``deadline`` (a ``time.monotonic()`` value: the time budget) has passed. A probe in
     ``done`` (:func:`finished_probes` of a search stopped in stage 0) is kept as it was, not run again.
     """
-    stage = _Stage0(spec, prepared, run, cache, ProbeBudget.for_search(spec.budget.time))
-    plan = probe_plan(spec, prepared)
-    for name, resolution in plan:
+    stage = _Stage0(plan, prepared, run, cache, ProbeBudget.for_search(plan.spec.budget.time))
+    order = probe_plan(plan, prepared)
+    for name, resolution in order:
         kept = (done or {}).get(probe_id(name, resolution))
         if kept is not None and (name, resolution) in stage.heads:
             stage.keep(kept)
-    plan = [p for p in plan if probe_id(*p) not in {k.trial_id for k in stage.probes}]
-    if plan and stage.budget.allowed is not None:
-        stage.calibrate(*plan[0])
+    order = [p for p in order if probe_id(*p) not in {k.trial_id for k in stage.probes}]
+    if order and stage.budget.allowed is not None:
+        stage.calibrate(*order[0])
     over: list[tuple[str, int]] = []
-    for name, resolution in plan:
+    for name, resolution in order:
         split = prepared.context.data.splits[resolution]
         flops = probe_flops(prepared.backbones[name], split)
         if deadline is not None and time.monotonic() >= deadline and stage.probes:
@@ -150,8 +146,8 @@ def run_probes(spec: SearchSpec, prepared: PreparedSearch, run: SearchRun, cache
 class _Stage0:
     """The probes of one search as they run: what is measured, recorded and logged (``run_probes``'s state)."""
 
-    def __init__(self, spec: SearchSpec, prepared: PreparedSearch, run: SearchRun, cache: str | None, budget: ProbeBudget):
-        self.spec, self.prepared, self.run, self.cache, self.budget = spec, prepared, run, cache, budget
+    def __init__(self, plan: SearchPlan, prepared: PreparedSearch, run: SearchRun, cache: str | None, budget: ProbeBudget):
+        self.plan, self.spec, self.prepared, self.run, self.cache, self.budget = plan, plan.spec, prepared, run, cache, budget
         self.probes: list[Probe] = []
         self.heads = run.probe_heads()  # a resumed stage 0's finished probes' heads among them
 
@@ -185,7 +181,7 @@ class _Stage0:
         data = self.prepared.context.data
         measured = measure_probe(self.prepared.backbones[name], split, data.num_classes, self.spec.seed, None if subset else self.cache)
         self.budget.measured(probe_flops(self.prepared.backbones[name], split), measured.seconds)
-        config = probe_config(self.spec, self.prepared, name, resolution)
+        config = probe_config(self.plan, name, resolution)
         probe = Probe(probe_id(name, resolution), name, resolution, measured.logme, measured.val_acc, measured.probe.C, measured.seconds,
                       config, subset)
         _record(self.run, self.prepared, probe, measured, started)
@@ -237,13 +233,13 @@ class _Stage0:
         self.probe_subset(*best, data.splits[best[1]], shrink_val=False)
 
 
-def finished_probes(run: SearchRun, spec: SearchSpec, prepared: PreparedSearch) -> dict[str, Probe]:
+def finished_probes(run: SearchRun, plan: SearchPlan, prepared: PreparedSearch) -> dict[str, Probe]:
     """The probes a search stopped in stage 0 finished (``search.json``'s ``probes``, written after each one's rows
     and head), by trial id, for :func:`run_probes` to keep; a backbone no longer in ``prepared`` is left out."""
     out = {}
-    for record in run.metadata.get("probes") or []:
+    for record in run.probe_records:
         if record["backbone"] in prepared.backbones:
-            config = probe_config(spec, prepared, record["backbone"], int(record["resolution"]))
+            config = probe_config(plan, record["backbone"], int(record["resolution"]))
             out[record["trial_id"]] = Probe(**{**record, "resolution": int(record["resolution"])}, config=config)
     return out
 
@@ -253,16 +249,17 @@ def ranking(probes: list[Probe], prepared: PreparedSearch) -> pd.DataFrame:
     return ranking_table([ranking_row(p.backbone, prepared.backbones[p.backbone], p.logme, p.val_acc, p.seconds) for p in probes])
 
 
-def ranked_spec(spec: SearchSpec, prepared: PreparedSearch, table: pd.DataFrame) -> tuple[SearchSpec, PreparedSearch]:
-    """``spec`` with its backbones ordered by ``table`` (best ``probe_acc`` first, ties: higher LogME), so the textbook
+def ranked_plan(plan: SearchPlan, prepared: PreparedSearch, table: pd.DataFrame) -> tuple[SearchPlan, PreparedSearch]:
+    """``plan`` with its backbones ordered by ``table`` (best ``probe_acc`` first, ties: higher LogME), so the textbook
     start goes to the first, or only the ``backbone_selection.top`` best by its score; ``prepared`` keeps the same ones."""
+    spec = plan.spec
     if spec.backbone_selection is not None:
         spec = select_backbones(spec, table)
     elif spec.backbone.is_choice:
         best_first = table.sort_values(["probe_acc", "logme"], ascending=False, kind="stable")["backbone"].tolist()
         names = tuple(dict.fromkeys(best_first + list(spec.backbone.names)))
         spec = dataclasses.replace(spec, backbone=dataclasses.replace(spec.backbone, name=names))
-    return spec, prepared.keep(spec.backbone.names)
+    return plan.keep(spec), prepared.keep(spec.backbone.names)
 
 
 def study_trials(probes: list[Probe], space) -> list[FrozenTrial]:
@@ -291,16 +288,11 @@ def _config_values(config: TrialConfig) -> dict:
     return {**defaults, **{k: v for k, v in config.to_dict().items() if v is not None}}
 
 
-def _allowed_resolutions(spec: SearchSpec, params) -> list[int]:
-    resolution = next((p for p in params if p.name == "resolution"), None)
-    return resolutions_of(resolution.dist, spec.source) if resolution is not None else spec.resolutions()
-
-
-def probe_config(spec: SearchSpec, prepared: PreparedSearch, backbone: str, resolution: int) -> TrialConfig:
+def probe_config(plan: SearchPlan, backbone: str, resolution: int) -> TrialConfig:
     """The config a probe stands for: a frozen backbone in the space's terms (``head_only``, or ``prefix`` with every
     block frozen when the space has no ``head_only``), a linear head, at ``backbone`` and ``resolution``."""
-    params = {p.name: p.dist for p in spec.sub_spaces(prepared.num_blocks)[backbone]}
-    frozen = fit_to_space({"freeze_policy": "head_only"}, params, prepared.num_blocks[backbone]) or {"freeze_policy": "head_only"}
+    resolved = plan.backbones[backbone]
+    frozen = fit_to_space({"freeze_policy": "head_only"}, resolved.distributions, resolved.num_blocks) or {"freeze_policy": "head_only"}
     return TrialConfig.from_dict({**PROBE_CONFIG, **frozen, "backbone": backbone, "resolution": resolution})
 
 

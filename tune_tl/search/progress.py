@@ -22,11 +22,11 @@ from rich.progress_bar import ProgressBar
 from rich.table import Table
 from rich.text import Text
 
-from tune_tl.store.ranking import best_row
+from tune_tl.store.ranking import RANKED_STATUSES, best_of, best_row
 from tune_tl.store.schema import STATUSES
 from tune_tl.store.search_run import SearchRun
 from tune_tl.store.storage import Location
-from tune_tl.store.trial_record import TrialRecord, raised_error
+from tune_tl.store.trial_record import TrialRecord, is_epoch_result, raised_error
 
 
 class SearchProgress(Callback):
@@ -47,7 +47,7 @@ class SearchProgress(Callback):
         self._live = None
         self._start = time.monotonic()
         self._counts = dict.fromkeys(STATUSES, 0)
-        self._best: tuple[float, str, int] | None = None  # (val_acc, trial_id, epoch) of a resumed search's trials
+        self._best: dict | None = None  # the best row among the trials that ended before this driver (probes, a resume)
         self._unranked: set[str] = set()  # diverged, failed: their accuracies are not comparable
         self._configs: dict[str, dict] = {}
         self._records: dict[str, TrialRecord] = {}
@@ -85,7 +85,7 @@ class SearchProgress(Callback):
     def on_trial_result(self, iteration, trials, trial, result, **info):
         with self._lock:
             self._configs[trial.trial_id] = dict(trial.config)
-            is_epoch = result.get("epoch") is not None and "trial_status" not in result
+            is_epoch = is_epoch_result(result)
             if self._records.setdefault(trial.trial_id, TrialRecord()).add_result(result) and is_epoch:
                 self._epochs += 1
 
@@ -111,7 +111,7 @@ class SearchProgress(Callback):
             self._counts[status] += 1
             if trial.trial_id in self._running:
                 self._running.remove(trial.trial_id)
-            if status not in ("completed", "pruned"):
+            if status not in RANKED_STATUSES:
                 self._unranked.add(trial.trial_id)
             best = record.best
             leader = self._leader()
@@ -143,18 +143,18 @@ class SearchProgress(Callback):
             self._counts[status] = int(n)
         best = best_row(trials)
         if best is not None:
-            self._best = (float(best["best_val_acc"]), str(best["trial_id"]), int(best["best_epoch"]))
+            self._best = {k: best[k] for k in ("trial_id", "best_val_acc", "epochs_run", "best_epoch")}
 
     def _leader(self) -> tuple[float, str, int] | None:
-        """(val_acc, trial_id, epoch) of the best epoch so far, among trials that did not diverge or fail."""
-        best = self._best
+        """(val_acc, trial_id, epoch) of the best trial so far, among trials that did not diverge or fail, in the
+        leaderboard's order (``store.ranking``: running trials count with the epochs they have run)."""
+        rows = [self._best] if self._best is not None else []
         for trial_id, record in self._records.items():
-            if trial_id in self._unranked:
-                continue
-            for epoch, acc, _ in record.history:
-                if acc is not None and (best is None or acc > best[0]):
-                    best = (acc, trial_id, epoch)
-        return best
+            if trial_id not in self._unranked and record.best is not None:
+                acc, epoch = record.best
+                rows.append({"trial_id": trial_id, "best_val_acc": acc, "epochs_run": record.epochs_run, "best_epoch": epoch})
+        best = best_of(rows)
+        return None if best is None else (float(best["best_val_acc"]), str(best["trial_id"]), int(best["best_epoch"]))
 
     def _varying(self) -> list[str] | None:
         """Config keys whose values differ between the trials seen so far (None: show every key)."""

@@ -5,7 +5,8 @@ K best configs is trained again, without Ray, with ``seeds`` more training seeds
 order and augmentation; the data split stays the search's, so every run is validated on the same
 images) by the same recipe (``training.recipe.build_trial``). Results go to ``<search>/recheck``
 (Parquet: ``trial_id``, ``seed``, ``best_val_acc``, ``best_epoch``); the summary shows mean ± sd over
-the original run and the re-runs, and ``tune-tl export`` takes the winner by mean.
+the original run and the re-runs, and ``tune-tl export`` takes the winner by mean
+(``store.ranking.shipped_row``: a probe above that mean wins instead).
 
     >>> rechecked = recheck_top("results/demo", k=3)       # doctest: +SKIP
     >>> rechecked[["trial_id", "mean", "sd"]]              # doctest: +SKIP
@@ -21,12 +22,11 @@ from pathlib import Path
 import pandas as pd
 import torch
 
-from tune_tl.analysis.frame import recheck_summary
 from tune_tl.config.params import TrialConfig
 from tune_tl.data.manifest import check_unchanged
 from tune_tl.errors import TuneTLError
 from tune_tl.search.warm_start import data_fingerprint
-from tune_tl.store.ranking import ranked
+from tune_tl.store.ranking import ranked, recheck_table
 from tune_tl.store.results import write_table_atomic
 from tune_tl.store.schema import RECHECK_SCHEMA
 from tune_tl.store.search_run import SearchRun
@@ -41,7 +41,8 @@ EXTRA_SEEDS = 2
 
 
 def recheck_top(path: str | Path, k: int, seeds: int = EXTRA_SEEDS, device: str | None = None) -> pd.DataFrame:
-    """Re-run the ``k`` best configs of the search in ``path`` with ``seeds`` more seeds; return ``recheck_summary(run)``.
+    """Re-run the ``k`` best configs of the search in ``path`` with ``seeds`` more seeds; return their
+    ``store.ranking.recheck_table``.
 
     Raises:
         TuneTLError: ``k`` < 1, or no finished trial to recheck.
@@ -70,4 +71,4 @@ def recheck_top(path: str | Path, k: int, seeds: int = EXTRA_SEEDS, device: str 
                          "best_epoch": history[best].epoch})
             log.info("recheck %s seed %d: best val_acc %.4f", row["trial_id"], seed, history[best].val_acc)
     write_table_atomic(rows, RECHECK_SCHEMA, run.recheck_dir)
-    return recheck_summary(run)
+    return recheck_table(run.trials(), run.recheck())

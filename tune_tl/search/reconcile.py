@@ -26,7 +26,7 @@ settles every trial by one rule per fact before Ray starts:
 
 Every step is idempotent, so a resume killed while it reconciles is reconciled again by the next one.
 
-    >>> reconciled = reconcile(SearchRun("results/demo"), study, spec.define_by_run(4), max_epochs=4)  # doctest: +SKIP
+    >>> reconciled = reconcile(SearchRun("results/demo"), study, plan.space, max_epochs=4)  # doctest: +SKIP
     >>> reconciled.ended, reconciled.adopted                                                             # doctest: +SKIP
 """
 

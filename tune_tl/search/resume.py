@@ -20,7 +20,6 @@ from __future__ import annotations
 
 import dataclasses
 import logging
-import time
 from pathlib import Path
 
 import optuna
@@ -29,6 +28,7 @@ from ray import tune
 from tune_tl.data.manifest import check_unchanged
 from tune_tl.errors import TuneTLError
 from tune_tl.search.options import SearchOptions
+from tune_tl.search.plan import resolve_plan
 from tune_tl.search.ray_logs import ray_output
 from tune_tl.search.reconcile import reconcile
 from tune_tl.search.resources import check_resources
@@ -63,6 +63,7 @@ def _resume_locked(run: SearchRun, samples: int | None) -> SearchSummary:
     root = run.root
     prepared = prepare_context(spec)  # before Ray: bad weights or data fail here
     check_unchanged(run, prepared.loaded, "tune-tl resume", lambda: data_fingerprint(prepared.loaded.data))
+    plan = resolve_plan(spec, prepared, feature_cache=options.feature_cache)
     context = dataclasses.replace(prepared.context, feature_cache=feature_cache(options, root), probe_heads=run.probe_heads())
     log.info("resuming search %s: %d trials in all", root, target)
     study = run.study_file(fresh=False)  # an object store's study: fetch its copy before Ray unpickles the searcher
@@ -71,13 +72,11 @@ def _resume_locked(run: SearchRun, samples: int | None) -> SearchSummary:
         check_resources(options)
         # The study, the Parquet tables and Ray's snapshot agree before Ray restores anything.
         reconciled = reconcile(run, optuna.load_study(study_name=root.name, storage=storage_url(study)),
-                               spec.define_by_run(prepared.num_blocks), spec.budget.max_epochs)
+                               plan.space, spec.budget.max_epochs)
         with SampleTarget.extending(target, reconciled):
             tuner = tune.Tuner.restore(root.path, trainable=make_trainable(context, options, reconciled.ended), resume_unfinished=True,
                                        resume_errored=False, storage_filesystem=storage_config(root).get("storage_filesystem"))
             tuner.fit()
 
-    now = time.strftime("%Y-%m-%dT%H:%M:%S%z")
-    meta = run.metadata
-    run.update_metadata(budget={**meta["budget"], "samples": target}, resumed=meta.get("resumed", []) + [now], end_time=now)
+    run.record_resume(target)
     return summarize(root)

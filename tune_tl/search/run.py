@@ -11,15 +11,15 @@ import dataclasses
 import logging
 import time
 
-from tune_tl.analysis.rank import rank_prepared
 from tune_tl.config.distributions import values_of
 from tune_tl.config.params import PARAMS
 from tune_tl.config.spec import DEFAULT_TIME_BUDGET, SearchSpec, with_budget
 from tune_tl.data.manifest import check_unchanged, record_data
 from tune_tl.data.validate import write_skipped
-from tune_tl.search.cost_model import build_cost_model
 from tune_tl.search.options import SearchOptions
-from tune_tl.search.probes import finished_probes, ranked_spec, ranking, run_probes, study_trials
+from tune_tl.search.plan import resolve_plan
+from tune_tl.search.probes import finished_probes, ranked_plan, ranking, run_probes, study_trials
+from tune_tl.search.rank import rank_prepared
 from tune_tl.search.ray_logs import ray_output
 from tune_tl.search.resources import check_resources
 from tune_tl.search.session import alive_node_ids, init_ray, versions
@@ -72,15 +72,16 @@ def continue_stage0(run: SearchRun, samples: int | None = None) -> SearchSummary
 def _run_locked(spec: SearchSpec, options: SearchOptions, name: str, root: Location, resumed: SearchRun | None = None) -> SearchSummary:
     started = time.monotonic()
     prepared = prepare_context(spec)  # before Ray: bad weights or data fail here
+    plan = resolve_plan(spec, prepared, feature_cache=options.feature_cache)  # block bounds a backbone cannot meet fail here
     if resumed is not None:
         check_unchanged(resumed, prepared.loaded, "tune-tl resume", lambda: data_fingerprint(prepared.loaded.data))
-    done = finished_probes(resumed, spec, prepared) if resumed is not None else {}
+    done = finished_probes(resumed, plan, prepared) if resumed is not None else {}
     spent = sum(p.seconds for p in done.values())
     deadline = None if spec.budget.time is None else started + spec.budget.time - spent
     loaded = prepared.loaded
     fingerprint = data_fingerprint(loaded.data)
     if options.warm_start:
-        warm_trials(options.warm_start, fingerprint, spec.define_by_run(prepared.num_blocks))  # a bad folder fails here
+        warm_trials(options.warm_start, fingerprint, plan.space)  # a bad folder fails here
     init_ray(options.address, options.verbose)
     check_resources(options)  # what the cluster really has: a trial that can never start would wait forever
     run = resumed or SearchRun.create(root, spec, options, {**versions(), "data_loaded": loaded.description,
@@ -91,18 +92,21 @@ def _run_locked(spec: SearchSpec, options: SearchOptions, name: str, root: Locat
     record_data(run, loaded)  # the data manifest (resume, retrain, --recheck check it) and duplicates.csv
     _log_budget(spec)
     cache = feature_cache(options, root)
-    probes = run_probes(spec, prepared, run, cache, deadline, done) if options.probes else []
+    probes = run_probes(plan, prepared, run, cache, deadline, done) if options.probes else []
+    if cache is not None:  # the probes' one pass kept boundaries that fine-tunes start from (training.forward_once)
+        plan = plan.with_probed_boundaries(prepared, [(p.backbone, p.resolution) for p in probes if p.subset is None])
     table = ranking(probes, prepared) if probes else None
     if table is None and spec.backbone_selection is not None and spec.backbone.is_choice:
-        table = rank_prepared(prepared, max(spec.resolutions()))  # no probes: rank with the same measurement, unrecorded
+        table = rank_prepared(prepared, max(plan.resolutions))  # no probes: rank with the same measurement, unrecorded
     if table is not None:  # the best-ranked backbone first (backbone_selection keeps only the top ones)
-        spec, prepared = ranked_spec(spec, prepared, table)
+        plan, prepared = ranked_plan(plan, prepared, table)
+        spec = plan.spec
         run.update_metadata(backbone=dataclasses.asdict(spec.backbone), probes=[p.record() for p in probes],
                             backbone_ranking=table.to_dict("records") if spec.backbone_selection is not None else None)
     context = dataclasses.replace(prepared.context, feature_cache=cache, probe_heads=run.probe_heads())
     if options.feature_cache:
         _log_uncacheable(spec)
-    space = spec.define_by_run(prepared.num_blocks)
+    space = plan.space
     seeded = study_trials(probes, space) + (warm_trials(options.warm_start, fingerprint, space) if options.warm_start else [])
     study = run.study_file(fresh=True)
     if resumed is not None:  # a stopped stage 0 may have seeded it already: Ray never read it, so it starts anew
@@ -114,14 +118,13 @@ def _run_locked(spec: SearchSpec, options: SearchOptions, name: str, root: Locat
     timed_out = remaining is not None and remaining <= 0
     if not timed_out:
         log.info("search %r: %d trials, up to %d epochs each; results in %s", name, spec.budget.samples, spec.budget.max_epochs, root)
-        tuner = build_tuner(with_budget(spec, time=remaining), options, context, prepared, root, study)
+        tuner = build_tuner(dataclasses.replace(plan, spec=with_budget(spec, time=remaining)), options, context, root, study)
         tuner.fit()  # a driver that dies here is continued by ``tune-tl resume`` (tune_tl.search.resume)
         timed_out = deadline is not None and time.monotonic() >= deadline
-    run.update_metadata(end_time=time.strftime("%Y-%m-%dT%H:%M:%S%z"), node_ids=alive_node_ids(), ended_by_time_budget=timed_out)
+    run.record_end(node_ids=alive_node_ids(), ended_by_time_budget=timed_out)
     need = None
     if timed_out:  # the summary says what budget one fine-tune epoch needs, if none finished
-        costs = build_cost_model(prepared.backbones, prepared.context.data, feature_cache=cache is not None)
-        need = fine_tune_need(costs, spec, run.metadata.get("probes") or [], before_tuner, options.cpus_per_trial, options.gpus_per_trial)
+        need = fine_tune_need(plan, [p.record() for p in probes], before_tuner, options.cpus_per_trial, options.gpus_per_trial)
     return summarize(root, len(loaded.skipped), timed_out, need)
 
 

@@ -56,10 +56,11 @@ from tune_tl.compat import (
     set_generator_target,
 )
 from tune_tl.search.admission import MAX_REDRAWS, Admission, BudgetClock, Refusal
+from tune_tl.search.plan import SearchPlan
 from tune_tl.search.textbook import textbook_trials
 from tune_tl.store.schema import NOT_STARTED
 from tune_tl.store.storage import Location
-from tune_tl.store.trial_record import TrialRecord
+from tune_tl.store.trial_record import TrialRecord, is_epoch_result
 
 log = logging.getLogger(__name__)
 
@@ -242,7 +243,7 @@ class HonestOptunaSearch(OptunaSearch):
         if trial_id in searcher_completed(self) or trial_id not in searcher_trials(self):
             return
         record = self._records.setdefault(trial_id, TrialRecord())
-        is_epoch = result.get(self._time_attr) is not None and "trial_status" not in result
+        is_epoch = is_epoch_result(result, self._time_attr)
         if not record.add_result(result) or not is_epoch:
             return  # already seen (e.g. the final result repeated at completion), or the trainable's verdict
         if getattr(self, "_admission", None) is not None and trial_id in self._configs:
@@ -317,20 +318,18 @@ def make_sampler(name: str, spec, cost: Callable[[Mapping], float] | None = None
         return optuna.samplers.TPESampler(**settings)
 
 
-def enqueue_textbook(searcher: OptunaSearch, spec, num_blocks: int | Mapping[str, int], backbone: str | None = None,
-                     after_probes: bool = False) -> list[str]:
-    """Enqueue the textbook recipes that fit ``spec``'s space as the study's first trials; their names.
+def enqueue_textbook(searcher: OptunaSearch, plan: SearchPlan, backbone: str | None = None, after_probes: bool = False) -> list[str]:
+    """Enqueue the textbook recipes that fit ``plan``'s space as the study's first trials; their names.
 
-    With a choice of backbones they go to ``backbone`` (the best probe's), else to the first listed one (the
-    best ranked under ``backbone_selection``). ``after_probes``: the search's probes ran (``search.textbook``).
+    With a choice of backbones they go to ``backbone`` (the best probe's), else to the plan's first one (the
+    best ranked). ``after_probes``: the search's probes ran (``search.textbook``).
     """
-    if spec.space_fn is not None:
+    if plan.spec.space_fn is not None:
         return []
-    first = backbone or spec.backbone.names[0]
-    blocks = num_blocks[first] if isinstance(num_blocks, Mapping) else num_blocks
-    recipes = textbook_trials(spec.sub_spaces(num_blocks)[first], blocks, after_probes)
-    if spec.backbone.is_choice:
-        recipes = [(name, {"backbone": first, **params}) for name, params in recipes]
+    first = plan.backbones[backbone] if backbone else plan.first
+    recipes = textbook_trials(first.params, first.num_blocks, after_probes)
+    if plan.spec.backbone.is_choice:
+        recipes = [(name, {"backbone": first.name, **params}) for name, params in recipes]
     for _, params in recipes:
         searcher_study(searcher).enqueue_trial(params, skip_if_exists=False)
     if recipes:

@@ -15,11 +15,11 @@ from pathlib import Path
 from ray.tune.schedulers import FIFOScheduler
 
 from tune_tl.search.cost_asha import CostASHA
-from tune_tl.search.cost_model import CostModel
 from tune_tl.search.options import SCHEDULERS
 from tune_tl.search.pasha import PASHA
 from tune_tl.search.replay_asha import ReplayASHA
 from tune_tl.store.storage import Location
+from tune_tl.training.cost_model import CostModel
 
 __all__ = ["SCHEDULERS", "ReplayASHA", "make_scheduler"]
 
@@ -32,7 +32,7 @@ def make_scheduler(name: str, spec, root: str | Path | Location, metric: str = "
     Every scheduler but ``fifo`` decides on ``metric`` reported each epoch with ``epoch``; ``asha`` and
     ``cost-asha`` rebuild their rungs from ``root``'s Parquet results after ``tune-tl resume``.
     ``cost-asha`` runs its clock on ``cost_model``'s predictions in units of ``unit`` (a search passes both,
-    :func:`tune_tl.search.cost_model.rung_unit`); without a model, on measured ``epoch_seconds`` (the replay simulator).
+    :attr:`tune_tl.search.plan.SearchPlan.rung_unit`); without a model, on measured ``epoch_seconds`` (the replay simulator).
     """
     budget = spec.budget
     common = dict(metric=metric, mode=mode, grace_period=budget.grace_period, reduction_factor=budget.reduction_factor)

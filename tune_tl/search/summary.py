@@ -14,13 +14,13 @@ import pandas as pd
 import torch
 
 from tune_tl.config.params import PARAMS, TrialConfig
-from tune_tl.config.spec import SearchSpec
 from tune_tl.search.admission import probe_rate
-from tune_tl.search.cost_model import CostModel, cheapest_fine_tune
+from tune_tl.search.plan import SearchPlan
 from tune_tl.store.ranking import best_row, best_so_far
 from tune_tl.store.schema import NOT_STARTED, STATUSES
 from tune_tl.store.search_run import SearchRun
 from tune_tl.store.storage import Location
+from tune_tl.training.cost_model import cheapest_fine_tune
 from tune_tl.training.frozen_features import INPUT_VARYING_PARAMS
 from tune_tl.training.recipe import inputs_vary
 
@@ -50,7 +50,7 @@ class SearchSummary:
 
 @dataclass(frozen=True)
 class FineTuneNeed:
-    """The time budget one epoch of the cheapest fine-tune in the space needs (``search.cost_model.cheapest_fine_tune``):
+    """The time budget one epoch of the cheapest fine-tune in the space needs (``training.cost_model.cheapest_fine_tune``):
     what the search spent before its Tuner started (data, probes) plus that epoch's predicted seconds."""
 
     config: str  # how the summary names the config
@@ -62,11 +62,12 @@ class FineTuneNeed:
         return self.before_seconds + self.epoch_seconds
 
 
-def fine_tune_need(model: CostModel, spec: SearchSpec, probes: Sequence[Mapping], before_seconds: float, trial_cpus: float,
+def fine_tune_need(plan: SearchPlan, probes: Sequence[Mapping], before_seconds: float, trial_cpus: float,
                    gpus: float = 0) -> FineTuneNeed | None:
-    """:class:`FineTuneNeed`, with seconds per FLOP from the probes (``search.admission.probe_rate``); ``None`` without
-    a probe to calibrate on or a fine-tune in the space."""
-    cheapest = cheapest_fine_tune(model, spec)
+    """:class:`FineTuneNeed` of the plan's space, with seconds per FLOP from the probes (``search.admission.probe_rate``);
+    ``None`` without a probe to calibrate on or a fine-tune in the space."""
+    model = plan.cost_model
+    cheapest = cheapest_fine_tune(model, None if plan.spec.space_fn is not None else plan.sub_spaces, plan.spec.source)
     rate = probe_rate(probes, model, 1 if gpus else torch.get_num_threads(), 1 if gpus else trial_cpus)
     if cheapest is None or rate is None:
         return None
@@ -90,9 +91,9 @@ def summarize(root: Location, skipped_images: int = 0, ended_by_time_budget: boo
     probe = trials["probe"].eq(True)
     counts = {status: int((trials.loc[~probe, "status"] == status).sum()) for status in (*STATUSES, NOT_STARTED)}
     best = best_row(trials)
-    start = pd.to_datetime(run.metadata.get("start_time"), format="%Y-%m-%dT%H:%M:%S%z", errors="coerce")
+    start = run.start_time
     epochs = run.epochs()
-    anytime = best_so_far(epochs, start, list(ANYTIME_SECONDS)) if pd.notna(start) else {}
+    anytime = best_so_far(epochs, start, list(ANYTIME_SECONDS)) if start is not None else {}
     fine_tuned = bool((~epochs["probe"].eq(True)).any())
     ran = trials[~probe & trials["status"].ne(NOT_STARTED)]
     return SearchSummary(root, counts, None if best is None else best.dropna().to_dict(), skipped_images,

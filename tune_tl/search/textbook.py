@@ -53,7 +53,7 @@ _ALTERNATIVES = {("freeze_policy", "full"): {"freeze_policy": "prefix", "freeze_
 def textbook_trials(params: tuple[ParamSpec, ...], num_blocks: int, after_probes: bool = False) -> list[tuple[str, dict[str, Any]]]:
     """``(recipe name, Optuna params to enqueue)`` for each textbook recipe that fits ``params``.
 
-    ``params`` are the space's parameters with block symbols resolved (``SearchSpec.define_by_run``'s);
+    ``params`` are the space's parameters with block symbols resolved (a :class:`~tune_tl.search.plan.BackbonePlan`'s ``params``);
     ``after_probes``: the search's probes ran (:data:`AFTER_PROBES` instead of :data:`RECIPES`).
     """
     space = {p.name: p.dist for p in params}

@@ -12,12 +12,11 @@ from pathlib import Path
 from ray import tune
 from ray.tune.search import ConcurrencyLimiter
 
-from tune_tl.config.spec import SearchSpec
 from tune_tl.search.admission import BudgetClock, NotStartedRows, search_admission
 from tune_tl.search.budget import CloseOpenTrials
-from tune_tl.search.cost_model import build_cost_model, rung_unit
 from tune_tl.search.cost_sampler import CandidateCost, CostCooling
 from tune_tl.search.options import METRIC, MODE, SearchOptions
+from tune_tl.search.plan import SearchPlan
 from tune_tl.search.progress import SearchProgress
 from tune_tl.search.retention import CheckpointRetention
 from tune_tl.search.sampler import HonestOptunaSearch, SampleTarget, SqliteMirror, enqueue_textbook, make_sampler, storage_url
@@ -27,7 +26,7 @@ from tune_tl.search.trainable import run_trial
 from tune_tl.store.results import ParquetSink
 from tune_tl.store.search_run import SearchRun, trial_folder_name
 from tune_tl.store.storage import Location
-from tune_tl.training.context import PreparedSearch, TrialContext
+from tune_tl.training.context import TrialContext
 
 
 def make_trainable(context: TrialContext, options: SearchOptions, ended: frozenset[str] = frozenset()):
@@ -37,22 +36,18 @@ def make_trainable(context: TrialContext, options: SearchOptions, ended: frozens
     return tune.with_resources(tune.with_parameters(run_trial, context=context, workers=options.workers, ended=ended), resources)
 
 
-def build_tuner(spec: SearchSpec, options: SearchOptions, context: TrialContext, prepared: PreparedSearch, root: Location,
-                study: Path) -> tune.Tuner:
+def build_tuner(plan: SearchPlan, options: SearchOptions, context: TrialContext, root: Location, study: Path) -> tune.Tuner:
     """The search's Tuner, writing into ``root``; ``study`` is the Optuna SQLite file on this machine.
 
-    ``prepared`` holds the built backbones: their blocks' FLOPs are counted here, once, for the cost model
-    that the sampler and cost-aware ASHA decide with (``context`` says whether trials may use the feature cache).
+    ``plan`` is the resolved space, with the cost model that the sampler and cost-aware ASHA decide with.
     """
-    num_blocks = prepared.num_blocks
-    costs = build_cost_model(prepared.backbones, context.data, feature_cache=context.feature_cache is not None,
-                             probed=tuple(context.probe_heads))
+    spec, costs = plan.spec, plan.cost_model
     clock = BudgetClock(spec.budget.time, spec.budget.samples)  # the Tuner's budget: what Ray's time_budget_s counts
     admission = search_admission(root, costs, clock, options.cpus_per_trial, options.gpus_per_trial)
     excluded = admission.dominance.refusal if admission.dominance is not None else None  # never sampled, not only refused
-    candidate_cost = dataclasses.replace(CandidateCost.for_search(spec, costs), excluded=excluded)
+    candidate_cost = dataclasses.replace(CandidateCost.for_search(plan), excluded=excluded)
     searcher = HonestOptunaSearch(
-        space=spec.define_by_run(num_blocks),
+        space=plan.space,
         metric=METRIC,
         mode=MODE,
         max_epochs=spec.budget.max_epochs,
@@ -63,8 +58,8 @@ def build_tuner(spec: SearchSpec, options: SearchOptions, context: TrialContext,
         clock=clock,
         on_refused=NotStartedRows(root),
     )
-    if options.textbook_start:  # the best-ranked backbone is listed first (search.probes.ranked_spec)
-        enqueue_textbook(searcher, spec, num_blocks, after_probes=bool(context.probe_heads))
+    if options.textbook_start:  # the best-ranked backbone is the plan's first (search.probes.ranked_plan)
+        enqueue_textbook(searcher, plan, after_probes=bool(context.probe_heads))
     if options.concurrency:
         searcher = ConcurrencyLimiter(searcher, max_concurrent=options.concurrency)
     sink = ParquetSink(root, spec.budget.max_epochs)
@@ -81,7 +76,7 @@ def build_tuner(spec: SearchSpec, options: SearchOptions, context: TrialContext,
         tune_config=tune.TuneConfig(
             search_alg=SampleTarget(searcher),  # a SearchGenerator whose target can grow on resume
             scheduler=make_scheduler(options.scheduler, spec, root, metric=METRIC, mode=MODE, cost_model=costs,
-                                     unit=rung_unit(costs, spec)),
+                                     unit=plan.rung_unit),
             num_samples=spec.budget.samples,
             time_budget_s=spec.budget.time,  # stops starting trials and ends running ones when it is up
             trial_name_creator=trial_folder_name,  # short names and folders: the trial id, not the config

@@ -83,7 +83,7 @@ def warm_trials(dirs: Sequence[str], fingerprint: dict[str, Any], space: Callabl
     out: list[FrozenTrial] = []
     for where in dirs:
         run = SearchRun.open(where, require_metadata=True)
-        check_same_data(fingerprint, run.metadata.get("data_fingerprint"), where)
+        check_same_data(fingerprint, run.data_fingerprint, where)
         added = frozen_trials(run.trials(), run.epochs(), space, run.spec.backbone.names[0], str(run.root))
         log.info("warm start: %d of %d trials of %s fit this space", len(added), len(run.trials()), where)
         out.extend(added)
@@ -102,7 +102,7 @@ def frozen_trials(trials, epochs, space: Callable, default_backbone: str, source
             continue
         params, distributions = fitted
         curve = epochs[epochs["trial_id"] == row["trial_id"]].sort_values("epoch")
-        steps = {int(e): float(v) for e, v in zip(curve["epoch"], curve["val_acc"]) if math.isfinite(v)}
+        steps = {int(e): float(v) for e, v in zip(curve["epoch"], curve["val_acc"], strict=True) if math.isfinite(v)}
         completed = row["status"] == "completed"
         out.append(optuna.trial.create_trial(
             state=TrialState.COMPLETE if completed else TrialState.PRUNED,

@@ -33,7 +33,7 @@ from tune_tl.errors import TuneTLError
 from tune_tl.store.schema import EPOCH_SCHEMA, SCHEMA_VERSION, STATUSES, TRIAL_SCHEMA  # noqa: F401  (public names)
 from tune_tl.store.search_run import SearchRun
 from tune_tl.store.storage import Location
-from tune_tl.store.trial_record import TrialRecord, raised_error
+from tune_tl.store.trial_record import TrialRecord, is_epoch_result, raised_error
 
 log = logging.getLogger(__name__)
 
@@ -100,7 +100,7 @@ def _unique_rows(table: pa.Table) -> pa.Table:
     """The first row of each trial (``trials``) or of each trial and epoch (``epochs``)."""
     keys = [c for c in ("trial_id", "epoch") if c in table.column_names]
     seen, keep = set(), []
-    for i, key in enumerate(zip(*(table.column(c).to_pylist() for c in keys))):
+    for i, key in enumerate(zip(*(table.column(c).to_pylist() for c in keys), strict=True)):
         if key not in seen:
             seen.add(key)
             keep.append(i)
@@ -128,7 +128,8 @@ class ParquetSink(Callback):
     is, and a driver crash loses only results that the resumed trials produce again.
     """
 
-    def __init__(self, root: SearchRun | Location | str | Path, max_epochs: int, flush_rows: int = 50_000, flush_seconds: float = math.inf, compact_every: int = 128):
+    def __init__(self, root: SearchRun | Location | str | Path, max_epochs: int, flush_rows: int = 50_000, flush_seconds: float = math.inf,
+                 compact_every: int = 128):
         self.root = root.root if isinstance(root, SearchRun) else Location.parse(root)
         self.max_epochs = max_epochs
         self.flush_rows = flush_rows
@@ -174,7 +175,7 @@ class ParquetSink(Callback):
         if trial.trial_id in self._finished:
             return
         open_trial = self._open.setdefault(trial.trial_id, _OpenTrial(time.time()))
-        is_epoch = result.get("epoch") is not None and "trial_status" not in result
+        is_epoch = is_epoch_result(result)
         if not open_trial.record.add_result(result) or not is_epoch:
             return  # an epoch heard before (a retry from an older checkpoint), or the trainable's verdict
         open_trial.node = (result.get("node_id"), result.get("node_ip"))

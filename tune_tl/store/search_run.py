@@ -69,6 +69,8 @@ LOGS_DIR = "logs"
 RAY_LOG_FILE = "ray.log"
 MODELS_DIR = "models"
 RECHECK_DIR = "recheck"
+#: How ``search.json`` writes a moment (``start_time``, ``end_time``, ``resumed``).
+TIME_FORMAT = "%Y-%m-%dT%H:%M:%S%z"
 SCHEDULER_FILE = "scheduler.json"
 PROBE_HEADS_FILE = "probe_heads.pt"
 #: The file in each Ray checkpoint folder that holds a trial's training state (``training.state.training_state``).
@@ -244,6 +246,52 @@ class SearchRun:
     @property
     def seed(self) -> int:
         return int(self.metadata.get("seed", 0))
+
+    @property
+    def budget(self) -> BudgetSpec | None:
+        """The budget as run (``samples`` grows with ``tune-tl resume --samples``); ``None`` without a record."""
+        budget = self.metadata.get("budget")
+        return BudgetSpec(**budget) if budget else None
+
+    @property
+    def scheduler(self) -> str:
+        """The ``--scheduler`` the search ran with (``asha`` when the record does not say)."""
+        return (self.metadata.get("options") or {}).get("scheduler") or "asha"
+
+    @property
+    def probe_records(self) -> list[dict[str, Any]]:
+        """The stage-0 probes recorded so far (``search.probes.Probe.record``), each once it is whole; ``[]`` without."""
+        return list(self.metadata.get("probes") or [])
+
+    @property
+    def data_path(self) -> str | None:
+        """Where the search's data was, as an absolute path (``data.path`` as typed when the record predates it)."""
+        return self.metadata.get("data_path") or (self.metadata.get("data") or {}).get("path")
+
+    @property
+    def data_fingerprint(self) -> dict[str, Any] | None:
+        """What identifies the search's data (``search.warm_start.data_fingerprint``); ``None`` from an older tune_tl."""
+        return self.metadata.get("data_fingerprint")
+
+    @property
+    def start_time(self) -> pd.Timestamp | None:
+        return self.start_time_in(self.metadata)
+
+    @staticmethod
+    def start_time_in(record: dict[str, Any]) -> pd.Timestamp | None:
+        """When the search in ``record`` (a ``search.json`` record, e.g. ``Results.search``) started; ``None`` if unknown."""
+        start = pd.to_datetime(record.get("start_time"), format=TIME_FORMAT, errors="coerce")
+        return None if pd.isna(start) else start
+
+    def record_end(self, **fields: Any) -> None:
+        """Note that the search's driver ended now, with ``fields`` (``node_ids``, ``ended_by_time_budget``)."""
+        self.update_metadata(end_time=_now(), **fields)
+
+    def record_resume(self, samples: int) -> None:
+        """Note a ``tune-tl resume`` that ended now, with ``samples`` trials in the budget."""
+        now = _now()
+        meta = self._require("budget")
+        self.update_metadata(budget={**meta["budget"], "samples": samples}, resumed=meta.get("resumed", []) + [now], end_time=now)
 
     def _require(self, *keys: str) -> dict[str, Any]:
         meta = self.metadata
@@ -493,4 +541,4 @@ def _acc(metrics: dict) -> float:
 
 
 def _now() -> str:
-    return time.strftime("%Y-%m-%dT%H:%M:%S%z")
+    return time.strftime(TIME_FORMAT)

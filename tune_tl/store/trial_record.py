@@ -15,8 +15,10 @@ failed.
 from __future__ import annotations
 
 import math
+from collections.abc import Mapping
 from dataclasses import dataclass, field
 from pathlib import Path
+from typing import Any
 
 #: The statuses the trainable itself reports in a final result (``trial_status``) rather than as an epoch.
 REPORTED_STATUSES = ("oom", "error")
@@ -44,7 +46,7 @@ class TrialRecord:
         if result.get("trial_status") in REPORTED_STATUSES:
             self.reported, self.reported_error = result["trial_status"], result.get("error")
             return True
-        if result.get("epoch") is None:
+        if not is_epoch_result(result):
             return False
         return self.add_epoch(int(result["epoch"]), result.get("val_acc"), bool(result.get("diverged", False)))
 
@@ -74,6 +76,11 @@ class TrialRecord:
             epoch = self.history[-1][0]
             return "diverged", f"training loss diverged (non-finite, or far above its first epoch's) at epoch {epoch}"
         return ("completed" if self.epochs_run >= max_epochs else "pruned"), None
+
+
+def is_epoch_result(result: Mapping[str, Any], epoch_key: str = "epoch") -> bool:
+    """Whether a Ray result reports an epoch (``epoch_key`` set), not the trainable's final verdict (``trial_status``)."""
+    return result.get(epoch_key) is not None and "trial_status" not in result
 
 
 def raised_error(trial) -> str:

@@ -1,7 +1,7 @@
 """What every trial of a search shares, prepared once in the driver: ``prepare_context(spec)``.
 
-The driver builds each candidate backbone once (a bad name or weights file fails here, before Ray),
-checks the space's block bounds against them, and decodes, splits and resizes the data once per
+The driver builds each candidate backbone once (a bad name or weights file fails here, before Ray)
+and decodes, splits and resizes the data once per
 resolution. The result travels to every trial through Ray's object store inside :class:`TrialContext`;
 the search, ``tune-tl resume``, ``--recheck``, ``retrain`` and the benchmarks all start here, so a
 config means the same data and weights wherever it runs.
@@ -81,19 +81,17 @@ class PreparedSearch:
 
 
 def prepare_context(spec: SearchSpec, resolutions: Sequence[int] | None = None, backbones: Sequence[str] | None = None) -> PreparedSearch:
-    """Build ``spec``'s backbones, check its block bounds, and prepare its data (no Ray).
+    """Build ``spec``'s backbones and prepare its data (no Ray); ``search.plan.resolve_plan`` then checks the space against them.
 
     Args:
         resolutions: Prepare only these sizes (default: every size the space may sample).
         backbones: Build only these (default: every listed backbone).
 
     Raises:
-        TuneTLError: Unknown backbone or bad weights, block bounds a backbone cannot meet, bad data.
+        TuneTLError: Unknown backbone or bad weights, bad data.
     """
     names = tuple(backbones or spec.backbone.names)
     built = {name: build_backbone(name, spec.backbone.weights) for name in names}
-    if backbones is None:
-        spec.check_blocks({name: len(b.blocks) for name, b in built.items()})
     loaded = load_data(spec.data, list(resolutions or spec.resolutions()), spec.seed)
     for b in built.values():
         log.info("backbone %s: %d blocks, %d features", b.name, len(b.blocks), b.num_features)

@@ -4,8 +4,8 @@ For each backbone, one pass of its frozen, pooled features over the train and va
 features the search's feature cache holds) gives three cheap signals: LogME on the train features
 (You et al. 2021; higher = the features explain the labels better), the val accuracy of the linear
 probe a search's stage 0 fits (``training.linear_probe``: standardised features, L2 logistic regression
-with C chosen by cross-validation), and the cost (feature seconds, parameter count). Later work found model size alone a strong baseline, which is why ``params`` is a
-column: compare before trusting either score.
+with C chosen by cross-validation), and the cost (feature seconds, parameter count). Later work found model
+size alone a strong baseline, which is why ``params`` is a column: compare before trusting either score.
 
     >>> table = rank_backbones(load_space("search_spaces/portfolio.yaml"))
     >>> table.columns.tolist()

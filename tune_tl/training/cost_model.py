@@ -32,6 +32,7 @@ seconds, which the calibration absorbs (every trial of a search has the same wor
 from __future__ import annotations
 
 import copy
+import dataclasses
 from collections.abc import Iterable, Mapping, Sequence
 from dataclasses import dataclass, field
 from typing import Any
@@ -43,13 +44,15 @@ from torch.utils.flop_counter import FlopCounterMode
 
 from tune_tl.config.distributions import Fixed, Range, resolutions_of, values_of
 from tune_tl.config.params import PARAMS, TrialConfig
-from tune_tl.config.spec import SearchSpec
 from tune_tl.data.types import PreparedData
 from tune_tl.errors import TuneTLError
-from tune_tl.models import Backbone, FreezePolicy
+from tune_tl.models import Backbone
+from tune_tl.models.freezing import leading_frozen
+from tune_tl.store.scheduler_record import scheduler_state
+from tune_tl.store.search_run import SearchRun
 from tune_tl.training.forward_once import boundary_cuts
 from tune_tl.training.frozen_features import cached_blocks
-from tune_tl.training.recipe import inputs_vary
+from tune_tl.training.recipe import freeze_policy, inputs_vary
 
 #: A trial's cumulative predicted cost in FLOPs after an epoch: cost-aware ASHA's clock (and its column in :func:`recorded_costs`).
 TRAINING_COST = "training_cost"
@@ -59,11 +62,7 @@ def cached_prefix(cfg: TrialConfig, trains: Sequence[bool], feature_cache: bool,
     the training loop's own rule (``training.frozen_features.cached_blocks``), off when the feature cache is."""
     if not feature_cache:
         return 0
-    return cached_blocks(_first_trainable(trains), len(trains), chainable, inputs_vary(cfg))
-
-
-def _first_trainable(trains: Sequence[bool]) -> int:
-    return next((i for i, t in enumerate(trains) if t), len(trains))
+    return cached_blocks(leading_frozen(trains), len(trains), chainable, inputs_vary(cfg))
 
 
 def count_block_flops(backbone: Backbone, resolution: int) -> tuple[float, ...]:
@@ -80,7 +79,7 @@ def block_flops(backbone: Backbone, resolutions: Sequence[int]) -> dict[int, tup
     go to the last block, so the blocks add up to the whole network. The copy takes the hooks; ``backbone`` is untouched.
     """
     features = copy.deepcopy(backbone.features).to("meta").eval()
-    twin = dict(zip(map(id, backbone.features.modules()), features.modules(), strict=False))  # the same modules, in the same order
+    twin = dict(zip(map(id, backbone.features.modules()), features.modules(), strict=True))  # the same modules, in the same order
     counter = FlopCounterMode(display=False)
     flops: list[float] = []
 
@@ -142,8 +141,9 @@ class CostModel:
         n = len(self._blocks(cfg))
         if epoch <= cfg.lp_epochs:
             return [False] * n
-        # Clamped: a candidate the sampler scores may pair another backbone's block count with this one.
-        policy = FreezePolicy(cfg.freeze_policy, freeze_blocks=min(cfg.freeze_blocks or 0, n), train_block=min(cfg.train_block or 0, n - 1))
+        # The trial's own policy, clamped: a candidate the sampler scores may pair another backbone's block count with this one.
+        policy = freeze_policy(cfg)
+        policy = dataclasses.replace(policy, freeze_blocks=min(policy.freeze_blocks, n), train_block=min(policy.train_block, n - 1))
         return policy.trainable_mask(n)
 
     def epoch_cost(self, cfg: TrialConfig, epoch: int) -> float:
@@ -152,7 +152,7 @@ class CostModel:
         trains = self.trainable_blocks(cfg, epoch)
         chainable = self.chainable.get(cfg.backbone or self.default_backbone, False)
         cached = cached_prefix(cfg, trains, self.feature_cache, chainable)
-        first = _first_trainable(trains)
+        first = leading_frozen(trains)
         train = sum(f * (1 + (i > first) + (i >= first and trains[i])) for i, f in enumerate(flops) if i >= cached)
         val = sum(flops[cached:])
         head = self._head(cfg)
@@ -194,6 +194,11 @@ class CostModel:
             return 2.0 * (d * hidden + hidden * self.num_classes)
         return 2.0 * d * self.num_classes
 
+    def keep(self, names: Sequence[str]) -> CostModel:
+        """Only the backbones ``names``, in that order (the first becomes the default), as after ranking."""
+        return dataclasses.replace(self, blocks={n: self.blocks[n] for n in names}, num_features={n: self.num_features[n] for n in names},
+                                   chainable={n: self.chainable[n] for n in names if n in self.chainable})
+
     def to_dict(self) -> dict[str, Any]:
         """JSON-ready (resolutions become strings); :meth:`from_dict` reads it back."""
         return {"blocks": {b: {str(r): list(f) for r, f in by_r.items()} for b, by_r in self.blocks.items()},
@@ -209,33 +214,22 @@ class CostModel:
                    bool(data["feature_cache"]), {b: bool(c) for b, c in data["chainable"].items()}, probed)
 
 
-def build_cost_model(backbones: Mapping[str, Backbone], data: PreparedData, feature_cache: bool = True,
-                     probed: Iterable[tuple[str, int]] = ()) -> CostModel:
-    """Count every backbone's blocks at every prepared resolution (one image each, in the driver, before Ray).
-
-    ``probed``: the ``(backbone, resolution)`` of each stage-0 probe, whose pass kept boundaries for fine-tunes.
-    """
+def build_cost_model(backbones: Mapping[str, Backbone], data: PreparedData, feature_cache: bool = True) -> CostModel:
+    """Count every backbone's blocks at every prepared resolution (one image each, in the driver, before Ray)."""
     split = next(iter(data.splits.values()))  # every resolution holds the same images
     blocks = {name: block_flops(b, sorted(data.splits)) for name, b in backbones.items()}
-    cache = feature_cache and not data.streaming
+    return CostModel(blocks, {name: b.num_features for name, b in backbones.items()}, data.num_classes, len(split.train_y),
+                     len(split.val_y), feature_cache and not data.streaming, {name: b.chainable for name, b in backbones.items()})
+
+
+def with_probed_boundaries(model: CostModel, backbones: Mapping[str, Backbone], data: PreparedData,
+                           probed: Iterable[tuple[str, int]]) -> CostModel:
+    """``model`` knowing which boundaries the ``(backbone, resolution)`` probes' one pass kept (``training.forward_once``)."""
     kept: dict[str, dict[int, tuple[int, ...]]] = {}
-    for name, resolution in probed if cache else ():
+    for name, resolution in probed if model.feature_cache else ():
         if name in backbones and resolution in data.splits:
             kept.setdefault(name, {})[resolution] = boundary_cuts(backbones[name], data.splits[resolution])
-    return CostModel(blocks, {name: b.num_features for name, b in backbones.items()}, data.num_classes, len(split.train_y),
-                     len(split.val_y), cache, {name: b.chainable for name, b in backbones.items()}, kept)
-
-
-def rung_unit(model: CostModel, spec: SearchSpec) -> float:
-    """Cost-aware ASHA's unit for ``spec``: a whole-model fine-tune epoch of its first backbone at the largest
-    resolution that backbone can take in the space. A function of the spec alone, known before any trial runs."""
-    first = spec.backbone.names[0]
-    if spec.space_fn is not None:
-        sizes = spec.declared_resolutions
-    else:
-        resolution = next((p for p in spec.sub_spaces(model.num_blocks)[first] if p.name == "resolution"), None)
-        sizes = resolutions_of(resolution.dist, spec.source) if resolution else [PARAMS["resolution"].default]
-    return model.fine_tune_epoch(first, max(sizes))
+    return dataclasses.replace(model, probed_boundaries=kept)
 
 
 def table_configs(trials: pd.DataFrame | None) -> dict[str, TrialConfig]:
@@ -253,7 +247,7 @@ def recorded_costs(model: CostModel, configs: Mapping[str, TrialConfig], epochs:
     """The ``epochs`` rows of trials in ``configs``, with each epoch's predicted ``epoch_cost`` and the trial's
     cumulative :data:`TRAINING_COST` after it (FLOPs): what cost-aware ASHA's clock read, rebuilt from the results."""
     rows = epochs[epochs["trial_id"].isin(list(configs))]
-    pairs = list(zip(rows["trial_id"], rows["epoch"].astype(int), strict=False))
+    pairs = list(zip(rows["trial_id"], rows["epoch"].astype(int), strict=True))
     return rows.assign(epoch_cost=[model.epoch_cost(configs[t], e) for t, e in pairs],
                        **{TRAINING_COST: [model.trial_cost(configs[t], e) for t, e in pairs]})
 
@@ -268,22 +262,31 @@ def seconds_per_flop(predicted: Sequence[float], measured: Sequence[float]) -> f
     return float(np.median(ratios)) if ratios else None
 
 
-def cheapest_fine_tune(model: CostModel, spec: SearchSpec) -> tuple[TrialConfig, float] | None:
-    """The config of ``spec``'s space whose first fine-tune epoch (after its linear-probe epochs, if any) is predicted
-    cheapest, and that cost in FLOPs; ``None`` when the space trains no backbone block (or is a Python space).
+def recorded_cost_model(run: SearchRun) -> tuple[CostModel, float] | None:
+    """The cost model and unit (FLOPs) the search's cost-aware ASHA decided with; ``None`` for a search on measured seconds."""
+    state = scheduler_state(run)
+    if not isinstance(state.get("cost_model"), dict) or not isinstance(state.get("unit"), (int, float)):
+        return None
+    return CostModel.from_dict(state["cost_model"]), float(state["unit"])
+
+
+def cheapest_fine_tune(model: CostModel, sub_spaces: Mapping[str, tuple] | None, source: str) -> tuple[TrialConfig, float] | None:
+    """The config of a space (its resolved ``sub_spaces``, the search plan's; ``None`` for a Python space) whose first
+    fine-tune epoch (after its linear-probe epochs, if any) is predicted cheapest, and that cost in FLOPs; ``None``
+    when the space trains no backbone block (or is a Python space).
 
     For each backbone and resolution the space allows, the fine-tuning freeze policies it lists are priced at their
     cheapest setting it allows (``prefix`` with the most frozen blocks short of all, ``surgical`` on the highest
     block, ``full``), with the space's fixed values and every other parameter's default (no augmentation)."""
-    if spec.space_fn is not None:
+    if sub_spaces is None:
         return None
     best = None
-    for name, params in spec.sub_spaces(model.num_blocks).items():
+    for name, params in sub_spaces.items():
         if name not in model.blocks:
             continue
         dists, n = {p.name: p.dist for p in params}, model.num_blocks[name]
         fixed = {k: d.value for k, d in dists.items() if isinstance(d, Fixed)}
-        sizes = resolutions_of(dists["resolution"], spec.source) if "resolution" in dists else [PARAMS["resolution"].default]
+        sizes = resolutions_of(dists["resolution"], source) if "resolution" in dists else [PARAMS["resolution"].default]
         policies = values_of(dists["freeze_policy"]) if "freeze_policy" in dists else (PARAMS["freeze_policy"].default,)
         for policy in (p for p in policies if p != "head_only"):
             setting = {}
