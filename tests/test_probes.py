@@ -21,6 +21,7 @@ from tune_tl.config import parse_settings
 from tune_tl.config.params import TrialConfig
 from tune_tl.data.preprocess import Normaliser
 from tune_tl.data.types import Split
+from tune_tl.search.plan import resolve_plan
 from tune_tl.search.probe_budget import MIN_PER_CLASS, PROBE_SHARE, ProbeBudget, stratified_subset
 from tune_tl.search.probes import run_probes
 from tune_tl.store.search_run import SearchRun
@@ -140,7 +141,7 @@ def test_a_time_budget_too_short_for_any_probe_still_probes_the_cheapest_on_a_su
     spec, prepared = two_backbones
     run = SearchRun(Location.parse(tmp_path))
     with caplog.at_level(logging.INFO, logger="tune_tl.search.probes"):
-        probes = run_probes(spec, prepared, run, cache=None, deadline=time.monotonic() + 1)
+        probes = run_probes(resolve_plan(spec, prepared), prepared, run, cache=None, deadline=time.monotonic() + 1)
     assert [p.backbone for p in probes] == ["efficientnet_lite0"]  # the cheaper of the two, and only it
     split = prepared.context.data.splits[32]
     assert probes[0].subset is not None and probes[0].subset < len(split.train_y)
@@ -154,7 +155,7 @@ def test_a_time_budget_too_short_for_any_probe_still_probes_the_cheapest_on_a_su
 def test_with_room_for_every_probe_each_runs_on_all_images_cheapest_first(two_backbones, tmp_path):
     spec, prepared = two_backbones
     roomy = dataclasses.replace(spec, budget=dataclasses.replace(spec.budget, time=3600))
-    probes = run_probes(roomy, prepared, SearchRun(Location.parse(tmp_path)), cache=None)
+    probes = run_probes(resolve_plan(roomy, prepared), prepared, SearchRun(Location.parse(tmp_path)), cache=None)
     assert [(p.backbone, p.subset) for p in probes] == [("efficientnet_lite0", None), ("efficientnet_lite1", None)]
 
 
@@ -192,7 +193,7 @@ def test_probes_that_do_not_fit_the_share_are_ranked_by_logme_and_only_the_best_
     answers = iter([True, False])  # the cheapest fits, the next does not (nor, then, the dearer one); the ranking does
     monkeypatch.setattr(ProbeBudget, "fits", lambda self, flops: next(answers, True))
     with caplog.at_level(logging.INFO, logger="tune_tl.search.probes"):
-        probes = run_probes(spec, prepared, SearchRun(Location.parse(tmp_path / "run")), cache=None)
+        probes = run_probes(resolve_plan(spec, prepared), prepared, SearchRun(Location.parse(tmp_path / "run")), cache=None)
     assert [p.backbone for p in probes][0] == "efficientnet_lite0" and len(probes) == 2
     text = caplog.text
     assert text.count("ranking it by LogME on a stratified subset") == 2

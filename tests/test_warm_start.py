@@ -10,9 +10,10 @@ from spaces import FINISHED, write_tiny_space
 
 from tune_tl.cli import main
 from tune_tl.config import load_space
+from tune_tl.data.manifest import data_fingerprint
 from tune_tl.data.types import PreparedData, Split
 from tune_tl.errors import TuneTLError
-from tune_tl.search.warm_start import check_same_data, data_fingerprint, frozen_trials, seed_study
+from tune_tl.search.warm_start import check_same_data, frozen_trials, seed_study
 
 SPACE = """
 params:

@@ -27,11 +27,10 @@ from tune_tl.analysis.export import pick_trial
 from tune_tl.analysis.frame import load_results
 from tune_tl.analysis.model_folder import save_model_folder
 from tune_tl.config.params import TrialConfig
-from tune_tl.data.manifest import check_unchanged
+from tune_tl.data.manifest import check_unchanged, data_fingerprint
 from tune_tl.data.preprocess import Normaliser
 from tune_tl.data.types import FileSplit
 from tune_tl.errors import TuneTLError
-from tune_tl.search.warm_start import data_fingerprint
 from tune_tl.store.search_run import SearchRun
 from tune_tl.training.context import prepare_context
 from tune_tl.training.evaluate import evaluate_split

@@ -22,8 +22,10 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
+import numpy as np
+
 from tune_tl.data.duplicates import write_duplicates
-from tune_tl.data.types import LoadedData
+from tune_tl.data.types import FileSplit, LoadedData, PreparedData
 from tune_tl.errors import TuneTLError
 from tune_tl.store.search_run import SearchRun
 
@@ -32,6 +34,28 @@ log = logging.getLogger(__name__)
 FORMAT = 1
 #: A file that could not be read at load time (it was reported as bad).
 UNREADABLE = "unreadable"
+
+
+def fingerprint_arrays(*arrays: np.ndarray) -> str:
+    """Hash of the arrays' dtypes, shapes and contents, in order."""
+    h = hashlib.blake2b(digest_size=16)
+    for a in arrays:
+        a = np.ascontiguousarray(a)
+        h.update(f"{a.dtype}|{a.shape}|".encode())
+        h.update(memoryview(a).cast("B"))
+    return h.hexdigest()
+
+
+def data_fingerprint(data: PreparedData) -> dict[str, Any]:
+    """What identifies the prepared data: classes, the split's labels, and the pixels per resolution."""
+    first = next(iter(data.splits.values()))
+    images = {}
+    for resolution, split in sorted(data.splits.items()):
+        if isinstance(split, FileSplit):  # streamed: the files stand for their pixels
+            images[str(resolution)] = fingerprint_arrays(np.array(split.train_files), np.array(split.val_files))
+        else:
+            images[str(resolution)] = fingerprint_arrays(split.train_x, split.val_x)
+    return {"classes": list(data.classes), "split": fingerprint_arrays(first.train_y, first.val_y), "images": images}
 
 
 def manifest_of(root: Path, files: Iterable[str], hashes: Iterable[str | None]) -> dict[str, str]:

@@ -23,9 +23,8 @@ import pandas as pd
 import torch
 
 from tune_tl.config.params import TrialConfig
-from tune_tl.data.manifest import check_unchanged
+from tune_tl.data.manifest import check_unchanged, data_fingerprint
 from tune_tl.errors import TuneTLError
-from tune_tl.search.warm_start import data_fingerprint
 from tune_tl.store.ranking import ranked, recheck_table
 from tune_tl.store.results import write_table_atomic
 from tune_tl.store.schema import RECHECK_SCHEMA

@@ -25,7 +25,7 @@ from pathlib import Path
 import optuna
 from ray import tune
 
-from tune_tl.data.manifest import check_unchanged
+from tune_tl.data.manifest import check_unchanged, data_fingerprint
 from tune_tl.errors import TuneTLError
 from tune_tl.search.options import SearchOptions
 from tune_tl.search.plan import resolve_plan
@@ -37,7 +37,6 @@ from tune_tl.search.sampler import SampleTarget, storage_url
 from tune_tl.search.session import init_ray, storage_config
 from tune_tl.search.summary import SearchSummary, summarize
 from tune_tl.search.tuner import make_trainable
-from tune_tl.search.warm_start import data_fingerprint
 from tune_tl.store.search_run import SearchRun
 from tune_tl.training.context import prepare_context
 

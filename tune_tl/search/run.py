@@ -14,7 +14,7 @@ import time
 from tune_tl.config.distributions import values_of
 from tune_tl.config.params import PARAMS
 from tune_tl.config.spec import DEFAULT_TIME_BUDGET, SearchSpec, with_budget
-from tune_tl.data.manifest import check_unchanged, record_data
+from tune_tl.data.manifest import check_unchanged, data_fingerprint, record_data
 from tune_tl.data.validate import write_skipped
 from tune_tl.search.options import SearchOptions
 from tune_tl.search.plan import resolve_plan
@@ -25,7 +25,7 @@ from tune_tl.search.resources import check_resources
 from tune_tl.search.session import alive_node_ids, init_ray, versions
 from tune_tl.search.summary import SearchSummary, fine_tune_need, summarize
 from tune_tl.search.tuner import build_tuner
-from tune_tl.search.warm_start import data_fingerprint, seed_study, warm_trials
+from tune_tl.search.warm_start import seed_study, warm_trials
 from tune_tl.store.search_run import SearchRun
 from tune_tl.store.storage import Location
 from tune_tl.training.context import prepare_context

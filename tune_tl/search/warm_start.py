@@ -25,31 +25,16 @@ from collections.abc import Callable, Sequence
 from pathlib import Path
 from typing import Any
 
-import numpy as np
 import optuna
 from optuna.trial import FrozenTrial, TrialState
 
 from tune_tl.compat import distribution_contains
 from tune_tl.config.params import PARAMS
-from tune_tl.data.types import FileSplit, PreparedData
 from tune_tl.errors import TuneTLError
 from tune_tl.search.sampler import storage_url
 from tune_tl.store.search_run import SearchRun
-from tune_tl.training.feature_cache import fingerprint_arrays
 
 log = logging.getLogger(__name__)
-
-
-def data_fingerprint(data: PreparedData) -> dict[str, Any]:
-    """What identifies the prepared data: classes, the split's labels, and the pixels per resolution."""
-    first = next(iter(data.splits.values()))
-    images = {}
-    for resolution, split in sorted(data.splits.items()):
-        if isinstance(split, FileSplit):  # streamed: the files stand for their pixels
-            images[str(resolution)] = fingerprint_arrays(np.array(split.train_files), np.array(split.val_files))
-        else:
-            images[str(resolution)] = fingerprint_arrays(split.train_x, split.val_x)
-    return {"classes": list(data.classes), "split": fingerprint_arrays(first.train_y, first.val_y), "images": images}
 
 
 def check_same_data(mine: dict[str, Any], theirs: dict[str, Any] | None, where: str) -> None:

@@ -48,16 +48,6 @@ def fingerprint_module(module: nn.Module) -> str:
     return h.hexdigest()
 
 
-def fingerprint_arrays(*arrays: np.ndarray) -> str:
-    """Hash of the arrays' dtypes, shapes and contents, in order."""
-    h = hashlib.blake2b(digest_size=16)
-    for a in arrays:
-        a = np.ascontiguousarray(a)
-        h.update(f"{a.dtype}|{a.shape}|".encode())
-        h.update(memoryview(a).cast("B"))
-    return h.hexdigest()
-
-
 def make_key(**parts) -> str:
     """A file-name-safe key from named parts (all of which must be JSON-serialisable)."""
     text = json.dumps({"format": FORMAT, **parts}, sort_keys=True, default=str)

@@ -18,11 +18,12 @@ import torch
 from torch import nn
 
 from tune_tl.data.augment import AugmentConfig
+from tune_tl.data.manifest import fingerprint_arrays
 from tune_tl.data.preprocess import Normaliser
 from tune_tl.data.types import FileSplit, Split
 from tune_tl.models import Backbone, FreezePolicy, TransferModel
 from tune_tl.training.batches import amp, batches, in_order, to_device
-from tune_tl.training.feature_cache import FeatureCache, fingerprint_arrays, fingerprint_module, make_key
+from tune_tl.training.feature_cache import FeatureCache, fingerprint_module, make_key
 from tune_tl.training.regularisers import RegulariseConfig
 
 log = logging.getLogger(__name__)
