@@ -17,6 +17,8 @@ from tune_tl.config.params import PARAMS
 from tune_tl.config.spec import DEFAULT_TIME_BUDGET, SearchSpec, with_budget
 from tune_tl.data.manifest import record_data
 from tune_tl.data.validate import write_skipped
+from tune_tl.search.finish import finish_search
+from tune_tl.search.held_out import without_test
 from tune_tl.search.options import SearchOptions
 from tune_tl.search.probes import finished_probes, ranked_spec, ranking, run_probes, study_trials
 from tune_tl.search.ray_logs import ray_output
@@ -70,7 +72,7 @@ def continue_stage0(run: SearchRun, samples: int | None = None) -> SearchSummary
 
 def _run_locked(spec: SearchSpec, options: SearchOptions, name: str, root: Location, resumed: SearchRun | None = None) -> SearchSummary:
     started = time.monotonic()
-    prepared = prepare_context(spec)  # before Ray: bad weights or data fail here
+    prepared, tests = without_test(prepare_context(spec))  # before Ray: bad weights or data fail here; test images stay here
     done = finished_probes(resumed, spec, prepared) if resumed is not None else {}
     spent = sum(p.seconds for p in done.values())
     deadline = None if spec.budget.time is None else started + spec.budget.time - spent
@@ -89,6 +91,7 @@ def _run_locked(spec: SearchSpec, options: SearchOptions, name: str, root: Locat
     _log_budget(spec)
     cache = feature_cache(options, root)
     probes = run_probes(spec, prepared, run, cache, deadline, done) if options.probes else []
+    probed = prepared.backbones  # every probe's backbone, for its val predictions at the end
     table = ranking(probes, prepared) if probes else None
     if table is None and spec.backbone_selection is not None and spec.backbone.is_choice:
         table = rank_prepared(prepared, max(spec.resolutions()))  # no probes: rank with the same measurement, unrecorded
@@ -113,6 +116,7 @@ def _run_locked(spec: SearchSpec, options: SearchOptions, name: str, root: Locat
         tuner = build_tuner(with_budget(spec, time=remaining), options, context, prepared, root, study)
         tuner.fit()  # a driver that dies here is continued by ``tune-tl resume`` (tune_tl.search.resume)
         timed_out = deadline is not None and time.monotonic() >= deadline
+    finish_search(run, prepared.context.data.splits, tests, probed, cache)  # ensemble on val; test scored once, never to choose
     run.update_metadata(end_time=time.strftime("%Y-%m-%dT%H:%M:%S%z"), node_ids=alive_node_ids(), ended_by_time_budget=timed_out)
     return summarize(root, len(loaded.skipped), timed_out)
 

@@ -11,7 +11,7 @@ from typing import Any
 import pandas as pd
 
 from tune_tl.config.params import PARAMS, TrialConfig
-from tune_tl.store.ranking import best_row, best_so_far
+from tune_tl.store.ranking import best_row, best_so_far, ranked
 from tune_tl.store.schema import STATUSES
 from tune_tl.store.search_run import SearchRun
 from tune_tl.store.storage import Location
@@ -36,6 +36,12 @@ class SearchSummary:
     probes: int = 0
     #: Best val_acc reached after 1, 2, 5 and 10 minutes (``None``: no epoch had ended yet), probes included.
     anytime: dict[float, float | None] = field(default_factory=dict)
+    #: Trials (probes included) with a comparable val accuracy: the best val figure is the maximum over these.
+    ranked_trials: int = 0
+    #: ``search.json``'s ``test``: the shipped trial scored once on the test split (``search.held_out``), or ``None``.
+    test: dict[str, Any] | None = None
+    #: ``search.json``'s ``ensemble``: members, weights and val accuracy (``search.ensemble``), or ``None``.
+    ensemble: dict[str, Any] | None = None
 
 
 #: The anytime figures a summary shows: seconds since the search started.
@@ -53,7 +59,8 @@ def summarize(root: Location, skipped_images: int = 0, ended_by_time_budget: boo
     start = pd.to_datetime(run.metadata.get("start_time"), format="%Y-%m-%dT%H:%M:%S%z", errors="coerce")
     anytime = best_so_far(run.epochs(), start, list(ANYTIME_SECONDS)) if pd.notna(start) else {}
     return SearchSummary(root, counts, None if best is None else best.dropna().to_dict(), skipped_images,
-                         uncached_trials(trials[~probe]), ended_by_time_budget, int(probe.sum()), anytime)
+                         uncached_trials(trials[~probe]), ended_by_time_budget, int(probe.sum()), anytime, len(ranked(trials)),
+                         run.metadata.get("test"), run.metadata.get("ensemble"))
 
 
 def uncached_trials(trials: pd.DataFrame) -> int:
@@ -71,12 +78,16 @@ def format_summary(summary: SearchSummary) -> str:
         lines.append("The time budget ended the search: no new trials were started, running ones were stopped (status pruned).")
     if summary.best:
         best = summary.best
-        lines.append(f"Best trial {best['trial_id']}: val_acc {best['best_val_acc']:.4f} (epoch {int(best['best_epoch'])}, {best['status']})")
+        lines.append(f"Best trial {best['trial_id']}: val_acc {best['best_val_acc']:.4f} "
+                     f"(epoch {int(best['best_epoch'])}, {best['status']})")
         if best.get("probe"):  # its head was fitted by scikit-learn: the training parameters in its row never ran
             lines.append(f"  a linear probe: {best['backbone']} frozen at {best['resolution']} px, a convex head on its features "
                          f"(tune-tl export writes it)")
         else:
             lines.append("  config: " + ", ".join(f"{k}={_fmt(v)}" for k, v in best.items() if k in PARAMS))
+        lines.append(honest_estimate(summary))
+    if summary.ensemble:
+        lines.append(ensemble_line(summary.ensemble))
     if summary.anytime:
         lines.append("Best so far: " + ", ".join(f"{s / 60:g} min {'—' if acc is None else f'{acc:.4f}'}"
                                                   for s, acc in summary.anytime.items()))
@@ -88,6 +99,28 @@ def format_summary(summary: SearchSummary) -> str:
     lines.append(f"Results (Parquet): {run.trials_dir}  and  {run.epochs_dir}")
     lines.append(f"Read them with: pandas.read_parquet('{run.trials_dir}')")
     return "\n".join(lines)
+
+
+def honest_estimate(summary: SearchSummary) -> str:
+    """The best val figure next to the test one (``search.held_out``), or why the val figure is optimistic."""
+    val = f"val {summary.best['best_val_acc']:.4f} (best of {summary.ranked_trials} trials: optimistic)"
+    test = summary.test
+    if test and test.get("test_acc") is not None:
+        shipped = ("" if test["trial_id"] == summary.best["trial_id"]
+                   else f" of the shipped trial {test['trial_id']} (val {test['val_acc']:.4f})")
+        return f"  {val} · test {test['test_acc']:.4f} on {test['test_images']} images{shipped} (never used to choose)"
+    return (f"  {val}; no test split, so no honest estimate: put held-out images in a test/ folder "
+            f"(<data>/test/<class>/...) and the shipped model is scored on them once, never used to choose")
+
+
+def ensemble_line(ensemble: dict[str, Any]) -> str:
+    """The ensemble chosen on val (``search.ensemble``): its accuracy and members with weights."""
+    members = ", ".join(f"{m['trial_id']} {m['weight']:.2f}" for m in ensemble["members"])
+    if len(ensemble["members"]) == 1:
+        return (f"Ensemble: none better on val than the best single member ({members}); "
+                f"a member must add at least one correct val image")
+    return (f"Ensemble (val {ensemble['val_acc']:.4f} vs best single {ensemble['best_single_val_acc']:.4f}, chosen on val: "
+            f"optimistic too): {members}")
 
 
 def _fmt(v) -> str:
