@@ -3,6 +3,7 @@ the scheduler or the ranking; the shipped model is scored on them once at the en
 
 import json
 import shutil
+from pathlib import Path
 
 import numpy as np
 import pandas as pd
@@ -11,6 +12,7 @@ from spaces import write_tiny_space
 
 import tune_tl.search.run
 from tests.data.images import write_split_folder
+from tune_tl.analysis.predict import predict
 from tune_tl.cli import main
 from tune_tl.search.summary import format_summary, summarize
 from tune_tl.search.val_predictions import read_val_predictions
@@ -115,3 +117,24 @@ def test_the_ensemble_is_recorded_and_tune_tl_ensemble_chooses_it_again(searched
     out = capsys.readouterr().out
     assert json.loads((root / "search.json").read_text())["ensemble"] == first
     assert "Ensemble" in out and first["members"][0]["trial_id"] in out
+
+
+@pytest.mark.slow
+def test_an_exported_ensemble_of_a_probe_and_a_trial_predicts_val_as_its_probabilities_say(searched, tmp_path):
+    root, _ = searched
+    search = Path(shutil.copytree(root, tmp_path / "s", symlinks=True))
+    run = SearchRun(search)
+    kept = read_val_predictions(run)
+    probe = next(t for t in kept.probs if t.startswith("probe-"))
+    trial = next(t for t in kept.probs if not t.startswith("probe-"))
+    weights = {probe: 0.75, trial: 0.25}  # a mixed ensemble, set by hand so that both kinds of member are exported
+    expected = (sum(w * kept.probs[t] for t, w in weights.items()).argmax(1) == kept.labels).mean()
+    run.update_metadata(ensemble={**run.metadata["ensemble"], "members": [{"trial_id": t, "weight": w} for t, w in weights.items()],
+                                  "val_acc": float(expected)})
+    shutil.rmtree(search / probe, ignore_errors=True)  # retention may have deleted a probe's weights: rebuilt from its head
+    out = tmp_path / "ensemble-model"
+    assert main(["export", str(search), "--ensemble", "--to", str(out)]) == 0
+    assert sorted(p.name for p in (out / "members").iterdir()) == sorted(weights)
+    rows = predict(out, [root.parent.parent / "photos" / "val"])
+    assert len(rows) == len(kept.labels)
+    assert np.mean([label == Path(path).parent.name for path, label, _ in rows]) == pytest.approx(expected)

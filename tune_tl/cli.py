@@ -145,6 +145,7 @@ def _parser() -> argparse.ArgumentParser:
     e.add_argument("dir", help="the search's results folder (<output>/<name>)")
     e.add_argument("--trial", help="trial id to export (default: the best completed or pruned trial)")
     e.add_argument("--to", metavar="PATH", help="model folder to write (default <search>/models/<trial_id>-best)")
+    e.add_argument("--ensemble", action="store_true", help="export the ensemble chosen on val (every member) as one folder predict runs")
     e.set_defaults(func=_export)
 
     n = sub.add_parser("ensemble", help="select a weighted ensemble of a finished search's probes and kept trials on val")
@@ -222,8 +223,15 @@ def _retrain(args) -> int:
 
 
 def _export(args) -> int:
+    from tune_tl.analysis.ensemble_export import export_ensemble
     from tune_tl.analysis.export import export_model
 
+    if args.ensemble:
+        if args.trial:
+            raise TuneTLError("--ensemble exports every member of the ensemble: leave out --trial")
+        saved = export_ensemble(args.dir, args.to)
+        print(f"Exported the ensemble of {len(saved.info['members'])} member(s) (val_acc {saved.info['val_acc']:.4f}) to {saved.directory}")
+        return 0
     saved = export_model(args.dir, args.trial, args.to)
     i = saved.info
     print(f"Exported trial {i['trial_id']} at its best epoch {i['epoch']} (val_acc {i['val_acc']:.4f}) to {saved.directory}")
