@@ -75,7 +75,7 @@ def test_the_ranking_and_the_ensemble_are_the_same_with_the_test_split_removed(s
     first, second = with_test.metadata["ensemble"], without.metadata["ensemble"]
     assert first["val_acc"] == second["val_acc"] and len(first["members"]) == len(second["members"])
     assert "test" not in without.metadata
-    assert "no test split, so no honest estimate: put held-out images in a test/ folder" in format_summary(summarize(without.root))
+    assert "no test split for an honest figure: put held-out images in <data>/test/<class>/" in format_summary(summarize(without.root))
 
 
 @pytest.mark.slow

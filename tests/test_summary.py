@@ -27,7 +27,8 @@ def test_the_summary_prints_the_test_figure_next_to_the_optimistic_val_one(tmp_p
 
 def test_without_a_test_split_the_summary_says_the_val_figure_is_optimistic_and_how_to_get_an_honest_one(tmp_path):
     text = format_summary(SearchSummary(Location.parse(tmp_path), COUNTS, BEST, ranked_trials=6))
-    assert "val 0.9130 (best of 6 trials: optimistic); no test split, so no honest estimate: put held-out images in a test/ folder" in text
+    assert ("val 0.9130 (best of 6 trials: optimistic); no test split for an honest figure: "
+            "put held-out images in <data>/test/<class>/ (scored once, never to choose)") in text
 
 
 def test_the_summary_names_the_shipped_trial_when_a_recheck_shipped_another_than_the_best(tmp_path):

@@ -109,8 +109,7 @@ def honest_estimate(summary: SearchSummary) -> str:
         shipped = ("" if test["trial_id"] == summary.best["trial_id"]
                    else f" of the shipped trial {test['trial_id']} (val {test['val_acc']:.4f})")
         return f"  {val} · test {test['test_acc']:.4f} on {test['test_images']} images{shipped} (never used to choose)"
-    return (f"  {val}; no test split, so no honest estimate: put held-out images in a test/ folder "
-            f"(<data>/test/<class>/...) and the shipped model is scored on them once, never used to choose")
+    return f"  {val}; no test split for an honest figure: put held-out images in <data>/test/<class>/ (scored once, never to choose)"
 
 
 def ensemble_line(ensemble: dict[str, Any]) -> str:
