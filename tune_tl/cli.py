@@ -145,7 +145,12 @@ def _parser() -> argparse.ArgumentParser:
     e.add_argument("dir", help="the search's results folder (<output>/<name>)")
     e.add_argument("--trial", help="trial id to export (default: the best completed or pruned trial)")
     e.add_argument("--to", metavar="PATH", help="model folder to write (default <search>/models/<trial_id>-best)")
+    e.add_argument("--ensemble", action="store_true", help="export the ensemble chosen on val (every member) as one folder predict runs")
     e.set_defaults(func=_export)
+
+    n = sub.add_parser("ensemble", help="select a weighted ensemble of a finished search's probes and kept trials on val")
+    n.add_argument("dir", help="the search's results folder (<output>/<name>)")
+    n.set_defaults(func=_ensemble)
 
     p = sub.add_parser("predict", help="classify images with a model folder written by export or retrain")
     p.add_argument("model", help="model folder (from export or retrain) or its model.pt")
@@ -218,11 +223,30 @@ def _retrain(args) -> int:
 
 
 def _export(args) -> int:
+    from tune_tl.analysis.ensemble_export import export_ensemble
     from tune_tl.analysis.export import export_model
 
+    if args.ensemble:
+        if args.trial:
+            raise TuneTLError("--ensemble exports every member of the ensemble: leave out --trial")
+        saved = export_ensemble(args.dir, args.to)
+        print(f"Exported the ensemble of {len(saved.info['members'])} member(s) (val_acc {saved.info['val_acc']:.4f}) to {saved.directory}")
+        return 0
     saved = export_model(args.dir, args.trial, args.to)
     i = saved.info
     print(f"Exported trial {i['trial_id']} at its best epoch {i['epoch']} (val_acc {i['val_acc']:.4f}) to {saved.directory}")
+    return 0
+
+
+def _ensemble(args) -> int:
+    from tune_tl.search.ensemble import ensemble_search
+    from tune_tl.search.summary import ensemble_line
+    from tune_tl.store.search_run import SearchRun
+
+    run = SearchRun.open(args.dir, require_metadata=True)
+    with run.lock():
+        print(ensemble_line(ensemble_search(run).record()))
+    print(f"Recorded in {run.metadata_file} (ensemble)")
     return 0
 
 

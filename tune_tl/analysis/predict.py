@@ -16,6 +16,7 @@ from pathlib import Path
 import torch
 from PIL import Image, UnidentifiedImageError
 
+from tune_tl.analysis.ensemble_export import ensemble_members, is_ensemble
 from tune_tl.analysis.model_folder import load_model_folder
 from tune_tl.data.preprocess import load_rgb
 from tune_tl.errors import TuneTLError
@@ -44,8 +45,14 @@ def image_files(paths: list[str | Path]) -> list[str]:
 
 @torch.no_grad()
 def predict(model_path: str | Path, paths: list[str | Path]) -> list[tuple[str, str, float]]:
-    """``(path, label, confidence)`` for each image file named or found under the folders named."""
-    model, info, pre = load_model_folder(model_path)
+    """``(path, label, confidence)`` for each image file named or found under the folders named; ``model_path`` may be
+    an exported ensemble (``analysis.ensemble_export``): the weighted average of its members' probabilities."""
+    if is_ensemble(model_path):
+        info, members = ensemble_members(model_path)
+        models = [(load_model_folder(folder), weight) for folder, weight in members]
+    else:
+        model, info, pre = load_model_folder(model_path)
+        models = [((model, info, pre), 1.0)]
     files = image_files(paths)
     rows: list[tuple[str, str, float]] = []
     for start in range(0, len(files), BATCH):
@@ -56,9 +63,9 @@ def predict(model_path: str | Path, paths: list[str | Path]) -> list[tuple[str, 
                 images.append(load_rgb(f))
             except (OSError, UnidentifiedImageError, SyntaxError, ValueError) as exc:
                 raise TuneTLError(f"{f}: not a readable image ({exc})") from None
-        probs = torch.softmax(model(pre.batch(images)).float(), dim=1)
+        probs = sum(weight * torch.softmax(model(pre.batch(images)).float(), dim=1) for (model, _, pre), weight in models)
         p, idx = probs.max(dim=1)
-        rows.extend((f, info["classes"][int(i)], float(q)) for f, i, q in zip(chunk, idx, p))
+        rows.extend((f, info["classes"][int(i)], float(q)) for f, i, q in zip(chunk, idx, p, strict=True))
     return rows
 
 

@@ -27,6 +27,8 @@ from ray import tune
 
 from tune_tl.data.manifest import check_unchanged, data_fingerprint
 from tune_tl.errors import TuneTLError
+from tune_tl.search.finish import finish_search
+from tune_tl.search.held_out import without_test
 from tune_tl.search.options import SearchOptions
 from tune_tl.search.plan import resolve_plan
 from tune_tl.search.ray_logs import ray_output
@@ -60,7 +62,7 @@ def _resume_locked(run: SearchRun, samples: int | None) -> SearchSummary:
         raise TuneTLError(f"--samples {samples} is fewer than the search's {spec.budget.samples} trials; give at least that many")
     options = SearchOptions(**run.options)
     root = run.root
-    prepared = prepare_context(spec)  # before Ray: bad weights or data fail here
+    prepared, tests = without_test(prepare_context(spec))  # before Ray: bad weights or data fail here; test images stay here
     check_unchanged(run, prepared.loaded, "tune-tl resume", lambda: data_fingerprint(prepared.loaded.data))
     plan = resolve_plan(spec, prepared, feature_cache=options.feature_cache)
     context = dataclasses.replace(prepared.context, feature_cache=feature_cache(options, root), probe_heads=run.probe_heads())
@@ -76,6 +78,7 @@ def _resume_locked(run: SearchRun, samples: int | None) -> SearchSummary:
             tuner = tune.Tuner.restore(root.path, trainable=make_trainable(context, options, reconciled.ended), resume_unfinished=True,
                                        resume_errored=False, storage_filesystem=storage_config(root).get("storage_filesystem"))
             tuner.fit()
+        finish_search(run, prepared.context.data.splits, tests, prepared.backbones, context.feature_cache)
 
     run.record_resume(target)
     return summarize(root)

@@ -16,6 +16,8 @@ from tune_tl.config.params import PARAMS
 from tune_tl.config.spec import DEFAULT_TIME_BUDGET, SearchSpec, with_budget
 from tune_tl.data.manifest import check_unchanged, data_fingerprint, record_data
 from tune_tl.data.validate import write_skipped
+from tune_tl.search.finish import finish_search
+from tune_tl.search.held_out import without_test
 from tune_tl.search.options import SearchOptions
 from tune_tl.search.plan import resolve_plan
 from tune_tl.search.probes import finished_probes, ranked_plan, ranking, run_probes, study_trials
@@ -71,7 +73,7 @@ def continue_stage0(run: SearchRun, samples: int | None = None) -> SearchSummary
 
 def _run_locked(spec: SearchSpec, options: SearchOptions, name: str, root: Location, resumed: SearchRun | None = None) -> SearchSummary:
     started = time.monotonic()
-    prepared = prepare_context(spec)  # before Ray: bad weights or data fail here
+    prepared, tests = without_test(prepare_context(spec))  # before Ray: bad weights or data fail here; test images stay here
     plan = resolve_plan(spec, prepared, feature_cache=options.feature_cache)  # block bounds a backbone cannot meet fail here
     if resumed is not None:
         check_unchanged(resumed, prepared.loaded, "tune-tl resume", lambda: data_fingerprint(prepared.loaded.data))
@@ -95,6 +97,7 @@ def _run_locked(spec: SearchSpec, options: SearchOptions, name: str, root: Locat
     probes = run_probes(plan, prepared, run, cache, deadline, done) if options.probes else []
     if cache is not None:  # the probes' one pass kept boundaries that fine-tunes start from (training.forward_once)
         plan = plan.with_probed_boundaries(prepared, [(p.backbone, p.resolution) for p in probes if p.subset is None])
+    probed = prepared.backbones  # every probe's backbone, for its val predictions at the end
     table = ranking(probes, prepared) if probes else None
     if table is None and spec.backbone_selection is not None and spec.backbone.is_choice:
         table = rank_prepared(prepared, max(plan.resolutions))  # no probes: rank with the same measurement, unrecorded
@@ -121,6 +124,7 @@ def _run_locked(spec: SearchSpec, options: SearchOptions, name: str, root: Locat
         tuner = build_tuner(dataclasses.replace(plan, spec=with_budget(spec, time=remaining)), options, context, root, study)
         tuner.fit()  # a driver that dies here is continued by ``tune-tl resume`` (tune_tl.search.resume)
         timed_out = deadline is not None and time.monotonic() >= deadline
+    finish_search(run, prepared.context.data.splits, tests, probed, cache)  # ensemble on val; test scored once, never to choose
     run.record_end(node_ids=alive_node_ids(), ended_by_time_budget=timed_out)
     need = None
     if timed_out:  # the summary says what budget one fine-tune epoch needs, if none finished

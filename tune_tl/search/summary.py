@@ -16,7 +16,7 @@ import torch
 from tune_tl.config.params import PARAMS, TrialConfig
 from tune_tl.search.admission import probe_rate
 from tune_tl.search.plan import SearchPlan
-from tune_tl.store.ranking import best_row, best_so_far
+from tune_tl.store.ranking import best_row, best_so_far, ranked
 from tune_tl.store.schema import NOT_STARTED, STATUSES
 from tune_tl.store.search_run import SearchRun
 from tune_tl.store.storage import Location
@@ -46,6 +46,12 @@ class SearchSummary:
     fine_tuned: bool = True
     #: When none did: what one epoch of the cheapest fine-tune in the space needs (``None``: not estimated).
     fine_tune_need: FineTuneNeed | None = None
+    #: Trials (probes included) with a comparable val accuracy: the best val figure is the maximum over these.
+    ranked_trials: int = 0
+    #: ``search.json``'s ``test``: the shipped trial scored once on the test split (``search.held_out``), or ``None``.
+    test: dict[str, Any] | None = None
+    #: ``search.json``'s ``ensemble``: members, weights and val accuracy (``search.ensemble``), or ``None``.
+    ensemble: dict[str, Any] | None = None
 
 
 @dataclass(frozen=True)
@@ -97,8 +103,9 @@ def summarize(root: Location, skipped_images: int = 0, ended_by_time_budget: boo
     fine_tuned = bool((~epochs["probe"].eq(True)).any())
     ran = trials[~probe & trials["status"].ne(NOT_STARTED)]
     return SearchSummary(root, counts, None if best is None else best.dropna().to_dict(), skipped_images,
-                         uncached_trials(ran), ended_by_time_budget, int(probe.sum()), anytime, fine_tuned,
-                         None if fine_tuned else fine_tune_need)
+                         uncached_trials(ran), ended_by_time_budget, int(probe.sum()), anytime, fine_tuned=fine_tuned,
+                         fine_tune_need=None if fine_tuned else fine_tune_need, ranked_trials=len(ranked(trials)),
+                         test=run.test_record, ensemble=run.ensemble_record)
 
 
 def uncached_trials(trials: pd.DataFrame) -> int:
@@ -133,6 +140,9 @@ def format_summary(summary: SearchSummary) -> str:
                          f"(tune-tl export writes it)")
         else:
             lines.append("  config: " + ", ".join(f"{k}={_fmt(v)}" for k, v in best.items() if k in PARAMS))
+        lines.append(honest_estimate(summary))
+    if summary.ensemble:
+        lines.append(ensemble_line(summary.ensemble))
     if summary.anytime:
         lines.append("Best so far: " + ", ".join(f"{s / 60:g} min {'—' if acc is None else f'{acc:.4f}'}"
                                                   for s, acc in summary.anytime.items()))
@@ -144,6 +154,27 @@ def format_summary(summary: SearchSummary) -> str:
     lines.append(f"Results (Parquet): {run.trials_dir}  and  {run.epochs_dir}")
     lines.append(f"Read them with: pandas.read_parquet('{run.trials_dir}')")
     return "\n".join(lines)
+
+
+def honest_estimate(summary: SearchSummary) -> str:
+    """The best val figure next to the test one (``search.held_out``), or why the val figure is optimistic."""
+    val = f"val {summary.best['best_val_acc']:.4f} (best of {summary.ranked_trials} trials: optimistic)"
+    test = summary.test
+    if test and test.get("test_acc") is not None:
+        shipped = ("" if test["trial_id"] == summary.best["trial_id"]
+                   else f" of the shipped trial {test['trial_id']} (val {test['val_acc']:.4f})")
+        return f"  {val} · test {test['test_acc']:.4f} on {test['test_images']} images{shipped} (never used to choose)"
+    return f"  {val}; no test split for an honest figure: put held-out images in <data>/test/<class>/ (scored once, never to choose)"
+
+
+def ensemble_line(ensemble: dict[str, Any]) -> str:
+    """The ensemble chosen on val (``search.ensemble``): its accuracy and members with weights."""
+    members = ", ".join(f"{m['trial_id']} {m['weight']:.2f}" for m in ensemble["members"])
+    if len(ensemble["members"]) == 1:
+        return (f"Ensemble: none better on val than the best single member ({members}); "
+                f"a member must add at least one correct val image")
+    return (f"Ensemble (val {ensemble['val_acc']:.4f} vs best single {ensemble['best_single_val_acc']:.4f}, chosen on val: "
+            f"optimistic too): {members}")
 
 
 def _fmt(v) -> str:

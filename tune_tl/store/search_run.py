@@ -17,6 +17,7 @@ A search lives in ``<output>/<name>/`` (a local or shared folder, or an ``s3://`
     data_manifest.json     every data file's SHA-256 at search start (resume, retrain, --recheck refuse other data)
     duplicates.csv         byte-identical data files (across splits: dropped from val/test), ``tune_tl.data.duplicates``
     feature_cache/         shared frozen-backbone features
+    val_predictions/       each probe's and kept trial's class probabilities on val at its best epoch (``search.val_predictions``)
     report/  models/       what ``tune-tl report`` / ``retrain`` write
 
 Resume, retrain, export, report, the scheduler's replay and the Parquet sink open the folder here;
@@ -56,6 +57,7 @@ from tune_tl.store.storage import Location, redact
 log = logging.getLogger(__name__)
 
 METADATA_FILE = "search.json"
+VAL_PREDICTIONS_DIR = "val_predictions"
 TRIALS_DIR = "trials"
 EPOCHS_DIR = "epochs"
 STUDY_FILE = "optuna.db"
@@ -259,6 +261,16 @@ class SearchRun:
         return (self.metadata.get("options") or {}).get("scheduler") or "asha"
 
     @property
+    def test_record(self) -> dict[str, Any] | None:
+        """The shipped trial scored once on the test split (``search.held_out``); ``None`` without a test split."""
+        return self.metadata.get("test")
+
+    @property
+    def ensemble_record(self) -> dict[str, Any] | None:
+        """The ensemble chosen on val (``search.ensemble``): members, weights, val accuracy; ``None`` before one."""
+        return self.metadata.get("ensemble")
+
+    @property
     def probe_records(self) -> list[dict[str, Any]]:
         """The stage-0 probes recorded so far (``search.probes.Probe.record``), each once it is whole; ``[]`` without."""
         return list(self.metadata.get("probes") or [])
@@ -310,6 +322,11 @@ class SearchRun:
     @property
     def epochs_dir(self) -> Location:
         return self.root / EPOCHS_DIR
+
+    @property
+    def val_predictions_dir(self) -> Location:
+        """``<search>/val_predictions``: what ensemble selection reads (``tune_tl.search.val_predictions``)."""
+        return self.root / VAL_PREDICTIONS_DIR
 
     def trials(self) -> pd.DataFrame:
         """One row per finished trial (``pd.read_parquet(<search>/trials)``, duplicates from a compaction dropped)."""

@@ -1,0 +1,140 @@
+"""A real tiny search over an image folder with a ``test/`` split: the test images never reach a trial, a sampler,
+the scheduler or the ranking; the shipped model is scored on them once at the end; an ensemble is chosen on val."""
+
+import json
+import shutil
+from pathlib import Path
+
+import numpy as np
+import pandas as pd
+import pytest
+from spaces import write_tiny_space
+
+import tune_tl.search.run
+from tests.data.images import write_split_folder
+from tune_tl.analysis.predict import predict
+from tune_tl.cli import main
+from tune_tl.search.summary import format_summary, summarize
+from tune_tl.search.val_predictions import read_val_predictions
+from tune_tl.store.ranking import ranked
+from tune_tl.store.search_run import SearchRun
+from tune_tl.store.storage import Location
+
+#: One trial at a time, no time budget: a seeded search is then reproducible (tests/test_reproducible_e2e.py).
+ARGS = ["--concurrency", "1", "--time-budget", "none"]
+PARAMS = {"freeze_blocks": "all", "lr": {"low": 1.0e-3, "high": 3.0e-2, "log": True}, "head": "linear"}
+
+
+@pytest.fixture(scope="module")
+def searched(ray_local, tmp_path_factory):
+    """One search over train/val/test folders; what the Tuner was handed is kept."""
+    tmp = tmp_path_factory.mktemp("honest")
+    photos = write_split_folder(tmp / "photos", train=8, val=5, test=4)
+    space = write_tiny_space(tmp, data={"source": None}, budget={"samples": 2, "max_epochs": 1}, params=PARAMS)
+    handed = {}
+    build_tuner = tune_tl.search.run.build_tuner
+
+    def keep_what_the_tuner_gets(spec, options, context, prepared, root, study):
+        handed.update(context=context, prepared=prepared)
+        return build_tuner(spec, options, context, prepared, root, study)
+
+    with pytest.MonkeyPatch.context() as mp:
+        mp.setattr(tune_tl.search.run, "build_tuner", keep_what_the_tuner_gets)
+        assert main(["search", str(space), "--data", str(photos), *ARGS, "--output", str(tmp / "out"), "--name", "s"]) == 0
+    # The same search with the test split removed: what every choice saw must not change.
+    shutil.rmtree(photos / "test")
+    assert main(["search", str(space), "--data", str(photos), *ARGS, "--output", str(tmp / "out"), "--name", "no-test"]) == 0
+    return tmp / "out" / "s", handed
+
+
+@pytest.mark.slow
+def test_no_test_image_travels_to_the_trials_and_no_table_holds_a_test_figure(searched):
+    root, handed = searched
+    for context in (handed["context"], handed["prepared"].context):
+        for split in context.data.splits.values():
+            assert split.test_x is None and split.test_y is None
+    assert handed["prepared"].loaded.data.splits[32].test_y is not None, "the driver keeps them, for the one score at the end"
+    run = SearchRun(root)
+    assert not [c for c in run.trials().columns if "test" in c]
+    assert not [c for c in run.epochs().columns if "test" in c]
+
+
+@pytest.mark.slow
+def test_the_ranking_and_the_ensemble_are_the_same_with_the_test_split_removed(searched):
+    root, _ = searched
+    with_test, without = SearchRun(root), SearchRun(root.parent / "no-test")
+    columns = ["probe", "status", "best_val_acc", "best_epoch", "lr", "resolution", "head"]
+    a, b = ranked(with_test.trials()), ranked(without.trials())
+    # Ties on accuracy and epochs go to the smaller trial_id, which Ray draws at random: compare within ties by config.
+    def order(frame):
+        return frame[columns].sort_values(["best_val_acc", "lr"], ascending=[False, True], kind="stable").reset_index(drop=True)
+
+    pd.testing.assert_frame_equal(order(a), order(b))
+    probes = [t for t in a["trial_id"] if t.startswith("probe-")]
+    assert probes == [t for t in b["trial_id"] if t.startswith("probe-")]
+    first, second = with_test.metadata["ensemble"], without.metadata["ensemble"]
+    assert first["val_acc"] == second["val_acc"] and len(first["members"]) == len(second["members"])
+    assert "test" not in without.metadata
+    assert "no test split for an honest figure: put held-out images in <data>/test/<class>/" in format_summary(summarize(without.root))
+
+
+@pytest.mark.slow
+def test_the_shipped_model_is_scored_on_test_once_and_the_summary_shows_it_next_to_val(searched):
+    root, _ = searched
+    meta = json.loads((root / "search.json").read_text())
+    test = meta["test"]
+    assert test["test_images"] == 12 and 0.0 <= test["test_acc"] <= 1.0
+    summary = summarize(Location.parse(root))
+    assert test["trial_id"] == summary.best["trial_id"]
+    text = format_summary(summary)
+    assert (f"val {summary.best['best_val_acc']:.4f} (best of {summary.ranked_trials} trials: optimistic) · "
+            f"test {test['test_acc']:.4f} on 12 images (never used to choose)") in text
+
+
+@pytest.mark.slow
+def test_every_candidates_val_probabilities_reproduce_its_recorded_accuracy(searched):
+    root, _ = searched
+    run = SearchRun(root)
+    kept = read_val_predictions(run)
+    trials = run.trials().set_index("trial_id")
+    assert any(t.startswith("probe-") for t in kept.probs) and len(kept.probs) >= 2
+    assert len(kept.labels) == 15
+    for trial_id, probs in kept.probs.items():
+        assert probs.shape == (15, 3) and np.allclose(probs.sum(1), 1.0, atol=1e-4)
+        assert (probs.argmax(1) == kept.labels).mean() == pytest.approx(trials.loc[trial_id, "best_val_acc"])
+    table = pd.read_parquet(root / "val_predictions")
+    assert list(table.columns) == ["trial_id", "row", "label", "probs"]
+
+
+@pytest.mark.slow
+def test_the_ensemble_is_recorded_and_tune_tl_ensemble_chooses_it_again(searched, capsys):
+    root, _ = searched
+    first = json.loads((root / "search.json").read_text())["ensemble"]
+    assert first["val_acc"] >= first["best_single_val_acc"]
+    assert sum(m["weight"] for m in first["members"]) == pytest.approx(1.0, abs=1e-4)
+    capsys.readouterr()
+    assert main(["ensemble", str(root)]) == 0
+    out = capsys.readouterr().out
+    assert json.loads((root / "search.json").read_text())["ensemble"] == first
+    assert "Ensemble" in out and first["members"][0]["trial_id"] in out
+
+
+@pytest.mark.slow
+def test_an_exported_ensemble_of_a_probe_and_a_trial_predicts_val_as_its_probabilities_say(searched, tmp_path):
+    root, _ = searched
+    search = Path(shutil.copytree(root, tmp_path / "s", symlinks=True))
+    run = SearchRun(search)
+    kept = read_val_predictions(run)
+    probe = next(t for t in kept.probs if t.startswith("probe-"))
+    trial = next(t for t in kept.probs if not t.startswith("probe-"))
+    weights = {probe: 0.75, trial: 0.25}  # a mixed ensemble, set by hand so that both kinds of member are exported
+    expected = (sum(w * kept.probs[t] for t, w in weights.items()).argmax(1) == kept.labels).mean()
+    run.update_metadata(ensemble={**run.metadata["ensemble"], "members": [{"trial_id": t, "weight": w} for t, w in weights.items()],
+                                  "val_acc": float(expected)})
+    shutil.rmtree(search / probe, ignore_errors=True)  # retention may have deleted a probe's weights: rebuilt from its head
+    out = tmp_path / "ensemble-model"
+    assert main(["export", str(search), "--ensemble", "--to", str(out)]) == 0
+    assert sorted(p.name for p in (out / "members").iterdir()) == sorted(weights)
+    rows = predict(out, [root.parent.parent / "photos" / "val"])
+    assert len(rows) == len(kept.labels)
+    assert np.mean([label == Path(path).parent.name for path, label, _ in rows]) == pytest.approx(expected)

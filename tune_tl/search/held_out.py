@@ -1,0 +1,68 @@
+"""An honest estimate: the data's test split stays in the driver, and the shipped model is scored on it once, at the end.
+
+Every figure a search chooses by (a probe's, a trial's, ASHA's rungs, TPE's values, the ranking, the ensemble) is a
+val accuracy, and the winner's is the maximum over every trial: optimistic. When the data has a test split (an image
+folder's ``test/``, CIFAR-10's test batch), :func:`without_test` takes it out of what travels to the trials (Ray's
+object store never holds a test image), and :func:`score_on_test` scores the model ``tune-tl export`` takes by
+default on it once the search has ended; ``search.json`` keeps ``test`` (``trial_id``, ``test_acc``,
+``test_images``). Nothing reads it back to choose.
+
+    >>> prepared, tests = without_test(prepare_context(spec))   # doctest: +SKIP
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import logging
+
+import numpy as np
+
+from tune_tl.analysis.frame import chosen_winner, load_results
+from tune_tl.data.types import FileSplit, Split
+from tune_tl.errors import TuneTLError
+from tune_tl.search.val_predictions import checkpoint_model, class_probabilities, device_for
+from tune_tl.store.search_run import SearchRun
+from tune_tl.training.context import PreparedSearch
+
+log = logging.getLogger(__name__)
+
+
+def without_test(prepared: PreparedSearch) -> tuple[PreparedSearch, dict[int, Split | FileSplit]]:
+    """``prepared`` with no test images in its trial context, and the splits (by resolution) that had some.
+
+    ``prepared.loaded`` keeps them: the data manifest and fingerprint that resume and retrain check stay the same.
+    """
+    data = prepared.context.data
+    tests = {r: s for r, s in data.splits.items() if s.test_y is not None and len(s.test_y)}
+    if not tests:
+        return prepared, {}
+    splits = {r: dataclasses.replace(s, test_y=None, **({"test_files": None} if isinstance(s, FileSplit) else {"test_x": None}))
+              for r, s in data.splits.items()}
+    context = dataclasses.replace(prepared.context, data=dataclasses.replace(data, splits=splits))
+    return dataclasses.replace(prepared, context=context), tests
+
+
+def score_on_test(run: SearchRun, tests: dict[int, Split | FileSplit], device: str | None = None) -> dict | None:
+    """Score the shipped model (``analysis.frame.chosen_winner``, its kept best-epoch weights) on the test split once,
+    record it in ``search.json`` (``test``) and return that record; ``None`` without a test split or a winner."""
+    if not tests:
+        return None
+    try:
+        row = chosen_winner(load_results(run), run)
+    except TuneTLError:
+        return None  # no finished trial: nothing was shipped
+    split = tests.get(int(row["resolution"]))
+    try:
+        model = checkpoint_model(run, row.to_dict(), len(run.classes))
+    except TuneTLError as exc:
+        log.warning("no test score: %s", exc)
+        return None
+    if split is None:
+        return None
+    probs = class_probabilities(model, split, "test", device_for(device))
+    record = {"trial_id": str(row["trial_id"]), "test_acc": float((probs.argmax(1) == np.asarray(split.test_y)).mean()),
+              "test_images": len(split.test_y), "val_acc": float(row["best_val_acc"])}
+    run.update_metadata(test=record)
+    log.info("test: the shipped trial %s scores %.4f on %d test images (val %.4f); never used to choose", record["trial_id"],
+             record["test_acc"], record["test_images"], record["val_acc"])
+    return record
