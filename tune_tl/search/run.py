@@ -20,7 +20,7 @@ from tune_tl.search.options import SearchOptions
 from tune_tl.search.probes import ranked_spec, ranking, run_probes, study_trials
 from tune_tl.search.ray_logs import ray_output
 from tune_tl.search.resources import check_resources
-from tune_tl.search.session import alive_node_ids, init_ray, versions
+from tune_tl.search.session import alive_node_ids, check_address, init_ray, versions
 from tune_tl.search.summary import SearchSummary, summarize
 from tune_tl.search.tuner import build_tuner
 from tune_tl.search.warm_start import data_fingerprint, seed_study, warm_trials
@@ -41,6 +41,7 @@ def run_search(spec: SearchSpec, options: SearchOptions = SearchOptions()) -> Se
         >>> summary.best["best_val_acc"]  # doctest: +SKIP
     """
     options.validate()
+    check_address(options.address)  # a bad --address fails in seconds, before the data is decoded
     name = options.name or time.strftime("search-%Y%m%d-%H%M%S")
     root = Location.parse(options.output) / name
     SearchRun(root).check_new()
