@@ -108,7 +108,7 @@ def _unique_rows(table: pa.Table) -> pa.Table:
     """The first row of each trial (``trials``) or of each trial and epoch (``epochs``)."""
     keys = [c for c in ("trial_id", "epoch") if c in table.column_names]
     seen, keep = set(), []
-    for i, key in enumerate(zip(*(table.column(c).to_pylist() for c in keys))):
+    for i, key in enumerate(zip(*(table.column(c).to_pylist() for c in keys), strict=True)):
         if key not in seen:
             seen.add(key)
             keep.append(i)
@@ -136,7 +136,8 @@ class ParquetSink(Callback):
     is, and a driver crash loses only results that the resumed trials produce again.
     """
 
-    def __init__(self, root: SearchRun | Location | str | Path, max_epochs: int, flush_rows: int = 50_000, flush_seconds: float = math.inf, compact_every: int = 128):
+    def __init__(self, root: SearchRun | Location | str | Path, max_epochs: int, flush_rows: int = 50_000, flush_seconds: float = math.inf,
+                 compact_every: int = 128):
         self.root = root.root if isinstance(root, SearchRun) else Location.parse(root)
         self.max_epochs = max_epochs
         self.flush_rows = flush_rows

@@ -22,8 +22,8 @@ leaves a renamed file empty.
 
 from __future__ import annotations
 
+import contextlib
 import hashlib
-import logging
 import os
 import re
 import stat
@@ -38,8 +38,6 @@ import pyarrow.fs as pafs
 import pyarrow.parquet as pq
 
 from tune_tl.errors import TuneTLError
-
-log = logging.getLogger(__name__)
 
 _SCHEME = re.compile(r"^[a-zA-Z][a-zA-Z0-9+.-]*://")
 
@@ -177,17 +175,13 @@ class Location:
             self.fs.move(self.path, target.path)
 
     def delete(self) -> None:
-        try:
+        with contextlib.suppress(FileNotFoundError):
             self.fs.delete_file(self.path)
-        except FileNotFoundError:
-            pass
 
     def delete_tree(self) -> None:
         """Remove this folder and everything in it (nothing happens if it is not there)."""
-        try:
+        with contextlib.suppress(FileNotFoundError):
             self.fs.delete_dir(self.path)
-        except FileNotFoundError:
-            pass
 
     def folders(self, prefix: str = "") -> list[Location]:
         """Folders directly in this folder whose names start with ``prefix``, sorted by name."""
@@ -283,9 +277,8 @@ def _fsync_path(path: Path) -> None:
     except OSError:
         return
     try:
-        os.fsync(fd)
-    except OSError:
-        pass
+        with contextlib.suppress(OSError):
+            os.fsync(fd)
     finally:
         os.close(fd)
 
@@ -302,7 +295,8 @@ def private_temp_root() -> Path:
         root.mkdir(mode=0o700, exist_ok=True)
         info = os.lstat(root)
     except OSError as exc:
-        raise TuneTLError(f"cannot make the private temporary folder {root} ({exc.strerror or exc}); set TMPDIR to a folder of yours") from None
+        raise TuneTLError(f"cannot make the private temporary folder {root} ({exc.strerror or exc}); "
+                          "set TMPDIR to a folder of yours") from None
     if not stat.S_ISDIR(info.st_mode) or info.st_uid != os.getuid() or info.st_mode & 0o077:
         raise TuneTLError(f"{root} is not a private folder of this user (owner, type or permissions are wrong); "
                           "remove it, or set TMPDIR to a folder of yours")
