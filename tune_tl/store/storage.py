@@ -351,6 +351,9 @@ class _Rebuilt(pafs.FileSystemHandler):
     def __eq__(self, other) -> bool:
         return isinstance(other, _Rebuilt) and other.uri == self.uri
 
+    def __hash__(self) -> int:
+        return hash(self.uri)
+
     def __ne__(self, other) -> bool:
         return not self == other
 
