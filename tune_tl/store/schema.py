@@ -79,11 +79,12 @@ STATUSES = ("completed", "pruned", "diverged", "oom", "error")
 QUARANTINE_DIR = "quarantine"
 
 
-def read_table(directory: Location, schema: pa.Schema, key: list[str], attempts: int = 5) -> pd.DataFrame:
+def read_table(directory: Location, schema: pa.Schema, key: list[str], attempts: int = 8) -> pd.DataFrame:
     """All parts in ``directory`` as one frame (empty with ``schema``'s columns if there are none).
 
     Safe while a search writes: parts appear whole, and a part compacted away between listing and
-    reading makes this list the folder again; rows seen twice during a compaction are kept once.
+    reading makes this list the folder again (waiting longer each time: about 2.5 s in all at most, for a
+    busy machine); rows seen twice during a compaction are kept once.
     A part that is not readable Parquet (truncated by a full disk, damaged by a copy) is named in one
     warning line and moved into ``<search>/quarantine/<table>/`` (:func:`readable_parts`); the rest is read.
     """
@@ -93,14 +94,16 @@ def read_table(directory: Location, schema: pa.Schema, key: list[str], attempts:
         try:
             frame = _read(directory.path, directory, schema)
             break
-        except pa.ArrowInvalid:  # a corrupt part (a subclass of ValueError, not OSError)
+        except pa.ArrowInvalid:  # a corrupt part (a subclass of ValueError, not OSError), or a race with a compaction
+            if attempt < attempts - 1:
+                time.sleep(0.02 * 2**attempt)
+                continue
             parts = readable_parts(directory, schema)
             frame = _read([p.path for p in parts], directory, schema) if parts else schema.empty_table().to_pandas()
-            break
         except OSError:  # FileNotFoundError: compacted away by the running search since we listed
             if attempt == attempts - 1:
                 raise
-            time.sleep(0.05)
+            time.sleep(0.02 * 2**attempt)  # a compaction deletes its sources one by one: wait longer each time
     return frame.drop_duplicates(key, keep="last", ignore_index=True)
 
 
@@ -119,6 +122,8 @@ def readable_parts(directory: Location, schema: pa.Schema) -> list[Location]:
             continue
         try:
             pq.read_table(part.path, schema=schema, filesystem=part.fs)
+        except FileNotFoundError:  # compacted away since the listing: not damaged
+            continue
         except (pa.ArrowInvalid, OSError) as exc:
             _quarantine(directory, part, exc)
             continue

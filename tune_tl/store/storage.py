@@ -168,9 +168,11 @@ class Location:
         self.write_bytes(sink.getvalue().to_pybytes())
 
     def move_to(self, target: Location) -> None:
-        """Rename this file to ``target`` (same filesystem): durable locally (:func:`replace_durably`)."""
+        """Rename this file (already written whole, and flushed if local) to ``target`` on the same filesystem; locally
+        the folder is flushed after, so the rename survives a power cut."""
         if self.is_local:
-            replace_durably(Path(self.path), Path(target.path))
+            os.replace(self.path, target.path)
+            _fsync_path(Path(target.path).parent)
         else:
             self.fs.move(self.path, target.path)
 
