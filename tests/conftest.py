@@ -23,7 +23,7 @@ for key, value in {"AWS_ACCESS_KEY_ID": "test", "AWS_SECRET_ACCESS_KEY": "test",
 #: runs each group in one process, which builds the fixture once. Every other test is a unit of its own. (xdist's
 #: ``--dist loadgroup`` and its ``xdist_group`` mark cannot group under pytest 9: they rename node ids.)
 SHARED_FIXTURES = {
-    "finished_search": ("tests/test_report_e2e.py::", "tests/test_warm_start.py::"),
+    "finished_search": ("tests/test_report_e2e.py::", "tests/test_warm_start.py::", "tests/test_hostile_results.py::"),
     "two seeded searches": ("tests/test_reproducible_e2e.py::",),
     "fault_search": tuple(f"tests/test_faults_e2e.py::test_a_{name}" for name in ("killed_trial_worker", "nan_loss", "cuda_out_of_memory")),
     "prepared digits": ("tests/test_boundary_cache.py::",),

@@ -191,12 +191,18 @@ def resume_py_changed(tmp):
     space.write_text(PY_OK)
     root = search_folder(tmp, space, PY_OK)
     space.write_text(PY_OK + "import os  # planted\n")
-    return ["resume", str(root)]
+    return ["resume", str(root), "--space", str(space)]
 
 
 def resume_py_gone(tmp):
     root = search_folder(tmp, tmp / "gone.py", PY_OK)
-    return ["resume", str(root)]
+    return ["resume", str(root), "--space", str(tmp / "gone.py")]
+
+
+def resume_py_without_space(tmp):
+    space = tmp / "space.py"
+    space.write_text(PY_OK)
+    return ["resume", str(search_folder(tmp, space, PY_OK))]
 
 
 def resume_fewer_samples(tmp):
@@ -327,8 +333,9 @@ CASES = [
     ("output_bad_uri", output_bad_uri, "--output 'nosuchscheme://bucket/prefix'"),
     ("output_already_holds_a_search", output_already_a_search, "already holds search results"),
     # ---- resume, validate and the other commands
-    ("resume_py_space_changed", resume_py_changed, "has changed since the search started"),
-    ("resume_py_space_gone", resume_py_gone, "gone.py no longer exists"),
+    ("resume_py_space_changed", resume_py_changed, "its SHA-256 differs from the space"),
+    ("resume_py_space_gone", resume_py_gone, "gone.py: no such file"),
+    ("resume_py_space_not_named", resume_py_without_space, "pass that file with --space FILE"),
     ("resume_fewer_samples", resume_fewer_samples, "--samples 1 is fewer than"),
     ("resume_moved_folder", resume_moved, "was moved from /elsewhere/s"),
     ("resume_not_a_search", resume_not_a_search, "is not a tune_tl search folder"),

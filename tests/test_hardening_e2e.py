@@ -35,7 +35,7 @@ def test_two_same_name_searches_started_together_one_runs_and_a_py_space_resumes
     assert meta["space_path"] == str((tmp_path / "space.py").resolve()) and len(meta["space_sha256"]) == 64
 
     # A new process: Ray's tuner.pkl refers to the space module by a name that must be the same here.
-    resumed = Driver(["resume", str(root), "--samples", "2"], tmp_path / "resume.log")
+    resumed = Driver(["resume", str(root), "--samples", "2", "--space", str(tmp_path / "space.py")], tmp_path / "resume.log")
     assert resumed.wait(timeout=400) == 0, resumed.tail()
     assert "ModuleNotFoundError" not in resumed.tail(100_000)
     trials = pd.read_parquet(root / "trials")

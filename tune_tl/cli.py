@@ -52,6 +52,11 @@ class _OneLineParser(argparse.ArgumentParser):
         self.exit(2, f"tune-tl: error: {self.prog}: {message} (see {self.prog} --help)\n")
 
 
+#: ``--space`` of the commands that rebuild an existing search's space (a results folder never supplies code).
+SPACE_HELP = ("the search's .py space file (needed only for a .py space: code is never imported from a results folder); "
+              "its SHA-256 must be the one search.json records")
+
+
 def _parser() -> argparse.ArgumentParser:
     parser = _OneLineParser(prog="tune-tl", description="Hyperparameter search over transfer learning.")
     sub = parser.add_subparsers(dest="command", required=True, parser_class=_OneLineParser)
@@ -103,6 +108,7 @@ def _parser() -> argparse.ArgumentParser:
     r = sub.add_parser("resume", help="continue an interrupted search, or extend a finished one")
     r.add_argument("dir", help="the search's folder (<output>/<name>)")
     r.add_argument("--samples", type=int, help="total number of trials wanted (default: the search's own budget)")
+    r.add_argument("--space", metavar="FILE", help=SPACE_HELP)
     r.set_defaults(func=_resume)
 
     w = sub.add_parser("spaces", help="list the shipped search spaces, or print / copy one to edit")
@@ -130,6 +136,7 @@ def _parser() -> argparse.ArgumentParser:
     t.add_argument("--device", help="cpu or cuda (default: cuda when available)")
     t.add_argument("--train-on", choices=["train", "train+val"], default="train",
                    help="train (default) or train+val: also train on the validation images (then only a test split evaluates it)")
+    t.add_argument("--space", metavar="FILE", help=SPACE_HELP)
     t.set_defaults(func=_retrain)
 
     k = sub.add_parser("rank", help="rank candidate backbones on the data: LogME, linear-probe accuracy, cost")
@@ -144,7 +151,10 @@ def _parser() -> argparse.ArgumentParser:
     e = sub.add_parser("export", help="write a trial's best-epoch weights as a model folder (no retraining)")
     e.add_argument("dir", help="the search's results folder (<output>/<name>)")
     e.add_argument("--trial", help="trial id to export (default: the best completed or pruned trial)")
-    e.add_argument("--to", metavar="PATH", help="model folder to write (default <search>/models/<trial_id>-best)")
+    e.add_argument("--to", metavar="PATH", help="model folder to write (default <search>/models/<trial_id>-best); "
+                   "an existing one is refused unless --force")
+    e.add_argument("--force", action="store_true", help="replace an existing --to folder as a whole")
+    e.add_argument("--space", metavar="FILE", help=SPACE_HELP)
     e.add_argument("--ensemble", action="store_true", help="export the ensemble chosen on val (every member) as one folder predict runs")
     e.set_defaults(func=_export)
 
@@ -156,6 +166,8 @@ def _parser() -> argparse.ArgumentParser:
     p.add_argument("model", help="model folder (from export or retrain) or its model.pt")
     p.add_argument("images", nargs="+", metavar="PATH", help="image files, or folders (searched recursively)")
     p.add_argument("--output", metavar="FILE", help="write path,label,confidence to FILE (.csv or .parquet) instead of stdout")
+    p.add_argument("--skip-bad-images", action="store_true",
+                   help="leave out images that cannot be read (listed on stderr, and in FILE.skipped.txt with --output) instead of stopping")
     p.set_defaults(func=_predict)
     return parser
 
@@ -211,7 +223,7 @@ def _report(args) -> int:
 def _retrain(args) -> int:
     from tune_tl.analysis.retrain import retrain
 
-    saved = retrain(args.dir, args.trial, args.device, train_on=args.train_on)
+    saved = retrain(args.dir, args.trial, args.device, train_on=args.train_on, space=args.space)
     m = saved.metrics
     if m["evaluated_on"] is None:
         print(f"Retrained {m['epochs']} epoch(s) on train+val; no test split in this data, so nothing held out to evaluate on")
@@ -229,10 +241,10 @@ def _export(args) -> int:
     if args.ensemble:
         if args.trial:
             raise TuneTLError("--ensemble exports every member of the ensemble: leave out --trial")
-        saved = export_ensemble(args.dir, args.to)
+        saved = export_ensemble(args.dir, args.to, force=args.force)
         print(f"Exported the ensemble of {len(saved.info['members'])} member(s) (val_acc {saved.info['val_acc']:.4f}) to {saved.directory}")
         return 0
-    saved = export_model(args.dir, args.trial, args.to)
+    saved = export_model(args.dir, args.trial, args.to, space=args.space, force=args.force)
     i = saved.info
     print(f"Exported trial {i['trial_id']} at its best epoch {i['epoch']} (val_acc {i['val_acc']:.4f}) to {saved.directory}")
     return 0
@@ -265,15 +277,19 @@ def _rank(args) -> int:
 
 
 def _predict(args) -> int:
-    from tune_tl.analysis.predict import predict, write_predictions
+    from tune_tl.analysis.predict import predict_files, write_predictions, write_skipped
 
     if args.output and not args.output.endswith((".csv", ".parquet")):
         raise TuneTLError(f"--output {args.output}: give a .csv or .parquet file name")
-    rows = predict(args.model, args.images)
+    out = predict_files(args.model, args.images, skip_bad_images=args.skip_bad_images)
+    for image, reason in out.skipped:
+        print(f"tune-tl: skipped {image}: {reason}", file=sys.stderr)
     if args.output:
-        print(f"Wrote {len(rows)} prediction(s) to {write_predictions(rows, args.output)}")
+        print(f"Wrote {len(out.rows)} prediction(s) to {write_predictions(out.rows, args.output)}")
+        if out.skipped:
+            print(f"Skipped {len(out.skipped)} unreadable image(s), listed in {write_skipped(out.skipped, args.output)}")
         return 0
-    for image, label, prob in rows:
+    for image, label, prob in out.rows:
         print(f"{image}\t{label}\t{prob:.4f}")
     return 0
 
@@ -314,17 +330,18 @@ def _search(args) -> int:
     summary = run_search(spec, options)
     print(format_summary(summary))
     if args.recheck:
-        _print_recheck(summary.path, args.recheck)
+        _print_recheck(summary.path, args.recheck, spec.source if spec.space_fn is not None else None)
     return 0
 
 
-def _print_recheck(path, k: int) -> None:
-    """Re-run the top ``k`` configs with more seeds and show mean ± sd, winner first."""
+def _print_recheck(path, k: int, space: str | None) -> None:
+    """Re-run the top ``k`` configs with more seeds and show mean ± sd, winner first; ``space``: the ``.py`` space
+    file this command line named (the same search's, so code still comes only from the command line)."""
     from tune_tl.search.recheck import EXTRA_SEEDS, recheck_top
     from tune_tl.store.ranking import shipped_row
     from tune_tl.store.search_run import SearchRun
 
-    table = recheck_top(path, k)
+    table = recheck_top(path, k, space=space)
     print(f"Rechecked the top {len(table)} config(s) with {EXTRA_SEEDS} more seeds (best val_acc, mean ± sd over runs):")
     for row in table.itertuples():
         print(f"  {row.trial_id}: {row.mean:.4f} ± {row.sd:.4f} over {row.runs} runs (search: {row.search_val_acc:.4f})")
@@ -338,7 +355,7 @@ def _resume(args) -> int:
     from tune_tl.search.resume import resume_search
     from tune_tl.search.summary import format_summary
 
-    summary = resume_search(args.dir, samples=args.samples)
+    summary = resume_search(args.dir, samples=args.samples, space=args.space)
     print(format_summary(summary))
     return 0
 

@@ -1,8 +1,10 @@
 """``tune-tl dashboard DIR``: the search's Optuna study in optuna-dashboard, on this machine only.
 
-The study is ``<search>/optuna.db`` (SQLite; see ``tune_tl.search.sampler``). For a search on an object
-store (``s3://``, ``gs://``) the dashboard reads a copy downloaded now: it shows the study as of the
-search's last snapshot and does not follow a running search.
+The study is ``<search>/optuna.db`` (SQLite; see ``tune_tl.search.sampler``). The dashboard never opens it:
+optuna-dashboard can edit and delete trials, so it serves a snapshot copy in a private temporary folder
+(SQLite's backup API, consistent even while a search writes; for an object store, a copy downloaded now).
+It shows the study as of that moment and does not follow a running search; edits made in the dashboard
+change only the copy, which is removed when it stops.
 
     >>> serve_dashboard("results/demo", port=8080)   # doctest: +SKIP
     optuna-dashboard for study 'demo': http://127.0.0.1:8080/dashboard/studies/1  (Ctrl-C stops it)
@@ -11,6 +13,7 @@ search's last snapshot and does not follow a running search.
 from __future__ import annotations
 
 import logging
+import sqlite3
 import tempfile
 from collections.abc import Callable
 from pathlib import Path
@@ -49,14 +52,23 @@ def serve_dashboard(path: str | Path, port: int = 8080, on_ready: Callable[[str]
 
 
 def study_copy(root: Location, tmp: Path) -> Path:
-    """The study's SQLite file: the search's own for a local folder, else a copy downloaded into ``tmp``."""
+    """A snapshot copy of the study's SQLite file in ``tmp`` (never the search's own file)."""
     study = SearchRun(root).study_location
     missing = f"{study} not found: DIR must be a search folder (<output>/<name>) with an Optuna study"
+    local = tmp / study.name
     if root.is_local:
         if not study.is_file():
             raise TuneTLError(missing)
-        return study.local_path
-    local = tmp / study.name
+        source = sqlite3.connect(f"file:{study.local_path}?mode=ro", uri=True)  # read-only: the search's file is never written
+        target = sqlite3.connect(local)
+        try:
+            source.backup(target)
+        except sqlite3.DatabaseError as exc:
+            raise TuneTLError(f"{study}: not a readable Optuna study ({exc})") from None
+        finally:
+            source.close()
+            target.close()
+        return local
     if not study.download(local):
         raise TuneTLError(missing)
     return local

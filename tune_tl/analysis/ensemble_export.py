@@ -14,12 +14,14 @@ from __future__ import annotations
 
 import json
 import logging
+import shutil
+import tempfile
 from pathlib import Path
 
 import torch
 
 from tune_tl.analysis.export import ExportedModel, export_model
-from tune_tl.analysis.model_folder import INFO_FILE, save_model_folder
+from tune_tl.analysis.model_folder import INFO_FILE, save_model_folder, swap_in
 from tune_tl.config.params import TrialConfig
 from tune_tl.errors import TuneTLError
 from tune_tl.models import build_backbone
@@ -32,32 +34,43 @@ ENSEMBLE_FILE = "ensemble.json"
 MEMBERS_DIR = "members"
 
 
-def export_ensemble(search_dir: str | Path, to: str | Path | None = None, program: bool = True) -> ExportedModel:
+def export_ensemble(search_dir: str | Path, to: str | Path | None = None, program: bool = True, force: bool = False) -> ExportedModel:
     """Write the search's ensemble (every member's weights and preprocessing) as one folder ``predict`` runs.
 
+    Written as a whole, as a single model folder is (``analysis.model_folder.save_model_folder``): in a hidden
+    sibling folder renamed into place; an existing ``to`` is refused unless ``force``.
+
     Raises:
-        TuneTLError: The search has no ensemble (run ``tune-tl ensemble DIR``), or a member's weights are gone.
+        TuneTLError: The search has no ensemble (run ``tune-tl ensemble DIR``), a member's weights are gone, or ``to``
+            exists without ``force``.
     """
     run = SearchRun.open(search_dir, require_metadata=True)
     ensemble = run.ensemble_record
     if not ensemble:
         raise TuneTLError(f"{run.root}: search.json has no ensemble; run `tune-tl ensemble {run.root}` first")
     folder = Path(to) if to is not None else run.model_dir("ensemble")
-    members = []
-    for member in ensemble["members"]:
-        trial_id = member["trial_id"]
-        sub = folder / MEMBERS_DIR / trial_id.replace("/", "_")
-        try:
-            export_model(run.root, trial_id, sub, program=program)
-        except TuneTLError:
-            if not trial_id.startswith("probe-"):
-                raise
-            _probe_from_head(run, trial_id, sub, program)
-        members.append({"folder": f"{MEMBERS_DIR}/{sub.name}", "trial_id": trial_id, "weight": member["weight"]})
-    info = {"classes": run.classes, "members": members, "val_acc": ensemble["val_acc"], "made_by": "export --ensemble",
-            "search": str(run.root)}
-    folder.mkdir(parents=True, exist_ok=True)
-    (folder / ENSEMBLE_FILE).write_text(json.dumps(info, indent=2))
+    if to is not None and folder.exists() and not force:
+        raise TuneTLError(f"--to {to}: already exists; choose another folder, or pass --force to replace it as a whole")
+    folder.parent.mkdir(parents=True, exist_ok=True)
+    tmp = Path(tempfile.mkdtemp(prefix=f".{folder.name}.", suffix=".tmp", dir=folder.parent))
+    try:
+        members = []
+        for member in ensemble["members"]:
+            trial_id = member["trial_id"]
+            sub = tmp / MEMBERS_DIR / trial_id.replace("/", "_")
+            try:
+                export_model(run.root, trial_id, sub, program=program)
+            except TuneTLError:
+                if not trial_id.startswith("probe-"):
+                    raise
+                _probe_from_head(run, trial_id, sub, program)
+            members.append({"folder": f"{MEMBERS_DIR}/{sub.name}", "trial_id": trial_id, "weight": member["weight"]})
+        info = {"classes": run.classes, "members": members, "val_acc": ensemble["val_acc"], "made_by": "export --ensemble",
+                "search": str(run.root)}
+        (tmp / ENSEMBLE_FILE).write_text(json.dumps(info, indent=2))
+        swap_in(tmp, folder)
+    finally:
+        shutil.rmtree(tmp, ignore_errors=True)
     log.info("exported an ensemble of %d member(s) (val_acc %.4f) to %s", len(members), ensemble["val_acc"], folder)
     return ExportedModel(folder, info)
 

@@ -35,22 +35,27 @@ class ExportedModel:
     info: dict[str, Any]
 
 
-def export_model(search_dir: str | Path, trial_id: str | None = None, to: str | Path | None = None, program: bool = True) -> ExportedModel:
+def export_model(search_dir: str | Path, trial_id: str | None = None, to: str | Path | None = None, program: bool = True,
+                 space: str | Path | None = None, force: bool = False) -> ExportedModel:
     """Write trial ``trial_id``'s best-epoch weights (default: the best trial) as a model folder.
 
     Args:
         to: The folder to write (default ``<search>/models/<trial_id>-best``).
         program: Also write ``model.pt2`` (a ``torch.export`` program, for plain PyTorch).
+        space: The search's ``.py`` space file, as the user names it (``--space``); a YAML space needs none.
+        force: Replace ``to`` (as a whole) when it already exists; without it an existing folder is refused.
 
     Raises:
-        TuneTLError: Unknown trial, no finished trial, or no checkpoint of its best epoch on disk.
+        TuneTLError: Unknown trial, no finished trial, no checkpoint of its best epoch on disk, or ``to`` exists.
     """
-    run = SearchRun.open(search_dir, require_metadata=True)
+    run = SearchRun.open(search_dir, require_metadata=True, space=space)
+    spec = run.spec  # first: a .py space without --space is refused before anything is read or written
+    if to is not None and Path(to).exists() and not force:
+        raise TuneTLError(f"--to {to}: already exists; choose another folder, or pass --force to replace it as a whole")
     row = pick_trial(load_results(run), trial_id, run)
     cfg = TrialConfig.from_row(row)
     state = run.best_checkpoint(str(row["trial_id"]))
     classes = run.classes
-    spec = run.spec
     backbone = cfg.backbone or spec.backbone.names[0]  # the trial's, when the search chose among several
     model = build_network(cfg, build_backbone(backbone, "none"), len(classes))  # architecture; the weights are the checkpoint's
     model.load_state_dict(state["model"])
@@ -68,7 +73,7 @@ def export_model(search_dir: str | Path, trial_id: str | None = None, to: str | 
         "search": str(run.root),
     }
     folder = Path(to) if to is not None else run.model_dir(f"{row['trial_id']}-best")
-    save_model_folder(model, info, folder, program=program)
+    save_model_folder(model, info, folder, program=program, replace=force or to is None)
     log.info("exported trial %s (epoch %d, val_acc %.4f) to %s", info["trial_id"], epoch, info["val_acc"], folder)
     return ExportedModel(folder, info)
 

@@ -11,6 +11,8 @@ validation, so predicting a trial's validation images reproduces its recorded ac
 from __future__ import annotations
 
 import os
+import warnings
+from dataclasses import dataclass, field
 from pathlib import Path
 
 import torch
@@ -43,10 +45,30 @@ def image_files(paths: list[str | Path]) -> list[str]:
     return out
 
 
+@dataclass(frozen=True)
+class Predictions:
+    """What ``predict`` produced: one ``(path, label, confidence)`` row per readable image, and the files left
+    out under ``skip_bad_images`` with the reason each could not be read."""
+
+    rows: list[tuple[str, str, float]]
+    skipped: list[tuple[str, str]] = field(default_factory=list)
+
+
+def predict(model_path: str | Path, paths: list[str | Path], skip_bad_images: bool = False) -> list[tuple[str, str, float]]:
+    """``(path, label, confidence)`` for each image file named or found under the folders named
+    (:func:`predict_files`'s rows; with ``skip_bad_images`` the unreadable ones are left out)."""
+    return predict_files(model_path, paths, skip_bad_images).rows
+
+
 @torch.no_grad()
-def predict(model_path: str | Path, paths: list[str | Path]) -> list[tuple[str, str, float]]:
-    """``(path, label, confidence)`` for each image file named or found under the folders named; ``model_path`` may be
-    an exported ensemble (``analysis.ensemble_export``): the weighted average of its members' probabilities."""
+def predict_files(model_path: str | Path, paths: list[str | Path], skip_bad_images: bool = False) -> Predictions:
+    """Classify each image file named or found under the folders named; ``model_path`` may be an exported ensemble
+    (``analysis.ensemble_export``): the weighted average of its members' probabilities.
+
+    Raises:
+        TuneTLError: A model-folder problem; or (without ``skip_bad_images``) the first image that cannot be read,
+            a decompression bomb included, as one line naming the file.
+    """
     if is_ensemble(model_path):
         info, members = ensemble_members(model_path)
         models = [(load_model_folder(folder), weight) for folder, weight in members]
@@ -55,18 +77,47 @@ def predict(model_path: str | Path, paths: list[str | Path]) -> list[tuple[str, 
         models = [((model, info, pre), 1.0)]
     files = image_files(paths)
     rows: list[tuple[str, str, float]] = []
+    skipped: list[tuple[str, str]] = []
     for start in range(0, len(files), BATCH):
-        chunk = files[start : start + BATCH]
-        images = []
-        for f in chunk:
-            try:
-                images.append(load_rgb(f))
-            except (OSError, UnidentifiedImageError, SyntaxError, ValueError) as exc:
-                raise TuneTLError(f"{f}: not a readable image ({exc})") from None
+        chunk, images = [], []
+        for f in files[start : start + BATCH]:
+            image = _decode(f)
+            if isinstance(image, str):
+                if not skip_bad_images:
+                    raise TuneTLError(f"{f}: {image}; pass --skip-bad-images to predict the other images")
+                skipped.append((f, image))
+                continue
+            chunk.append(f)
+            images.append(image)
+        if not images:
+            continue
         probs = sum(weight * torch.softmax(model(pre.batch(images)).float(), dim=1) for (model, _, pre), weight in models)
         p, idx = probs.max(dim=1)
         rows.extend((f, info["classes"][int(i)], float(q)) for f, i, q in zip(chunk, idx, p, strict=True))
-    return rows
+    return Predictions(rows, skipped)
+
+
+def _decode(path: str) -> Image.Image | str:
+    """The image as RGB, or why it cannot be read. An image over Pillow's pixel limit (``MAX_IMAGE_PIXELS``, where it
+    only warns, and twice that, where it refuses) counts as a decompression bomb: a small file that would decode into
+    gigabytes."""
+    try:
+        with warnings.catch_warnings():
+            warnings.simplefilter("error", Image.DecompressionBombWarning)
+            return load_rgb(path)
+    except (Image.DecompressionBombError, Image.DecompressionBombWarning) as exc:
+        return f"refused as a possible decompression bomb ({exc})"
+    except UnidentifiedImageError:
+        return "not an image file Pillow can read"
+    except (OSError, SyntaxError, ValueError) as exc:
+        return f"not a readable image ({exc})"
+
+
+def write_skipped(skipped: list[tuple[str, str]], output: str | Path) -> Path:
+    """The companion of ``--output FILE``: ``FILE.skipped.txt``, one ``path<TAB>reason`` line per image left out."""
+    companion = Path(f"{output}.skipped.txt")
+    companion.write_text("".join(f"{path}\t{reason}\n" for path, reason in skipped), encoding="utf-8")
+    return companion
 
 
 def write_predictions(rows: list[tuple[str, str, float]], output: str | Path) -> Path:

@@ -50,22 +50,23 @@ class SavedModel:
 
 
 def retrain(search_dir: str | Path, trial_id: str | None = None, device: str | None = None, train_on: str = "train",
-            program: bool = True) -> SavedModel:
+            program: bool = True, space: str | Path | None = None) -> SavedModel:
     """Retrain trial ``trial_id`` (default: the best) of the search in ``search_dir`` and save it.
 
     Args:
         train_on: ``train`` (the search's training split) or ``train+val`` (also the validation images).
         program: Also write ``model.pt2`` (a ``torch.export`` program, for plain PyTorch).
+        space: The search's ``.py`` space file, as the user names it (``--space``); a YAML space needs none.
 
     Raises:
         TuneTLError: Unknown trial, no finished trial, a search without ``search.json``, or its data gone.
     """
     if train_on not in TRAIN_ON:
         raise TuneTLError(f"--train-on must be one of {list(TRAIN_ON)}, got {train_on!r}")
-    run = SearchRun.open(search_dir, require_metadata=True)
+    run = SearchRun.open(search_dir, require_metadata=True, space=space)
+    spec = run.spec  # first: a .py space without --space is refused before anything is read
     row = pick_trial(load_results(run), trial_id, run)
     cfg = TrialConfig.from_row(row)
-    spec = run.spec
     name = cfg.backbone or spec.backbone.names[0]  # the trial's, when the search chose among several
     prepared = prepare_context(spec, resolutions=[cfg.resolution], backbones=[name])
     check_unchanged(run, prepared.loaded, "tune-tl retrain", lambda: data_fingerprint(prepared.loaded.data))
@@ -92,7 +93,7 @@ def retrain(search_dir: str | Path, trial_id: str | None = None, device: str | N
     info = {"trial_id": str(row["trial_id"]), "classes": list(prepared.context.data.classes), "preprocessing": plan.preprocessing.to_dict(),
             "config": cfg.to_dict(), "val_acc": acc if on == "val" else None, "backbone": name,
             "backbone_weights": spec.backbone.weights, "made_by": "retrain", "metrics": metrics, "search": str(run.root)}
-    out = save_model_folder(plan.model, info, run.model_dir(str(row["trial_id"])), program=program)
+    out = save_model_folder(plan.model, info, run.model_dir(str(row["trial_id"])), program=program, replace=True)
     return SavedModel(out, metrics)
 
 

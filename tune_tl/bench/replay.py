@@ -17,7 +17,6 @@ from __future__ import annotations
 import argparse
 import logging
 import sys
-import tempfile
 from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
@@ -33,6 +32,7 @@ from tune_tl.bench.sim import METRIC, Curve, curves_from_table, simulate
 from tune_tl.errors import TuneTLError
 from tune_tl.search.schedulers import SCHEDULERS as NAMES
 from tune_tl.search.schedulers import make_scheduler
+from tune_tl.store.storage import private_temp_root
 
 log = logging.getLogger(__name__)
 
@@ -98,15 +98,16 @@ def _register_tune_tl_schedulers() -> None:
     def factory(name: str) -> Callable[[Task], TrialScheduler]:
         def build(task: Task) -> TrialScheduler:
             budget = SimpleNamespace(max_epochs=task.max_epochs, grace_period=1, reduction_factor=3.0)
-            return make_scheduler(name, SimpleNamespace(budget=budget), _NO_RESULTS)
+            return make_scheduler(name, SimpleNamespace(budget=budget), private_temp_root() / NO_RESULTS)
         return build
 
     for name in NAMES:
         SCHEDULERS.setdefault(name, factory(name))
 
 
-#: A results folder that does not exist: tune_tl's resumable schedulers find nothing to replay there.
-_NO_RESULTS = Path(tempfile.gettempdir()) / "tune-tl-replay-no-results"
+#: A results folder that does not exist, in this user's private temporary folder (no one else can plant results
+#: there): tune_tl's resumable schedulers find nothing to replay in it.
+NO_RESULTS = "replay-no-results"
 _register_tune_tl_schedulers()
 
 

@@ -36,15 +36,19 @@ SEED_MAX = 2**32 - 1
 MAX_SPACE_BYTES = 1 << 20
 
 
-def load_space(path: str | Path | None = None) -> SearchSpec:
-    """Load ``path`` (a ``.yaml``/``.py`` file, or the name of a shipped space); ``None`` loads the default space."""
+def load_space(path: str | Path | None = None, module_name: str | None = None) -> SearchSpec:
+    """Load ``path`` (a ``.yaml``/``.py`` file, or the name of a shipped space); ``None`` loads the default space.
+
+    ``module_name``: import a ``.py`` space under this name (a stored search's, which Ray's ``tuner.pkl`` refers to)
+    instead of the one its path gives.
+    """
     if path is None or (not Path(path).exists() and shipped_space(str(path)) is not None):
         name = DEFAULT if path is None else str(path)
         return parse_space_text(shipped_space(name).read_text(encoding="utf-8"), f"{Path(name).stem}.yaml (shipped)")
     path = Path(path)
     text = read_space_text(path)
     if path.suffix == ".py":
-        return _load_python(path, text)
+        return _load_python(path, text, module_name or python_module_name(path))
     return parse_space_text(text, str(path))
 
 
@@ -278,19 +282,19 @@ def _known_keys(raw: Mapping[str, Any], known: set[str], source: str, prefix: st
 def python_module_name(path: Path) -> str:
     """The ``sys.modules`` name of a Python space: the same in every process for the same file.
 
-    Ray pickles ``space`` by reference to this name (in ``tuner.pkl``); ``tune-tl resume`` imports the
-    file again under the same name before Ray unpickles, so no code is read from the results folder.
+    Ray pickles ``space`` by reference to this name (in ``tuner.pkl``); ``tune-tl resume --space FILE`` imports the
+    file the user names under the recorded name before Ray unpickles, so no code is read from the results folder.
     """
     digest = hashlib.sha256(str(path.resolve()).encode()).hexdigest()[:16]
     return f"tune_tl_user_space_{digest}"
 
 
-def _load_python(path: Path, text: str) -> SearchSpec:
+def _load_python(path: Path, text: str, module_name: str) -> SearchSpec:
     """A Python space: ``space(trial)`` plus an optional ``SETTINGS`` dict (YAML's keys, no params).
 
-    Importing the file runs it: a ``.py`` space is code, trusted like any script you run.
+    Importing the file runs it: a ``.py`` space is code, trusted like any script you run, and imported only
+    from a file the user named on the command line (never from a results folder's record).
     """
-    module_name = python_module_name(path)
     spec = importlib.util.spec_from_file_location(module_name, path)
     module = importlib.util.module_from_spec(spec)
     try:

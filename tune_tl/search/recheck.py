@@ -39,16 +39,25 @@ log = logging.getLogger(__name__)
 EXTRA_SEEDS = 2
 
 
-def recheck_top(path: str | Path, k: int, seeds: int = EXTRA_SEEDS, device: str | None = None) -> pd.DataFrame:
+def recheck_top(path: str | Path, k: int, seeds: int = EXTRA_SEEDS, device: str | None = None,
+                space: str | Path | None = None) -> pd.DataFrame:
     """Re-run the ``k`` best configs of the search in ``path`` with ``seeds`` more seeds; return their
     ``store.ranking.recheck_table``.
 
+    ``space``: the search's ``.py`` space file, as the user named it. Runs under the search folder's lock, so a
+    resume of the same folder cannot write it at the same time.
+
     Raises:
-        TuneTLError: ``k`` < 1, or no finished trial to recheck.
+        TuneTLError: ``k`` < 1, no finished trial to recheck, or the folder is in use.
     """
     if k < 1:
         raise TuneTLError(f"--recheck must be at least 1, got {k}")
-    run = SearchRun.open(path, require_metadata=True)
+    run = SearchRun.open(path, require_metadata=True, space=space)
+    with run.lock():
+        return _recheck_locked(run, k, seeds, device)
+
+
+def _recheck_locked(run: SearchRun, k: int, seeds: int, device: str | None) -> pd.DataFrame:
     trials = run.trials()
     top = ranked(trials[~trials["probe"].eq(True)]).head(k)  # a probe's fit has no training seed to vary
     if top.empty:

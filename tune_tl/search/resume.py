@@ -36,7 +36,7 @@ from tune_tl.search.reconcile import reconcile
 from tune_tl.search.resources import check_resources
 from tune_tl.search.run import continue_stage0, feature_cache
 from tune_tl.search.sampler import SampleTarget, storage_url
-from tune_tl.search.session import init_ray, storage_config
+from tune_tl.search.session import check_address, init_ray, storage_config
 from tune_tl.search.summary import SearchSummary, summarize
 from tune_tl.search.tuner import make_trainable
 from tune_tl.store.search_run import SearchRun
@@ -45,12 +45,20 @@ from tune_tl.training.context import prepare_context
 log = logging.getLogger(__name__)
 
 
-def resume_search(path: str | Path, samples: int | None = None) -> SearchSummary:
-    """Continue the search in ``path`` until it has ``samples`` trials (default: its own budget)."""
-    run = SearchRun(path)
-    if run.stopped_in_stage0():  # killed during its probes: nothing for Ray to restore yet
+def resume_search(path: str | Path, samples: int | None = None, space: str | Path | None = None) -> SearchSummary:
+    """Continue the search in ``path`` until it has ``samples`` trials (default: its own budget); ``space``: its
+    ``.py`` space file, which the user names (``--space``): code is never imported from the results folder.
+
+    Trusts the folder's Ray state: Ray unpickles ``tuner.pkl`` (see docs/security.md).
+    """
+    run = SearchRun(path, space)
+    stage0 = run.stopped_in_stage0()  # killed during its probes: nothing for Ray to restore yet
+    if not stage0:
+        run.check_resumable()  # a folder that is not a search is named before anything is created
+    run.spec  # noqa: B018 - a .py space without --space (or a changed one) is refused before the lock or Ray
+    check_address(run.options.get("address"))
+    if stage0:
         return continue_stage0(run, samples)
-    run.check_resumable()  # a folder that is not a search is named before anything is created
     with run.lock():  # never two drivers on one folder (a running search, or a second resume)
         return _resume_locked(run, samples)
 

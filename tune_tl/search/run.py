@@ -24,7 +24,7 @@ from tune_tl.search.probes import finished_probes, ranked_plan, ranking, run_pro
 from tune_tl.search.rank import rank_prepared
 from tune_tl.search.ray_logs import ray_output
 from tune_tl.search.resources import check_resources
-from tune_tl.search.session import alive_node_ids, init_ray, versions
+from tune_tl.search.session import alive_node_ids, check_address, init_ray, versions
 from tune_tl.search.summary import SearchSummary, fine_tune_need, summarize
 from tune_tl.search.tuner import build_tuner
 from tune_tl.search.warm_start import seed_study, warm_trials
@@ -46,6 +46,7 @@ def run_search(spec: SearchSpec, options: SearchOptions | None = None) -> Search
     """
     options = options or SearchOptions()
     options.validate()
+    check_address(options.address)  # a bad --address fails in seconds, before the data is decoded
     name = options.name or time.strftime("search-%Y%m%d-%H%M%S")
     root = Location.parse(options.output) / name
     SearchRun(root).check_new()

@@ -9,6 +9,7 @@ from __future__ import annotations
 import logging
 import os
 import platform
+import socket
 from typing import Any
 
 import optuna
@@ -17,9 +18,36 @@ import timm
 import torch
 import torchvision
 
+from tune_tl.errors import TuneTLError
 from tune_tl.store.storage import Location
 
 log = logging.getLogger(__name__)
+
+
+#: How long a cluster's head may take to accept a connection before ``--address`` is called unreachable.
+ADDRESS_TIMEOUT_S = 5.0
+
+
+def check_address(address: str | None) -> None:
+    """Fail in seconds, before any data is decoded, when ``address`` (or ``$RAY_ADDRESS``) names a Ray head that
+    does not accept connections: ``ray.init`` would otherwise find out only after the images were prepared.
+
+    ``auto`` and ``local`` are left to Ray (they name no host); ``host:port`` and ``ray://host:port`` get one TCP
+    connection attempt.
+    """
+    flag = "--address" if address else "$RAY_ADDRESS"
+    address = address or os.environ.get("RAY_ADDRESS")
+    if not address or address in ("auto", "local") or ray.is_initialized():
+        return
+    where = address.split("://", 1)[1] if "://" in address else address
+    host, _, port = where.rpartition(":")
+    if not host or not port.isdigit():
+        raise TuneTLError(f"{flag} {address!r}: expected HOST:PORT or ray://HOST:PORT (e.g. 10.0.0.5:6379)")
+    try:
+        socket.create_connection((host.strip("[]"), int(port)), timeout=ADDRESS_TIMEOUT_S).close()
+    except OSError as exc:
+        raise TuneTLError(f"{flag} {address}: no Ray cluster answers there ({exc.strerror or exc}); start it with "
+                          "`ray start --head`, or leave --address out for a local Ray") from None
 
 
 def init_ray(address: str | None = None, verbose: int = 1) -> None:

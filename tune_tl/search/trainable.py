@@ -13,6 +13,7 @@ import logging
 import os
 import tempfile
 from collections.abc import Callable
+from pathlib import Path
 
 import ray
 import torch
@@ -21,6 +22,7 @@ from ray import tune
 from tune_tl.config.params import TrialConfig
 from tune_tl.errors import TuneTLError
 from tune_tl.store.search_run import CHECKPOINT_FILE
+from tune_tl.store.storage import replace_durably
 from tune_tl.training.context import TrialContext
 from tune_tl.training.distributed import Shard, run_workers
 from tune_tl.training.loop import EpochMetrics, fit
@@ -151,7 +153,7 @@ def _save_atomic(state: dict, path: str) -> None:
     """``torch.save`` under a temporary name, then rename: a crash never leaves a partial file."""
     tmp = f"{path}.tmp"
     torch.save(state, tmp)
-    os.replace(tmp, path)
+    replace_durably(Path(tmp), Path(path))
 
 
 def _load_checkpoint(checkpoint) -> dict | None:

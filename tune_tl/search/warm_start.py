@@ -69,8 +69,9 @@ def warm_trials(dirs: Sequence[str], fingerprint: dict[str, Any], space: Callabl
     for where in dirs:
         run = SearchRun.open(where, require_metadata=True)
         check_same_data(fingerprint, run.data_fingerprint, where)
-        added = frozen_trials(run.trials(), run.epochs(), space, run.spec.backbone.names[0], str(run.root))
-        log.info("warm start: %d of %d trials of %s fit this space", len(added), len(run.trials()), where)
+        # run.backbone, not run.spec: a warm start reads only the record and the tables, never an earlier search's code
+        added = frozen_trials(run.trials(), run.epochs(), space, run.backbone.names[0], str(run.root))
+        log.info("warm start: %d of %d trials of %s fit this space", len(added), len(run.trials()), run.root)
         out.extend(added)
     return out
 

@@ -30,7 +30,7 @@ from ray.tune import Callback
 
 from tune_tl.config.params import PARAMS, TrialConfig
 from tune_tl.errors import TuneTLError
-from tune_tl.store.schema import EPOCH_SCHEMA, SCHEMA_VERSION, STATUSES, TRIAL_SCHEMA  # noqa: F401  (public names)
+from tune_tl.store.schema import EPOCH_SCHEMA, SCHEMA_VERSION, STATUSES, TRIAL_SCHEMA, readable_parts  # noqa: F401  (public names)
 from tune_tl.store.search_run import SearchRun
 from tune_tl.store.storage import Location
 from tune_tl.store.trial_record import TrialRecord, is_epoch_result, raised_error
@@ -69,7 +69,15 @@ def compact(directory: Location | str | Path, schema: pa.Schema, only_small: boo
     parts = [p for p in directory.files("part-", ".parquet") if not (only_small and p.name.startswith("part-c"))]
     if len(parts) < (1 if drop else 2):
         return
-    table = _unique_rows(pa.concat_tables(pq.read_table(p.path, schema=schema, filesystem=p.fs) for p in parts))
+    try:
+        tables = [pq.read_table(p.path, schema=schema, filesystem=p.fs) for p in parts]
+    except pa.ArrowInvalid:  # a damaged part: set aside (named in a warning), merge the rest
+        readable = {p.name for p in readable_parts(directory, schema)}
+        parts = [p for p in parts if p.name in readable]
+        tables = [pq.read_table(p.path, schema=schema, filesystem=p.fs) for p in parts]
+        if not parts:
+            return
+    table = _unique_rows(pa.concat_tables(tables))
     if drop:
         table = table.filter(pc.invert(pc.is_in(table["trial_id"], value_set=pa.array(sorted(drop), pa.string()))))
     name = f"part-c{time.time_ns()}-{uuid.uuid4().hex[:8]}.parquet"  # 'part-c': already compacted
@@ -93,7 +101,7 @@ def _finish(directory: Location, pending: Location) -> None:
     metadata = pq.read_schema(pending.path, filesystem=pending.fs).metadata or {}
     for name in json.loads(metadata.get(_SOURCES_KEY, b"[]")):
         (directory / name).delete()  # already gone after an earlier, interrupted finish: fine
-    pending.fs.move(pending.path, (directory / pending.name[len(PENDING_PREFIX):]).path)
+    pending.move_to(directory / pending.name[len(PENDING_PREFIX):])
 
 
 def _unique_rows(table: pa.Table) -> pa.Table:

@@ -7,14 +7,18 @@ reader is ``read_table`` (called by ``SearchRun.trials()`` / ``epochs()``).
 
 from __future__ import annotations
 
+import logging
 import time
 
 import pandas as pd
 import pyarrow as pa
 import pyarrow.dataset as ds
+import pyarrow.parquet as pq
 
 from tune_tl.config.params import PARAMS
 from tune_tl.store.storage import Location
+
+log = logging.getLogger(__name__)
 
 SCHEMA_VERSION = "1"
 _META = {b"tune_tl.schema_version": SCHEMA_VERSION.encode()}
@@ -75,22 +79,69 @@ STATUSES = ("completed", "pruned", "diverged", "oom", "error")
 NOT_STARTED = "not_started"
 
 
-def read_table(directory: Location, schema: pa.Schema, key: list[str], attempts: int = 5) -> pd.DataFrame:
+#: ``<search>/quarantine/<table>/``: Parquet parts that could not be read, set aside (never deleted) so they block nothing.
+QUARANTINE_DIR = "quarantine"
+
+
+def read_table(directory: Location, schema: pa.Schema, key: list[str], attempts: int = 8) -> pd.DataFrame:
     """All parts in ``directory`` as one frame (empty with ``schema``'s columns if there are none).
 
     Safe while a search writes: parts appear whole, and a part compacted away between listing and
-    reading makes this list the folder again; rows seen twice during a compaction are kept once.
+    reading makes this list the folder again (waiting longer each time: about 2.5 s in all at most, for a
+    busy machine); rows seen twice during a compaction are kept once.
+    A part that is not readable Parquet (truncated by a full disk, damaged by a copy) is named in one
+    warning line and moved into ``<search>/quarantine/<table>/`` (:func:`readable_parts`); the rest is read.
     """
     if not directory.is_dir():
         return schema.empty_table().to_pandas()
     for attempt in range(attempts):
         try:
-            # An explicit schema lets parts written by older versions (fewer columns) read as nulls.
-            dataset = ds.dataset(directory.path, schema=schema, format="parquet", filesystem=directory.fs)
-            frame = dataset.to_table().to_pandas()
+            frame = _read(directory.path, directory, schema)
             break
+        except pa.ArrowInvalid:  # a corrupt part (a subclass of ValueError, not OSError), or a race with a compaction
+            if attempt < attempts - 1:
+                time.sleep(0.02 * 2**attempt)
+                continue
+            parts = readable_parts(directory, schema)
+            frame = _read([p.path for p in parts], directory, schema) if parts else schema.empty_table().to_pandas()
         except OSError:  # FileNotFoundError: compacted away by the running search since we listed
             if attempt == attempts - 1:
                 raise
-            time.sleep(0.05)
+            time.sleep(0.02 * 2**attempt)  # a compaction deletes its sources one by one: wait longer each time
     return frame.drop_duplicates(key, keep="last", ignore_index=True)
+
+
+def _read(source, directory: Location, schema: pa.Schema) -> pd.DataFrame:
+    # An explicit schema lets parts written by older versions (fewer columns) read as nulls.
+    return ds.dataset(source, schema=schema, format="parquet", filesystem=directory.fs).to_table().to_pandas()
+
+
+def readable_parts(directory: Location, schema: pa.Schema) -> list[Location]:
+    """The Parquet parts of ``directory`` that read whole; each one that does not is moved aside into
+    ``<search>/quarantine/<table>/`` and named in a warning (left in place, and still named, where the folder is
+    read-only): one damaged part must not block ``report``, ``export`` or ``resume``."""
+    good = []
+    for part in directory.files(suffix=".parquet"):
+        if part.name.startswith(("_", ".")):  # pending compactions and temporary files: not parts (yet)
+            continue
+        try:
+            pq.read_table(part.path, schema=schema, filesystem=part.fs)
+        except FileNotFoundError:  # compacted away since the listing: not damaged
+            continue
+        except (pa.ArrowInvalid, OSError) as exc:
+            _quarantine(directory, part, exc)
+            continue
+        good.append(part)
+    return good
+
+
+def _quarantine(directory: Location, part: Location, exc: Exception) -> None:
+    target = directory.parent / QUARANTINE_DIR / directory.name / part.name
+    reason = " ".join(str(exc).split())[:160]
+    try:
+        target.parent.mkdir()
+        part.move_to(target)
+    except OSError as move_error:
+        log.warning("unreadable Parquet part %s left out (%s); could not move it aside (%s)", part, reason, move_error)
+        return
+    log.warning("unreadable Parquet part %s left out and moved to %s (%s)", part, target, reason)

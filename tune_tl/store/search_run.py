@@ -47,12 +47,12 @@ from typing import Any
 import pandas as pd
 import torch
 
-from tune_tl.config.space import load_space, parse_space_text
+from tune_tl.config.space import load_space, parse_space_text, python_module_name
 from tune_tl.config.spec import BackboneSpec, BudgetSpec, DataSpec
 from tune_tl.errors import TuneTLError
 from tune_tl.store.lock import SearchLock
 from tune_tl.store.schema import EPOCH_SCHEMA, RECHECK_SCHEMA, TRIAL_SCHEMA, read_table
-from tune_tl.store.storage import Location, redact
+from tune_tl.store.storage import Location, redact_all
 
 log = logging.getLogger(__name__)
 
@@ -90,19 +90,21 @@ class SearchRun:
     callbacks and schedulers can hold one.
     """
 
-    def __init__(self, root: str | Path | Location):
+    def __init__(self, root: str | Path | Location, space: str | Path | None = None):
         self.root = Location.parse(root)
+        #: The ``.py`` space file the user named (``--space``): the only place a Python space is imported from.
+        self.space = Path(space) if space is not None else None
 
     # ---------------------------------------------------------------- open / create
 
     @classmethod
-    def open(cls, path: str | Path | Location, require_metadata: bool = False) -> SearchRun:
-        """The search in ``path``.
+    def open(cls, path: str | Path | Location, require_metadata: bool = False, space: str | Path | None = None) -> SearchRun:
+        """The search in ``path``; ``space``: the ``.py`` space file the user named for it (``--space``).
 
         Raises:
             TuneTLError: ``path`` is not a folder, or (``require_metadata``) has no ``search.json``.
         """
-        run = cls(path)
+        run = cls(path, space)
         if not run.root.is_dir():
             raise TuneTLError(f"{run.root} is not a search results folder (expected {run.root}/{TRIALS_DIR} and {run.root}/{EPOCHS_DIR})")
         if require_metadata and not run.metadata:
@@ -131,9 +133,7 @@ class SearchRun:
             # Resume re-imports a .py space from this path only if its text still has this hash.
             "space_path": str(Path(spec.source).resolve()) if spec.space_fn is not None else None,
             "space_sha256": hashlib.sha256(spec.text.encode()).hexdigest(),
-            # search.json is read by whoever can read the results: no credentials from an --output URI.
-            "options": {**dataclasses.asdict(options), "output": redact(options.output),
-                        "command_line": [redact(a) for a in options.command_line]},
+            "options": dataclasses.asdict(options),
             "seed": spec.seed,
             # The space as run (CLI overrides applied): resume, retrain and report read these, not the text.
             "data": dataclasses.asdict(spec.data),
@@ -197,8 +197,11 @@ class SearchRun:
             raise TuneTLError(f"{self.metadata_file} is not readable JSON ({exc})") from exc
 
     def write_metadata(self, record: dict[str, Any]) -> None:
-        self.metadata_file.write_text(json.dumps(record, indent=2, default=str))
-        self.__dict__["metadata"] = json.loads(json.dumps(record, default=str))
+        """Write ``search.json``: every URI in it (output, warm starts, data, the command line) without credentials
+        (``redact``): it is read by whoever can read the results."""
+        record = redact_all(json.loads(json.dumps(record, default=str)))
+        self.metadata_file.write_text(json.dumps(record, indent=2))
+        self.__dict__["metadata"] = record
 
     def update_metadata(self, **fields: Any) -> None:
         """Merge ``fields`` into ``search.json`` (e.g. ``end_time``, ``resumed``, ``budget``), as the file is now:
@@ -208,32 +211,47 @@ class SearchRun:
 
     @cached_property
     def spec(self):
-        """The ``SearchSpec`` the search ran with: its stored space text plus data, backbone, budget and seed as run."""
+        """The ``SearchSpec`` the search ran with: its stored space text plus data, backbone, budget and seed as run.
+
+        A YAML space is parsed from the record (the safe loader: data, never code). A ``.py`` space is code, and
+        code is never imported from a results folder: only from the file the user named (``--space FILE``), and
+        only if its SHA-256 is the recorded one.
+
+        Raises:
+            TuneTLError: A ``.py`` space and no ``--space`` file, or a file whose text differs from the search's.
+        """
         meta = self._require("space_text", "budget", "data", "backbone")
         if Path(meta["space_file"]).suffix == ".py":
-            spec = load_space(self._original_python_space())
-        else:  # YAML is parsed with the safe loader: data, never code
+            spec = load_space(self._named_python_space(), module_name=self._space_module_name())
+        else:
             spec = parse_space_text(meta["space_text"], meta["space_file"])
         data = DataSpec(**{**meta["data"], "path": meta.get("data_path") or meta["data"].get("path")})
         return dataclasses.replace(spec, data=data, backbone=BackboneSpec(**meta["backbone"]),
                                    budget=BudgetSpec(**meta["budget"]), seed=meta.get("seed", spec.seed), source=meta["space_file"])
 
-    def _original_python_space(self) -> Path:
-        """The ``.py`` space file the search was started with, checked against the hash in search.json.
+    @property
+    def backbone(self) -> BackboneSpec:
+        """The backbone section as run, read from the record alone (no space, so never any code)."""
+        return BackboneSpec(**self._require("backbone")["backbone"])
 
-        Code is never run from the results folder: a ``.py`` space is imported again from its
-        original file, and only if that file's text is still the one the search ran (same SHA-256).
-        """
+    def _named_python_space(self) -> Path:
+        """The ``.py`` space file the user named with ``--space``, checked against the SHA-256 in search.json."""
         meta = self.metadata
-        path = Path(meta.get("space_path") or meta["space_file"])
+        if self.space is None:
+            raise TuneTLError(f"{self.root} was searched with the Python space {meta['space_file']}, and a results folder never "
+                              f"runs code: pass that file with --space FILE (its SHA-256 must be {meta.get('space_sha256', '?')[:12]}…)")
+        if not self.space.is_file():
+            raise TuneTLError(f"--space {self.space}: no such file")
         stored = meta.get("space_sha256") or hashlib.sha256(meta.get("space_text", "").encode()).hexdigest()
-        if not path.is_file():
-            raise TuneTLError(f"{self.root}: its Python space {path} no longer exists; resume imports it from there "
-                              f"(code is never run from the results folder): restore that file, unchanged")
-        if hashlib.sha256(path.read_bytes()).hexdigest() != stored:
-            raise TuneTLError(f"{self.root}: its Python space {path} has changed since the search started (SHA-256 differs "
-                              f"from search.json); restore the original file, or start a new search")
-        return path
+        if hashlib.sha256(self.space.read_bytes()).hexdigest() != stored:
+            raise TuneTLError(f"--space {self.space}: its SHA-256 differs from the space {self.root} was searched with "
+                              f"({meta['space_file']}); pass the original file, unchanged, or start a new search")
+        return self.space
+
+    def _space_module_name(self) -> str:
+        """The module name the search imported its ``.py`` space under: Ray's ``tuner.pkl`` refers to ``space`` by it."""
+        recorded = self.metadata.get("space_path")
+        return python_module_name(Path(recorded)) if recorded else python_module_name(self.space)
 
     @property
     def options(self) -> dict[str, Any]:

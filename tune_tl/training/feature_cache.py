@@ -32,6 +32,8 @@ import numpy as np
 import torch
 from torch import nn
 
+from tune_tl.store.storage import replace_durably
+
 log = logging.getLogger(__name__)
 
 FORMAT = "1"  # bump when the stored layout or the way features are computed changes
@@ -110,7 +112,7 @@ class FeatureCache:
         arrays = {name: np.ascontiguousarray(value, dtype=dtype) for name, value in arrays.items()}
         tmp = self.directory / f".{key}.{uuid.uuid4().hex[:8]}.tmp.npz"
         np.savez(tmp, __key__=np.array(key), **arrays)
-        os.replace(tmp, path)
+        replace_durably(tmp, path)
         log.log(level, "feature cache: stored %s (%s)", path.name, ", ".join(f"{k} {v.shape}" for k, v in arrays.items()))
         return arrays
 
