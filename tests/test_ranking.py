@@ -72,14 +72,14 @@ def test_after_a_recheck_the_printout_the_report_and_export_ship_the_same_trial_
                                                                                                 aaaa_again, winner, why):
     run, _ = search(tmp_path, probe_acc=0.85)
 
-    def recheck_top(path, k):  # the re-runs' rows, as recheck_top writes them, without training
+    def recheck_top(path, k, space=None):  # the re-runs' rows, as recheck_top writes them, without training
         rows = [{"trial_id": t, "seed": s, "best_val_acc": aaaa_again if t == "aaaa" else 0.7, "best_epoch": 1}
                 for t in ("aaaa", "bbbb") for s in (1, 2)]
         write_table_atomic(rows, RECHECK_SCHEMA, run.recheck_dir)
         return recheck_table(run.trials(), run.recheck())
 
     monkeypatch.setattr(recheck_module, "recheck_top", recheck_top)
-    _print_recheck(run.root, 2)
+    _print_recheck(run.root, 2, None)
     printed = capsys.readouterr().out.splitlines()[-1]
     res = load_results(run)
     assert printed.startswith(f"Winner: {winner} (") and printed.endswith("tune-tl export takes it)")

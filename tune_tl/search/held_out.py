@@ -17,10 +17,10 @@ import logging
 
 import numpy as np
 
-from tune_tl.analysis.frame import chosen_winner, load_results
 from tune_tl.data.types import FileSplit, Split
 from tune_tl.errors import TuneTLError
 from tune_tl.search.val_predictions import checkpoint_model, class_probabilities, device_for
+from tune_tl.store.ranking import shipped_row
 from tune_tl.store.search_run import SearchRun
 from tune_tl.training.context import PreparedSearch
 
@@ -43,13 +43,12 @@ def without_test(prepared: PreparedSearch) -> tuple[PreparedSearch, dict[int, Sp
 
 
 def score_on_test(run: SearchRun, tests: dict[int, Split | FileSplit], device: str | None = None) -> dict | None:
-    """Score the shipped model (``analysis.frame.chosen_winner``, its kept best-epoch weights) on the test split once,
+    """Score the shipped model (``store.ranking.shipped_row``, its kept best-epoch weights) on the test split once,
     record it in ``search.json`` (``test``) and return that record; ``None`` without a test split or a winner."""
     if not tests:
         return None
-    try:
-        row = chosen_winner(load_results(run), run)
-    except TuneTLError:
+    row = shipped_row(run.trials(), run.recheck())
+    if row is None:
         return None  # no finished trial: nothing was shipped
     split = tests.get(int(row["resolution"]))
     try:
