@@ -187,7 +187,9 @@ def test_bad_native_resolutions_are_rejected_naming_the_key(tmp_path, text, mess
 def test_backbone_selection_searches_only_the_best_ranked_backbone(ray_local, tmp_path):
     import json
 
-    space = write_tiny_space(tmp_path, budget={"samples": 1}, backbone_selection={"top": 1, "by": "logme"}, **PAIR)
+    # An MLP head: a linear head on the frozen backbone is what the probe already fitted, and is never started.
+    space = write_tiny_space(tmp_path, budget={"samples": 1}, backbone_selection={"top": 1, "by": "logme"},
+                             backbone=PAIR["backbone"], params={**PAIR["params"], "head": "mlp", "head_hidden": 32})
     assert main(["search", str(space), "--output", str(tmp_path / "out"), "--name", "top1", "--scheduler", "fifo"]) == 0
     ranking = json.loads((tmp_path / "out" / "top1" / "search.json").read_text())["backbone_ranking"]
     best = max(ranking, key=lambda row: row["logme"])["backbone"]

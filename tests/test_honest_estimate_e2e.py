@@ -14,6 +14,7 @@ import tune_tl.search.run
 from tests.data.images import write_split_folder
 from tune_tl.analysis.predict import predict
 from tune_tl.cli import main
+from tune_tl.search.held_out import without_test
 from tune_tl.search.summary import format_summary, summarize
 from tune_tl.search.val_predictions import read_val_predictions
 from tune_tl.store.ranking import ranked
@@ -34,12 +35,18 @@ def searched(ray_local, tmp_path_factory):
     handed = {}
     build_tuner = tune_tl.search.run.build_tuner
 
-    def keep_what_the_tuner_gets(spec, options, context, prepared, root, study):
-        handed.update(context=context, prepared=prepared)
-        return build_tuner(spec, options, context, prepared, root, study)
+    def keep_what_the_tuner_gets(plan, options, context, root, study):
+        handed.update(context=context)
+        return build_tuner(plan, options, context, root, study)
+
+    def keep_what_the_driver_keeps(prepared):
+        kept, tests = without_test(prepared)
+        handed.update(prepared=kept)
+        return kept, tests
 
     with pytest.MonkeyPatch.context() as mp:
         mp.setattr(tune_tl.search.run, "build_tuner", keep_what_the_tuner_gets)
+        mp.setattr(tune_tl.search.run, "without_test", keep_what_the_driver_keeps)
         assert main(["search", str(space), "--data", str(photos), *ARGS, "--output", str(tmp / "out"), "--name", "s"]) == 0
     # The same search with the test split removed: what every choice saw must not change.
     shutil.rmtree(photos / "test")

@@ -64,7 +64,7 @@ def kill_at(args: list[str], moment: str, tmp: Path, log: str) -> str:
 
 
 def resume(root: Path, tmp: Path, log: str = "resume.log") -> str:
-    driver = Driver(["resume", str(root)], tmp / log)
+    driver = Driver(["resume", str(root), "--space", str(tmp / "space.py")], tmp / log)
     code = driver.wait(timeout=300)
     assert code == 0, driver.tail()
     return driver.tail(100_000)
@@ -115,7 +115,7 @@ def test_a_search_killed_at_any_moment_resumes_to_one_consistent_search(chain, t
     for step, moment in enumerate(CHAINS[chain]):
         marker = kill_at(args, moment, tmp_path, f"{step}-{moment}.log")
         assert marker.startswith(moment), marker
-        args = ["resume", str(root)]
+        args = ["resume", str(root), "--space", str(tmp_path / "space.py")]  # a .py space comes from the command line only
     output = resume(root, tmp_path)
     assert_one_consistent_search(root, output)
 

@@ -26,8 +26,6 @@ import time
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
 
-import torch
-
 from tune_tl.config.params import TrialConfig
 from tune_tl.errors import TuneTLError
 from tune_tl.store.results import trial_row, write_table_atomic
@@ -194,9 +192,11 @@ class NotStartedRows:
 
 def search_admission(root: Location, model: CostModel, clock: BudgetClock, trial_cpus: float, gpus: float = 0) -> Admission:
     """The admission of the search in ``root``: dominance by the probes its ``search.json`` records (none: no rule),
-    the first-epoch fit calibrated on them (the driver's torch threads against ``trial_cpus``; 1:1 on GPUs)."""
+    and the first-epoch fit, calibrated on the trials' own measured epochs (``trial_cpus``, ``gpus``: kept for callers)."""
     probes = SearchRun(root).probe_records
     dominance = ProbeDominance(frozenset((p["backbone"], int(p["resolution"])) for p in probes if not p.get("subset")),
                                model.num_blocks) if probes else None
-    threads = 1 if gpus else torch.get_num_threads()
-    return Admission(dominance, FirstEpochFit(model, clock, probe_rate(probes, model, threads, 1 if gpus else trial_cpus)))
+    # No prior from the probes: their seconds include scikit-learn's fit and per-batch overheads, which dominate small
+    # images (digits at 32 px gave 5-26 s per GFLOP and refused every fine-tune of the default search). Trial epochs
+    # calibrate the fit as they are measured; until the first one, every config may start.
+    return Admission(dominance, FirstEpochFit(model, clock, None))
