@@ -7,6 +7,7 @@ epochs there, and ``at=MOMENT`` stops the search at that moment for the test to 
 
 from __future__ import annotations
 
+import contextlib
 import os
 import shutil
 import signal
@@ -69,20 +70,16 @@ class Driver:
 
     def kill(self) -> None:
         """SIGKILL the driver's process group, then any Ray process of its private temp dir."""
-        try:
+        with contextlib.suppress(ProcessLookupError):
             os.killpg(self.proc.pid, signal.SIGKILL)
-        except ProcessLookupError:
-            pass
         self.proc.wait()
         for _ in range(20):
             left = _processes_mentioning(self.ray_tmp)
             if not left:
                 break
             for pid in left:
-                try:
+                with contextlib.suppress(ProcessLookupError):
                     os.kill(pid, signal.SIGKILL)
-                except ProcessLookupError:
-                    pass
             time.sleep(0.25)
         shutil.rmtree(self.ray_tmp, ignore_errors=True)
 

@@ -26,7 +26,8 @@ BASE: dict[str, Any] = {
 #: The space of the session's finished search (``finished_search`` in conftest.py): five linear-probe
 #: trials of at most two epochs, a linear or an MLP head, under the default cost-aware ASHA.
 FINISHED = {"budget": {"samples": 5, "max_epochs": 2},
-            "params": {"freeze_blocks": "all", "lr": {"low": 1.0e-4, "high": 3.0e-2, "log": True}, "head": ["linear", "mlp"], "head_hidden": 32}}
+            "params": {"freeze_blocks": "all", "lr": {"low": 1.0e-4, "high": 3.0e-2, "log": True}, "head": ["linear", "mlp"],
+                       "head_hidden": 32}}
 
 
 def _merge(base: dict[str, Any], overrides: dict[str, Any]) -> dict[str, Any]:

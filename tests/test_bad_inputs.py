@@ -256,7 +256,8 @@ CASES = [
     ("aug_rotate_360", param_case("aug_rotate: 360"), "params.aug_rotate: must be in [0, 180]"),
     ("aug_crop_scale_0", param_case("aug_crop_scale: 0"), "params.aug_crop_scale: must be in (0, 1]"),
     ("freeze_blocks_negative", yaml_case(TINY.replace("freeze_blocks: all", "freeze_blocks: -1")), "params.freeze_blocks"),
-    ("freeze_blocks_beyond_backbone", yaml_case(TINY.replace("freeze_blocks: all", "freeze_blocks: 99")), "params.freeze_blocks: 99 is outside"),
+    ("freeze_blocks_beyond_backbone", yaml_case(TINY.replace("freeze_blocks: all", "freeze_blocks: 99")),
+     "params.freeze_blocks: 99 is outside"),
     ("optimizer_unknown", param_case("optimizer: rmsprop"), "params.optimizer: 'rmsprop' is not one of"),
     ("empty_choices", param_case("head: []"), "params.head: an empty list of choices"),
     ("samples_0", yaml_case(TINY.replace("samples: 1", "samples: 0")), "budget.samples must be at least 1"),
@@ -265,12 +266,14 @@ CASES = [
     ("reduction_factor_inf", yaml_case(TINY.replace("reduction_factor: 2", "reduction_factor: .inf")), "budget.reduction_factor"),
     ("val_fraction_0", yaml_case(TINY.replace("val_fraction: 0.2", "val_fraction: 0")), "data.val_fraction must be between 0 and 1"),
     ("source_unknown", yaml_case(TINY.replace("source: digits", "source: mnist")), "data.source: 'mnist' is not one of"),
-    ("memory_budget_negative", yaml_case(TINY.replace("val_fraction: 0.2", "val_fraction: 0.2, memory_budget_mb: -5")), "data.memory_budget_mb must be positive"),
+    ("memory_budget_negative", yaml_case(TINY.replace("val_fraction: 0.2", "val_fraction: 0.2, memory_budget_mb: -5")),
+     "data.memory_budget_mb must be positive"),
     ("backbone_unknown", yaml_case(TINY.replace("efficientnet_lite0", "resnet9000")), "resnet9000"),
     ("weights_file_missing", yaml_case(TINY.replace("weights: imagenet", "weights: /nope/model.pt")), "/nope/model.pt"),
     ("top_level_list", yaml_case("- just\n- a list\n"), "expected a mapping at the top level"),
     ("yaml_syntax_error", yaml_case("params: [\n"), "not valid YAML"),
-    ("not_utf8", lambda tmp: (tmp / "space.yaml").write_bytes(b"seed: \xff\xfe\n") and ["search", str(tmp / "space.yaml"), "--output", str(tmp / "out")], "is not UTF-8 text"),
+    ("not_utf8", lambda tmp: (tmp / "space.yaml").write_bytes(b"seed: \xff\xfe\n")
+     and ["search", str(tmp / "space.yaml"), "--output", str(tmp / "out")], "is not UTF-8 text"),
     ("space_is_a_folder", lambda tmp: ["search", str(tmp), "--output", str(tmp / "out")], "is not a file"),
     ("space_missing", lambda tmp: ["search", str(tmp / "nope.yaml"), "--output", str(tmp / "out")], "nope.yaml does not exist"),
     # ---- Python space files: the user's code fails or answers wrongly
@@ -283,8 +286,10 @@ CASES = [
     ("py_exits_at_import", py_case("import sys\nsys.exit(0)\n"), "failed to import: SystemExit"),
     ("py_settings_not_a_dict", py_case("SETTINGS = [1]\ndef space(trial):\n    pass\n"), "SETTINGS must be a dict"),
     ("py_unknown_parameter", py_case("def space(trial):\n    trial.suggest_float('learning_rate', 0.001, 0.1)\n"), "unknown parameter"),
-    ("py_head_dropout_1", py_case("def space(trial):\n    return {'head': 'mlp', 'head_dropout': 1.0, 'resolution': 64}\n"), "head_dropout"),
-    ("py_undeclared_resolution", py_case("def space(trial):\n    trial.suggest_categorical('resolution', [32, 96])\n"), "not in SETTINGS['resolutions']"),
+    ("py_head_dropout_1", py_case("def space(trial):\n    return {'head': 'mlp', 'head_dropout': 1.0, 'resolution': 64}\n"),
+     "head_dropout"),
+    ("py_undeclared_resolution", py_case("def space(trial):\n    trial.suggest_categorical('resolution', [32, 96])\n"),
+     "not in SETTINGS['resolutions']"),
     ("py_space_takes_no_argument", py_case("def space():\n    return {}\n"), "space(trial) raised TypeError"),
     # ---- data folders (--data)
     ("data_missing", missing_data, "nope does not exist"),
@@ -340,7 +345,8 @@ CASES = [
     ("resume_moved_folder", resume_moved, "was moved from /elsewhere/s"),
     ("resume_not_a_search", resume_not_a_search, "is not a tune_tl search folder"),
     ("validate_missing", lambda tmp: ["validate", str(tmp / "nope.yaml")], "nope.yaml does not exist"),
-    ("validate_py_raises", lambda tmp: ["validate", search(tmp, "def space(trial):\n    raise RuntimeError('boom')\n", suffix=".py")[1]], "RuntimeError: boom"),
+    ("validate_py_raises", lambda tmp: ["validate", search(tmp, "def space(trial):\n    raise RuntimeError('boom')\n", suffix=".py")[1]],
+     "RuntimeError: boom"),
     ("report_not_a_search", lambda tmp: ["report", str(tmp / "nope")], "is not a search results folder"),
     ("retrain_not_a_search", lambda tmp: ["retrain", str(tmp / "nope")], "nope"),
     ("predict_no_model", lambda tmp: ["predict", str(tmp / "nope"), "x.png"], "expected a model folder"),
@@ -373,7 +379,8 @@ def test_a_bad_input_is_one_line_exit_2_and_writes_nothing(build, expected, tmp_
 
 RESOURCE_CASES = [
     ("gpus_beyond_the_machine", ("--gpus-per-trial", "2"), "--gpus-per-trial 2 needs 2 GPUs on one node, but the largest Ray node has 0"),
-    ("cpus_beyond_the_machine", ("--cpus-per-trial", "64"), "--cpus-per-trial 64 needs 64 CPUs on one node, but the largest Ray node has 2"),
+    ("cpus_beyond_the_machine", ("--cpus-per-trial", "64"),
+     "--cpus-per-trial 64 needs 64 CPUs on one node, but the largest Ray node has 2"),
 ]
 
 
@@ -409,7 +416,8 @@ def test_the_installed_command_prints_exactly_one_line_on_stderr(args, tmp_path)
     """The real process, not the in-process ``main``: no warnings or log lines around the error."""
     env = {**os.environ, "PYTHONPATH": str(Path(__file__).resolve().parents[1])}
     done = subprocess.run([sys.executable, "-m", "tune_tl.cli", *args, "--output", str(tmp_path / "out")] if args[0] == "search"
-                          else [sys.executable, "-m", "tune_tl.cli", *args], cwd=tmp_path, env=env, capture_output=True, text=True, timeout=120)
+                          else [sys.executable, "-m", "tune_tl.cli", *args], cwd=tmp_path, env=env, capture_output=True, text=True,
+                          timeout=120)
     assert done.returncode == 2
     assert len(done.stderr.strip().splitlines()) == 1 and done.stderr.startswith("tune-tl: error: "), done.stderr
     assert not (tmp_path / "out").exists()

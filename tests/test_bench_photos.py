@@ -129,7 +129,8 @@ def test_a_quick_run_measures_every_row_and_writes_the_tables(ray_local, tmp_pat
         assert kind in text
     assert "### textures\n" in text and "| at 20 s |" in text and "Targets over the real sets:" in text
     new = next(line for line in text.splitlines() if line.startswith("| (e)"))
-    assert new.split(" | ")[-2].endswith(" MB"), "the disk its search folder uses (whether an epoch ends in 20 s depends on the machine's load)"
+    assert new.split(" | ")[-2].endswith(" MB"), ("the disk its search folder uses "
+                                                  "(whether an epoch ends in 20 s depends on the machine's load)")
     assert {p.name for p in (tmp_path / "kept").iterdir()} >= {"textures-new-20s", "textures-previous-20s", "textures-handwritten-20s"}
 
 

@@ -95,7 +95,7 @@ def test_the_data_parallel_job_asks_for_no_more_gpus_and_cpus_per_trial_than_one
     args = _parser().parse_args(doc["spec"]["entrypoint"].split()[1:])
     assert args.workers_per_trial == 2 and args.gpus_per_trial == 2, "a GPU worker group that uses --workers-per-trial"
     limits = [g["template"]["spec"]["containers"][0]["resources"]["limits"] for g in doc["spec"]["rayClusterSpec"]["workerGroupSpecs"]]
-    assert any(l["nvidia.com/gpu"] >= args.gpus_per_trial and float(l["cpu"]) >= args.cpus_per_trial for l in limits)
+    assert any(lim["nvidia.com/gpu"] >= args.gpus_per_trial and float(lim["cpu"]) >= args.cpus_per_trial for lim in limits)
     groups = yaml.safe_load((CLUSTER / "kuberay-raycluster.yaml").read_text())["spec"]["workerGroupSpecs"]
     assert any(g["template"]["spec"]["containers"][0]["resources"]["limits"]["nvidia.com/gpu"] >= 2 for g in groups)
 
@@ -120,9 +120,9 @@ class LocalCluster:
         self.tmp = tmp_path
 
     def start(self, *args, name):
-        log = open(self.tmp / f"{name}.log", "w")
         cmd = [str(RAY), "start", "--block", "--num-cpus=1", "--node-ip-address=127.0.0.1", "--disable-usage-stats", *args]
-        self.procs.append(subprocess.Popen(cmd, env=self.env, stdout=log, stderr=subprocess.STDOUT, start_new_session=True))
+        with open(self.tmp / f"{name}.log", "w") as log:  # the child keeps its own copy of the descriptor
+            self.procs.append(subprocess.Popen(cmd, env=self.env, stdout=log, stderr=subprocess.STDOUT, start_new_session=True))
 
     def wait_for_nodes(self, n, timeout=90):
         probe = (
@@ -153,7 +153,8 @@ def test_search_with_address_runs_trials_on_both_nodes_of_a_two_node_cluster(tmp
         pytest.skip(f"the `ray` CLI is not installed next to {sys.executable}; cannot start a multi-process cluster")
     cluster = LocalCluster(tmp_path)
     try:
-        cluster.start("--head", f"--port={cluster.port}", "--include-dashboard=false", "--resources", json.dumps({"node_a": 1}), name="head")
+        cluster.start("--head", f"--port={cluster.port}", "--include-dashboard=false", "--resources", json.dumps({"node_a": 1}),
+                      name="head")
         if not cluster.wait_for_nodes(1):
             pytest.skip(f"`ray start --head` cannot run here: {(tmp_path / 'head.log').read_text()[-800:]}")
         cluster.start(f"--address={cluster.address}", "--resources", json.dumps({"node_b": 1}), name="worker")

@@ -43,7 +43,8 @@ def space(trial):
 #: start per moment (a search or resume imports torch and Ray and starts a Ray instance: most of a case's time);
 #: every resume in it starts from the mess the kill before left, as a user's would.
 CHAINS = {
-    "first_trial": ["first_report", "mid_epoch", "snapshot_upload", "checkpoint_copy", "checkpoint_registered", "study_write", "snapshot_flush"],
+    "first_trial": ["first_report", "mid_epoch", "snapshot_upload", "checkpoint_copy", "checkpoint_registered", "study_write",
+                    "snapshot_flush"],
     "second_trial": ["after_complete", "after_suggest", "last_trial", "after_prune", "reconcile", "retention", "compaction"],
 }
 STATE_OF = {"completed": "COMPLETE", "pruned": "PRUNED", "diverged": "FAIL", "oom": "FAIL", "error": "FAIL"}
@@ -51,7 +52,8 @@ STATE_OF = {"completed": "COMPLETE", "pruned": "PRUNED", "diverged": "FAIL", "oo
 
 def search_args(tmp: Path) -> list[str]:
     (tmp / "space.py").write_text(SPACE)
-    return ["search", str(tmp / "space.py"), "--no-probes", "--output", str(tmp / "out"), "--name", "k", "--concurrency", "1", "--scheduler", "asha"]
+    return ["search", str(tmp / "space.py"), "--no-probes", "--output", str(tmp / "out"), "--name", "k", "--concurrency", "1",
+            "--scheduler", "asha"]
 
 
 def kill_at(args: list[str], moment: str, tmp: Path, log: str) -> str:

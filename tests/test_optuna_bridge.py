@@ -83,7 +83,8 @@ def test_a_searcher_restored_from_a_snapshot_older_than_the_study_tells_nothing_
         restored.on_trial_result("b", {"epoch": 1, "val_acc": 0.25, "diverged": False})  # re-run from its start
         restored.on_trial_result("b", {"epoch": 2, "val_acc": 0.3, "diverged": False})
         restored.on_trial_complete("b", {"epoch": 2, "val_acc": 0.3, "diverged": False})
-    by_id = {t.user_attrs["ray_trial_id"]: t for t in optuna.load_study(study_name="unit", storage=storage_url(tmp_path / "optuna.db")).trials}
+    by_id = {t.user_attrs["ray_trial_id"]: t
+             for t in optuna.load_study(study_name="unit", storage=storage_url(tmp_path / "optuna.db")).trials}
     assert (by_id["a"].state.name, by_id["a"].value) == ("COMPLETE", 0.7)
     assert (by_id["b"].state.name, by_id["b"].value, by_id["b"].intermediate_values) == ("COMPLETE", 0.3, {1: 0.2, 2: 0.3})
 
@@ -128,7 +129,7 @@ def test_optuna_trial_states_agree_with_parquet_statuses_after_a_real_search(ray
         if row["status"] == "completed":
             assert ot.value == pytest.approx(row["best_val_acc"])
         rows = epochs[epochs["trial_id"] == row.name].sort_values("epoch")
-        assert ot.intermediate_values == pytest.approx(dict(zip(rows["epoch"], rows["val_acc"])))
+        assert ot.intermediate_values == pytest.approx(dict(zip(rows["epoch"], rows["val_acc"], strict=True)))
 
     diverged = trials[trials["status"] == "diverged"]
     assert len(diverged) == 1 and diverged["epochs_run"].iloc[0] == 1  # stopped at once, not left to ASHA

@@ -25,7 +25,8 @@ def test_training_data_and_predict_see_the_same_pixels(tmp_path):
     pre = Preprocessing(32, (0.5, 0.4, 0.3), (0.2, 0.2, 0.2))
     (trained,) = decode(str(file), (32,))
     with Image.open(file) as im:
-        assert torch.equal(pre.batch([im]), (torch.from_numpy(trained.copy())[None].float() - torch.tensor([0.5, 0.4, 0.3]).view(1, 3, 1, 1) * 255)
+        assert torch.equal(pre.batch([im]), (torch.from_numpy(trained.copy())[None].float()
+                                             - torch.tensor([0.5, 0.4, 0.3]).view(1, 3, 1, 1) * 255)
                            / (torch.tensor([0.2] * 3).view(1, 3, 1, 1) * 255))
     arrays = np.stack([np.asarray(image(0, size=(16, 16))).transpose(2, 0, 1)])
     with Image.open(file):

@@ -132,7 +132,7 @@ def test_rays_define_by_run_timing_warning_goes_to_the_log_and_other_warnings_st
         with ray_output(Location.parse(tmp_path), verbose=0) as file:
             warnings.showwarning("Define-by-run function passed in the `space` argument took 3.4 seconds to run.",
                                  UserWarning, "optuna_search.py", 472)
-            warnings.warn("ours", UserWarning)
+            warnings.warn("ours", UserWarning, stacklevel=2)
     assert "Define-by-run function" in file.read_text()
     assert [str(w.message) for w in shown] == ["ours"]
 
@@ -147,4 +147,5 @@ def test_a_trial_out_of_gpu_memory_is_reported_with_the_trainables_message(tmp_p
     run_trial(progress, trial, [0.6])
     progress.on_trial_result(0, [], trial, {"val_acc": 0.6, "trial_status": "oom", "error": "OutOfMemoryError: CUDA out of memory"})
     progress.on_trial_complete(0, [], trial)
-    assert "trial oooo7777 oom after 1/3 epoch(s): val_acc 0.6000 (epoch 1); OutOfMemoryError: CUDA out of memory" in capsys.readouterr().out
+    assert ("trial oooo7777 oom after 1/3 epoch(s): val_acc 0.6000 (epoch 1); "
+            "OutOfMemoryError: CUDA out of memory") in capsys.readouterr().out

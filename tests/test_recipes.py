@@ -76,7 +76,7 @@ def test_warmup_ramps_the_rate_per_batch_then_hands_over_to_the_schedule():
             schedule.after_batch()
         schedule.after_epoch()
     ramp = seen[:7]  # 1.5 epochs × 4 batches = 6 warmup steps, then the full rate
-    assert all(a < b for a, b in zip(ramp, ramp[1:])) and ramp[0] == pytest.approx(0.1 / 7)
+    assert all(a < b for a, b in zip(ramp, ramp[1:], strict=False)) and ramp[0] == pytest.approx(0.1 / 7)
     assert seen[6:] == pytest.approx([0.1] * 6)
 
 
@@ -150,7 +150,7 @@ def test_l2sp_in_fit_keeps_the_backbone_near_its_pretrained_weights(split):
         model.apply_policy(FreezePolicy("full", bn_train=False))
         w0 = [p.detach().clone() for p in model.features.parameters()]
         fit(model, split, config(epochs=2, lr=0.05, regularise=RegulariseConfig(l2sp=l2sp)))
-        return sum((p.detach() - w).pow(2).sum().item() for p, w in zip(model.features.parameters(), w0))
+        return sum((p.detach() - w).pow(2).sum().item() for p, w in zip(model.features.parameters(), w0, strict=False))
 
     assert drift(5.0) < 0.5 * drift(0.0)
 

@@ -20,7 +20,8 @@ def test_a_search_with_every_recipe_runs_to_the_end_and_records_the_step_schedul
     epochs = pd.read_parquet(tmp_path / "out" / "r" / "epochs").sort_values(["trial_id", "epoch"])
     assert len(trials) == 2 and (trials["status"] == "completed").all() and (trials["epochs_run"] == 3).all()
     row = trials.iloc[0]
-    assert (row["optimizer"], row["schedule"], row["step_size"], row["gamma"], row["auto_augment"]) == ("adam", "step", 1, 0.1, "trivialaugment")
+    assert (row["optimizer"], row["schedule"], row["step_size"], row["gamma"], row["auto_augment"]) == (
+        "adam", "step", 1, 0.1, "trivialaugment")
     assert (row["warmup_epochs"], row["label_smoothing"], row["mixup_alpha"], row["l2sp"]) == (0.5, 0.1, 0.2, 0.01)
     assert trials["milestones"].isna().all() and trials["nesterov"].isna().all()  # conditionals that do not apply
 

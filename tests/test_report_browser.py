@@ -82,8 +82,9 @@ def broad_search(folder):
     conditional parameters missing where they do not apply."""
     rng = random.Random(0)
     sink = ParquetSink(folder, max_epochs=2)
-    for i in range(12):
-        policy, optimizer, head = rng.choice(["prefix", "surgical", "head_only", "full"]), rng.choice(["adamw", "sgd"]), rng.choice(["linear", "mlp"])
+    for _i in range(12):
+        policy, optimizer, head = (rng.choice(["prefix", "surgical", "head_only", "full"]), rng.choice(["adamw", "sgd"]),
+                                   rng.choice(["linear", "mlp"]))
         config = {"freeze_policy": policy, "bn_stats": rng.choice(["update", "frozen"]), "lp_epochs": rng.choice([0, 1]),
                   "optimizer": optimizer, "lr": 10 ** rng.uniform(-4, -1.5), "weight_decay": 10 ** rng.uniform(-6, -2),
                   "head_lr_mult": 10 ** rng.uniform(0, 1), "layer_decay": rng.uniform(0.5, 1), "head": head,

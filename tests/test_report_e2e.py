@@ -84,7 +84,7 @@ def test_retrained_best_model_predicts_image_files_and_seeds_a_new_backbone(sear
     lines = capsys.readouterr().out.strip().splitlines()
     assert len(lines) == 6
     predicted = [line.split("\t") for line in lines]
-    assert all(p[0] == f and p[1] in info["classes"] and 0 < float(p[2]) <= 1 for p, f in zip(predicted, files))
+    assert all(p[0] == f and p[1] in info["classes"] and 0 < float(p[2]) <= 1 for p, f in zip(predicted, files, strict=False))
     correct = sum(p[1] == str(digits.target[i]) for i, p in enumerate(predicted))
     assert correct >= 3, f"only {correct}/6 digits right: preprocessing differs from training?"
 

@@ -18,7 +18,8 @@ def search_folder(tmp_path, **meta):
     root = tmp_path / "s"
     root.mkdir(parents=True)
     (root / "tuner.pkl").write_bytes(b"")
-    base = {"space_file": "x.yaml", "space_text": YAML, "options": {}, "seed": 7, "root": str(root), "data": {"source": "digits"}, "backbone": {"name": "efficientnet_lite0"},
+    base = {"space_file": "x.yaml", "space_text": YAML, "options": {}, "seed": 7, "root": str(root), "data": {"source": "digits"},
+            "backbone": {"name": "efficientnet_lite0"},
             "budget": {"samples": 6, "max_epochs": 3, "grace_period": 1, "reduction_factor": 2.0}}
     (root / "search.json").write_text(json.dumps({**base, **meta}))
     return root

@@ -25,7 +25,8 @@ def trial_with_checkpoints(root, trial_id: str, accs: list[float]) -> None:
 
 
 def ended(root, rows: list[tuple[str, str, float]]) -> None:
-    write_table_atomic([{"trial_id": t, "status": s, "best_val_acc": a, "epochs_run": 3} for t, s, a in rows], TRIAL_SCHEMA, root / "trials")
+    write_table_atomic([{"trial_id": t, "status": s, "best_val_acc": a, "epochs_run": 3} for t, s, a in rows], TRIAL_SCHEMA,
+                       root / "trials")
 
 
 def retention(root, keep: int, running: set[str] = frozenset()) -> CheckpointRetention:

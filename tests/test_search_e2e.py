@@ -13,7 +13,8 @@ def test_cli_search_writes_one_row_per_trial_and_epoch_and_asha_stops_weak_trial
         "freeze_blocks": {"low": 5, "high": "all"}, "optimizer": ["adamw", "sgd"],
         "lr": {"low": 1.0e-5, "high": 3.0e-2, "log": True}, "head": ["linear", "mlp"], "head_hidden": 64})
     # Epoch-rung ASHA (not the cost-aware default): on this tiny space it is sure to stop someone.
-    code = main(["search", str(space), "--no-probes", "--output", str(tmp_path / "out"), "--name", "tiny", "--concurrency", "2", "--scheduler", "asha"])
+    code = main(["search", str(space), "--no-probes", "--output", str(tmp_path / "out"), "--name", "tiny", "--concurrency", "2",
+                 "--scheduler", "asha"])
     assert code == 0
 
     root = tmp_path / "out" / "tiny"

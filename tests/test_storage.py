@@ -51,7 +51,7 @@ def test_an_s3_location_names_itself_without_its_query_and_survives_pickling(s3)
     assert root.name == "demo" and str(root.parent) == "s3://bucket-a/results"
     assert pickle.loads(pickle.dumps(root)) == root
     with pytest.raises(TuneTLError, match="not on the local filesystem"):
-        root.local_path
+        root.local_path  # noqa: B018 - the property access itself raises
 
 
 def test_results_written_to_s3_read_back_with_load_results_and_pandas(s3):

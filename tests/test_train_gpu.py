@@ -31,7 +31,8 @@ def split():
 
 
 def config(**kw):
-    return FitConfig(**{"epochs": 3, "batch_size": 16, "lr": 0.01, "mean": (0.5,) * 3, "std": (0.5,) * 3, "seed": 3, "eval_batch_size": 32, **kw})
+    return FitConfig(**{"epochs": 3, "batch_size": 16, "lr": 0.01, "mean": (0.5,) * 3, "std": (0.5,) * 3, "seed": 3, "eval_batch_size": 32,
+                        **kw})
 
 
 def test_data_on_the_cpu_is_never_made_resident():
@@ -69,7 +70,7 @@ def test_resident_batches_are_the_host_batches(split, monkeypatch):
     monkeypatch.setattr(placement, "resident_on_device", lambda *a, **k: True)  # force it on the CPU
     resident = list(batches_of(split, "train", batches, resident=resident_split(split, CPU)))
     assert len(resident) == len(host)
-    for (hx, hy), (rx, ry) in zip(host, resident):
+    for (hx, hy), (rx, ry) in zip(host, resident, strict=False):
         assert torch.equal(hx, rx) and torch.equal(hy, ry)
 
 

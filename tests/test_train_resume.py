@@ -41,7 +41,7 @@ def test_a_run_resumed_from_any_epoch_state_matches_the_uninterrupted_run():
     history = fit(tiny_model(), tiny_split(), cfg, on_epoch=resumed.append, resume=states[1])
     assert [m.epoch for m in resumed] == [3, 4], "continues at the next epoch, not epoch 1"
     assert [m.epoch for m in history] == [1, 2, 3, 4]
-    for a, b in zip(full[2:], resumed):
+    for a, b in zip(full[2:], resumed, strict=False):
         assert a.train_loss == b.train_loss and a.val_loss == b.val_loss and a.scheduled_lr == b.scheduled_lr
 
 

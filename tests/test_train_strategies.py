@@ -68,7 +68,7 @@ def test_cached_features_give_the_same_metrics_as_running_the_backbone(split, tm
     frozen_epochs = 3 if lp == 0 else lp
     assert [m.cached_features for m in cached] == [True] * frozen_epochs + [False] * (3 - frozen_epochs)
     assert not any(m.cached_features for m in plain)
-    for a, b, c in zip(plain, cached, again):
+    for a, b, c in zip(plain, cached, again, strict=False):
         assert a.val_acc == b.val_acc == c.val_acc
         assert a.train_loss == pytest.approx(b.train_loss, rel=1e-5, abs=1e-6)
         assert a.val_loss == pytest.approx(b.val_loss, rel=1e-5, abs=1e-6)

@@ -50,10 +50,12 @@ def test_the_same_data_has_the_same_fingerprint_and_other_data_is_refused_naming
 
 def _table():
     trials = pd.DataFrame([
-        {"trial_id": "t0", "status": "completed", "best_val_acc": 0.9, "resolution": 32, "optimizer": "adamw", "lr": 0.01, "momentum": None},
+        {"trial_id": "t0", "status": "completed", "best_val_acc": 0.9, "resolution": 32, "optimizer": "adamw", "lr": 0.01,
+         "momentum": None},
         {"trial_id": "t1", "status": "pruned", "best_val_acc": 0.5, "resolution": 32, "optimizer": "sgd", "lr": 0.001, "momentum": 0.9},
         {"trial_id": "t2", "status": "completed", "best_val_acc": 0.8, "resolution": 32, "optimizer": "adamw", "lr": 0.5, "momentum": None},
-        {"trial_id": "t3", "status": "completed", "best_val_acc": 0.7, "resolution": 64, "optimizer": "adamw", "lr": 0.01, "momentum": None},
+        {"trial_id": "t3", "status": "completed", "best_val_acc": 0.7, "resolution": 64, "optimizer": "adamw", "lr": 0.01,
+         "momentum": None},
         {"trial_id": "t4", "status": "diverged", "best_val_acc": None, "resolution": 32, "optimizer": "sgd", "lr": 0.05, "momentum": 0.9},
     ])
     epochs = pd.DataFrame({"trial_id": ["t0", "t0", "t1"], "epoch": [1, 2, 1], "val_acc": [0.8, 0.9, 0.5]})

@@ -77,12 +77,15 @@ def _parser() -> argparse.ArgumentParser:
     s.add_argument("--seed", type=int, help="seed for the data split, the sampler and training (overrides seed)")
     s.add_argument("--cpus-per-trial", type=float, default=1.0, help="CPUs per trial; also its torch threads (default 1)")
     s.add_argument("--gpus-per-trial", type=float, default=0.0, help="GPUs per trial, fractions allowed (default 0)")
-    s.add_argument("--workers-per-trial", type=int, default=1, help="data-parallel (DDP) workers per trial, sharing each batch: gloo on CPU, NCCL with one GPU each; --gpus-per-trial 2+ means one worker per GPU (default 1)")
+    s.add_argument("--workers-per-trial", type=int, default=1,
+                   help="data-parallel (DDP) workers per trial, sharing each batch: gloo on CPU, NCCL with one GPU each; "
+                        "--gpus-per-trial 2+ means one worker per GPU (default 1)")
     s.add_argument("--concurrency", type=int, help="max trials at once (default: as many as resources allow)")
     s.add_argument("--scheduler", choices=SCHEDULERS, default=SCHEDULERS[0],
                    help="cost-asha (default: ASHA with rungs in predicted training cost), asha (epoch rungs), pasha (progressive "
                         "maximum budget) or fifo: no early stopping, for comparison")
-    s.add_argument("--sampler", choices=SAMPLERS, default=SAMPLERS[0], help="Optuna sampler: tpe (default; expected gain per predicted cost) or random, for comparison")
+    s.add_argument("--sampler", choices=SAMPLERS, default=SAMPLERS[0],
+                   help="Optuna sampler: tpe (default; expected gain per predicted cost) or random, for comparison")
     s.add_argument("--no-textbook-start", dest="textbook_start", action="store_false",
                    help="do not start with the textbook recipes (fine-tune, linear probe, LP→FT); sample every trial")
     s.add_argument("--no-probes", dest="probes", action="store_false",
@@ -95,12 +98,16 @@ def _parser() -> argparse.ArgumentParser:
                         "(overrides budget.keep_checkpoints, default 3)")
     s.add_argument("--address", help="Ray cluster to join, e.g. 10.0.0.5:6379 or ray://head:10001 (default: $RAY_ADDRESS, else local Ray)")
     s.add_argument("--no-feature-cache", dest="feature_cache", action="store_false",
-                   help="always run the backbone, even when it is frozen (default: cache frozen features and a frozen prefix's activations)")
-    s.add_argument("--output", default="results", help="where results go: a folder (shared by all nodes on a cluster) or an s3://, gs:// URI (default ./results)")
+                   help="always run the backbone, even when it is frozen "
+                        "(default: cache frozen features and a frozen prefix's activations)")
+    s.add_argument("--output", default="results",
+                   help="where results go: a folder (shared by all nodes on a cluster) or an s3://, gs:// URI (default ./results)")
     s.add_argument("--name", help="search name, the subfolder of --output (default search-DATE-TIME)")
     s.add_argument("--max-failures", type=int, default=2, help="retries of a trial whose worker dies, each from its last epoch (default 2)")
-    s.add_argument("--recheck", type=int, metavar="K", help="after the search, re-run the top K configs with 2 more seeds; the winner is the best mean")
-    s.add_argument("--verbose", action="store_true", help="Ray's own output (tables, trial configs, logs) on the terminal instead of the progress view")
+    s.add_argument("--recheck", type=int, metavar="K",
+                   help="after the search, re-run the top K configs with 2 more seeds; the winner is the best mean")
+    s.add_argument("--verbose", action="store_true",
+                   help="Ray's own output (tables, trial configs, logs) on the terminal instead of the progress view")
     s.add_argument("--warm-start", nargs="+", metavar="DIR", default=[],
                    help="earlier searches on the same data whose finished trials seed the new Optuna study")
     s.set_defaults(func=_search)
@@ -117,7 +124,8 @@ def _parser() -> argparse.ArgumentParser:
     w.set_defaults(func=_spaces)
 
     v = sub.add_parser("validate", help="check a search-space file without running a search (a .py file is imported: its code runs)")
-    v.add_argument("space", help="search-space file (.yaml or .py; a .py file is executed, like any Python script) or a shipped space's name")
+    v.add_argument("space",
+                   help="search-space file (.yaml or .py; a .py file is executed, like any Python script) or a shipped space's name")
     v.set_defaults(func=_validate)
 
     d = sub.add_parser("dashboard", help="open the search's Optuna study in optuna-dashboard, on 127.0.0.1")
@@ -140,7 +148,8 @@ def _parser() -> argparse.ArgumentParser:
     t.set_defaults(func=_retrain)
 
     k = sub.add_parser("rank", help="rank candidate backbones on the data: LogME, linear-probe accuracy, cost")
-    k.add_argument("space", nargs="?", help="search-space file; its data and backbone.name (default: bundled digits, the Lite0/1/2 portfolio)")
+    k.add_argument("space", nargs="?",
+                   help="search-space file; its data and backbone.name (default: bundled digits, the Lite0/1/2 portfolio)")
     k.add_argument("--data", metavar="PATH",
                    help="image folder to rank on (overrides data.path; data.source becomes imagefolder unless the space says cifar10)")
     k.add_argument("--output", metavar="FILE", help="also write the table to FILE (.csv or .parquet)")
@@ -167,7 +176,8 @@ def _parser() -> argparse.ArgumentParser:
     p.add_argument("images", nargs="+", metavar="PATH", help="image files, or folders (searched recursively)")
     p.add_argument("--output", metavar="FILE", help="write path,label,confidence to FILE (.csv or .parquet) instead of stdout")
     p.add_argument("--skip-bad-images", action="store_true",
-                   help="leave out images that cannot be read (listed on stderr, and in FILE.skipped.txt with --output) instead of stopping")
+                   help="leave out images that cannot be read (listed on stderr, and in FILE.skipped.txt with --output) "
+                        "instead of stopping")
     p.set_defaults(func=_predict)
     return parser
 
@@ -229,7 +239,8 @@ def _retrain(args) -> int:
         print(f"Retrained {m['epochs']} epoch(s) on train+val; no test split in this data, so nothing held out to evaluate on")
     else:
         note = "" if m["evaluated_on"] == "test" else " (no test split in this data: validation set, which the search also used)"
-        print(f"Retrained {m['epochs']} epoch(s) on {m['train_on']}: {m['evaluated_on']} accuracy {m['accuracy']:.4f}, loss {m['loss']:.4f}{note}")
+        print(f"Retrained {m['epochs']} epoch(s) on {m['train_on']}: {m['evaluated_on']} accuracy {m['accuracy']:.4f}, "
+              f"loss {m['loss']:.4f}{note}")
     print(f"Saved model folder {saved.directory}")
     return 0
 

@@ -35,9 +35,9 @@ def test_the_same_seed_gives_the_same_augmented_batches_and_another_seed_does_no
 def test_flip_mirrors_some_images_exactly_and_leaves_the_others():
     x = batch(n=32)
     out = Augment(AugmentConfig(flip=True), seed=0)(x)
-    mirrored = [torch.allclose(o, xi.flip(-1), atol=1e-3) for o, xi in zip(out, x)]
-    kept = [torch.allclose(o, xi, atol=1e-3) for o, xi in zip(out, x)]
-    assert all(m or k for m, k in zip(mirrored, kept))
+    mirrored = [torch.allclose(o, xi.flip(-1), atol=1e-3) for o, xi in zip(out, x, strict=False)]
+    kept = [torch.allclose(o, xi, atol=1e-3) for o, xi in zip(out, x, strict=False)]
+    assert all(m or k for m, k in zip(mirrored, kept, strict=False))
     assert 5 < sum(mirrored) < 27, "each image is drawn independently, about half are flipped"
 
 
@@ -70,7 +70,7 @@ def test_auto_augment_changes_pixels_and_keeps_shape_and_dtype(name):
     out = Augment(AugmentConfig(auto_augment=name)).policy(x)
     assert out.shape == x.shape and out.dtype == torch.uint8
     assert not torch.equal(out, x)
-    assert sum(not torch.equal(a, b) for a, b in zip(out, x)) >= 8  # drawn per image, not once per batch
+    assert sum(not torch.equal(a, b) for a, b in zip(out, x, strict=False)) >= 8  # drawn per image, not once per batch
     assert AugmentConfig(auto_augment=name).active
 
 

@@ -17,7 +17,7 @@ def test_split_is_stratified_and_the_same_for_the_same_seed():
     a = stratified_split(labels, 0.2, seed=3)
     b = stratified_split(labels, 0.2, seed=3)
     c = stratified_split(labels, 0.2, seed=4)
-    assert all(np.array_equal(x, y) for x, y in zip(a, b))
+    assert all(np.array_equal(x, y) for x, y in zip(a, b, strict=False))
     assert not np.array_equal(a[1], c[1])
     assert np.bincount(labels[a[1]]).tolist() == [5, 5, 5, 5]
     assert set(a[0]).isdisjoint(a[1]) and len(a[0]) + len(a[1]) == 100

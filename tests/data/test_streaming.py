@@ -24,6 +24,6 @@ def test_fit_on_streamed_files_matches_fit_on_shared_arrays(tmp_path):
     cfg = FitConfig(epochs=2, batch_size=8, lr=1e-2, augment=aug)
     a = fit(tiny_net(), memory, cfg)
     b = fit(tiny_net(), streamed, FitConfig(**{**cfg.__dict__, "num_workers": 2}))
-    for ma, mb in zip(a, b):
+    for ma, mb in zip(a, b, strict=False):
         assert abs(ma.train_loss - mb.train_loss) < 1e-5 and abs(ma.val_loss - mb.val_loss) < 1e-5
         assert ma.val_acc == mb.val_acc

@@ -116,7 +116,8 @@ def test_skipping_bad_images_leaves_them_out_and_lists_them(tree, tmp_path):
     assert len(split.train_y) + len(split.val_y) == 18  # the good images, all of them
     write_skipped(loaded.skipped, tmp_path / "skipped_images.txt")
     lines = (tmp_path / "skipped_images.txt").read_text().splitlines()
-    assert lines == [f"{tree / 'a' / 'empty.png'}: is empty (0 bytes)", f"{tree / 'b' / 'notes.txt'}: is not an image file Pillow can read (supported: JPEG, PNG, BMP, WebP, GIF, TIFF)"]
+    assert lines == [f"{tree / 'a' / 'empty.png'}: is empty (0 bytes)",
+                     f"{tree / 'b' / 'notes.txt'}: is not an image file Pillow can read (supported: JPEG, PNG, BMP, WebP, GIF, TIFF)"]
 
 
 def test_a_class_left_empty_by_skipping_is_an_error(tmp_path):

@@ -36,7 +36,8 @@ def test_blocks_cover_every_feature_parameter_once_stem_first(name):
     assert len(backbone.blocks) == BLOCK_COUNTS.get(name.split("/")[-1], len(backbone.blocks))
 
 
-@pytest.mark.parametrize("name", [*TORCHVISION, "efficientnet_lite0", "efficientnet_lite1", "efficientnet_lite2", "timm/resnet18", "timm/convnext_atto"])
+@pytest.mark.parametrize("name", [*TORCHVISION, "efficientnet_lite0", "efficientnet_lite1", "efficientnet_lite2", "timm/resnet18",
+                                  "timm/convnext_atto"])
 def test_features_are_pooled_to_num_features_at_64_pixels(name):
     backbone = _random_init(name)
     with torch.no_grad():

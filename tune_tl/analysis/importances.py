@@ -39,7 +39,8 @@ class Importances:
     epoch: int | None
 
 
-def same_budget_scores(trials: pd.DataFrame, epochs: pd.DataFrame, min_trials: int = MIN_TRIALS_FOR_IMPORTANCE) -> tuple[pd.DataFrame, int | None]:
+def same_budget_scores(trials: pd.DataFrame, epochs: pd.DataFrame,
+                       min_trials: int = MIN_TRIALS_FOR_IMPORTANCE) -> tuple[pd.DataFrame, int | None]:
     """Trials scored at one budget: the deepest epoch that at least ``min_trials`` comparable trials reached,
     each scored by its best val_acc up to that epoch (a pruned trial's partial score is never set beside
     a finished trial's final one)."""

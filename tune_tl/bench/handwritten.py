@@ -67,7 +67,7 @@ def train(config, data, num_classes, num_epochs):
         tune.report({"val_acc": acc})
 
 
-def run_handwritten(samples: int, max_epochs: int, resolution: int, storage, data: DataSpec = DataSpec(),
+def run_handwritten(samples: int, max_epochs: int, resolution: int, storage, data: DataSpec = DataSpec(),  # noqa: B008 - frozen dataclass, immutable
                     time_budget: float | None = None) -> HandwrittenResult:
     """Run the script's search on ``data`` (default: digits) at ``resolution``, for ``samples`` trials or ``time_budget`` seconds."""
 
@@ -86,6 +86,6 @@ def run_handwritten(samples: int, max_epochs: int, resolution: int, storage, dat
     fit_start = time.time()
     results = tuner.fit()
     frames = [r.metrics_dataframe for r in results if r.metrics_dataframe is not None and "val_acc" in r.metrics_dataframe]
-    curve = sorted((float(t) - fit_start, float(acc)) for f in frames for t, acc in zip(f["timestamp"], f["val_acc"]))
+    curve = sorted((float(t) - fit_start, float(acc)) for f in frames for t, acc in zip(f["timestamp"], f["val_acc"], strict=True))
     best = max((acc for _, acc in curve), default=float("nan"))
     return HandwrittenResult(best, time.time() - start, tuple(curve), Path(storage), len(results))

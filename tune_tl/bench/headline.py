@@ -63,13 +63,15 @@ def textbook_fit(base: SearchSpec, epochs: int) -> HeadlineRow:
     start = time.time()
     history, _ = plain_fit(fixed_spec(base, epochs, resolution=RESOLUTION, lr=1e-3), "cpu")
     wall = time.time() - start
-    return HeadlineRow("(a) one textbook fine-tune, no search (whole model, AdamW 1e-3, linear head)", max(h.val_acc for h in history), wall,
+    return HeadlineRow("(a) one textbook fine-tune, no search (whole model, AdamW 1e-3, linear head)",
+                       max(h.val_acc for h in history), wall,
                        f"{epochs} epochs, plain loop, {torch.get_num_threads()} threads")
 
 
 def search_row(label: str, spec: SearchSpec, out: Path, name: str, **options) -> HeadlineRow:
     f = search_figures(spec, out, name, **options)
-    return HeadlineRow(label, f["best"], f["wall"], f"{f['epochs']} epochs trained, {f['pruned']} pruned, best first reached after {f['to_best']:.0f} s",
+    return HeadlineRow(label, f["best"], f["wall"],
+                       f"{f['epochs']} epochs trained, {f['pruned']} pruned, best first reached after {f['to_best']:.0f} s",
                        tuple(f["curve"]))
 
 
@@ -82,14 +84,17 @@ def run_headline(base: SearchSpec, out: Path, quick: bool = False, handwritten: 
     rows.append(textbook_fit(base, epochs))
     rows.append(search_row("(b) old default: old space, ASHA on epoch rungs, stock TPE, no textbook start", old, out, "old-default",
                            scheduler="asha", sampler="tpe-classic", textbook_start=False))
-    rows.append(search_row("(c) new default: `tune-tl search` (default space, cost-aware ASHA, textbook start, scaled TPE)", spec, out, "new-default"))
+    rows.append(search_row("(c) new default: `tune-tl search` (default space, cost-aware ASHA, textbook start, scaled TPE)", spec, out,
+                           "new-default"))
     budget = round(TARGET_RATIO * rows[0].wall)
     timed = dataclasses.replace(spec, budget=dataclasses.replace(spec.budget, time=budget))
-    rows.append(search_row(f"(d) new default with `--time-budget {budget}` ({TARGET_RATIO} × (a)'s wall)", timed, out, "new-default-budget"))
+    rows.append(search_row(f"(d) new default with `--time-budget {budget}` ({TARGET_RATIO} × (a)'s wall)", timed, out,
+                           "new-default-budget"))
     rows.append(search_row("(e) new scheduler and sampler on the old space", old, out, "new-on-old-space"))
     if handwritten:
         script = run_handwritten(samples=samples, max_epochs=epochs, resolution=RESOLUTION, storage=out / "handwritten")
-        rows.append(HeadlineRow("(f) hand-written Ray Tune + OptunaSearch + ASHA script", script.best, script.wall, "freeze depth / head / lr"))
+        rows.append(HeadlineRow("(f) hand-written Ray Tune + OptunaSearch + ASHA script", script.best, script.wall,
+                                "freeze depth / head / lr"))
     return rows
 
 
@@ -102,7 +107,8 @@ class _Logged(list):
 def print_headline(rows: list[HeadlineRow], samples: int = SAMPLES, epochs: int = EPOCHS) -> None:
     a = rows[0]
     print(f"\nDigits at {RESOLUTION} px; searches: {samples} trials, ≤ {epochs} epochs, 1 CPU per trial.\n")
-    print(f"| run | best val acc | wall | acc − (a) | wall ÷ (a) | reached (a)'s {100 * a.best:.1f} % after | notes |\n|---|---|---|---|---|---|---|")
+    print(f"| run | best val acc | wall | acc − (a) | wall ÷ (a) | reached (a)'s {100 * a.best:.1f} % after | notes |\n"
+          "|---|---|---|---|---|---|---|")
     for r in rows:
         print(f"| {r.run} | {100 * r.best:.1f} % | {r.wall:.0f} s | {100 * (r.best - a.best):+.1f} pts | {r.wall / a.wall:.2f}× "
               f"| {_reached(r, a)} | {r.note} |")
@@ -118,10 +124,14 @@ def _reached(row: HeadlineRow, a: HeadlineRow) -> str:
 
 
 def main(argv: list[str] | None = None) -> None:
-    parser = argparse.ArgumentParser(prog="python -m tune_tl.bench", description="Side-by-side benchmarks: the headline (textbook fine-tune vs old and new default), then optionally the other sections.")
+    parser = argparse.ArgumentParser(prog="python -m tune_tl.bench",
+                                     description="Side-by-side benchmarks: the headline (textbook fine-tune vs old and new default), "
+                                                 "then optionally the other sections.")
     parser.add_argument("--quick", action="store_true", help="small searches: a few minutes on 2 CPU cores")
-    parser.add_argument("--handwritten", action="store_true", help="add the hand-written Ray Tune + OptunaSearch + ASHA script to the headline")
-    parser.add_argument("--sections", action="store_true", help="after the headline, run the other sections (schedulers, cache, overhead, sink, GPU)")
+    parser.add_argument("--handwritten", action="store_true",
+                        help="add the hand-written Ray Tune + OptunaSearch + ASHA script to the headline")
+    parser.add_argument("--sections", action="store_true",
+                        help="after the headline, run the other sections (schedulers, cache, overhead, sink, GPU)")
     parser.add_argument("--keep", metavar="DIR", help="keep each search's results folder under DIR (default: a temporary folder, removed)")
     args = parser.parse_args(argv)
     logging.basicConfig(level=logging.WARNING)

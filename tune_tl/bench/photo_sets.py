@@ -49,7 +49,7 @@ def write_split(data: PreparedData, root: Path) -> Path:
     """Write ``data``'s one split as ``root/train|val/<class>/<i>.png``."""
     (split,) = data.splits.values()
     for part, images, labels in (("train", split.train_x, split.train_y), ("val", split.val_x, split.val_y)):
-        for i, (image, label) in enumerate(zip(images, labels)):
+        for i, (image, label) in enumerate(zip(images, labels, strict=False)):
             folder = root / part / data.classes[label]
             folder.mkdir(parents=True, exist_ok=True)
             Image.fromarray(image.transpose(1, 2, 0), "RGB").save(folder / f"{i:05d}.png")

@@ -129,7 +129,7 @@ def search_row(ds: PhotoSet, kind: str, budget: float, folder: Path, wall: float
     """A tune_tl search's row: its anytime curve (seconds since its recorded start), trials, disk."""
     res = load_results(folder)
     anytime = anytime_curve(res)
-    curve = tuple(zip((60 * anytime["minutes"]).tolist(), anytime["best_val_acc"].tolist()))
+    curve = tuple(zip((60 * anytime["minutes"]).tolist(), anytime["best_val_acc"].tolist(), strict=True))
     pruned = int((res.trials["status"] == "pruned").sum())
     return BenchRow(ds.name, kind, f"{budget:g} s", max((acc for _, acc in curve), default=float("nan")), wall, budget, curve,
                     disk_bytes(folder), f"{len(res.trials)} trials ({pruned} pruned), {len(res.epochs)} epochs")

@@ -143,7 +143,8 @@ def dataset_table(rows: list[BenchRow], budgets: tuple[float, ...]) -> list[str]
 def summary_table(by_dataset: dict[str, list[BenchRow]], budgets: tuple[float, ...], real: set[str]) -> list[str]:
     """Dataset × row: the best probe, the best fine-tune, each search's final best per budget, the targets."""
     searches = [(kind, b) for kind in SEARCHES for b in budgets]
-    head = ["dataset", "(a) best probe", "(b) best fine-tune", *(f"{KINDS[k][:3]} {b:.0f} s" for k, b in searches), "targets (e≥a · 600 s · 120 s)"]
+    head = ["dataset", "(a) best probe", "(b) best fine-tune", *(f"{KINDS[k][:3]} {b:.0f} s" for k, b in searches),
+            "targets (e≥a · 600 s · 120 s)"]
     lines = ["| " + " | ".join(head) + " |", "|" + "---|" * len(head)]
     for name, rows in by_dataset.items():
         finals = [next((_pct(r.best) for r in rows if r.kind == k and r.budget == b), "—") for k, b in searches]

@@ -74,7 +74,7 @@ def search_figures(spec: SearchSpec, out: Path, name: str, **options) -> dict:
         "wall": wall,
         "to_best": first_best.timestamp() - start,
         "pruned": int((res.trials["status"] == "pruned").sum()),
-        "curve": sorted(zip(seconds.tolist(), res.epochs["val_acc"].tolist())),  # (s since start, val acc) per epoch
+        "curve": sorted(zip(seconds.tolist(), res.epochs["val_acc"].tolist(), strict=False)),  # (s since start, val acc) per epoch
     }
 
 
@@ -96,7 +96,9 @@ def bench_schedulers_and_samplers(spec: SearchSpec, out: Path) -> list[Row]:
     return [
         Row(f"1. Default (cost-aware ASHA) vs FIFO ({n} trials, TPE)", "cost-asha", fmt_search(asha)),
         Row("", "FIFO (no pruning)", fmt_search(fifo)),
-        Row("", "cost-asha / FIFO", f"Δ best {100 * (asha['best'] - fifo['best']):+.2f} points · compute {asha['epochs'] / fifo['epochs']:.2f}× · wall {asha['wall'] / fifo['wall']:.2f}×"),
+        Row("", "cost-asha / FIFO",
+            f"Δ best {100 * (asha['best'] - fifo['best']):+.2f} points · compute {asha['epochs'] / fifo['epochs']:.2f}× "
+            f"· wall {asha['wall'] / fifo['wall']:.2f}×"),
         Row(f"2. TPE vs random ({n} trials, cost-asha)", "TPE", f"best val_acc {asha['best']:.4f}"),
         Row("", "random", f"best val_acc {rand['best']:.4f}"),
     ]
@@ -140,7 +142,8 @@ def bench_overhead(base: SearchSpec, out: Path, epochs: int) -> list[Row]:
     history, _ = plain_fit(spec, "cpu")
     plain = time.time() - start
     return [
-        Row(f"4. Framework overhead ({epochs} epochs, full fine-tune, 1 CPU thread)", "tune_tl search (1 trial)", f"{tuned:.1f} s end to end, val_acc {f['best']:.4f}"),
+        Row(f"4. Framework overhead ({epochs} epochs, full fine-tune, 1 CPU thread)", "tune_tl search (1 trial)",
+            f"{tuned:.1f} s end to end, val_acc {f['best']:.4f}"),
         Row("", "plain PyTorch loop", f"{plain:.1f} s (data + model + fit), val_acc {history[-1].val_acc:.4f}"),
         Row("", "ratio", f"{tuned / plain:.2f}×"),
     ]
@@ -178,8 +181,10 @@ def bench_cache() -> list[Row]:
     """Head-only epochs with the frozen-feature cache vs running the frozen backbone every epoch."""
     f = measure_feature_cache(resolution=64, epochs=3)
     return [
-        Row(f"3. Frozen-feature cache (head-only epoch, lite0 {f['resolution']} px, 1 thread)", "recompute backbone", f"{f['uncached_s_per_epoch']:.3f} s/epoch"),
-        Row("", "cached (later trials)", f"{f['warm_s_per_epoch']:.4f} s/epoch (first trial's first epoch computes: {f['cold_first_epoch_s']:.2f} s)"),
+        Row(f"3. Frozen-feature cache (head-only epoch, lite0 {f['resolution']} px, 1 thread)", "recompute backbone",
+            f"{f['uncached_s_per_epoch']:.3f} s/epoch"),
+        Row("", "cached (later trials)",
+            f"{f['warm_s_per_epoch']:.4f} s/epoch (first trial's first epoch computes: {f['cold_first_epoch_s']:.2f} s)"),
         Row("", "speed-up", f"{f['ratio']:.0f}× · same val_acc: {f['same_val_acc']}"),
     ]
 

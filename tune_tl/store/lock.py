@@ -17,6 +17,7 @@ temporary folder, keyed by the URI), so it only stops a second search started on
 
 from __future__ import annotations
 
+import contextlib
 import fcntl
 import logging
 import os
@@ -81,10 +82,8 @@ class SearchLock:
     def release(self) -> None:
         if self._fd is None:
             return
-        try:
+        with contextlib.suppress(FileNotFoundError):
             os.unlink(self.path)  # while still locked: the next taker re-checks the file it locked
-        except FileNotFoundError:
-            pass
         fcntl.flock(self._fd, fcntl.LOCK_UN)
         os.close(self._fd)
         self._fd = None

@@ -4,4 +4,5 @@ from tune_tl.training.context import PreparedSearch, TrialContext, prepare_conte
 from tune_tl.training.loop import EpochMetrics, FitConfig, fit
 from tune_tl.training.recipe import build_model, build_trial, fit_config
 
-__all__ = ["EpochMetrics", "FitConfig", "PreparedSearch", "TrialContext", "build_model", "build_trial", "fit", "fit_config", "prepare_context"]
+__all__ = ["EpochMetrics", "FitConfig", "PreparedSearch", "TrialContext", "build_model", "build_trial", "fit", "fit_config",
+           "prepare_context"]

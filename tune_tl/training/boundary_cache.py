@@ -65,7 +65,7 @@ def boundary_activations(model: TransferModel, blocks: int, split: Split, normal
             # As the uncached run computes them: training batches under autocast (CUDA), validation in float32.
             autocast = amp(device)[0] if part == "train" else contextlib.nullcontext()
             rows = None
-            for idx, (images, labels) in zip(indices, batches(split, part, indices, 0, resident)):
+            for idx, (images, labels) in zip(indices, batches(split, part, indices, 0, resident), strict=False):
                 y = _prefix(model, blocks, to_device(images, labels, normalise)[0], autocast)
                 if rows is None:
                     layout = memory_format(device) if y.dim() == 4 else torch.contiguous_format

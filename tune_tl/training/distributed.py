@@ -21,6 +21,7 @@ are each worker's own; the checkpoint holds worker 0's.
 
 from __future__ import annotations
 
+import contextlib
 import ctypes
 import logging
 import os
@@ -164,7 +165,7 @@ def _serve(procs, conns: dict, on_message) -> None:
                 rank = open_conns.pop(ready)
                 procs[rank].join(timeout=60)
                 if procs[rank].exitcode != 0:
-                    raise WorkerFailed(f"data-parallel worker {rank} exited with code {procs[rank].exitcode}")
+                    raise WorkerFailed(f"data-parallel worker {rank} exited with code {procs[rank].exitcode}") from None
                 continue
             if kind == "error":
                 raise WorkerFailed(f"data-parallel worker {open_conns[ready]}: {payload}")
@@ -195,7 +196,5 @@ def _bootstrap(rank: int, world_size: int, store: str, use_gpus: bool, target, j
 
 def _die_with_parent() -> None:
     """Linux: the kernel kills this worker when the thread that started it ends, even by SIGKILL."""
-    try:
+    with contextlib.suppress(OSError):
         ctypes.CDLL("libc.so.6", use_errno=True).prctl(1, signal.SIGKILL)  # PR_SET_PDEATHSIG
-    except OSError:
-        pass
