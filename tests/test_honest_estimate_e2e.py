@@ -23,7 +23,8 @@ from tune_tl.store.storage import Location
 
 #: One trial at a time, no time budget: a seeded search is then reproducible (tests/test_reproducible_e2e.py).
 ARGS = ["--concurrency", "1", "--time-budget", "none"]
-PARAMS = {"freeze_blocks": "all", "lr": {"low": 1.0e-3, "high": 3.0e-2, "log": True}, "head": "linear"}
+#: An MLP head on the frozen backbone: a linear one is what the probe fitted exactly, and is never started.
+PARAMS = {"freeze_blocks": "all", "lr": {"low": 1.0e-3, "high": 3.0e-2, "log": True}, "head": "mlp", "head_hidden": 16}
 
 
 @pytest.fixture(scope="module")
