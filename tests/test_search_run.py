@@ -110,16 +110,18 @@ def import_graph() -> dict[str, set[str]]:
     """Module → the tune_tl modules it imports anywhere (top level or inside functions); packages left out."""
     package = Path(__file__).resolve().parents[1] / "tune_tl"
     modules = {".".join(p.relative_to(package.parent).with_suffix("").parts): p for p in package.rglob("*.py") if p.name != "__init__.py"}
-    graph = {}
-    for name, path in modules.items():
-        deps = set()
-        for node in ast.walk(ast.parse(path.read_text())):
-            if isinstance(node, ast.ImportFrom) and node.module:
-                deps |= {node.module} | {f"{node.module}.{a.name}" for a in node.names}
-            elif isinstance(node, ast.Import):
-                deps |= {a.name for a in node.names}
-        graph[name] = {d for d in deps if d in modules and d != name}
-    return graph
+    return {name: {d for d in imported_names(path) if d in modules and d != name} for name, path in modules.items()}
+
+
+def imported_names(path: Path) -> set[str]:
+    """Every name a file imports anywhere (top level or inside functions): ``a.b`` and, for ``from a.b import c``, ``a.b.c``."""
+    names = set()
+    for node in ast.walk(ast.parse(path.read_text())):
+        if isinstance(node, ast.ImportFrom) and node.module:
+            names |= {node.module} | {f"{node.module}.{a.name}" for a in node.names}
+        elif isinstance(node, ast.Import):
+            names |= {a.name for a in node.names}
+    return names
 
 
 def test_no_module_imports_itself_back_even_inside_a_function():
@@ -176,16 +178,8 @@ def test_is_this_an_epoch_is_written_once():
 def imported_packages() -> dict[str, set[str]]:
     """Module (relative path) -> every ``tune_tl`` module or package it imports, anywhere in the file."""
     package = Path(__file__).resolve().parents[1] / "tune_tl"
-    found = {}
-    for path in package.rglob("*.py"):
-        names = set()
-        for node in ast.walk(ast.parse(path.read_text())):
-            if isinstance(node, ast.ImportFrom) and node.module:
-                names |= {node.module} | {f"{node.module}.{a.name}" for a in node.names}
-            elif isinstance(node, ast.Import):
-                names |= {a.name for a in node.names}
-        found[path.relative_to(package).as_posix()] = {n for n in names if n.startswith("tune_tl.")}
-    return found
+    return {path.relative_to(package).as_posix(): {n for n in imported_names(path) if n.startswith("tune_tl.")}
+            for path in package.rglob("*.py")}
 
 
 @pytest.mark.parametrize("lower, upper", [("search", "analysis"), ("analysis", "search")])
