@@ -16,7 +16,7 @@ BACKBONES = ["efficientnet_lite0", "efficientnet_lite1"]
 @pytest.mark.processes
 def test_a_search_killed_between_its_probes_resumes_without_running_the_finished_probe_again(tmp_path):
     space = write_tiny_space(tmp_path, backbone={"name": BACKBONES}, budget={"samples": 3},
-                             params={"freeze_blocks": "all", "head": "linear", "lr": 0.03, "optimizer": "sgd"})
+                             params={"freeze_blocks": "all", "head": "mlp", "head_hidden": 32, "lr": 0.03, "optimizer": "sgd"})
     root, faults = tmp_path / "out" / "s0", tmp_path / "faults"
     search = Driver(["search", str(space), "--output", str(tmp_path / "out"), "--name", "s0", "--concurrency", "1"],
                     tmp_path / "search.log", fault_dir=faults, at="between_probes")

@@ -88,7 +88,8 @@ def read_table(directory: Location, schema: pa.Schema, key: list[str], attempts:
 
     Safe while a search writes: parts appear whole, and a part compacted away between listing and
     reading makes this list the folder again (waiting longer each time: about 2.5 s in all at most, for a
-    busy machine); rows seen twice during a compaction are kept once.
+    busy machine). A compaction's hidden ``_pending-`` part is read too: between deleting its sources and
+    being renamed into place it holds their only copy. Rows seen twice during a compaction are kept once.
     A part that is not readable Parquet (truncated by a full disk, damaged by a copy) is named in one
     warning line and moved into ``<search>/quarantine/<table>/`` (:func:`readable_parts`); the rest is read.
     """
@@ -96,7 +97,7 @@ def read_table(directory: Location, schema: pa.Schema, key: list[str], attempts:
         return schema.empty_table().to_pandas()
     for attempt in range(attempts):
         try:
-            frame = _read(directory.path, directory, schema)
+            frame = _read([p.path for p in directory.files(suffix=".parquet")], directory, schema)
             break
         except pa.ArrowInvalid:  # a corrupt part (a subclass of ValueError, not OSError), or a race with a compaction
             if attempt < attempts - 1:
@@ -122,7 +123,7 @@ def readable_parts(directory: Location, schema: pa.Schema) -> list[Location]:
     read-only): one damaged part must not block ``report``, ``export`` or ``resume``."""
     good = []
     for part in directory.files(suffix=".parquet"):
-        if part.name.startswith(("_", ".")):  # pending compactions and temporary files: not parts (yet)
+        if part.name.startswith("."):  # temporary files: not parts (yet); a pending compaction is whole
             continue
         try:
             pq.read_table(part.path, schema=schema, filesystem=part.fs)
