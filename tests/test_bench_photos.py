@@ -3,7 +3,7 @@
 import pytest
 
 from tune_tl.bench.photo_sets import PhotoSet, given_folder, textures_folder
-from tune_tl.bench.photos import PREVIOUS_SPACE, PhotosPlan, main, run_dataset_jobs, unique_names
+from tune_tl.bench.photos import BACKBONES, PREVIOUS_SPACE, PhotosPlan, main, run_dataset_jobs, unique_names
 from tune_tl.bench.photos_report import BenchRow, across_sets, best_so_far, checkpoints, dataset_table, render, targets
 from tune_tl.config import load_space
 from tune_tl.errors import TuneTLError
@@ -148,3 +148,15 @@ def test_rows_picks_which_rows_are_measured_and_a_bad_letter_is_refused_before_a
     (tmp_path / "photos" / "val").mkdir()
     assert main(["--rows", "ax", "--data", str(tmp_path / "photos")]) == 2
     assert capsys.readouterr().err.strip() == "error: --rows ax: give letters of abcde (e.g. --rows ace), each a row to measure"
+
+
+def test_fine_tune_backbones_narrows_row_b_only_and_an_unknown_name_is_refused_before_any_work(tmp_path, capsys):
+    plan = PhotosPlan(budgets=(60.0,), rows="abe", fine_tune_backbones=("efficientnet_lite0",))
+    jobs = run_dataset_jobs(PhotoSet("ants", tmp_path), plan, tmp_path)
+    named = [(job.func.__name__, job.args[1]) for job in jobs[:4]]
+    assert named == [("probe_row", b) for b in BACKBONES] + [("fine_tune_row", BACKBONES[0])]
+    assert [job.func.__name__ for job in jobs[4:]] == ["new_row"]
+    (tmp_path / "photos" / "train").mkdir(parents=True)
+    (tmp_path / "photos" / "val").mkdir()
+    assert main(["--fine-tune-backbones", "resnet50", "--data", str(tmp_path / "photos")]) == 2
+    assert "--fine-tune-backbones: give names of efficientnet_lite0" in capsys.readouterr().err
