@@ -84,9 +84,9 @@ def test_two_of_three_real_sets_suffice_at_600_s_and_synthetic_sets_do_not_count
 
 def test_the_dataset_table_has_a_column_per_checkpoint_and_dashes_past_a_search_budget():
     table = dataset_table(rows(), (120, 600))
-    assert table[0].startswith("| row | setting | best val acc | at 60 s | at 120 s | at 300 s | at 600 s | wall | disk |")
+    assert table[0].startswith("| row | setting | best val acc | test acc | at 60 s | at 120 s | at 300 s | at 600 s | wall | disk |")
     new120 = next(line for line in table if line.startswith("| (e)") and "| 120 s |" in line)
-    assert "| 96.0 % | 95.0 % | 96.0 % | — | — | 140 s | 5.0 MB |" in new120
+    assert "| 96.0 % | — | 95.0 % | 96.0 % | — | — | 140 s | 5.0 MB |" in new120, "no test split: a dash"
 
 
 def test_the_report_has_a_table_per_dataset_and_a_summary_marking_synthetic_sets():
@@ -142,8 +142,8 @@ def test_two_folders_with_one_base_name_get_distinct_safe_search_names(tmp_path)
 def test_rows_picks_which_rows_are_measured_and_a_bad_letter_is_refused_before_any_work(tmp_path, capsys):
     ds = PhotoSet("ants", tmp_path)
     jobs = run_dataset_jobs(ds, PhotosPlan(budgets=(60.0,), rows="ae"), tmp_path)
-    assert [job.func.__name__ for job in jobs] == ["probe_row"] * 3 + ["new_row"]
-    assert len(run_dataset_jobs(ds, PhotosPlan(budgets=(60.0, 120.0)), tmp_path)) == 3 + 3 + 2 * 3, "default: every row"
+    assert [job.func.__name__ for job in jobs] == ["probe_row"] * 3 + ["new_row", "ensemble_row"], "(f) is read from (e)'s search"
+    assert len(run_dataset_jobs(ds, PhotosPlan(budgets=(60.0, 120.0)), tmp_path)) == 3 + 3 + 2 * 4, "default: every row"
     (tmp_path / "photos" / "train").mkdir(parents=True)
     (tmp_path / "photos" / "val").mkdir()
     assert main(["--rows", "ax", "--data", str(tmp_path / "photos")]) == 2
@@ -155,8 +155,18 @@ def test_fine_tune_backbones_narrows_row_b_only_and_an_unknown_name_is_refused_b
     jobs = run_dataset_jobs(PhotoSet("ants", tmp_path), plan, tmp_path)
     named = [(job.func.__name__, job.args[1]) for job in jobs[:4]]
     assert named == [("probe_row", b) for b in BACKBONES] + [("fine_tune_row", BACKBONES[0])]
-    assert [job.func.__name__ for job in jobs[4:]] == ["new_row"]
+    assert [job.func.__name__ for job in jobs[4:]] == ["new_row", "ensemble_row"]
     (tmp_path / "photos" / "train").mkdir(parents=True)
     (tmp_path / "photos" / "val").mkdir()
     assert main(["--fine-tune-backbones", "resnet50", "--data", str(tmp_path / "photos")]) == 2
     assert "--fine-tune-backbones: give names of efficientnet_lite0" in capsys.readouterr().err
+
+
+def test_the_test_column_shows_the_figures_scored_once_on_a_test_split_and_a_dash_elsewhere():
+    rows = [BenchRow("cells", "probe", "efficientnet_lite0, 224 px", 0.80, 30.0),
+            BenchRow("cells", "new", "600 s", 0.90, 610.0, 600, ((100.0, 0.90),), test=0.875),
+            BenchRow("cells", "ensemble", "600 s", 0.92, 0.0, test=0.8825)]
+    lines = dataset_table(rows, (600.0,))
+    assert lines[0].startswith("| row | setting | best val acc | test acc | at 60 s |")
+    cells = [line.split(" | ")[3] for line in lines[2:5]]
+    assert cells == ["—", "87.5 %", "88.2 %"]

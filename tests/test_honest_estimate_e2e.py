@@ -14,7 +14,8 @@ import tune_tl.search.run
 from tests.data.images import write_split_folder
 from tune_tl.analysis.predict import predict
 from tune_tl.cli import main
-from tune_tl.search.held_out import without_test
+from tune_tl.models import build_backbone
+from tune_tl.search.held_out import score_on_test, without_test
 from tune_tl.search.summary import format_summary, summarize
 from tune_tl.search.val_predictions import read_val_predictions
 from tune_tl.store.ranking import ranked
@@ -42,7 +43,7 @@ def searched(ray_local, tmp_path_factory):
 
     def keep_what_the_driver_keeps(prepared):
         kept, tests = without_test(prepared)
-        handed.update(prepared=kept)
+        handed.update(prepared=kept, tests=tests)
         return kept, tests
 
     with pytest.MonkeyPatch.context() as mp:
@@ -50,7 +51,7 @@ def searched(ray_local, tmp_path_factory):
         mp.setattr(tune_tl.search.run, "without_test", keep_what_the_driver_keeps)
         assert main(["search", str(space), "--data", str(photos), *ARGS, "--output", str(tmp / "out"), "--name", "s"]) == 0
     # The same search with the test split removed: what every choice saw must not change.
-    shutil.rmtree(photos / "test")
+    shutil.move(photos / "test", tmp / "held-out")  # kept for predict
     assert main(["search", str(space), "--data", str(photos), *ARGS, "--output", str(tmp / "out"), "--name", "no-test"]) == 0
     return tmp / "out" / "s", handed
 
@@ -129,7 +130,7 @@ def test_the_ensemble_is_recorded_and_tune_tl_ensemble_chooses_it_again(searched
 
 @pytest.mark.slow
 def test_an_exported_ensemble_of_a_probe_and_a_trial_predicts_val_as_its_probabilities_say(searched, tmp_path):
-    root, _ = searched
+    root, handed = searched
     search = Path(shutil.copytree(root, tmp_path / "s", symlinks=True))
     run = SearchRun(search)
     kept = read_val_predictions(run)
@@ -146,3 +147,9 @@ def test_an_exported_ensemble_of_a_probe_and_a_trial_predicts_val_as_its_probabi
     rows = predict(out, [root.parent.parent / "photos" / "val"])
     assert len(rows) == len(kept.labels)
     assert np.mean([label == Path(path).parent.name for path, label, _ in rows]) == pytest.approx(expected)
+    # Its test figure (scored once when a search ends, never to choose) is what the exported ensemble does on test/.
+    record = score_on_test(run, handed["tests"], {"efficientnet_lite0": build_backbone("efficientnet_lite0", "imagenet")})
+    on_test = predict(out, [root.parent.parent / "held-out"])
+    assert record["ensemble_test_acc"] == pytest.approx(np.mean([label == Path(path).parent.name for path, label, _ in on_test]))
+    assert f"test {record['ensemble_test_acc']:.4f} vs the shipped trial's {record['test_acc']:.4f}" in format_summary(
+        summarize(Location.parse(search)))

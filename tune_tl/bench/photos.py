@@ -16,7 +16,11 @@ Per dataset, one row after another in one process, every row on the folder's own
 (d) the previous default per budget: ``spaces/imagefolder_before.yaml`` (a frozen copy of the
     image-folder space before issue 23) with that day's default search options;
 (e) the new default per budget: ``tune-tl search --data DIR --time-budget T`` through the CLI's own
-    ``main``, so it measures whatever ships.
+    ``main``, so it measures whatever ships; its note counts the trials that finished an epoch training a backbone block;
+(f) the ensemble (e)'s search chose on val when it ended (``search.ensemble``): no extra training.
+
+A folder with a ``test/`` split gets a test column: (e)'s shipped model and (f)'s ensemble, each scored on it once
+when the search ended (``search.held_out``); nothing chooses on it.
 
 Besides the given folders: digits at 64 px and the generated textures (:mod:`tune_tl.bench.photo_sets`).
 For every search: best so far at 60/120/300/600 s since its start (tune_tl's from its ``epochs`` table
@@ -54,6 +58,8 @@ from tune_tl.errors import TuneTLError
 from tune_tl.search.options import SearchOptions
 from tune_tl.search.run import run_search
 from tune_tl.search.session import init_ray
+from tune_tl.store.search_run import SearchRun
+from tune_tl.training.cost_model import recorded_cost_model, table_configs
 
 BACKBONES = ("efficientnet_lite0", "efficientnet_lite1", "efficientnet_lite2")
 #: The rows, (a) to (e); ``--rows`` measures a subset (the fine-tunes of a set of thousands of images take hours).
@@ -129,14 +135,44 @@ def new_row(ds: PhotoSet, budget: float, out: Path) -> BenchRow:
     return search_row(ds, "new", budget, out / name, time.time() - start)
 
 
+def ensemble_row(ds: PhotoSet, budget: float, out: Path) -> BenchRow | None:
+    """Row (f): the ensemble (e)'s search chose on val when it ended, with its test figure; ``None`` when it chose none."""
+    run = SearchRun(out / search_name(ds, "new", budget))
+    ensemble, test = run.ensemble_record, run.test_record or {}
+    if not ensemble:
+        return None
+    members = ", ".join(f"{m['trial_id']} {m['weight']:.2f}" for m in ensemble["members"])
+    single = len(ensemble["members"]) == 1
+    return BenchRow(ds.name, "ensemble", f"{budget:g} s", float(ensemble["val_acc"]), 0.0,
+                    test=test.get("test_acc") if single else test.get("ensemble_test_acc"),
+                    note=("one member: no average beat the best single on val" if single else members)
+                    + f"; best single on val {100 * ensemble['best_single_val_acc']:.1f} %, shipped trial's test "
+                    + ("—" if test.get("test_acc") is None else f"{100 * test['test_acc']:.1f} %"))
+
+
+def fine_tunes_with_an_epoch(run: SearchRun) -> int | None:
+    """How many of a search's trials finished an epoch that trained a backbone block (the cost model's masks)."""
+    recorded = recorded_cost_model(run)
+    if recorded is None:
+        return None
+    model, trials, epochs = recorded[0], table_configs(run.trials()), run.epochs()
+    rows = zip(epochs["trial_id"], epochs["epoch"].astype(int), epochs["probe"].eq(True), strict=True)
+    trained = {t for t, e, probe in rows if not probe and t in trials and any(model.trainable_blocks(trials[t], e))}
+    return len(trained)
+
+
 def search_row(ds: PhotoSet, kind: str, budget: float, folder: Path, wall: float) -> BenchRow:
     """A tune_tl search's row: its anytime curve (seconds since its recorded start), trials, disk."""
     res = load_results(folder)
     anytime = anytime_curve(res)
     curve = tuple(zip((60 * anytime["minutes"]).tolist(), anytime["best_val_acc"].tolist(), strict=True))
     pruned = int((res.trials["status"] == "pruned").sum())
+    run = SearchRun(folder)
+    tuned = fine_tunes_with_an_epoch(run)
     return BenchRow(ds.name, kind, f"{budget:g} s", max((acc for _, acc in curve), default=float("nan")), wall, budget, curve,
-                    disk_bytes(folder), f"{len(res.trials)} trials ({pruned} pruned), {len(res.epochs)} epochs")
+                    disk_bytes(folder), f"{len(res.trials)} trials ({pruned} pruned), {len(res.epochs)} epochs"
+                    + ("" if tuned is None else f", {tuned} fine-tune(s) with an epoch"),
+                    test=(run.test_record or {}).get("test_acc"))
 
 
 def search_name(ds: PhotoSet, kind: str, budget: float) -> str:
@@ -156,6 +192,7 @@ def run_dataset_jobs(ds: PhotoSet, plan: PhotosPlan, out: Path) -> list[partial]
         searches = {"c": partial(handwritten_row, ds, budget, plan.epochs, out), "d": partial(previous_row, ds, budget, out),
                     "e": partial(new_row, ds, budget, out)}
         jobs += [job for row, job in searches.items() if row in plan.rows]
+        jobs += [partial(ensemble_row, ds, budget, out)] if "e" in plan.rows else []
     return jobs
 
 
@@ -165,6 +202,8 @@ def run_dataset(ds: PhotoSet, plan: PhotosPlan, out: Path) -> list[BenchRow]:
     rows = []
     for job in jobs:
         r = job()
+        if r is None:
+            continue
         print(f"measured: {ds.name}: {r.kind} {r.setting}: best val acc {100 * r.best:.1f} %, wall {r.wall:.0f} s ({r.note})", flush=True)
         rows.append(r)
     return rows

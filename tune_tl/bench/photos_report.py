@@ -21,6 +21,7 @@ KINDS = {
     "handwritten": "(c) hand-written Ray Tune + OptunaSearch + ASHA",
     "previous": "(d) previous default (imagefolder_before.yaml)",
     "new": "(e) new default (`tune-tl search --data DIR`)",
+    "ensemble": "(f) ensemble of (e)'s probes and kept trials (chosen on val)",
 }
 SEARCHES = ("handwritten", "previous", "new")
 #: The anytime checkpoints of the issue, in seconds since a search's start.
@@ -41,6 +42,8 @@ class BenchRow:
     curve: tuple[tuple[float, float], ...] = ()  #: searches: (s since the search's start, val acc) per epoch
     disk: int | None = None  #: searches: bytes their folder holds
     note: str = ""
+    #: (e) and (f) on a set with a ``test/`` split: the shipped model's (the ensemble's) accuracy there, scored once.
+    test: float | None = None
 
 
 @dataclass(frozen=True)
@@ -129,12 +132,12 @@ def _yes(met: bool | None) -> str:
 def dataset_table(rows: list[BenchRow], budgets: tuple[float, ...]) -> list[str]:
     """One dataset's rows as a Markdown table, then its targets."""
     marks = checkpoints(budgets)
-    lines = ["| row | setting | best val acc | " + " | ".join(f"at {t:.0f} s" for t in marks) + " | wall | disk | notes |",
-             "|---|---|---|" + "---|" * len(marks) + "---|---|---|"]
+    lines = ["| row | setting | best val acc | test acc | " + " | ".join(f"at {t:.0f} s" for t in marks) + " | wall | disk | notes |",
+             "|---|---|---|---|" + "---|" * len(marks) + "---|---|---|"]
     for r in rows:
         at = " | ".join(_pct(best_so_far(r, t)) if r.budget is not None and t <= r.budget + _EPS else "—" for t in marks)
         disk = "—" if r.disk is None else f"{r.disk / 1e6:.1f} MB"
-        lines.append(f"| {KINDS[r.kind]} | {r.setting} | {_pct(r.best)} | {at} | {r.wall:.0f} s | {disk} | {r.note} |")
+        lines.append(f"| {KINDS[r.kind]} | {r.setting} | {_pct(r.best)} | {_pct(r.test)} | {at} | {r.wall:.0f} s | {disk} | {r.note} |")
     lines.append("")
     lines += [f"- {t.name}: **{_yes(t.met)}** ({t.detail})" for t in targets(rows)]
     return lines

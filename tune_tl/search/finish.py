@@ -28,4 +28,4 @@ def finish_search(run: SearchRun, splits: dict[int, Split | FileSplit], tests: d
             ensemble_search(run)
     except TuneTLError as exc:  # the search itself is done and recorded: say why there is no ensemble, do not fail it
         log.warning("no ensemble: %s", exc)
-    score_on_test(run, tests)
+    score_on_test(run, tests, backbones, cache)

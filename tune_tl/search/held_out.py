@@ -18,8 +18,8 @@ import logging
 import numpy as np
 
 from tune_tl.data.types import FileSplit, Split
-from tune_tl.errors import TuneTLError
-from tune_tl.search.val_predictions import checkpoint_model, class_probabilities, device_for
+from tune_tl.models import Backbone
+from tune_tl.search.val_predictions import device_for, member_probabilities
 from tune_tl.store.ranking import shipped_row
 from tune_tl.store.search_run import SearchRun
 from tune_tl.training.context import PreparedSearch
@@ -42,26 +42,49 @@ def without_test(prepared: PreparedSearch) -> tuple[PreparedSearch, dict[int, Sp
     return dataclasses.replace(prepared, context=context), tests
 
 
-def score_on_test(run: SearchRun, tests: dict[int, Split | FileSplit], device: str | None = None) -> dict | None:
+def score_on_test(run: SearchRun, tests: dict[int, Split | FileSplit], backbones: dict[str, Backbone] | None = None,
+                  cache: str | None = None, device: str | None = None) -> dict | None:
     """Score the shipped model (``store.ranking.shipped_row``, its kept best-epoch weights) on the test split once,
-    record it in ``search.json`` (``test``) and return that record; ``None`` without a test split or a winner."""
+    and the ensemble chosen on val (``search.ensemble``) when it has several members; record both in ``search.json``
+    (``test``) and return that record; ``None`` without a test split or a winner."""
     if not tests:
         return None
     row = shipped_row(run.trials(), run.recheck())
     if row is None:
         return None  # no finished trial: nothing was shipped
     split = tests.get(int(row["resolution"]))
-    try:
-        model = checkpoint_model(run, row.to_dict(), len(run.classes))
-    except TuneTLError as exc:
-        log.warning("no test score: %s", exc)
+    probs = None if split is None else member_probabilities(run, row.to_dict(), split, "test", backbones or {}, cache, device_for(device))
+    if probs is None:  # a trial whose weights retention deleted, a probe whose backbone is not built here
+        log.warning("no test score: the shipped %s %s cannot be scored here", "probe" if row.get("probe") else "trial", row["trial_id"])
         return None
-    if split is None:
-        return None
-    probs = class_probabilities(model, split, "test", device_for(device))
     record = {"trial_id": str(row["trial_id"]), "test_acc": float((probs.argmax(1) == np.asarray(split.test_y)).mean()),
               "test_images": len(split.test_y), "val_acc": float(row["best_val_acc"])}
+    ensemble = run.ensemble_record
+    if ensemble and len(ensemble["members"]) > 1:
+        score = ensemble_test_acc(run, ensemble, tests, backbones or {}, cache, device_for(device))
+        if score is not None:
+            record.update(ensemble_test_acc=score, ensemble_val_acc=float(ensemble["val_acc"]))
     run.update_metadata(test=record)
     log.info("test: the shipped trial %s scores %.4f on %d test images (val %.4f); never used to choose", record["trial_id"],
              record["test_acc"], record["test_images"], record["val_acc"])
+    if "ensemble_test_acc" in record:
+        log.info("test: the ensemble scores %.4f (val %.4f)", record["ensemble_test_acc"], record["ensemble_val_acc"])
     return record
+
+
+def ensemble_test_acc(run: SearchRun, ensemble: dict, tests: dict[int, Split | FileSplit], backbones: dict[str, Backbone],
+                      cache: str | None, device) -> float | None:
+    """The ensemble's accuracy on the test split: its members' test probabilities, averaged with its weights; ``None``
+    when a member cannot be scored here (its weights deleted, a probe's backbone not built)."""
+    rows = run.trials().set_index("trial_id", drop=False)
+    total, labels = None, None
+    for member in ensemble["members"]:
+        row = rows.loc[member["trial_id"]].to_dict()
+        split = tests.get(int(row["resolution"]))
+        probs = None if split is None else member_probabilities(run, row, split, "test", backbones, cache, device)
+        if probs is None:
+            log.warning("no ensemble test score: member %s cannot be scored on the test split", member["trial_id"])
+            return None
+        total = member["weight"] * probs + (0 if total is None else total)
+        labels = np.asarray(split.test_y)
+    return float((total.argmax(1) == labels).mean())

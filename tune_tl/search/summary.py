@@ -142,7 +142,7 @@ def format_summary(summary: SearchSummary) -> str:
             lines.append("  config: " + ", ".join(f"{k}={_fmt(v)}" for k, v in best.items() if k in PARAMS))
         lines.append(honest_estimate(summary))
     if summary.ensemble:
-        lines.append(ensemble_line(summary.ensemble))
+        lines.append(ensemble_line(summary.ensemble, summary.test))
     if summary.anytime:
         lines.append("Best so far: " + ", ".join(f"{s / 60:g} min {'—' if acc is None else f'{acc:.4f}'}"
                                                   for s, acc in summary.anytime.items()))
@@ -167,14 +167,18 @@ def honest_estimate(summary: SearchSummary) -> str:
     return f"  {val}; no test split for an honest figure: put held-out images in <data>/test/<class>/ (scored once, never to choose)"
 
 
-def ensemble_line(ensemble: dict[str, Any]) -> str:
-    """The ensemble chosen on val (``search.ensemble``): its accuracy and members with weights."""
+def ensemble_line(ensemble: dict[str, Any], test: dict[str, Any] | None = None) -> str:
+    """The ensemble chosen on val (``search.ensemble``): its accuracy and members with weights, and its test figure
+    beside the shipped trial's when the search scored both (``search.held_out``)."""
     members = ", ".join(f"{m['trial_id']} {m['weight']:.2f}" for m in ensemble["members"])
     if len(ensemble["members"]) == 1:
         return (f"Ensemble: none better on val than the best single member ({members}); "
                 f"a member must add at least one correct val image")
+    scored = ""
+    if test and test.get("ensemble_test_acc") is not None:
+        scored = f"; test {test['ensemble_test_acc']:.4f} vs the shipped trial's {test['test_acc']:.4f}, never used to choose"
     return (f"Ensemble (val {ensemble['val_acc']:.4f} vs best single {ensemble['best_single_val_acc']:.4f}, chosen on val: "
-            f"optimistic too): {members}")
+            f"optimistic too{scored}): {members}")
 
 
 def _fmt(v) -> str:

@@ -93,28 +93,16 @@ def record_val_predictions(run: SearchRun, splits: dict, backbones: dict[str, Ba
 
     ``splits`` are the search's prepared splits by resolution; ``backbones`` the built ones its probes measured.
     """
-    dev, heads, classes = device_for(device), run.probe_heads(), run.classes
+    dev, heads = device_for(device), run.probe_heads()
     probs: dict[str, np.ndarray] = {}
     labels = None
     for row in ranked(run.trials()).to_dict("records"):
-        cfg = TrialConfig.from_row(row)
-        split = splits.get(cfg.resolution)
+        split = splits.get(int(row["resolution"]))
         if split is None:
             continue
-        name = cfg.backbone or run.spec.backbone.names[0]
-        if row.get("probe") is True or row.get("probe") == 1:
-            head, backbone = heads.get((name, cfg.resolution)), backbones.get(name)
-            if head is None or backbone is None:
-                continue
-            features = _probe_val_features(backbone, split, cache, dev)
-            weight, bias = (t.float().numpy() for t in head)
-            probs[row["trial_id"]] = torch.softmax(torch.from_numpy(features @ weight.T + bias), 1).numpy()
-        else:
-            try:
-                model = checkpoint_model(run, row, len(classes))
-            except TuneTLError:
-                continue  # not among the kept checkpoints: not a candidate
-            probs[row["trial_id"]] = class_probabilities(model, split, "val", dev)
+        p = member_probabilities(run, row, split, "val", backbones, cache, dev, heads)
+        if p is not None:
+            probs[row["trial_id"]] = p
         labels = np.asarray(split.val_y, dtype=np.int64)
     if labels is None:
         return ValPredictions(np.zeros(0, dtype=np.int64), {})
@@ -123,13 +111,34 @@ def record_val_predictions(run: SearchRun, splits: dict, backbones: dict[str, Ba
     return ValPredictions(labels, probs)
 
 
-def _probe_val_features(backbone: Backbone, split, cache: str | None, device: torch.device) -> np.ndarray:
-    """The pooled val features the probe was scored on: from the cache (same key as the probe's), else computed."""
+def member_probabilities(run: SearchRun, row: dict, split: Split | FileSplit, part: str, backbones: dict[str, Backbone],
+                         cache: str | None, device: torch.device, heads: dict | None = None) -> np.ndarray | None:
+    """A probe's or a kept trial's class probabilities on ``split``'s ``part`` (``val`` or ``test``), in order; ``None``
+    when it cannot be scored (a probe without its head or backbone here, a trial whose weights retention deleted)."""
+    cfg = TrialConfig.from_row(row)
+    name = cfg.backbone or run.spec.backbone.names[0]
+    if row.get("probe") is True or row.get("probe") == 1:
+        head = (run.probe_heads() if heads is None else heads).get((name, cfg.resolution))
+        backbone = backbones.get(name)
+        if head is None or backbone is None:
+            return None
+        features = _probe_features(backbone, split, part, cache, device)
+        weight, bias = (t.float().numpy() for t in head)
+        return torch.softmax(torch.from_numpy(features @ weight.T + bias), 1).numpy()
+    try:
+        model = checkpoint_model(run, row, len(run.classes))
+    except TuneTLError:
+        return None  # not among the kept checkpoints: not a candidate
+    return class_probabilities(model, split, part, device)
+
+
+def _probe_features(backbone: Backbone, split, part: str, cache: str | None, device: torch.device) -> np.ndarray:
+    """The pooled features of ``part`` the probe is scored on: val from the cache (same key as the probe's), else computed."""
     backbone.features.to(device)
     normalise = Normaliser(backbone.mean, backbone.std, device)
-    if cache is not None:
+    if cache is not None and part == "val":
         return pooled_features(backbone.name, backbone.features, split, normalise, _PROBE_BATCH, cache)["val"].astype(np.float32)
-    return encode(backbone.features, split, "val", normalise, _PROBE_BATCH).astype(np.float32)
+    return encode(backbone.features, split, part, normalise, _PROBE_BATCH).astype(np.float32)
 
 
 def write_val_predictions(run: SearchRun, predictions: ValPredictions) -> None:
