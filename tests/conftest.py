@@ -28,6 +28,10 @@ SHARED_FIXTURES = {
     "fault_search": tuple(f"tests/test_faults_e2e.py::test_a_{name}" for name in ("killed_trial_worker", "nan_loss", "cuda_out_of_memory")),
     "prepared digits": ("tests/test_boundary_cache.py::",),
     "FLOP counts": ("tests/test_cost_model.py::",),
+    "a search with a test split": ("tests/test_honest_estimate_e2e.py::",),
+    "digits and two probed backbones": ("tests/test_probes.py::",),
+    "digits and Lite0 for forward once": ("tests/test_forward_once.py::",),
+    "the local S3 server": ("tests/test_storage.py::",),
 }
 
 
