@@ -170,3 +170,4 @@ def test_the_test_column_shows_the_figures_scored_once_on_a_test_split_and_a_das
     assert lines[0].startswith("| row | setting | best val acc | test acc | at 60 s |")
     cells = [line.split(" | ")[3] for line in lines[2:5]]
     assert cells == ["—", "87.5 %", "88.2 %"]
+    assert lines[4].split(" | ")[-3] == "—", "the ensemble was chosen inside (e)'s search: no wall of its own"

@@ -41,7 +41,8 @@ from tune_tl.store.results import write_table_atomic
 from tune_tl.store.schema import read_table
 from tune_tl.store.search_run import SearchRun
 from tune_tl.training.batches import batches, in_order, to_device
-from tune_tl.training.frozen_features import encode, pooled_features
+from tune_tl.training.feature_cache import FeatureCache
+from tune_tl.training.frozen_features import encode, pooled_key
 from tune_tl.training.recipe import build_network
 
 log = logging.getLogger(__name__)
@@ -133,11 +134,15 @@ def member_probabilities(run: SearchRun, row: dict, split: Split | FileSplit, pa
 
 
 def _probe_features(backbone: Backbone, split, part: str, cache: str | None, device: torch.device) -> np.ndarray:
-    """The pooled features of ``part`` the probe is scored on: val from the cache (same key as the probe's), else computed."""
+    """The pooled features of ``part`` the probe is scored on: from the cache entry its probe filled, else computed for
+    ``part`` alone (a probe fitted on a subset of train, under a short budget, left no entry: train is not needed)."""
     backbone.features.to(device)
     normalise = Normaliser(backbone.mean, backbone.std, device)
-    if cache is not None and part == "val":
-        return pooled_features(backbone.name, backbone.features, split, normalise, _PROBE_BATCH, cache)["val"].astype(np.float32)
+    if cache is not None:
+        key = pooled_key(backbone.name, backbone.features, split, normalise)
+        kept = FeatureCache(cache).get(key, {"train": len(split.train_y), "val": len(split.val_y)})
+        if kept is not None and part in kept:
+            return kept[part].astype(np.float32)
     return encode(backbone.features, split, part, normalise, _PROBE_BATCH).astype(np.float32)
 
 
