@@ -8,7 +8,16 @@ import pytest
 
 from tune_tl.config.params import TrialConfig
 from tune_tl.config.space import parse_space_text
-from tune_tl.search.admission import MAX_REDRAWS, Admission, BudgetClock, FirstEpochFit, NotStartedRows, ProbeDominance, probe_rate
+from tune_tl.search.admission import (
+    MAX_REDRAWS,
+    Admission,
+    BudgetClock,
+    FirstEpochFit,
+    NotStartedRows,
+    ProbeDominance,
+    probe_rate,
+    stopped_for_time,
+)
 from tune_tl.search.cost_sampler import CandidateCost
 from tune_tl.search.plan import plan_for
 from tune_tl.search.sampler import HonestOptunaSearch, make_sampler, storage_url
@@ -125,3 +134,14 @@ def test_the_searcher_refuses_what_cannot_finish_records_why_and_calibrates_on_t
     rows = run.trials()
     assert set(rows["status"]) == {NOT_STARTED} and rows["error"].str.contains("predicted to take 50 s").all()
     assert isinstance(rows, pd.DataFrame) and rows["freeze_policy"].eq("full").all()
+
+
+def test_a_search_whose_admission_stopped_starting_trials_for_the_time_left_was_ended_by_the_time_budget():
+    def table(statuses):
+        return pd.DataFrame({"status": statuses, "probe": [s == "probe" for s in statuses]})
+
+    refused_early = table(["probe", "completed", "pruned", NOT_STARTED, NOT_STARTED])
+    assert stopped_for_time(refused_early, samples=10), "2 of 10 trials started, then nothing fit in the time left"
+    assert not stopped_for_time(table(["probe", "completed", NOT_STARTED, "completed"]), samples=2), "every sample ran"
+    assert not stopped_for_time(table(["completed", "pruned"]), samples=10), "no refusal: something else ended it"
+    assert not stopped_for_time(table([]), samples=10)

@@ -26,6 +26,8 @@ import time
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
 
+import pandas as pd
+
 from tune_tl.config.params import TrialConfig
 from tune_tl.errors import TuneTLError
 from tune_tl.store.results import trial_row, write_table_atomic
@@ -200,3 +202,14 @@ def search_admission(root: Location, model: CostModel, clock: BudgetClock, trial
     # images (digits at 32 px gave 5-26 s per GFLOP and refused every fine-tune of the default search). Trial epochs
     # calibrate the fit as they are measured; until the first one, every config may start.
     return Admission(dominance, FirstEpochFit(model, clock, None))
+
+
+def stopped_for_time(trials: pd.DataFrame, samples: int) -> bool:
+    """Whether admission ended the search before its samples: it refused configs for the time left (their
+    ``not_started`` rows) and Ray started fewer trials than ``samples``. The time budget ended such a search as
+    surely as Ray's clock does, only earlier: the summary says so, and what one fine-tune epoch needs."""
+    if trials.empty:
+        return False
+    refused = trials["status"].eq(NOT_STARTED)
+    started = int((~refused & ~trials["probe"].eq(True)).sum())
+    return bool(refused.any()) and started < samples

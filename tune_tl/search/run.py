@@ -16,6 +16,7 @@ from tune_tl.config.params import PARAMS
 from tune_tl.config.spec import DEFAULT_TIME_BUDGET, SearchSpec, with_budget
 from tune_tl.data.manifest import check_unchanged, data_fingerprint, record_data
 from tune_tl.data.validate import write_skipped
+from tune_tl.search.admission import stopped_for_time
 from tune_tl.search.finish import finish_search
 from tune_tl.search.held_out import without_test
 from tune_tl.search.options import SearchOptions
@@ -124,7 +125,8 @@ def _run_locked(spec: SearchSpec, options: SearchOptions, name: str, root: Locat
         log.info("search %r: %d trials, up to %d epochs each; results in %s", name, spec.budget.samples, spec.budget.max_epochs, root)
         tuner = build_tuner(dataclasses.replace(plan, spec=with_budget(spec, time=remaining)), options, context, root, study)
         tuner.fit()  # a driver that dies here is continued by ``tune-tl resume`` (tune_tl.search.resume)
-        timed_out = deadline is not None and time.monotonic() >= deadline
+        # Ray's clock ran out, or admission stopped starting trials because no first epoch fit in the time left.
+        timed_out = deadline is not None and (time.monotonic() >= deadline or stopped_for_time(run.trials(), spec.budget.samples))
     finish_search(run, prepared.context.data.splits, tests, probed, cache)  # ensemble on val; test scored once, never to choose
     run.record_end(node_ids=alive_node_ids(), ended_by_time_budget=timed_out)
     need = None
