@@ -79,9 +79,6 @@ def build_tuner(plan: SearchPlan, options: SearchOptions, context: TrialContext,
                                      unit=plan.rung_unit),
             num_samples=spec.budget.samples,
             time_budget_s=spec.budget.time,  # stops starting trials and ends running ones when it is up
-            # A trial that ends hands its process to the next one: no new Python importing torch per trial (seconds
-            # of CPU each, which a laptop's 10-minute budget and the test suite both pay for every trial).
-            reuse_actors=True,
             trial_name_creator=trial_folder_name,  # short names and folders: the trial id, not the config
             trial_dirname_creator=trial_folder_name,
         ),
