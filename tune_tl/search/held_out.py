@@ -52,8 +52,8 @@ def score_on_test(run: SearchRun, tests: dict[int, Split | FileSplit], backbones
     row = shipped_row(run.trials(), run.recheck())
     if row is None:
         return None  # no finished trial: nothing was shipped
-    split = tests.get(int(row["resolution"]))
-    probs = None if split is None else member_probabilities(run, row.to_dict(), split, "test", backbones or {}, cache, device_for(device))
+    split, dev = tests.get(int(row["resolution"])), device_for(device)
+    probs = None if split is None else member_probabilities(run, row.to_dict(), split, "test", backbones or {}, cache, dev)
     if probs is None:  # a trial whose weights retention deleted, a probe whose backbone is not built here
         log.warning("no test score: the shipped %s %s cannot be scored here", "probe" if row.get("probe") else "trial", row["trial_id"])
         return None
@@ -61,7 +61,7 @@ def score_on_test(run: SearchRun, tests: dict[int, Split | FileSplit], backbones
               "test_images": len(split.test_y), "val_acc": float(row["best_val_acc"])}
     ensemble = run.ensemble_record
     if ensemble and len(ensemble["members"]) > 1:
-        score = ensemble_test_acc(run, ensemble, tests, backbones or {}, cache, device_for(device))
+        score = ensemble_test_acc(run, ensemble, tests, backbones or {}, cache, dev, {record["trial_id"]: probs})
         if score is not None:
             record.update(ensemble_test_acc=score, ensemble_val_acc=float(ensemble["val_acc"]))
     run.update_metadata(test=record)
@@ -73,15 +73,18 @@ def score_on_test(run: SearchRun, tests: dict[int, Split | FileSplit], backbones
 
 
 def ensemble_test_acc(run: SearchRun, ensemble: dict, tests: dict[int, Split | FileSplit], backbones: dict[str, Backbone],
-                      cache: str | None, device) -> float | None:
+                      cache: str | None, device, scored: dict[str, np.ndarray] | None = None) -> float | None:
     """The ensemble's accuracy on the test split: its members' test probabilities, averaged with its weights; ``None``
-    when a member cannot be scored here (its weights deleted, a probe's backbone not built)."""
+    when a member cannot be scored here (its weights deleted, a probe's backbone not built). ``scored``: members'
+    test probabilities already computed (the shipped trial's), not computed again."""
     rows = run.trials().set_index("trial_id", drop=False)
     total, labels = None, None
     for member in ensemble["members"]:
         row = rows.loc[member["trial_id"]].to_dict()
         split = tests.get(int(row["resolution"]))
-        probs = None if split is None else member_probabilities(run, row, split, "test", backbones, cache, device)
+        probs = (scored or {}).get(member["trial_id"])
+        if probs is None and split is not None:
+            probs = member_probabilities(run, row, split, "test", backbones, cache, device)
         if probs is None:
             log.warning("no ensemble test score: member %s cannot be scored on the test split", member["trial_id"])
             return None

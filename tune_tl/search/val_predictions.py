@@ -138,7 +138,7 @@ def _probe_features(backbone: Backbone, split, part: str, cache: str | None, dev
     ``part`` alone (a probe fitted on a subset of train, under a short budget, left no entry: train is not needed)."""
     backbone.features.to(device)
     normalise = Normaliser(backbone.mean, backbone.std, device)
-    if cache is not None:
+    if cache is not None and part in ("train", "val"):  # what a cache entry holds: test is never cached
         key = pooled_key(backbone.name, backbone.features, split, normalise)
         kept = FeatureCache(cache).get(key, {"train": len(split.train_y), "val": len(split.val_y)})
         if kept is not None and part in kept:
