@@ -5,6 +5,7 @@ import dataclasses
 import optuna
 import pandas as pd
 import pytest
+import torch
 
 from tune_tl.config.params import TrialConfig
 from tune_tl.config.space import parse_space_text
@@ -17,6 +18,7 @@ from tune_tl.search.admission import (
     ProbeDominance,
     probe_rate,
     stopped_for_time,
+    whole_model_fits,
 )
 from tune_tl.search.cost_sampler import CandidateCost
 from tune_tl.search.plan import plan_for
@@ -116,6 +118,20 @@ def test_the_probes_calibrate_seconds_per_flop_for_a_trial_s_share_of_the_cores(
     assert probe_rate(probes, model, driver_threads=2, trial_cpus=2) == pytest.approx(10.0 / work)
     assert probe_rate(probes, model, driver_threads=2, trial_cpus=1) == pytest.approx(20.0 / work)  # half the cores: twice the time
     assert probe_rate([], model, 2, 1) is None
+
+
+def test_the_textbook_start_keeps_the_whole_model_fine_tune_only_when_its_epoch_fits_a_third_of_the_budget():
+    model = cost_model()
+    whole = model.fine_tune_epoch(LITE)
+    # A probe whose forward pass prices the whole-model epoch at 100 s for a one-CPU trial (the driver has more threads).
+    probes = [{"backbone": LITE, "resolution": 32, "seconds": 100.0 / whole * probe_work(model) / max(1, torch.get_num_threads())}]
+    assert whole_model_fits(model, probes, 300.0, LITE, trial_cpus=1)  # 100 s of 300: a third
+    assert not whole_model_fits(model, probes, 299.0, LITE, trial_cpus=1)
+    assert whole_model_fits(model, probes, None, LITE, trial_cpus=1) and whole_model_fits(model, [], 10.0, LITE, trial_cpus=1)
+
+
+def probe_work(model: CostModel) -> float:
+    return model.epoch_cost(TrialConfig.from_dict({"backbone": LITE, "resolution": 32, "freeze_policy": "head_only"}), 1)
 
 
 def test_the_searcher_refuses_what_cannot_finish_records_why_and_calibrates_on_trial_epochs(tmp_path):

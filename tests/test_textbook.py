@@ -26,6 +26,16 @@ def test_default_space_starts_with_fine_tune_linear_probe_and_lp_ft_in_that_orde
     assert "bn_stats" not in dict(found)["linear probe"], "bn_stats does not apply to a linear probe"
 
 
+def test_after_the_probes_a_budget_too_short_for_a_whole_model_epoch_starts_with_the_top_blocks_and_the_top_half():
+    params = resolve_all(load_space("search_spaces/imagefolder.yaml").params, BLOCKS, "imagefolder.yaml")
+    assert [(name, values["freeze_blocks"]) for name, values in textbook_trials(params, BLOCKS, after_probes=True)] == [
+        ("fine-tune of the top blocks", 6), ("fine-tune", 0)]
+    short = textbook_trials(params, BLOCKS, after_probes=True, whole_model_fits=False)
+    assert [(name, values["freeze_blocks"]) for name, values in short] == [("fine-tune of the top blocks", 6),
+                                                                           ("fine-tune of the top half", 4)]
+    assert short[1][1]["lr"] == 1e-3 and short[1][1]["aug_crop_scale"] == 1.0, "the textbook recipe, augmentation off"
+
+
 def test_a_prefix_only_space_expresses_the_recipes_by_frozen_blocks():
     found = recipes({"freeze_blocks": {"low": 0, "high": "all"}, "lp_epochs": [0, 1], "lr": {"low": 3e-4, "high": 1e-2, "log": True}})
     assert found["fine-tune"] == {"freeze_blocks": 0, "lp_epochs": 0, "lr": 1e-3}

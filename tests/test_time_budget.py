@@ -9,8 +9,11 @@ from spaces import write_tiny_space
 
 from tune_tl.cli import main
 from tune_tl.config import load_space, parse_settings
+from tune_tl.config.params import TrialConfig
 from tune_tl.config.spec import DEFAULT_TIME_BUDGET
 from tune_tl.errors import TuneTLError
+from tune_tl.search.finish import wrap_up_seconds
+from tune_tl.training.cost_model import CostModel
 
 #: Many fast trials (head only) and a time limit.
 FAST = {"budget": {"samples": 100, "max_epochs": 2, "time": 600, "grace_period": None, "reduction_factor": None},
@@ -29,6 +32,17 @@ def test_budget_time_is_read_from_the_space_file_and_defaults_to_no_limit(tmp_pa
 def test_a_budget_time_that_is_not_a_positive_number_is_rejected_naming_the_key(value):
     with pytest.raises(TuneTLError, match=r"s\.yaml: budget\.time"):
         parse_settings({"budget": {"time": value}}, "s.yaml", allow_params=False)
+
+
+def test_the_end_of_a_search_is_priced_as_forward_passes_at_the_probes_rate_and_comes_out_of_the_budget():
+    blocks = (1e6, 3e6)
+    model = CostModel({"net": {32: blocks}}, {"net": 16}, num_classes=2, train_images=800, val_images=200)
+    probe_work = model.epoch_cost(TrialConfig.from_dict({"backbone": "net", "resolution": 32, "freeze_policy": "head_only"}), 1)
+    probes = [{"backbone": "net", "resolution": 32, "seconds": 2e-9 * probe_work}]  # 2 s per GFLOP
+    # three kept trials over 200 val images; they and the probe over 100 test images: 1,000 forwards of 4 MFLOP
+    assert wrap_up_seconds(model, probes, 3, 100, "net", budget=600) == pytest.approx(2e-9 * 4e6 * (3 * 200 + 4 * 100))
+    assert wrap_up_seconds(model, probes, 3, 100, "net", budget=0.024) == pytest.approx(0.004), "at most a sixth of the budget"
+    assert wrap_up_seconds(model, [], 3, 100, "net", budget=600) == 0.0, "no probe to calibrate on: nothing reserved"
 
 
 def test_a_bad_time_budget_flag_exits_2_with_one_line_before_any_ray_work(tmp_path, capsys):

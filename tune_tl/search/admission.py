@@ -27,6 +27,7 @@ from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
 
 import pandas as pd
+import torch
 
 from tune_tl.config.params import TrialConfig
 from tune_tl.errors import TuneTLError
@@ -140,6 +141,29 @@ def probe_rate(probes: Sequence[Mapping], model: CostModel, driver_threads: int,
         measured.append(float(probe["seconds"]))
     rate = seconds_per_flop(predicted, measured)
     return None if rate is None else rate * max(1.0, driver_threads / max(trial_cpus, 1e-9))
+
+
+#: The share of the Tuner's time budget one whole-model epoch may take for the textbook start to include it.
+WHOLE_MODEL_SHARE = 1 / 3
+
+
+def trial_rate(probes: Sequence[Mapping], model: CostModel, trial_cpus: float, gpus: float = 0) -> float | None:
+    """:func:`probe_rate` for a trial of ``trial_cpus`` CPUs (with a GPU: the device the probes ran on)."""
+    return probe_rate(probes, model, 1 if gpus else torch.get_num_threads(), 1 if gpus else trial_cpus)
+
+
+def whole_model_fits(model: CostModel, probes: Sequence[Mapping], seconds: float | None, backbone: str, trial_cpus: float,
+                     gpus: float = 0) -> bool:
+    """Whether one whole-model fine-tune epoch of ``backbone`` is predicted to take at most :data:`WHOLE_MODEL_SHARE` of
+    ``seconds`` (the Tuner's budget), at the probes' measured seconds per FLOP (:func:`trial_rate`); true without a
+    budget or a probe to judge by. The textbook start replaces it otherwise (``search.textbook.SHORT_BUDGET``)."""
+    rate = trial_rate(probes, model, trial_cpus, gpus)
+    if seconds is None or rate is None:
+        return True
+    try:
+        return model.fine_tune_epoch(backbone) * rate <= WHOLE_MODEL_SHARE * seconds
+    except (ValueError, KeyError):
+        return True
 
 
 @dataclass(frozen=True)

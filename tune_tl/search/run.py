@@ -17,7 +17,7 @@ from tune_tl.config.spec import DEFAULT_TIME_BUDGET, SearchSpec, with_budget
 from tune_tl.data.manifest import check_unchanged, data_fingerprint, record_data
 from tune_tl.data.validate import write_skipped
 from tune_tl.search.admission import stopped_for_time
-from tune_tl.search.finish import finish_search
+from tune_tl.search.finish import finish_search, wrap_up_seconds
 from tune_tl.search.held_out import without_test
 from tune_tl.search.options import SearchOptions
 from tune_tl.search.plan import resolve_plan
@@ -119,6 +119,12 @@ def _run_locked(spec: SearchSpec, options: SearchOptions, name: str, root: Locat
     if seeded:
         seed_study(study, root.name, seeded)  # TPE starts from the probes and the earlier searches' trials
     before_tuner = time.monotonic() - started
+    if deadline is not None:  # the end's forward passes come out of the budget, not after it
+        kept = min(spec.budget.samples, max(spec.budget.keep_checkpoints, options.recheck))
+        test_images = max((len(s.test_y) for s in tests.values()), default=0)
+        reserve = wrap_up_seconds(plan.cost_model, [p.record() for p in probes], kept, test_images, plan.first.name, spec.budget.time)
+        deadline -= reserve
+        log.info("time budget: %.0f s of it kept for the end (val predictions, test score)", reserve)
     remaining = None if deadline is None else deadline - time.monotonic()
     timed_out = remaining is not None and remaining <= 0
     if not timed_out:

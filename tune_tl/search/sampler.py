@@ -318,16 +318,18 @@ def make_sampler(name: str, spec, cost: Callable[[Mapping], float] | None = None
         return optuna.samplers.TPESampler(**settings)
 
 
-def enqueue_textbook(searcher: OptunaSearch, plan: SearchPlan, backbone: str | None = None, after_probes: bool = False) -> list[str]:
+def enqueue_textbook(searcher: OptunaSearch, plan: SearchPlan, backbone: str | None = None, after_probes: bool = False,
+                     whole_model_fits: bool = True) -> list[str]:
     """Enqueue the textbook recipes that fit ``plan``'s space as the study's first trials; their names.
 
     With a choice of backbones they go to ``backbone`` (the best probe's), else to the plan's first one (the
-    best ranked). ``after_probes``: the search's probes ran (``search.textbook``).
+    best ranked). ``after_probes``: the search's probes ran; ``whole_model_fits``: a whole-model epoch fits the
+    time budget's share (``search.textbook``).
     """
     if plan.spec.space_fn is not None:
         return []
     first = plan.backbones[backbone] if backbone else plan.first
-    recipes = textbook_trials(first.params, first.num_blocks, after_probes)
+    recipes = textbook_trials(first.params, first.num_blocks, after_probes, whole_model_fits)
     if plan.spec.backbone.is_choice:
         recipes = [(name, {"backbone": first.name, **params}) for name, params in recipes]
     for _, params in recipes:

@@ -11,10 +11,9 @@ from dataclasses import dataclass, field
 from typing import Any
 
 import pandas as pd
-import torch
 
 from tune_tl.config.params import PARAMS, TrialConfig
-from tune_tl.search.admission import probe_rate
+from tune_tl.search.admission import trial_rate
 from tune_tl.search.plan import SearchPlan
 from tune_tl.store.ranking import best_row, best_so_far, ranked
 from tune_tl.store.schema import NOT_STARTED, STATUSES
@@ -74,7 +73,7 @@ def fine_tune_need(plan: SearchPlan, probes: Sequence[Mapping], before_seconds: 
     ``None`` without a probe to calibrate on or a fine-tune in the space."""
     model = plan.cost_model
     cheapest = cheapest_fine_tune(model, None if plan.spec.space_fn is not None else plan.sub_spaces, plan.spec.source)
-    rate = probe_rate(probes, model, 1 if gpus else torch.get_num_threads(), 1 if gpus else trial_cpus)
+    rate = trial_rate(probes, model, trial_cpus, gpus)
     if cheapest is None or rate is None:
         return None
     cfg, flops = cheapest

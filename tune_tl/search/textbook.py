@@ -11,7 +11,11 @@ Optuna study (``study.enqueue_trial``) so the first trials of a search are, in o
 After the search's stage-0 probes (``search.probes``) the linear probe is already there, fitted exactly, and
 a linear head starts from it (``head_init: probe``), so a fine-tune *is* LP→FT without the LP epochs: the
 recipes are then the fine-tune of the top blocks (the last three frozen-prefix steps trainable: cheap, and
-cheaper still with the boundary cache) and the whole-model fine-tune (:data:`AFTER_PROBES`).
+cheaper still with the boundary cache) and the whole-model fine-tune (:data:`AFTER_PROBES`). Under a time budget
+whose third cannot hold one whole-model epoch (``whole_model_fits``, judged by ``search.tuner`` from the probes'
+measured seconds), the second is the fine-tune of the top half instead (:data:`SHORT_BUDGET`): on 1,600 photos at
+224 px on two cores a Lite0 whole-model epoch took 349 s of a 452 s Tuner budget and scored below the probe, while
+the search finished its fine-tune of the top blocks and had time for nothing else.
 
 Only values inside the space are enqueued: Optuna would otherwise use an out-of-range fixed value
 (with a warning). A recipe whose defining choice (its freeze policy, its ``lp_epochs``) the space
@@ -45,20 +49,27 @@ AFTER_PROBES: tuple[tuple[str, dict[str, Any], dict[str, Any]], ...] = (
     ("fine-tune of the top blocks", {"freeze_policy": "prefix", "freeze_blocks": -3, "lp_epochs": 0}, _COMMON),
     ("fine-tune", {"freeze_policy": "full", "lp_epochs": 0}, _COMMON),
 )
+#: The second recipe after the probes when a whole-model epoch would take more than a third of the time left.
+SHORT_BUDGET = ("fine-tune of the top half", {"freeze_policy": "prefix", "freeze_blocks": "half", "lp_epochs": 0}, _COMMON)
 #: Alternatives when a defining value is outside the space (``prefix`` with 0 / all frozen blocks).
 _ALTERNATIVES = {("freeze_policy", "full"): {"freeze_policy": "prefix", "freeze_blocks": 0},
                  ("freeze_policy", "head_only"): {"freeze_policy": "prefix", "freeze_blocks": "all"}}
 
 
-def textbook_trials(params: tuple[ParamSpec, ...], num_blocks: int, after_probes: bool = False) -> list[tuple[str, dict[str, Any]]]:
+def textbook_trials(params: tuple[ParamSpec, ...], num_blocks: int, after_probes: bool = False,
+                    whole_model_fits: bool = True) -> list[tuple[str, dict[str, Any]]]:
     """``(recipe name, Optuna params to enqueue)`` for each textbook recipe that fits ``params``.
 
     ``params`` are the space's parameters with block symbols resolved (a :class:`~tune_tl.search.plan.BackbonePlan`'s ``params``);
-    ``after_probes``: the search's probes ran (:data:`AFTER_PROBES` instead of :data:`RECIPES`).
+    ``after_probes``: the search's probes ran (:data:`AFTER_PROBES` instead of :data:`RECIPES`); ``whole_model_fits``
+    false: the time budget is too short for a whole-model epoch (:data:`SHORT_BUDGET` replaces it after the probes).
     """
     space = {p.name: p.dist for p in params}
     out: list[tuple[str, dict[str, Any]]] = []
-    for name, defining, values in AFTER_PROBES if after_probes else RECIPES:
+    recipes = RECIPES
+    if after_probes:
+        recipes = AFTER_PROBES if whole_model_fits else (AFTER_PROBES[0], SHORT_BUDGET)
+    for name, defining, values in recipes:
         chosen = fit_to_space(defining, space, num_blocks)
         if chosen is None:
             continue
@@ -77,6 +88,8 @@ def fit_to_space(defining: dict[str, Any], space: dict, num_blocks: int) -> dict
     they cannot: ``head_only`` becomes ``prefix`` with every block frozen, ``full`` becomes ``prefix`` with none."""
     chosen: dict[str, Any] = {}
     for key, value in defining.items():
+        if key == "freeze_blocks" and value == "half":
+            value = num_blocks // 2
         if key == "freeze_blocks" and isinstance(value, int) and value < 0:
             value = max(0, num_blocks + value)
         if _allowed(space, key, value):

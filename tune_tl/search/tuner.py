@@ -12,7 +12,7 @@ from pathlib import Path
 from ray import tune
 from ray.tune.search import ConcurrencyLimiter
 
-from tune_tl.search.admission import BudgetClock, NotStartedRows, search_admission
+from tune_tl.search.admission import BudgetClock, NotStartedRows, search_admission, whole_model_fits
 from tune_tl.search.budget import CloseOpenTrials
 from tune_tl.search.cost_sampler import CandidateCost, CostCooling
 from tune_tl.search.options import METRIC, MODE, SearchOptions
@@ -59,7 +59,9 @@ def build_tuner(plan: SearchPlan, options: SearchOptions, context: TrialContext,
         on_refused=NotStartedRows(root),
     )
     if options.textbook_start:  # the best-ranked backbone is the plan's first (search.probes.ranked_plan)
-        enqueue_textbook(searcher, plan, after_probes=bool(context.probe_heads))
+        fits = whole_model_fits(costs, SearchRun(root).probe_records, spec.budget.time, plan.first.name, options.cpus_per_trial,
+                                options.gpus_per_trial)
+        enqueue_textbook(searcher, plan, after_probes=bool(context.probe_heads), whole_model_fits=fits)
     if options.concurrency:
         searcher = ConcurrencyLimiter(searcher, max_concurrent=options.concurrency)
     sink = ParquetSink(root, spec.budget.max_epochs)
