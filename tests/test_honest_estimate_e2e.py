@@ -153,3 +153,23 @@ def test_an_exported_ensemble_of_a_probe_and_a_trial_predicts_val_as_its_probabi
     assert record["ensemble_test_acc"] == pytest.approx(np.mean([label == Path(path).parent.name for path, label, _ in on_test]))
     assert f"test {record['ensemble_test_acc']:.4f} vs the shipped trial's {record['test_acc']:.4f}" in format_summary(
         summarize(Location.parse(search)))
+
+
+@pytest.mark.slow
+def test_export_ships_the_ensemble_by_default_only_when_it_beats_the_best_single_on_val_by_a_point(searched, tmp_path, capsys):
+    root, _ = searched
+    search = Path(shutil.copytree(root, tmp_path / "s", symlinks=True))
+    run = SearchRun(search)
+    members = [{"trial_id": t, "weight": 0.5} for t in list(read_val_predictions(run).probs)[:2]]
+    for gain, ships in ((0.0, False), (0.005, False), (0.01, True)):
+        run.update_metadata(ensemble={**run.metadata["ensemble"], "members": members, "best_single_val_acc": 0.6, "val_acc": 0.6 + gain})
+        out = tmp_path / f"default-{gain}"
+        capsys.readouterr()
+        assert main(["export", str(search), "--to", str(out)]) == 0
+        assert (out / "ensemble.json").is_file() == ships, gain
+        said = "(the default: 1% or more above the best single trial on val; --single exports that trial)"
+        assert (said in capsys.readouterr().out) == ships
+    assert main(["export", str(search), "--single", "--to", str(tmp_path / "single")]) == 0
+    assert not (tmp_path / "single" / "ensemble.json").exists() and (tmp_path / "single" / "model.pt").is_file()
+    assert main(["export", str(search), "--single", "--ensemble", "--to", str(tmp_path / "both")]) == 2
+    assert not (tmp_path / "both").exists()

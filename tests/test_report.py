@@ -90,6 +90,26 @@ def test_report_on_a_running_search_counts_unfinished_trials(tmp_path, capsys):
     assert {f.name for f in files} >= {"learning_curves.png", "importances.png", "index.html"}
 
 
+def test_the_page_shows_the_shipped_trial_s_test_score_and_the_ensemble_beside_it(tmp_path):
+    sink = ParquetSink(tmp_path, max_epochs=3)
+    write_synthetic(sink, 6, 3)
+    sink.flush()
+    test = {"trial_id": "t0", "test_acc": 0.875, "test_images": 400, "val_acc": 0.9, "ensemble_test_acc": 0.89}
+    ensemble = {"members": [{"trial_id": "t0", "weight": 0.5}, {"trial_id": "t1", "weight": 0.5}], "val_acc": 0.915,
+                "best_single_val_acc": 0.9}
+    (tmp_path / "search.json").write_text(json.dumps({"test": test, "ensemble": ensemble}))
+    write_report(tmp_path)
+    page = (tmp_path / "report" / "index.html").read_text()
+    assert "Shipped trial t0: val 0.9000, <b>test 0.8750</b> on 400 held-out images" in page
+    assert ("Ensemble chosen on val (t0 0.50, t1 0.50): val 0.9150 against the best single's 0.9000, test 0.8900; "
+            "tune-tl export ships it") in page
+    (tmp_path / "search.json").write_text(json.dumps({"ensemble": {**ensemble, "val_acc": 0.905}}))
+    write_report(tmp_path)
+    page = (tmp_path / "report" / "index.html").read_text()
+    assert "No test split: the best val accuracy is the maximum over every trial, so optimistic" in page
+    assert "tune-tl export ships the best single (--ensemble exports it)" in page
+
+
 def test_importances_need_enough_trials(tmp_path):
     sink = ParquetSink(tmp_path, max_epochs=2)
     write_synthetic(sink, 4, 2)

@@ -108,7 +108,11 @@ def test_the_summary_prints_the_ensemble_with_its_members_and_weights(tmp_path):
     ensemble = {"members": [{"trial_id": "probe-a-224", "weight": 0.5}, {"trial_id": "ab12cd34", "weight": 0.5}],
                 "val_acc": 0.93, "best_single_val_acc": 0.913}
     text = format_summary(SearchSummary(Location.parse(tmp_path), COUNTS, BEST, ranked_trials=6, ensemble=ensemble))
-    assert "Ensemble (val 0.9300 vs best single 0.9130, chosen on val: optimistic too): probe-a-224 0.50, ab12cd34 0.50" in text
+    assert ("Ensemble (val 0.9300 vs best single 0.9130, chosen on val: optimistic too): probe-a-224 0.50, ab12cd34 0.50; "
+            "tune-tl export ships it (a point or more above the best single on val; --single exports that one)") in text
+    close = {**ensemble, "val_acc": 0.92}  # less than a point above: the best single is still what export ships
+    text = format_summary(SearchSummary(Location.parse(tmp_path), COUNTS, BEST, ranked_trials=6, ensemble=close))
+    assert "ab12cd34 0.50; tune-tl export ships the best single (--ensemble exports this)" in text
     single = {"members": [{"trial_id": "ab12cd34", "weight": 1.0}], "val_acc": 0.913, "best_single_val_acc": 0.913}
     text = format_summary(SearchSummary(Location.parse(tmp_path), COUNTS, BEST, ranked_trials=6, ensemble=single))
     assert "Ensemble: none better on val than the best single member (ab12cd34 1.00)" in text

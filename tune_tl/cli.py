@@ -164,7 +164,9 @@ def _parser() -> argparse.ArgumentParser:
                    "an existing one is refused unless --force")
     e.add_argument("--force", action="store_true", help="replace an existing --to folder as a whole")
     e.add_argument("--space", metavar="FILE", help=SPACE_HELP)
-    e.add_argument("--ensemble", action="store_true", help="export the ensemble chosen on val (every member) as one folder predict runs")
+    e.add_argument("--ensemble", action="store_true", help="export the ensemble chosen on val (every member) as one folder predict "
+                   "runs (the default when it beats the best single trial on val by a point or more)")
+    e.add_argument("--single", action="store_true", help="export the best single trial even when the ensemble is the default")
     e.set_defaults(func=_export)
 
     n = sub.add_parser("ensemble", help="select a weighted ensemble of a finished search's probes and kept trials on val")
@@ -248,12 +250,19 @@ def _retrain(args) -> int:
 def _export(args) -> int:
     from tune_tl.analysis.ensemble_export import export_ensemble
     from tune_tl.analysis.export import export_model
+    from tune_tl.store.ranking import ENSEMBLE_SHIP_MARGIN, ensemble_ships
+    from tune_tl.store.search_run import SearchRun
 
-    if args.ensemble:
-        if args.trial:
-            raise TuneTLError("--ensemble exports every member of the ensemble: leave out --trial")
+    if args.ensemble and (args.trial or args.single):
+        raise TuneTLError(f"--ensemble exports every member of the ensemble: leave out {'--trial' if args.trial else '--single'}")
+    chosen = args.ensemble or args.trial or args.single
+    by_default = not chosen and ensemble_ships(SearchRun.open(args.dir, require_metadata=True).ensemble_record)
+    if args.ensemble or by_default:
         saved = export_ensemble(args.dir, args.to, force=args.force)
-        print(f"Exported the ensemble of {len(saved.info['members'])} member(s) (val_acc {saved.info['val_acc']:.4f}) to {saved.directory}")
+        why = (f" (the default: {ENSEMBLE_SHIP_MARGIN:.0%} or more above the best single trial on val; --single exports that trial)"
+               if by_default else "")
+        print(f"Exported the ensemble of {len(saved.info['members'])} member(s) (val_acc {saved.info['val_acc']:.4f}) "
+              f"to {saved.directory}{why}")
         return 0
     saved = export_model(args.dir, args.trial, args.to, space=args.space, force=args.force)
     i = saved.info

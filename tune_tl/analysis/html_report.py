@@ -14,6 +14,7 @@ import pandas as pd
 
 from tune_tl.analysis.frame import Results
 from tune_tl.analysis.leaderboard_table import leaderboard_html
+from tune_tl.store.ranking import ensemble_ships
 
 CSS = """body{font-family:sans-serif;margin:2em;color:#222}
 .board{overflow-x:auto;max-width:100%}
@@ -39,6 +40,7 @@ def write_html(res: Results, board: pd.DataFrame, plots: list[Path], captions: d
              f"</head><body><h1>Search {name}</h1>",
              "<p>" + ", ".join(f"{k}: {html.escape(str(v))}" for k, v in meta.items()) + "</p>",
              f"<p>{len(res.trials)} finished trial(s); {res.epochs['trial_id'].nunique()} with results.</p>",
+             *estimate_html(res.search),
              "<h2>Leaderboard</h2>", leaderboard_html(board, res), "<h2>Plots</h2>",
              "<div class='plots'>", *figures, "</div>",
              *[f"<p><em>{html.escape(n)}</em></p>" for n in notes], "</body></html>"]
@@ -46,3 +48,27 @@ def write_html(res: Results, board: pd.DataFrame, plots: list[Path], captions: d
     tmp.write_text("\n".join(parts))
     tmp.replace(file)
     return file
+
+
+def estimate_html(search: dict) -> list[str]:
+    """What ``export`` ships and how good it is: the test score and the ensemble ``search.json`` records (``search.held_out``,
+    ``search.ensemble``); nothing for a search that ended before either was kept."""
+    test, ensemble = search.get("test"), search.get("ensemble")
+    if not test and not ensemble:
+        return []
+    lines = []
+    if test:
+        lines.append(f"Shipped trial {html.escape(str(test['trial_id']))}: val {test['val_acc']:.4f}, <b>test {test['test_acc']:.4f}</b> "
+                     f"on {test['test_images']} held-out images (scored once at the end, never used to choose).")
+    else:
+        lines.append("No test split: the best val accuracy is the maximum over every trial, so optimistic; put held-out images "
+                     "in &lt;data&gt;/test/&lt;class&gt;/ for an honest figure.")
+    if ensemble and len(ensemble.get("members", ())) > 1:
+        members = ", ".join(f"{html.escape(str(m['trial_id']))} {m['weight']:.2f}" for m in ensemble["members"])
+        on_test = (f", test {test['ensemble_test_acc']:.4f}" if test and test.get("ensemble_test_acc") is not None else "")
+        ships = "tune-tl export ships it" if ensemble_ships(ensemble) else "tune-tl export ships the best single (--ensemble exports it)"
+        lines.append(f"Ensemble chosen on val ({members}): val {ensemble['val_acc']:.4f} against the best single's "
+                     f"{ensemble['best_single_val_acc']:.4f}{on_test}; {ships}.")
+    elif ensemble:
+        lines.append("Ensemble: no average of the search's models beat its best single one on val.")
+    return ["<h2>Shipped model</h2>", *[f"<p>{line}</p>" for line in lines]]

@@ -15,7 +15,7 @@ import pandas as pd
 from tune_tl.config.params import PARAMS, TrialConfig
 from tune_tl.search.admission import trial_rate
 from tune_tl.search.plan import SearchPlan
-from tune_tl.store.ranking import best_row, best_so_far, ranked
+from tune_tl.store.ranking import best_row, best_so_far, ensemble_ships, ranked
 from tune_tl.store.schema import NOT_STARTED, STATUSES
 from tune_tl.store.search_run import SearchRun
 from tune_tl.store.storage import Location
@@ -176,8 +176,10 @@ def ensemble_line(ensemble: dict[str, Any], test: dict[str, Any] | None = None) 
     scored = ""
     if test and test.get("ensemble_test_acc") is not None:
         scored = f"; test {test['ensemble_test_acc']:.4f} vs the shipped trial's {test['test_acc']:.4f}, never used to choose"
+    ships = ("; tune-tl export ships it (a point or more above the best single on val; --single exports that one)"
+             if ensemble_ships(ensemble) else "; tune-tl export ships the best single (--ensemble exports this)")
     return (f"Ensemble (val {ensemble['val_acc']:.4f} vs best single {ensemble['best_single_val_acc']:.4f}, chosen on val: "
-            f"optimistic too{scored}): {members}")
+            f"optimistic too{scored}): {members}{ships}")
 
 
 def _fmt(v) -> str:

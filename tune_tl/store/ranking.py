@@ -59,6 +59,20 @@ def recheck_table(trials: pd.DataFrame, recheck: pd.DataFrame) -> pd.DataFrame:
     return out.sort_values(["mean", "trial_id"], ascending=[False, True]).reset_index(drop=True)[RECHECK_COLUMNS]
 
 
+#: How far (in val accuracy) the ensemble chosen on val must beat its best single member for ``tune-tl export`` to ship
+#: it by default. Its val figure is a maximum over choices made on val, so a tie or a one-image gain is not enough:
+#: on the photo sets a gain of a point on val came with +0.8 on test, smaller ones with none (docs/benchmarks.md).
+ENSEMBLE_SHIP_MARGIN = 0.01
+
+
+def ensemble_ships(ensemble: Mapping[str, Any] | None) -> bool:
+    """Whether ``tune-tl export`` ships ``search.json``'s ``ensemble`` by default (``--single``: the trial below instead):
+    it has several members and beats the best single one on val by :data:`ENSEMBLE_SHIP_MARGIN`."""
+    if not ensemble or len(ensemble.get("members", ())) < 2:
+        return False
+    return float(ensemble["val_acc"]) - float(ensemble["best_single_val_acc"]) >= ENSEMBLE_SHIP_MARGIN - 1e-9
+
+
 def shipped_row(trials: pd.DataFrame, recheck: pd.DataFrame | None = None) -> pd.Series | None:
     """The trial to ship (``tune-tl export``'s default): the best mean over seeds when the search was rechecked,
     unless the best probe's accuracy is above that mean; else :func:`best_row`. ``None``: nothing to rank yet."""
