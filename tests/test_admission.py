@@ -22,7 +22,7 @@ from tune_tl.search.admission import (
 )
 from tune_tl.search.cost_sampler import CandidateCost
 from tune_tl.search.plan import plan_for
-from tune_tl.search.sampler import HonestOptunaSearch, make_sampler, storage_url
+from tune_tl.search.sampler import HonestOptunaSearch, make_sampler, startup_trials, storage_url
 from tune_tl.store.schema import NOT_STARTED
 from tune_tl.store.search_run import SearchRun
 from tune_tl.store.storage import Location
@@ -79,6 +79,28 @@ def test_after_the_probes_the_searcher_never_proposes_a_dominated_config(tmp_pat
     assert all(t.state == optuna.trial.TrialState.FAIL and "ray_trial_id" not in t.user_attrs for t in refused)
     assert all(t.user_attrs["tune_tl_reason"].startswith("dominated by probe-efficientnet_lite0-32") for t in refused)
     assert run.trials().empty, "a dominated draw is not a trial the search wanted: no row"
+
+
+def test_tpe_after_its_start_up_draws_only_configs_whose_first_epoch_fits_the_time_left(tmp_path):
+    # A whole-model epoch is predicted at 50 s, with 30 s left; it scores best, so TPE's density ratio favours it:
+    # the refusals alone would end the search's trials after 16 redraws; priced at infinity it is never drawn.
+    model, clock = cost_model(), BudgetClock(seconds=30.0, samples=60)
+    full = TrialConfig.from_dict({"backbone": LITE, "resolution": 32, "freeze_policy": "full"})
+    admission = Admission(DOMINANCE, FirstEpochFit(model, clock, prior=50.0 / model.epoch_cost(full, 1)))
+    cost = dataclasses.replace(CandidateCost.for_search(plan_for(SPACE, 9, cost_model=model)), excluded=admission.excludes)
+    searcher = HonestOptunaSearch(SPACE.define_by_run(len(BLOCKS)), "val_acc", "max", 3, make_sampler("tpe", SPACE, cost),
+                                  admission=admission, clock=clock)
+    proposed = []
+    for i in range(30):
+        config = searcher.suggest(f"t{i}")
+        proposed.append(config["freeze_policy"])
+        searcher.on_trial_complete(f"t{i}", {"epoch": 3, "val_acc": 0.9 if config["freeze_policy"] == "full" else 0.5})
+    assert "full" not in proposed and len(proposed) == 30
+    # Only TPE's random start-up draws (until startup_trials(...) trials completed) may meet the refusal.
+    trials = searcher._ot_study.trials
+    complete = [t.number for t in trials if t.state == optuna.trial.TrialState.COMPLETE]
+    after_startup = [t for t in trials if t.number > complete[startup_trials(SPACE.budget.samples) - 1]]
+    assert after_startup and not [t for t in after_startup if t.user_attrs.get("tune_tl_status") == NOT_STARTED]
 
 
 def test_a_space_that_holds_only_dominated_configs_stops_starting_trials(tmp_path):

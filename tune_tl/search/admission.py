@@ -194,6 +194,12 @@ class Admission:
                 return Refusal(reason, row)
         return None
 
+    def excludes(self, cfg: TrialConfig) -> str | None:
+        """Why the sampler must never pick ``cfg`` now (dominated, or its first epoch cannot finish in the time
+        left), else ``None``: ``CandidateCost.excluded``, so TPE chooses among candidates that can start instead
+        of proposing one this admission refuses (16 refusals in a row end the search's trials)."""
+        return next((r for r in (rule.refusal(cfg) for rule in (self.dominance, self.fit) if rule is not None) if r), None)
+
     def observe(self, config: Mapping, result: Mapping) -> None:
         if self.fit is None or result.get("epoch") is None or not result.get("epoch_seconds"):
             return

@@ -44,8 +44,8 @@ def build_tuner(plan: SearchPlan, options: SearchOptions, context: TrialContext,
     spec, costs = plan.spec, plan.cost_model
     clock = BudgetClock(spec.budget.time, spec.budget.samples)  # the Tuner's budget: what Ray's time_budget_s counts
     admission = search_admission(root, costs, clock, options.cpus_per_trial, options.gpus_per_trial)
-    excluded = admission.dominance.refusal if admission.dominance is not None else None  # never sampled, not only refused
-    candidate_cost = dataclasses.replace(CandidateCost.for_search(plan), excluded=excluded)
+    # What admission refuses is never sampled, not only refused: dominated configs, and those that cannot finish in time.
+    candidate_cost = dataclasses.replace(CandidateCost.for_search(plan), excluded=admission.excludes)
     searcher = HonestOptunaSearch(
         space=plan.space,
         metric=METRIC,
@@ -81,6 +81,10 @@ def build_tuner(plan: SearchPlan, options: SearchOptions, context: TrialContext,
                                      unit=plan.rung_unit),
             num_samples=spec.budget.samples,
             time_budget_s=spec.budget.time,  # stops starting trials and ends running ones when it is up
+            # On this machine's own Ray a trial that ends hands its process to the next one: no new Python importing
+            # torch per trial (seconds of CPU each, which a 10-minute budget and the test suite both pay). Not on a
+            # cluster (--address): a reused actor keeps its node, and a two-node search then ran every trial on one.
+            reuse_actors=options.address is None,
             trial_name_creator=trial_folder_name,  # short names and folders: the trial id, not the config
             trial_dirname_creator=trial_folder_name,
         ),
