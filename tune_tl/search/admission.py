@@ -11,8 +11,9 @@ more trials and the running ones keep the cores).
   cross-validated); an AdamW run of it can only tie or lose, and the cost-aware sampler found it cheap.
 * **Cannot finish its first epoch** (:class:`FirstEpochFit`): its predicted cost (``cost_model``) in seconds is
   more than the time budget has left. Seconds per FLOP come from the trials' own measured epochs (they ran with
-  the cores they share) once there are any, before that from the probes scaled by the driver's threads over a
-  trial's CPUs; with neither, every config is admitted.
+  the cores they share) once there are any; before the first, every config is admitted (the probes' seconds
+  price small images badly: :func:`search_admission`). The probes do judge, by :func:`whole_model_fits`, whether
+  the textbook start includes a whole-model fine-tune.
 
     >>> admission = Admission(ProbeDominance({("lite0", 224)}, {"lite0": 9}))    # doctest: +SKIP
     >>> admission.refusal({"backbone": "lite0", "resolution": 224, "freeze_policy": "head_only", "head": "linear"}).reason  # doctest: +SKIP
@@ -222,9 +223,9 @@ class NotStartedRows:
         write_table_atomic([row], TRIAL_SCHEMA, SearchRun(self.root).trials_dir)
 
 
-def search_admission(root: Location, model: CostModel, clock: BudgetClock, trial_cpus: float, gpus: float = 0) -> Admission:
+def search_admission(root: Location, model: CostModel, clock: BudgetClock) -> Admission:
     """The admission of the search in ``root``: dominance by the probes its ``search.json`` records (none: no rule),
-    and the first-epoch fit, calibrated on the trials' own measured epochs (``trial_cpus``, ``gpus``: kept for callers)."""
+    and the first-epoch fit, calibrated on the trials' own measured epochs."""
     probes = SearchRun(root).probe_records
     dominance = ProbeDominance(frozenset((p["backbone"], int(p["resolution"])) for p in probes if not p.get("subset")),
                                model.num_blocks) if probes else None

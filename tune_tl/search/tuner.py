@@ -43,7 +43,7 @@ def build_tuner(plan: SearchPlan, options: SearchOptions, context: TrialContext,
     """
     spec, costs = plan.spec, plan.cost_model
     clock = BudgetClock(spec.budget.time, spec.budget.samples)  # the Tuner's budget: what Ray's time_budget_s counts
-    admission = search_admission(root, costs, clock, options.cpus_per_trial, options.gpus_per_trial)
+    admission = search_admission(root, costs, clock)
     # What admission refuses is never sampled, not only refused: dominated configs, and those that cannot finish in time.
     candidate_cost = dataclasses.replace(CandidateCost.for_search(plan), excluded=admission.excludes)
     searcher = HonestOptunaSearch(
