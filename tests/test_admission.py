@@ -82,9 +82,9 @@ def test_after_the_probes_the_searcher_never_proposes_a_dominated_config(tmp_pat
 
 
 def test_tpe_after_its_start_up_draws_only_configs_whose_first_epoch_fits_the_time_left(tmp_path):
-    # A whole-model epoch is predicted at 50 s, with 30 s left; it scores best, so TPE's density ratio favours it:
-    # the refusals alone would end the search's trials after 16 redraws; priced at infinity it is never drawn.
-    model, clock = cost_model(), BudgetClock(seconds=30.0, samples=60)
+    # A whole-model epoch is predicted at 50 s, with 60 s left (less than twice that); it scores best, so TPE's density
+    # ratio favours it: the refusals alone would end the search's trials after 16 redraws; priced at infinity it is never drawn.
+    model, clock = cost_model(), BudgetClock(seconds=60.0, samples=60)
     full = TrialConfig.from_dict({"backbone": LITE, "resolution": 32, "freeze_policy": "full"})
     admission = Admission(DOMINANCE, FirstEpochFit(model, clock, prior=50.0 / model.epoch_cost(full, 1)))
     cost = dataclasses.replace(CandidateCost.for_search(plan_for(SPACE, 9, cost_model=model)), excluded=admission.excludes)
@@ -114,16 +114,18 @@ def test_a_space_that_holds_only_dominated_configs_stops_starting_trials(tmp_pat
 
 def test_a_first_epoch_that_cannot_finish_in_the_seconds_left_is_not_started():
     model = cost_model()
-    clock = BudgetClock(seconds=100.0, samples=10)
+    clock = BudgetClock(seconds=101.0, samples=10)
     full = TrialConfig.from_dict({"backbone": LITE, "resolution": 32, "freeze_policy": "full"})
     top = TrialConfig.from_dict({"backbone": LITE, "resolution": 32, "freeze_policy": "prefix", "freeze_blocks": 8})
     rate = 50.0 / model.epoch_cost(full, 1)  # a whole-model epoch: 50 s
     fit = FirstEpochFit(model, clock, prior=rate)
-    assert fit.refusal(full) is None  # 50 s of 100 s left
-    clock.started -= 70  # 30 s left
-    assert "predicted to take 50 s and the time budget has 30 s left" in fit.refusal(full)
-    assert fit.refusal(top) is None  # the top block only: seconds
-    fit.observe(full, 1, 20.0)  # the trials ran faster than the probes said: their own epochs decide
+    assert fit.refusal(full) is None  # 50 s of 101 s left: twice the prediction, the margin asked
+    clock.started -= 2  # 99 s left
+    assert "predicted to take 50 s (it starts only with 2x that left) and the time budget has 99 s left" in fit.refusal(full)
+    clock.started -= 59  # 40 s left
+    assert "predicted to take 50 s" in fit.refusal(full)
+    assert fit.refusal(top) is None  # the top block only (and filling its cache): 19 s
+    fit.observe(full, 1, 10.0)  # the trials ran faster than the probes said: their own epochs decide
     assert fit.refusal(full) is None
 
 
@@ -158,7 +160,7 @@ def probe_work(model: CostModel) -> float:
 
 def test_the_searcher_refuses_what_cannot_finish_records_why_and_calibrates_on_trial_epochs(tmp_path):
     model = cost_model()
-    clock = BudgetClock(seconds=30.0, samples=10)
+    clock = BudgetClock(seconds=60.0, samples=10)  # less than twice a whole-model epoch's 50 s
     full = {"backbone": LITE, "resolution": 32, "freeze_policy": "full"}
     rate = 50.0 / model.epoch_cost(TrialConfig.from_dict(full), 1)
     space = parse_space_text(f"backbone: {{name: {LITE}}}\nparams: {{resolution: 32, freeze_policy: [full, head_only], head: mlp}}\n",
