@@ -119,6 +119,7 @@ def _run_locked(spec: SearchSpec, options: SearchOptions, name: str, root: Locat
     if seeded:
         seed_study(study, root.name, seeded)  # TPE starts from the probes and the earlier searches' trials
     before_tuner = time.monotonic() - started
+    reserve = 0.0
     if deadline is not None:  # the end's forward passes come out of the budget, not after it
         kept = min(spec.budget.samples, max(spec.budget.keep_checkpoints, options.recheck))
         test_images = max((len(s.test_y) for s in tests.values()), default=0)
@@ -137,7 +138,8 @@ def _run_locked(spec: SearchSpec, options: SearchOptions, name: str, root: Locat
     run.record_end(node_ids=alive_node_ids(), ended_by_time_budget=timed_out)
     need = None
     if timed_out:  # the summary says what budget one fine-tune epoch needs, if none finished
-        need = fine_tune_need(plan, [p.record() for p in probes], before_tuner, options.cpus_per_trial, options.gpus_per_trial)
+        # what the budget must hold besides that epoch: the data and probes before the Tuner, the end after it
+        need = fine_tune_need(plan, [p.record() for p in probes], before_tuner + reserve, options.cpus_per_trial, options.gpus_per_trial)
     return summarize(root, len(loaded.skipped), timed_out, need)
 
 

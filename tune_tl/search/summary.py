@@ -56,7 +56,8 @@ class SearchSummary:
 @dataclass(frozen=True)
 class FineTuneNeed:
     """The time budget one epoch of the cheapest fine-tune in the space needs (``training.cost_model.cheapest_fine_tune``):
-    what the search spent before its Tuner started (data, probes) plus that epoch's predicted seconds."""
+    what the search spent before its Tuner started (data, probes) and kept for its end (``search.finish``) plus that
+    epoch's predicted seconds."""
 
     config: str  # how the summary names the config
     epoch_seconds: float
@@ -128,7 +129,7 @@ def format_summary(summary: SearchSummary) -> str:
         need = summary.fine_tune_need
         if need is not None:
             lines.append(f"  One epoch of the cheapest fine-tune in the space ({need.config}) is predicted to take "
-                         f"{need.epoch_seconds:.0f} s after the {need.before_seconds:.0f} s spent before it: "
+                         f"{need.epoch_seconds:.0f} s after the {need.before_seconds:.0f} s spent before it and kept for the end: "
                          f"--time-budget {math.ceil(need.budget)} or more.")
     if summary.best:
         best = summary.best
