@@ -10,8 +10,9 @@ more trials and the running ones keep the cores).
   a backbone and resolution a probe ran at. The probe fitted that convex problem exactly (scikit-learn, its ``C``
   cross-validated); an AdamW run of it can only tie or lose, and the cost-aware sampler found it cheap.
 * **Cannot finish its first epoch** (:class:`FirstEpochFit`): its predicted cost (``cost_model``) in seconds,
-  times :data:`FIT_MARGIN`, is more than the time budget has left. Seconds per FLOP come from the trials' own measured epochs (they ran with
-  the cores they share) once there are any; before the first, every config is admitted (the probes' seconds
+  times :data:`FIT_MARGIN`, is more than the time budget has left. Seconds per FLOP come from the trials' own
+  measured epochs (they ran with the cores they share) once there are any; before the first, every config is
+  admitted (the probes' seconds
   price small images badly: :func:`search_admission`). The probes do judge, by :func:`whole_model_fits`, whether
   the textbook start includes a whole-model fine-tune.
 

@@ -125,7 +125,8 @@ def _run_locked(spec: SearchSpec, options: SearchOptions, name: str, root: Locat
         test_images = max((len(s.test_y) for s in tests.values()), default=0)
         reserve = wrap_up_seconds(plan.cost_model, [p.record() for p in probes], kept, test_images, plan.first.name, spec.budget.time)
         deadline -= reserve
-        log.info("time budget: %.0f s of it kept for the end (val predictions, test score)", reserve)
+        if reserve:
+            log.info("time budget: %.0f s of it kept for the end (val predictions, test score)", reserve)
     remaining = None if deadline is None else deadline - time.monotonic()
     timed_out = remaining is not None and remaining <= 0
     if not timed_out:
