@@ -100,7 +100,7 @@ def test_the_page_shows_the_shipped_trial_s_test_score_and_the_ensemble_beside_i
     (tmp_path / "search.json").write_text(json.dumps({"test": test, "ensemble": ensemble}))
     write_report(tmp_path)
     page = (tmp_path / "report" / "index.html").read_text()
-    assert "Shipped trial t0: val 0.9000, <b>test 0.8750</b> on 400 held-out images" in page
+    assert "Single winner t0: val 0.9000, <b>test 0.8750</b> on 400 held-out images" in page
     assert ("Ensemble chosen on val (t0 0.50, t1 0.50): val 0.9150 against the best single's 0.9000, test 0.8900; "
             "tune-tl export ships it") in page
     (tmp_path / "search.json").write_text(json.dumps({"ensemble": {**ensemble, "val_acc": 0.905}}))

@@ -58,7 +58,7 @@ def estimate_html(search: dict) -> list[str]:
         return []
     lines = []
     if test:
-        lines.append(f"Shipped trial {html.escape(str(test['trial_id']))}: val {test['val_acc']:.4f}, <b>test {test['test_acc']:.4f}</b> "
+        lines.append(f"Single winner {html.escape(str(test['trial_id']))}: val {test['val_acc']:.4f}, <b>test {test['test_acc']:.4f}</b> "
                      f"on {test['test_images']} held-out images (scored once at the end, never used to choose).")
     else:
         lines.append("No test split: the best val accuracy is the maximum over every trial, so optimistic; put held-out images "
@@ -71,4 +71,4 @@ def estimate_html(search: dict) -> list[str]:
                      f"{ensemble['best_single_val_acc']:.4f}{on_test}; {ships}.")
     elif ensemble:
         lines.append("Ensemble: no average of the search's models beat its best single one on val.")
-    return ["<h2>Shipped model</h2>", *[f"<p>{line}</p>" for line in lines]]
+    return ["<h2>What export ships</h2>", *[f"<p>{line}</p>" for line in lines]]
