@@ -196,17 +196,21 @@ class Admission:
             cfg = TrialConfig.from_dict(dict(config))
         except TuneTLError:
             return None  # a bad config is the trial's to report (status error), not the searcher's to hide
-        for rule, row in ((self.dominance, False), (self.fit, True)):
-            reason = rule.refusal(cfg) if rule is not None else None
-            if reason is not None:
-                return Refusal(reason, row)
-        return None
+        return self._first_refusal(cfg)
 
     def excludes(self, cfg: TrialConfig) -> str | None:
         """Why the sampler must never pick ``cfg`` now (dominated, or its first epoch cannot finish in the time
         left), else ``None``: ``CandidateCost.excluded``, so TPE chooses among candidates that can start instead
         of proposing one this admission refuses (16 refusals in a row end the search's trials)."""
-        return next((r for r in (rule.refusal(cfg) for rule in (self.dominance, self.fit) if rule is not None) if r), None)
+        refused = self._first_refusal(cfg)
+        return None if refused is None else refused.reason
+
+    def _first_refusal(self, cfg: TrialConfig) -> Refusal | None:
+        for rule, row in ((self.dominance, False), (self.fit, True)):
+            reason = rule.refusal(cfg) if rule is not None else None
+            if reason is not None:
+                return Refusal(reason, row)
+        return None
 
     def observe(self, config: Mapping, result: Mapping) -> None:
         if self.fit is None or result.get("epoch") is None or not result.get("epoch_seconds"):

@@ -97,6 +97,7 @@ def _run_locked(spec: SearchSpec, options: SearchOptions, name: str, root: Locat
     _log_budget(spec)
     cache = feature_cache(options, root)
     probes = run_probes(plan, prepared, run, cache, deadline, done) if options.probes else []
+    probe_records = [p.record() for p in probes]  # search.json's, the end's reserve and the fine-tune need price by them
     if cache is not None:  # the probes' one pass kept boundaries that fine-tunes start from (training.forward_once)
         plan = plan.with_probed_boundaries(prepared, [(p.backbone, p.resolution) for p in probes if p.subset is None])
     probed = prepared.backbones  # every probe's backbone, for its val predictions at the end
@@ -106,7 +107,7 @@ def _run_locked(spec: SearchSpec, options: SearchOptions, name: str, root: Locat
     if table is not None:  # the best-ranked backbone first (backbone_selection keeps only the top ones)
         plan, prepared = ranked_plan(plan, prepared, table)
         spec = plan.spec
-        run.update_metadata(backbone=dataclasses.asdict(spec.backbone), probes=[p.record() for p in probes],
+        run.update_metadata(backbone=dataclasses.asdict(spec.backbone), probes=probe_records,
                             backbone_ranking=table.to_dict("records") if spec.backbone_selection is not None else None)
     context = dataclasses.replace(prepared.context, feature_cache=cache, probe_heads=run.probe_heads())
     if options.feature_cache:
@@ -123,7 +124,7 @@ def _run_locked(spec: SearchSpec, options: SearchOptions, name: str, root: Locat
     if deadline is not None:  # the end's forward passes come out of the budget, not after it
         kept = min(spec.budget.samples, max(spec.budget.keep_checkpoints, options.recheck))
         test_images = max((len(s.test_y) for s in tests.values()), default=0)
-        reserve = wrap_up_seconds(plan.cost_model, [p.record() for p in probes], kept, test_images, plan.first.name, spec.budget.time)
+        reserve = wrap_up_seconds(plan.cost_model, probe_records, kept, test_images, plan.first.name, spec.budget.time)
         deadline -= reserve
         if reserve:
             log.info("time budget: %.0f s of it kept for the end (val predictions, test score)", reserve)
@@ -140,7 +141,7 @@ def _run_locked(spec: SearchSpec, options: SearchOptions, name: str, root: Locat
     need = None
     if timed_out:  # the summary says what budget one fine-tune epoch needs, if none finished
         # what the budget must hold besides that epoch: the data and probes before the Tuner, the end after it
-        need = fine_tune_need(plan, [p.record() for p in probes], before_tuner + reserve, options.cpus_per_trial, options.gpus_per_trial)
+        need = fine_tune_need(plan, probe_records, before_tuner + reserve, options.cpus_per_trial, options.gpus_per_trial)
     return summarize(root, len(loaded.skipped), timed_out, need)
 
 
