@@ -96,11 +96,30 @@ def test_tpe_after_its_start_up_draws_only_configs_whose_first_epoch_fits_the_ti
         proposed.append(config["freeze_policy"])
         searcher.on_trial_complete(f"t{i}", {"epoch": 3, "val_acc": 0.9 if config["freeze_policy"] == "full" else 0.5})
     assert "full" not in proposed and len(proposed) == 30
-    # Only TPE's random start-up draws (until startup_trials(...) trials completed) may meet the refusal.
-    trials = searcher._ot_study.trials
-    complete = [t.number for t in trials if t.state == optuna.trial.TrialState.COMPLETE]
-    after_startup = [t for t in trials if t.number > complete[startup_trials(SPACE.budget.samples) - 1]]
-    assert after_startup and not [t for t in after_startup if t.user_attrs.get("tune_tl_status") == NOT_STARTED]
+    # Only a random start-up draw may meet the refusal, and the first such refusal ends TPE's start-up draws.
+    refused = [t for t in searcher._ot_study.trials if t.user_attrs.get("tune_tl_status") == NOT_STARTED]
+    assert len(refused) <= 1
+
+
+def test_a_refusal_for_time_ends_tpe_s_random_start_up_draws(tmp_path):
+    # Late in a search most of the space cannot finish an epoch: random start-up draws (which ignore the cost) were
+    # refused 16 times in a row and the cores idled. After one refusal for time, TPE chooses, and never an excluded config.
+    model, clock = cost_model(), BudgetClock(seconds=60.0, samples=60)
+    full = TrialConfig.from_dict({"backbone": LITE, "resolution": 32, "freeze_policy": "full"})
+    admission = Admission(DOMINANCE, FirstEpochFit(model, clock, prior=50.0 / model.epoch_cost(full, 1)))
+    cost = dataclasses.replace(CandidateCost.for_search(plan_for(SPACE, 9, cost_model=model)), excluded=admission.excludes)
+    searcher = HonestOptunaSearch(SPACE.define_by_run(len(BLOCKS)), "val_acc", "max", 3, make_sampler("tpe", SPACE, cost),
+                                  admission=admission, clock=clock)
+    study = searcher._ot_study
+    for i, recipe in enumerate([{"freeze_policy": "head_only", "head": "mlp", "lr": lr} for lr in (1e-3, 3e-3)] + [{"freeze_policy": "full"}]):
+        study.enqueue_trial(recipe)  # two trials complete (TPE starts after 3), then a draw is refused for time
+        config = searcher.suggest(f"t{i}")
+        searcher.on_trial_complete(f"t{i}", {"epoch": 3, "val_acc": 0.6})
+    assert config["freeze_policy"] != "full" and startup_trials(SPACE.budget.samples) > 2
+    for i in range(3, 20):
+        assert searcher.suggest(f"t{i}")["freeze_policy"] != "full"
+    refused = [t.params["freeze_policy"] for t in study.trials if t.user_attrs.get("tune_tl_reason", "").startswith("its first epoch")]
+    assert refused == ["full"], "one refusal for time, then TPE's choices only"
 
 
 def test_a_space_that_holds_only_dominated_configs_stops_starting_trials(tmp_path):
@@ -127,6 +146,24 @@ def test_a_first_epoch_that_cannot_finish_in_the_seconds_left_is_not_started():
     assert fit.refusal(top) is None  # the top block only (and filling its cache): 19 s
     fit.observe(full, 1, 10.0)  # the trials ran faster than the probes said: their own epochs decide
     assert fit.refusal(full) is None
+
+
+def test_epochs_that_read_pixels_and_epochs_that_read_a_cache_are_calibrated_apart():
+    # Cached epochs run at a fraction of the seconds per counted FLOP of epochs that decode images: a rate from cached
+    # epochs alone admitted a from-pixels trial whose epoch then ran past the budget.
+    model = dataclasses.replace(cost_model(), chainable={LITE: True}, probed_boundaries={LITE: {32: (8,)}})
+    top = TrialConfig.from_dict({"backbone": LITE, "resolution": 32, "freeze_policy": "prefix", "freeze_blocks": 8})
+    flipped = dataclasses.replace(top, aug_flip=True)
+    full = TrialConfig.from_dict({"backbone": LITE, "resolution": 32, "freeze_policy": "full"})
+    assert not model.reads_pixels(top, 1), "the probe's pass kept block 8's output"
+    assert model.reads_pixels(flipped, 1) and model.reads_pixels(full, 1), "augmented inputs, no cached prefix"
+    fit = FirstEpochFit(model, BudgetClock(seconds=100.0, samples=10))
+    rate = 20.0 / model.epoch_cost(full, 1)  # a whole-model epoch at the cached epochs' rate: 20 s
+    fit.observe(top, 1, model.epoch_cost(top, 1) * rate)
+    assert fit.refusal(full) is None, "no epoch from pixels yet: every epoch measured prices it"
+    fit.observe(flipped, 1, model.epoch_cost(flipped, 1) * rate * 3)  # from pixels: 3x the seconds per FLOP
+    assert "predicted to take 60 s" in fit.refusal(full)
+    assert fit.refusal(top) is None and fit.seconds_per_flop(False) == pytest.approx(rate)
 
 
 def test_without_a_time_budget_or_a_calibration_every_config_is_admitted():

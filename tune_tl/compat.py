@@ -200,6 +200,11 @@ class TPESamplerWithCost(TPESampler):
         self._scoring: tuple[dict, dict] = ({}, {})  # (the group's distributions, the trial's values so far)
         self._chosen: tuple[int, dict] = (-1, {})  # (trial number, values this sampler chose for it)
 
+    def end_startup(self) -> None:
+        """Choose by the acquisition from now on, however few trials completed: the random start-up draws ignore
+        ``cost``, so once a cost of infinity ("cannot start now") is what turns draws away, they are refused in a row."""
+        self._n_startup_trials = 0
+
     def _sample(self, study, trial, search_space):
         number, chosen = self._chosen
         known = {**(chosen if number == trial.number else {}), **trial.params}

@@ -236,6 +236,11 @@ class HonestOptunaSearch(OptunaSearch):
         ot_trial.set_user_attr("tune_tl_reason", refusal.reason)
         searcher_study(self).tell(ot_trial, state=TrialState.FAIL)
         log.info("searcher: trial %d not started, %s", ot_trial.number, refusal.reason)
+        sampler = searcher_study(self).sampler
+        if refusal.row and isinstance(sampler, TPESamplerWithCost):
+            # Refused for the time left: random start-up draws would meet the same refusal again and again (16 in a row
+            # idled the cores for the last 78 s of a photo search); TPE's cost-aware choice never draws such a config.
+            sampler.end_startup()
         if refusal.row and getattr(self, "_on_refused", None) is not None:
             self._on_refused(f"not_started-{ot_trial.number}", config, refusal.reason)
 

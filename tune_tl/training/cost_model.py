@@ -150,18 +150,31 @@ class CostModel:
         """Predicted FLOPs of ``cfg``'s ``epoch`` (1-based): train and val images, backward included."""
         flops = self._blocks(cfg)
         trains = self.trainable_blocks(cfg, epoch)
-        chainable = self.chainable.get(cfg.backbone or self.default_backbone, False)
-        cached = cached_prefix(cfg, trains, self.feature_cache, chainable)
+        cached, fills = self._cache(cfg, epoch)
         first = leading_frozen(trains)
         train = sum(f * (1 + (i > first) + (i >= first and trains[i])) for i, f in enumerate(flops) if i >= cached)
         val = sum(flops[cached:])
         head = self._head(cfg)
         train_images = self.train_images * (cfg.first_epoch_fraction if epoch == 1 else 1.0)  # a subset first rung
         cost = train_images * (train + 3 * head) + self.val_images * (val + head)
-        before = cached_prefix(cfg, self.trainable_blocks(cfg, epoch - 1), self.feature_cache, chainable) if epoch > 1 else 0
-        if cached and cached != before and not self._probed(cfg, cached):  # this epoch fills the cache
+        if fills:
             cost += (self.train_images + self.val_images) * sum(flops[:cached])
         return float(cost)
+
+    def reads_pixels(self, cfg: TrialConfig, epoch: int) -> bool:
+        """Whether ``cfg``'s ``epoch`` decodes every image and runs the stem: no cached prefix, or the epoch that fills
+        the cache. Such an epoch costs more seconds per counted FLOP than one reading a cache (decoding, augmentation
+        and the wide early activations are not in the count): ``search.admission`` calibrates the two kinds apart."""
+        cached, fills = self._cache(cfg, epoch)
+        return not cached or fills
+
+    def _cache(self, cfg: TrialConfig, epoch: int) -> tuple[int, bool]:
+        """``(blocks read from a cache, whether this epoch fills it)``: a trial's first epoch with that prefix, unless the
+        probe's pass kept the boundary (:meth:`_probed`)."""
+        chainable = self.chainable.get(cfg.backbone or self.default_backbone, False)
+        cached = cached_prefix(cfg, self.trainable_blocks(cfg, epoch), self.feature_cache, chainable)
+        before = cached_prefix(cfg, self.trainable_blocks(cfg, epoch - 1), self.feature_cache, chainable) if epoch > 1 else 0
+        return cached, bool(cached) and cached != before and not self._probed(cfg, cached)
 
     def trial_cost(self, cfg: TrialConfig, epochs: int) -> float:
         """Predicted FLOPs of ``cfg``'s first ``epochs`` epochs."""
