@@ -11,6 +11,7 @@ from tune_tl.config.params import TrialConfig
 from tune_tl.config.space import parse_space_text
 from tune_tl.search.admission import (
     MAX_REDRAWS,
+    PIXELS_OVER_CACHED,
     Admission,
     BudgetClock,
     FirstEpochFit,
@@ -111,7 +112,8 @@ def test_a_refusal_for_time_ends_tpe_s_random_start_up_draws(tmp_path):
     searcher = HonestOptunaSearch(SPACE.define_by_run(len(BLOCKS)), "val_acc", "max", 3, make_sampler("tpe", SPACE, cost),
                                   admission=admission, clock=clock)
     study = searcher._ot_study
-    for i, recipe in enumerate([{"freeze_policy": "head_only", "head": "mlp", "lr": lr} for lr in (1e-3, 3e-3)] + [{"freeze_policy": "full"}]):
+    recipes = [{"freeze_policy": "head_only", "head": "mlp", "lr": lr} for lr in (1e-3, 3e-3)] + [{"freeze_policy": "full"}]
+    for i, recipe in enumerate(recipes):
         study.enqueue_trial(recipe)  # two trials complete (TPE starts after 3), then a draw is refused for time
         config = searcher.suggest(f"t{i}")
         searcher.on_trial_complete(f"t{i}", {"epoch": 3, "val_acc": 0.6})
@@ -120,6 +122,18 @@ def test_a_refusal_for_time_ends_tpe_s_random_start_up_draws(tmp_path):
         assert searcher.suggest(f"t{i}")["freeze_policy"] != "full"
     refused = [t.params["freeze_policy"] for t in study.trials if t.user_attrs.get("tune_tl_reason", "").startswith("its first epoch")]
     assert refused == ["full"], "one refusal for time, then TPE's choices only"
+
+
+def test_once_the_time_budget_is_spent_the_searcher_starts_nothing_and_records_no_refusal(tmp_path):
+    clock = BudgetClock(seconds=60.0, samples=10)
+    run = SearchRun(Location.parse(str(tmp_path)))
+    searcher = HonestOptunaSearch(SPACE.define_by_run(len(BLOCKS)), "val_acc", "max", 3, optuna.samplers.RandomSampler(seed=0),
+                                  admission=Admission(fit=FirstEpochFit(cost_model(), clock)), clock=clock,
+                                  on_refused=NotStartedRows(run.root))
+    assert searcher.suggest("t0") != HonestOptunaSearch.FINISHED
+    clock.started -= 61
+    assert searcher.suggest("t1") == HonestOptunaSearch.FINISHED
+    assert len(searcher._ot_study.trials) == 1 and run.trials().empty, "no draw, no not_started row"
 
 
 def test_a_space_that_holds_only_dominated_configs_stops_starting_trials(tmp_path):
@@ -160,10 +174,11 @@ def test_epochs_that_read_pixels_and_epochs_that_read_a_cache_are_calibrated_apa
     fit = FirstEpochFit(model, BudgetClock(seconds=100.0, samples=10))
     rate = 20.0 / model.epoch_cost(full, 1)  # a whole-model epoch at the cached epochs' rate: 20 s
     fit.observe(top, 1, model.epoch_cost(top, 1) * rate)
-    assert fit.refusal(full) is None, "no epoch from pixels yet: every epoch measured prices it"
-    fit.observe(flipped, 1, model.epoch_cost(flipped, 1) * rate * 3)  # from pixels: 3x the seconds per FLOP
-    assert "predicted to take 60 s" in fit.refusal(full)
-    assert fit.refusal(top) is None and fit.seconds_per_flop(False) == pytest.approx(rate)
+    assert fit.seconds_per_flop(True) == pytest.approx(rate * PIXELS_OVER_CACHED), "no epoch from pixels yet: priced from the cached ones"
+    assert "predicted to take 50 s" in fit.refusal(full)
+    fit.observe(flipped, 1, model.epoch_cost(flipped, 1) * rate * 2)  # from pixels, measured: 2x the seconds per FLOP
+    assert fit.refusal(full) is None, "40 s: 2x that fits the 100 s left"
+    assert fit.seconds_per_flop(False) == pytest.approx(rate), "the cached epochs keep their own rate"
 
 
 def test_without_a_time_budget_or_a_calibration_every_config_is_admitted():

@@ -46,6 +46,10 @@ from tune_tl.training.recipe import freeze_policy, inputs_vary
 #: underprice them. Without the margin, two augmented trials started in a photo search's last 100 s and neither
 #: finished an epoch; with it the sampler draws among configs that can (``Admission.excludes``).
 FIT_MARGIN = 2.0
+#: Seconds per counted FLOP of an epoch that decodes images over one that reads a cache: 2.3-2.8 (median of each kind)
+#: in 600 s searches on blood cells, chest X-rays, scenes and textures at 224-260 px on two cores. It prices one kind
+#: until an epoch of it is measured.
+PIXELS_OVER_CACHED = 2.5
 #: Proposals refused in a row before the searcher stops starting trials (each refusal is one Optuna ask: milliseconds).
 MAX_REDRAWS = 16
 
@@ -105,10 +109,9 @@ class ProbeDominance:
 class FirstEpochFit:
     """Refuses a config whose first epoch is predicted to end after the budget (see the module docstring).
 
-    Epochs that decode images (``CostModel.reads_pixels``) and epochs that read a cache are calibrated apart: on
-    1,600 blood-cell photos a cached epoch ran at a third of the seconds per FLOP of one from pixels, so a rate from
-    cached epochs admitted a from-pixels trial with 105 s left that ran 90 s without finishing its epoch. A kind not
-    yet measured is priced by every epoch measured (the median of both kinds).
+    Epochs that decode images (``CostModel.reads_pixels``) and epochs that read a cache are calibrated apart: a rate
+    from cached epochs admitted from-pixels trials in a photo search's last 100 s that ran out the budget without
+    finishing an epoch. A kind not yet measured is priced from the other by :data:`PIXELS_OVER_CACHED`.
     """
 
     model: CostModel
@@ -129,13 +132,13 @@ class FirstEpochFit:
             kind = self.model.reads_pixels(cfg, epoch)
             self.measured[kind].append((self.model.epoch_cost(cfg, epoch), float(seconds)))
 
-    def seconds_per_flop(self, pixels: bool | None = None) -> float | None:
-        """Measured seconds per FLOP of epochs of one kind (``pixels``: from pixels; ``None``: both), falling back to
-        both kinds, then to :attr:`prior`."""
-        for pairs in ([] if pixels is None else self.measured[pixels], [*self.measured[True], *self.measured[False]]):
-            rate = seconds_per_flop([p for p, _ in pairs], [s for _, s in pairs])
+    def seconds_per_flop(self, pixels: bool) -> float | None:
+        """Measured seconds per FLOP of epochs from pixels (``pixels``) or from a cache, else the other kind's scaled by
+        :data:`PIXELS_OVER_CACHED`, else :attr:`prior`."""
+        for kind, scale in ((pixels, 1.0), (not pixels, PIXELS_OVER_CACHED if pixels else 1 / PIXELS_OVER_CACHED)):
+            rate = seconds_per_flop([p for p, _ in self.measured[kind]], [s for _, s in self.measured[kind]])
             if rate is not None:
-                return rate
+                return rate * scale
         return self.prior
 
     def refusal(self, cfg: TrialConfig) -> str | None:

@@ -210,6 +210,10 @@ class HonestOptunaSearch(OptunaSearch):
                     record.add_epoch(step, value, diverged=False)  # heard before: not reported again
 
     def suggest(self, trial_id: str):
+        clock = getattr(self, "_clock", None)
+        left = clock.seconds_left() if clock is not None else None
+        if left is not None and left <= 0:  # Ray's clock is about to end the Tuner: nothing to draw, refuse or record
+            return Searcher.FINISHED
         for _ in range(MAX_REDRAWS):
             config = super().suggest(trial_id)
             admission = getattr(self, "_admission", None)  # None in a searcher pickled before admission existed
