@@ -5,7 +5,7 @@ from spaces import write_tiny_space
 
 from tune_tl.cli import main
 from tune_tl.errors import TuneTLError
-from tune_tl.search.resources import check_resources, largest_node
+from tune_tl.search.resources import check_resources, largest_node, trial_slots
 from tune_tl.search.run import SearchOptions
 
 
@@ -28,6 +28,14 @@ def test_more_cpus_per_trial_than_any_node_has_is_refused(ray_local):
     with pytest.raises(TuneTLError, match="--cpus-per-trial"):
         check_resources(SearchOptions(cpus_per_trial=cpus + 1))
     check_resources(SearchOptions(cpus_per_trial=cpus))  # exactly one node's worth fits
+
+
+def test_a_search_starts_as_many_trials_at_once_as_the_nodes_hold_and_no_more(ray_local):
+    # Ray Tune would otherwise queue trials PENDING, each admitted by the clock of when it was asked for.
+    cpus = int(largest_node(ray_local.nodes())["CPU"])
+    assert trial_slots(SearchOptions(cpus_per_trial=1)) == cpus
+    assert trial_slots(SearchOptions(cpus_per_trial=cpus)) == 1
+    assert trial_slots(SearchOptions(cpus_per_trial=0.5)) == 2 * cpus
 
 
 def test_search_with_more_gpus_than_the_cluster_has_exits_2_before_writing_results(ray_local, tmp_path, capsys):

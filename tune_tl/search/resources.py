@@ -49,6 +49,24 @@ def check_resources(options) -> None:
         raise TuneTLError(_message(resource, amount, largest.get(resource, 0.0), ray.cluster_resources().get(resource, 0.0)))
 
 
+def trial_slots(options) -> int | None:
+    """How many trials of ``options`` the cluster's alive nodes hold at once (each trial's CPUs and GPUs on one node);
+    ``None`` when an autoscaler may add nodes. Ray must be connected.
+
+    A search without ``--concurrency`` limits its live trials to this: Ray Tune otherwise asks the searcher for trials
+    it queues PENDING, and admission (``search.admission``) judged such a trial by the clock and the calibration of
+    when it was asked for, not of when a slot freed (a photo search started one with 94 s left whose epoch needed 400).
+    """
+    import ray
+
+    if _autoscaling_limits() is not None:
+        return None
+    need = {r: float(a) for r, a in (("CPU", options.cpus_per_trial), ("GPU", options.gpus_per_trial)) if a > 0}
+    slots = sum(min((int(node["Resources"].get(r, 0.0) // a) for r, a in need.items()), default=0)
+                for node in ray.nodes() if node.get("Alive"))
+    return max(1, slots)
+
+
 def largest_node(nodes: list[dict]) -> dict[str, float]:
     """The most of each resource that one alive node of ``ray.nodes()`` offers."""
     largest: dict[str, float] = {}

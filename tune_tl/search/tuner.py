@@ -18,6 +18,7 @@ from tune_tl.search.cost_sampler import CandidateCost, CostCooling
 from tune_tl.search.options import METRIC, MODE, SearchOptions
 from tune_tl.search.plan import SearchPlan
 from tune_tl.search.progress import SearchProgress
+from tune_tl.search.resources import trial_slots
 from tune_tl.search.retention import CheckpointRetention
 from tune_tl.search.sampler import HonestOptunaSearch, SampleTarget, SqliteMirror, enqueue_textbook, make_sampler, storage_url
 from tune_tl.search.schedulers import make_scheduler
@@ -62,8 +63,9 @@ def build_tuner(plan: SearchPlan, options: SearchOptions, context: TrialContext,
         fits = whole_model_fits(costs, SearchRun(root).probe_records, spec.budget.time, plan.first.name, options.cpus_per_trial,
                                 options.gpus_per_trial)
         enqueue_textbook(searcher, plan, after_probes=bool(context.probe_heads), whole_model_fits=fits)
-    if options.concurrency:
-        searcher = ConcurrencyLimiter(searcher, max_concurrent=options.concurrency)
+    concurrency = options.concurrency or trial_slots(options)
+    if concurrency:
+        searcher = ConcurrencyLimiter(searcher, max_concurrent=concurrency)
     sink = ParquetSink(root, spec.budget.max_epochs)
     # After the sink: retention reads the rows the sink has just flushed.
     callbacks = [sink, CheckpointRetention(root, max(spec.budget.keep_checkpoints, options.recheck))]
