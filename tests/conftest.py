@@ -32,7 +32,7 @@ SHARED_FIXTURES = {
     "digits and two probed backbones": ("tests/test_probes.py::",),
     "digits and Lite0 for forward once": ("tests/test_forward_once.py::",),
     "the local S3 server": ("tests/test_storage.py::",),
-    # the fast tier's tests that start the session's Ray (``ray_local``): one Ray runtime for them all, not one per process
+    # tests that start the session's Ray (``ray_local``) without a search: one Ray runtime for them all, not one per process
     "a Ray runtime without a search": ("tests/test_resources.py::", "tests/test_compat.py::test_the_autoscaling_limits_of_a_local_ray",
                                        "tests/data/test_sharing.py::test_workers_map"),
 }

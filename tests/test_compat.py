@@ -63,6 +63,8 @@ def test_count_stopped_adds_one_to_rays_counter():
     assert scheduler._num_stopped == 2
 
 
+@pytest.mark.processes  # starts Ray (the session's runtime and its workers): not the fast tier
+@pytest.mark.slow
 def test_the_autoscaling_limits_of_a_local_ray_are_readable(ray_local):
     limits = max_cluster_resources()  # a local instance has no autoscaler config
     assert limits is None or isinstance(limits, dict)

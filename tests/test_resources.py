@@ -18,11 +18,15 @@ def test_the_largest_node_is_counted_per_resource_and_dead_nodes_are_not():
     assert largest_node(nodes) == {"CPU": 8.0, "GPU": 1.0}
 
 
+@pytest.mark.processes  # starts Ray (the session's runtime and its workers): not the fast tier
+@pytest.mark.slow
 def test_two_gpus_per_trial_on_a_cluster_without_gpus_is_refused_naming_the_flag(ray_local):
     with pytest.raises(TuneTLError, match=r"--gpus-per-trial 2 needs 2 GPUs on one node, but the largest Ray node has 0"):
         check_resources(SearchOptions(gpus_per_trial=2))
 
 
+@pytest.mark.processes  # starts Ray (the session's runtime and its workers): not the fast tier
+@pytest.mark.slow
 def test_more_cpus_per_trial_than_any_node_has_is_refused(ray_local):
     cpus = largest_node(ray_local.nodes())["CPU"]
     with pytest.raises(TuneTLError, match="--cpus-per-trial"):
@@ -30,6 +34,8 @@ def test_more_cpus_per_trial_than_any_node_has_is_refused(ray_local):
     check_resources(SearchOptions(cpus_per_trial=cpus))  # exactly one node's worth fits
 
 
+@pytest.mark.processes  # starts Ray (the session's runtime and its workers): not the fast tier
+@pytest.mark.slow
 def test_a_search_starts_as_many_trials_at_once_as_the_nodes_hold_and_no_more(ray_local):
     # Ray Tune would otherwise queue trials PENDING, each admitted by the clock of when it was asked for.
     cpus = int(largest_node(ray_local.nodes())["CPU"])
@@ -38,6 +44,8 @@ def test_a_search_starts_as_many_trials_at_once_as_the_nodes_hold_and_no_more(ra
     assert trial_slots(SearchOptions(cpus_per_trial=0.5)) == 2 * cpus
 
 
+@pytest.mark.processes  # starts Ray (the session's runtime and its workers): not the fast tier
+@pytest.mark.slow
 def test_search_with_more_gpus_than_the_cluster_has_exits_2_before_writing_results(ray_local, tmp_path, capsys):
     space = write_tiny_space(tmp_path)
     code = main(["search", str(space), "--gpus-per-trial", "2", "--output", str(tmp_path / "out"), "--name", "gpus"])

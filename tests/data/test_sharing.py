@@ -8,6 +8,8 @@ from tune_tl.data import load_data
 from tune_tl.errors import TuneTLError
 
 
+@pytest.mark.processes  # starts Ray (the session's runtime and its workers): not the fast tier
+@pytest.mark.slow
 def test_workers_map_the_prepared_arrays_read_only_instead_of_copying_them(ray_local, tmp_path):
     ray = ray_local
     root = write_class_tree(tmp_path / "tree", per_class=6)
