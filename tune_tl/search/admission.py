@@ -42,9 +42,9 @@ from tune_tl.training.cost_model import CostModel, seconds_per_flop
 from tune_tl.training.recipe import freeze_policy, inputs_vary
 
 #: A first epoch starts only if the seconds left are this many times its prediction: predictions of epochs that run
-#: from pixels hold within 2x (tests/test_reproducible_e2e.py), and the seconds per FLOP calibrated on cached epochs
-#: underprice them. Without the margin, two augmented trials started in a photo search's last 100 s and neither
-#: finished an epoch; with it the sampler draws among configs that can (``Admission.excludes``).
+#: from pixels hold within 2x (tests/test_reproducible_e2e.py), and a kind of epoch not yet measured is priced from the
+#: other (:data:`PIXELS_OVER_CACHED`). Without the margin, two augmented trials started in a photo search's last 100 s
+#: and neither finished an epoch; with it the sampler draws among configs that can (``Admission.excludes``).
 FIT_MARGIN = 2.0
 #: Seconds per counted FLOP of an epoch that decodes images over one that reads a cache: 2.3-2.8 (median of each kind)
 #: in 600 s searches on blood cells, chest X-rays, scenes and textures at 224-260 px on two cores. It prices one kind
