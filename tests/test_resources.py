@@ -36,8 +36,9 @@ def test_more_cpus_per_trial_than_any_node_has_is_refused(ray_local):
 
 @pytest.mark.processes  # starts Ray (the session's runtime and its workers): not the fast tier
 @pytest.mark.slow
-def test_a_search_starts_as_many_trials_at_once_as_the_nodes_hold_and_no_more(ray_local):
-    # Ray Tune would otherwise queue trials PENDING, each admitted by the clock of when it was asked for.
+def test_trial_slots_counts_the_trials_the_nodes_hold_at_once(ray_local):
+    # A search without --concurrency runs at most this many (Ray Tune would otherwise queue trials PENDING, each
+    # admitted by the clock of when it was asked for).
     cpus = int(largest_node(ray_local.nodes())["CPU"])
     assert trial_slots(SearchOptions(cpus_per_trial=1)) == cpus
     assert trial_slots(SearchOptions(cpus_per_trial=cpus)) == 1
