@@ -150,7 +150,7 @@ class CostModel:
         """Predicted FLOPs of ``cfg``'s ``epoch`` (1-based): train and val images, backward included."""
         flops = self._blocks(cfg)
         trains = self.trainable_blocks(cfg, epoch)
-        cached, fills = self._cache(cfg, epoch)
+        cached, fills = self._cache(cfg, epoch, trains)
         first = leading_frozen(trains)
         train = sum(f * (1 + (i > first) + (i >= first and trains[i])) for i, f in enumerate(flops) if i >= cached)
         val = sum(flops[cached:])
@@ -165,14 +165,14 @@ class CostModel:
         """Whether ``cfg``'s ``epoch`` decodes every image and runs the stem: no cached prefix, or the epoch that fills
         the cache. Such an epoch costs more seconds per counted FLOP than one reading a cache (decoding, augmentation
         and the wide early activations are not in the count): ``search.admission`` calibrates the two kinds apart."""
-        cached, fills = self._cache(cfg, epoch)
+        cached, fills = self._cache(cfg, epoch, self.trainable_blocks(cfg, epoch))
         return not cached or fills
 
-    def _cache(self, cfg: TrialConfig, epoch: int) -> tuple[int, bool]:
-        """``(blocks read from a cache, whether this epoch fills it)``: a trial's first epoch with that prefix, unless the
-        probe's pass kept the boundary (:meth:`_probed`)."""
+    def _cache(self, cfg: TrialConfig, epoch: int, trains: Sequence[bool]) -> tuple[int, bool]:
+        """``(blocks read from a cache, whether this epoch fills it)`` for ``epoch``'s trainable blocks ``trains``: a
+        trial's first epoch with that prefix fills it, unless the probe's pass kept the boundary (:meth:`_probed`)."""
         chainable = self.chainable.get(cfg.backbone or self.default_backbone, False)
-        cached = cached_prefix(cfg, self.trainable_blocks(cfg, epoch), self.feature_cache, chainable)
+        cached = cached_prefix(cfg, trains, self.feature_cache, chainable)
         before = cached_prefix(cfg, self.trainable_blocks(cfg, epoch - 1), self.feature_cache, chainable) if epoch > 1 else 0
         return cached, bool(cached) and cached != before and not self._probed(cfg, cached)
 
