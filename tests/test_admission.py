@@ -82,15 +82,20 @@ def test_after_the_probes_the_searcher_never_proposes_a_dominated_config(tmp_pat
     assert run.trials().empty, "a dominated draw is not a trial the search wanted: no row"
 
 
-def test_tpe_after_its_start_up_draws_only_configs_whose_first_epoch_fits_the_time_left(tmp_path):
-    # A whole-model epoch is predicted at 50 s, with 60 s left (less than twice that); it scores best, so TPE's density
-    # ratio favours it: the refusals alone would end the search's trials after 16 redraws; priced at infinity it is never drawn.
+def whole_model_does_not_fit() -> HonestOptunaSearch:
+    """A cost-aware TPE searcher over ``SPACE`` whose admission prices a whole-model epoch at 50 s with 60 s left."""
     model, clock = cost_model(), BudgetClock(seconds=60.0, samples=60)
     full = TrialConfig.from_dict({"backbone": LITE, "resolution": 32, "freeze_policy": "full"})
     admission = Admission(DOMINANCE, FirstEpochFit(model, clock, prior=50.0 / model.epoch_cost(full, 1)))
     cost = dataclasses.replace(CandidateCost.for_search(plan_for(SPACE, 9, cost_model=model)), excluded=admission.excludes)
-    searcher = HonestOptunaSearch(SPACE.define_by_run(len(BLOCKS)), "val_acc", "max", 3, make_sampler("tpe", SPACE, cost),
-                                  admission=admission, clock=clock)
+    return HonestOptunaSearch(SPACE.define_by_run(len(BLOCKS)), "val_acc", "max", 3, make_sampler("tpe", SPACE, cost),
+                              admission=admission, clock=clock)
+
+
+def test_tpe_after_its_start_up_draws_only_configs_whose_first_epoch_fits_the_time_left(tmp_path):
+    # A whole-model epoch is predicted at 50 s, with 60 s left (less than twice that); it scores best, so TPE's density
+    # ratio favours it: the refusals alone would end the search's trials after 16 redraws; priced at infinity it is never drawn.
+    searcher = whole_model_does_not_fit()
     proposed = []
     for i in range(30):
         config = searcher.suggest(f"t{i}")
@@ -105,12 +110,7 @@ def test_tpe_after_its_start_up_draws_only_configs_whose_first_epoch_fits_the_ti
 def test_a_refusal_for_time_ends_tpe_s_random_start_up_draws(tmp_path):
     # Late in a search most of the space cannot finish an epoch: random start-up draws (which ignore the cost) were
     # refused 16 times in a row and the cores idled. After one refusal for time, TPE chooses, and never an excluded config.
-    model, clock = cost_model(), BudgetClock(seconds=60.0, samples=60)
-    full = TrialConfig.from_dict({"backbone": LITE, "resolution": 32, "freeze_policy": "full"})
-    admission = Admission(DOMINANCE, FirstEpochFit(model, clock, prior=50.0 / model.epoch_cost(full, 1)))
-    cost = dataclasses.replace(CandidateCost.for_search(plan_for(SPACE, 9, cost_model=model)), excluded=admission.excludes)
-    searcher = HonestOptunaSearch(SPACE.define_by_run(len(BLOCKS)), "val_acc", "max", 3, make_sampler("tpe", SPACE, cost),
-                                  admission=admission, clock=clock)
+    searcher = whole_model_does_not_fit()
     study = searcher._ot_study
     recipes = [{"freeze_policy": "head_only", "head": "mlp", "lr": lr} for lr in (1e-3, 3e-3)] + [{"freeze_policy": "full"}]
     for i, recipe in enumerate(recipes):
