@@ -185,13 +185,16 @@ def _bootstrap(rank: int, world_size: int, store: str, use_gpus: bool, target, j
     dist.init_process_group("nccl" if use_gpus else "gloo", init_method=f"file://{store}", rank=rank, world_size=world_size)
     try:
         target(link, job)
+        # Both workers tear the group down together: gloo aborts a worker ("terminate called without an active
+        # exception", exit -6) that destroys its group while its peer has already left (1 run in about 30 here).
+        dist.barrier()
+        dist.destroy_process_group()
     except BaseException as exc:  # noqa: BLE001 - reported to the trial, then the worker exits non-zero
         log.error("data-parallel worker %d failed:\n%s", rank, traceback.format_exc())
         Link(rank, world_size, device, conn).send("error", f"{type(exc).__name__}: {exc}"[:2000])
         raise SystemExit(1) from None
     finally:
         conn.close()
-    dist.destroy_process_group()
 
 
 def _die_with_parent() -> None:
