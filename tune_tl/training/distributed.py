@@ -192,7 +192,7 @@ def _bootstrap(rank: int, world_size: int, store: str, use_gpus: bool, target, j
         dist.destroy_process_group()
     except BaseException as exc:  # noqa: BLE001 - reported to the trial, then the worker exits non-zero
         log.error("data-parallel worker %d failed:\n%s", rank, traceback.format_exc())
-        Link(rank, world_size, device, conn).send("error", f"{type(exc).__name__}: {exc}"[:2000])
+        link.send("error", f"{type(exc).__name__}: {exc}"[:2000])
         raise SystemExit(1) from None
     finally:
         conn.close()
