@@ -1,7 +1,9 @@
 """Data-parallel workers (gloo on CPU): each trains on its slice of a batch, the gradients are averaged,
 so two workers take the step one worker takes on the whole batch."""
 
+import atexit
 import copy
+import os
 
 import numpy as np
 import pytest
@@ -58,6 +60,19 @@ def failing_worker(link, job):
     torch.distributed.barrier()  # would wait for worker 1 forever; the trial must not
 
 
+def worker_aborted_after_its_work(link, job):
+    """Worker 1 does its share, then its process aborts on the way out, as gloo's teardown once did (exit -6)."""
+    if link.rank == 1:
+        atexit.register(os.abort)
+    one_step_worker(link, job)
+
+
+def worker_aborted_in_its_work(link, job):
+    if link.rank == 1:
+        os.abort()
+    torch.distributed.barrier()
+
+
 def _run(use_gpus: bool = False, job: dict | None = None) -> dict:
     got = {}
     run_workers(2, one_step_worker, job, lambda kind, payload: got.update(payload), use_gpus=use_gpus)
@@ -96,6 +111,15 @@ def test_two_workers_resume_a_one_worker_checkpoint_and_end_where_one_worker_wou
 def test_a_worker_that_raises_fails_the_run_with_its_error_and_no_worker_is_left_waiting():
     with pytest.raises(WorkerFailed, match="worker 1: ValueError: worker 1 broke"):
         run_workers(2, failing_worker, None, lambda kind, payload: None)
+
+
+@pytest.mark.slow
+def test_a_worker_that_dies_after_its_work_is_done_does_not_fail_the_run_but_one_that_dies_in_it_does():
+    got = {}
+    run_workers(2, worker_aborted_after_its_work, None, lambda kind, payload: got.update(payload))
+    assert set(got) == {"state", "train_loss"}
+    with pytest.raises(WorkerFailed, match="worker 1 exited with code -6"):
+        run_workers(2, worker_aborted_in_its_work, None, lambda kind, payload: None)
 
 
 @pytest.mark.slow
