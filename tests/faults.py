@@ -17,6 +17,10 @@ import tempfile
 import time
 from pathlib import Path
 
+import pandas as pd
+import pyarrow.parquet as pq
+import torch
+
 REPO = Path(__file__).resolve().parents[1]
 DIR_ENV, AT_ENV = "TUNE_TL_FAULT_DIR", "TUNE_TL_FAULT_AT"  # as tests/fault_injection/sitecustomize.py reads them
 
@@ -85,6 +89,24 @@ class Driver:
 
     def tail(self, n: int = 4000) -> str:
         return self.log.read_text()[-n:] if self.log.exists() else ""
+
+
+def assert_every_file_readable(root: Path, checkpoints: bool = True) -> None:
+    """Every Parquet part of the search reads (and, with ``checkpoints``, every checkpoint's state loads)."""
+    for part in list(root.glob("epochs/*.parquet")) + list(root.glob("trials/*.parquet")):
+        pq.read_table(part)
+    for ckpt in root.glob("*/checkpoint_*/state.pt") if checkpoints else []:
+        torch.load(ckpt, weights_only=True)
+
+
+def assert_one_row_per_trial_and_epoch(root: Path) -> tuple[pd.DataFrame, pd.DataFrame]:
+    trials, epochs = pd.read_parquet(root / "trials"), pd.read_parquet(root / "epochs")
+    assert trials["trial_id"].is_unique
+    assert not epochs.duplicated(["trial_id", "epoch"]).any()
+    runs = epochs.groupby("trial_id")["epoch"].agg(["count", "max"])
+    assert runs["count"].to_dict() == trials.set_index("trial_id")["epochs_run"].to_dict()
+    assert (runs["count"] == runs["max"]).all(), "epochs are 1..epochs_run without gaps"
+    return trials, epochs
 
 
 def _processes_mentioning(text: str) -> list[int]:

@@ -3,15 +3,17 @@
 Each case runs a small real search (``python -m tune_tl.cli`` with its own Ray, ``faults.Driver``) that
 stops at one named moment (``tests/fault_injection/sitecustomize.py``: a hook stops the process that
 reaches it, deterministically, no sleeping), SIGKILLs every process of it, runs ``tune-tl resume``, and
-checks what a user relies on: the resume exits 0, the search has exactly its trials, one ``epochs`` row
-per trial and epoch, each Parquet trial has one Optuna trial whose final state matches its ``status``,
-no trial is left running in the study, no Optuna warning reached the terminal, and checkpoint retention
-kept exactly the best epoch of the top trials: the folder's size is what it keeps plus well under 1 MB.
+checks what a user relies on: every table the kill left is readable, the resume exits 0,
+the search has exactly its trials, one ``epochs`` row per trial and epoch, each Parquet trial has one Optuna
+trial whose final state matches its ``status``, no trial is left running in the study, no Optuna warning
+reached the terminal, and checkpoint retention kept exactly the best epoch of the top trials: the folder's
+size is what it keeps plus well under 1 MB. One chain's search is then extended by a trial
+(``tune-tl resume --samples 3``), which joins the same study.
 
 The search (``SPACE``): two trials of a frozen Lite0 at 32 px on digits with a linear head; the first
 learns (completed, 2 epochs), the second has a learning rate too small to learn anything and epoch-rung
-ASHA prunes it after its first epoch. The feature cache keeps epochs to a fraction of a second, so a case
-costs two process starts.
+ASHA prunes it after its first epoch. The feature cache keeps epochs to a fraction of a second, so each
+moment costs one process start.
 """
 
 from __future__ import annotations
@@ -24,7 +26,7 @@ import optuna
 import pandas as pd
 import pytest
 import torch
-from faults import Driver
+from faults import Driver, assert_every_file_readable, assert_one_row_per_trial_and_epoch
 
 TRIALS, MAX_EPOCHS, KEEP = 2, 2, 1
 
@@ -65,8 +67,8 @@ def kill_at(args: list[str], moment: str, tmp: Path, log: str) -> str:
         driver.kill()
 
 
-def resume(root: Path, tmp: Path, log: str = "resume.log") -> str:
-    driver = Driver(["resume", str(root), "--space", str(tmp / "space.py")], tmp / log)
+def resume(root: Path, tmp: Path, log: str = "resume.log", *flags: str) -> str:
+    driver = Driver(["resume", str(root), "--space", str(tmp / "space.py"), *flags], tmp / log)
     code = driver.wait(timeout=300)
     assert code == 0, driver.tail()
     return driver.tail(100_000)
@@ -117,9 +119,29 @@ def test_a_search_killed_at_any_moment_resumes_to_one_consistent_search(chain, t
     for step, moment in enumerate(CHAINS[chain]):
         marker = kill_at(args, moment, tmp_path, f"{step}-{moment}.log")
         assert marker.startswith(moment), marker
+        # Every table the kill left reads. A checkpoint Ray was copying may be torn: the resume discards it (below,
+        # only the kept checkpoints are left, and each loads).
+        assert_every_file_readable(root, checkpoints=False)
         args = ["resume", str(root), "--space", str(tmp_path / "space.py")]  # a .py space comes from the command line only
     output = resume(root, tmp_path)
+    assert "resuming search" in output
     assert_one_consistent_search(root, output)
+    if chain == "second_trial":  # one chain's search, resumed to its end, is then extended by a trial
+        assert_extends_by_one_trial(root, tmp_path)
+
+
+def assert_extends_by_one_trial(root: Path, tmp: Path) -> None:
+    """``tune-tl resume --samples N+1`` runs one more trial in the same study and records the new budget."""
+    output = resume(root, tmp, "extend.log", "--samples", str(TRIALS + 1))
+    assert "ASHA: replayed" in output and "Search finished:" in output
+    trials, _ = assert_one_row_per_trial_and_epoch(root)
+    assert len(trials) == TRIALS + 1 and set(trials["status"]) <= {"completed", "pruned"}
+    assert json.loads((root / "search.json").read_text())["budget"]["samples"] == TRIALS + 1
+    study = optuna.load_study(study_name=root.name, storage=f"sqlite:///{root / 'optuna.db'}")
+    finished = [t for t in study.trials if t.user_attrs.get("tune_tl_status") != "orphaned"]
+    assert len(finished) == TRIALS + 1, "the extended search's trial joined the same study"
+    assert not [t for t in study.trials if t.state == optuna.trial.TrialState.RUNNING]
+    assert_every_file_readable(root)
 
 
 def test_every_moment_has_a_hook():
