@@ -3,6 +3,7 @@
 import dataclasses
 import json
 import logging
+import re
 import time
 from pathlib import Path
 
@@ -183,13 +184,19 @@ def test_a_time_budget_too_short_for_any_probe_still_ends_with_a_model_to_export
     assert (tmp_path / "model").is_dir()
 
 
-def test_probes_that_do_not_fit_the_share_are_ranked_by_logme_and_only_the_best_is_probed(tmp_path, monkeypatch, caplog):
+@pytest.fixture
+def three_backbones(tmp_path):
     photos = write_split_folder(tmp_path / "photos", train=8, val=4)
     names = ["efficientnet_lite0", "efficientnet_lite1", "efficientnet_lite2"]
     spec = parse_settings({"seed": 0, "data": {"source": "imagefolder", "path": str(photos)}, "backbone": {"name": names},
                            "budget": {"samples": 1, "max_epochs": 1, "time": 3600}, "params": {"resolution": 32}}, "test",
                           allow_params=True)
-    prepared = prepare_context(spec)
+    return spec, prepare_context(spec)
+
+
+def test_probes_that_do_not_fit_the_share_are_ranked_by_logme_and_only_the_best_is_probed(three_backbones, tmp_path, monkeypatch,
+                                                                                             caplog):
+    spec, prepared = three_backbones
     answers = iter([True, False])  # the cheapest fits, the next does not (nor, then, the dearer one); the ranking does
     monkeypatch.setattr(ProbeBudget, "fits", lambda self, flops: next(answers, True))
     with caplog.at_level(logging.INFO, logger="tune_tl.search.probes"):
@@ -199,3 +206,18 @@ def test_probes_that_do_not_fit_the_share_are_ranked_by_logme_and_only_the_best_
     assert text.count("ranking it by LogME on a stratified subset") == 2
     left_out = ({"efficientnet_lite1", "efficientnet_lite2"} - {probes[1].backbone}).pop()
     assert f"probe budget: {left_out} not probed (LogME" in text and probes[1].subset is not None
+
+
+def test_a_probe_that_did_not_fit_is_not_probed_on_less_than_half_of_train_nor_ranked(three_backbones, tmp_path, monkeypatch, caplog):
+    # A probe on a sliver of train scores far below its backbone (and would stand for it in the study): none is better.
+    spec, prepared = three_backbones
+    answers = iter([True, False])  # the cheapest fits in full, the next does not (nor, then, the dearer one); the ranking would
+    monkeypatch.setattr(ProbeBudget, "fits", lambda self, flops: next(answers, True))
+    monkeypatch.setattr(ProbeBudget, "left", property(lambda self: 0.05 if self.rate else 1e9))  # 50 ms after the first probe
+    with caplog.at_level(logging.INFO, logger="tune_tl.search.probes"):
+        probes = run_probes(resolve_plan(spec, prepared), prepared, SearchRun(Location.parse(tmp_path / "run")), cache=None)
+    assert [(p.backbone, p.subset) for p in probes] == [("efficientnet_lite0", None)]
+    for name in ("efficientnet_lite1", "efficientnet_lite2"):
+        assert re.search(rf"probe budget: the probe of {name} at 32 px is predicted to take .*; not probed: that time fits "
+                         r"\d+ of its 24 train images, fewer than 50%", caplog.text)
+    assert "ranking it" not in caplog.text and "below" not in caplog.text, "no LogME ranking ran"

@@ -42,6 +42,7 @@ from tune_tl.search.plan import SearchPlan
 from tune_tl.search.probe_budget import (
     LOGME_IMAGES,
     MIN_PER_CLASS,
+    MIN_SUBSET_SHARE,
     PROBE_SHARE,
     RATE_IMAGES,
     ProbeBudget,
@@ -197,36 +198,60 @@ class _Stage0:
 
     def probe_subset(self, name: str, resolution: int, split, shrink_val: bool) -> Probe | None:
         """A probe on as many stratified train images as the share has time for, scored on all of val (or, with
-        ``shrink_val`` when val alone does not fit, on a stratified half of what fits); ``None`` if nothing fits."""
+        ``shrink_val`` when val alone does not fit, on a stratified half of what fits). Without ``shrink_val`` (a
+        best-ranked probe: another probe ran in full), ``None`` when fewer than :data:`MIN_SUBSET_SHARE` of train fit."""
         per_image = per_image_flops(self.prepared.backbones[name], resolution)
         classes = len(np.unique(split.train_y))
         train = train_images_that_fit(self.budget, per_image, len(split.val_y))
         val = None
-        if train is not None and train < MIN_PER_CLASS * classes:
+        if train is not None and train < self._fewest_train(split, shrink_val):
             if not shrink_val:
-                log.info("probe budget: no time left of the probes' share for a subset probe of %s", name)
+                self._too_few_log(name, train, split)
                 return None
             room = max(2 * MIN_PER_CLASS * classes, train + len(split.val_y))  # at least a few images of each class
             train, val = room // 2, room - room // 2
         subset = stratified_subset(split, train, val, self.spec.seed)
         return self.probe(name, resolution, subset, subset=len(subset.train_y))
 
+    def _too_few_log(self, name: str, train: int, split) -> None:
+        log.info("probe budget: %s not probed: the %.0f s left of the probes' share fit %d of its %d train images, fewer than "
+                 "%.0f%%", name, max(self.budget.left, 0.0), max(train, 0), len(split.train_y), 100 * MIN_SUBSET_SHARE)
+
+    @staticmethod
+    def _fewest_train(split, shrink_val: bool) -> int:
+        """The fewest train images a subset probe of ``split`` runs on (see :meth:`probe_subset`)."""
+        floor = MIN_PER_CLASS * len(np.unique(split.train_y))
+        return floor if shrink_val else max(floor, math.ceil(MIN_SUBSET_SHARE * len(split.train_y)))
+
     def probe_best_ranked(self, over: list[tuple[str, int]]) -> None:
-        """Rank the probes that did not fit by LogME on a stratified train subset; probe only the best, on a subset."""
+        """Rank the probes that did not fit by LogME on a stratified train subset; probe only the best, on a subset of
+        at least :data:`MIN_SUBSET_SHARE` of train. Those with no time for that are neither ranked nor probed."""
         data = self.prepared.context.data
-        then = "ranking it by LogME on a stratified subset" if len(over) > 1 else "probing it on a stratified subset"
-        for name, resolution in over:
-            self.skip_log(name, resolution, probe_flops(self.prepared.backbones[name], data.splits[resolution]), then)
         ranking_flops = sum(per_image_flops(self.prepared.backbones[n], r) * (LOGME_IMAGES + data.num_classes) for n, r in over)
         if len(over) > 1 and not self.budget.fits(ranking_flops):
-            log.info("probe budget: no time left to rank %s by LogME; not probed", ", ".join(n for n, _ in over))
+            for name, resolution in over:
+                self.skip_log(name, resolution, probe_flops(self.prepared.backbones[name], data.splits[resolution]),
+                              "no time left to rank it by LogME: not probed")
+            return
+        spent = ranking_flops if len(over) > 1 else 0.0
+        room = {(n, r): train_images_that_fit(self.budget, per_image_flops(self.prepared.backbones[n], r), len(data.splits[r].val_y),
+                                              spent) for n, r in over}
+        fit = [p for p in over if room[p] is None or room[p] >= self._fewest_train(data.splits[p[1]], shrink_val=False)]
+        for name, resolution in over:
+            split = data.splits[resolution]
+            then = (("ranking it by LogME on a stratified subset" if len(fit) > 1 else "probing it on a stratified subset")
+                    if (name, resolution) in fit else
+                    f"not probed: that time fits {max(room[(name, resolution)], 0)} of its {len(split.train_y)} train images, "
+                    f"fewer than {100 * MIN_SUBSET_SHARE:.0f}%")
+            self.skip_log(name, resolution, probe_flops(self.prepared.backbones[name], split), then)
+        if not fit:
             return
         scores = {}
-        for name, resolution in over if len(over) > 1 else []:
+        for name, resolution in fit if len(fit) > 1 else []:
             subset = stratified_subset(data.splits[resolution], LOGME_IMAGES, data.num_classes, self.spec.seed)
             scores[(name, resolution)] = measure_probe(self.prepared.backbones[name], subset, data.num_classes, self.spec.seed).logme
-        best = max(over, key=lambda p: scores.get(p, 0.0))
-        for name, resolution in over:
+        best = max(fit, key=lambda p: scores.get(p, 0.0))
+        for name, resolution in fit:
             if (name, resolution) != best:
                 log.info("probe budget: %s not probed (LogME %.3f on %d images, below %s's)", name,
                          scores[(name, resolution)], LOGME_IMAGES, best[0])
