@@ -136,6 +136,20 @@ def test_once_the_time_budget_is_spent_the_searcher_starts_nothing_and_records_n
     assert len(searcher._ot_study.trials) == 1 and run.trials().empty, "no draw, no not_started row"
 
 
+def test_with_less_time_left_than_twice_the_shortest_epoch_measured_the_searcher_draws_nothing_and_records_nothing(tmp_path):
+    # Every config would be refused: a 600 s photo search drew 16 of them with 0-1 s left, each a not_started row.
+    clock = BudgetClock(seconds=100.0, samples=10)
+    run = SearchRun(Location.parse(str(tmp_path)))
+    fit = FirstEpochFit(cost_model(), clock)
+    searcher = HonestOptunaSearch(SPACE.define_by_run(len(BLOCKS)), "val_acc", "max", 3, optuna.samplers.RandomSampler(seed=0),
+                                  admission=Admission(fit=fit), clock=clock, on_refused=NotStartedRows(run.root))
+    fit.measured[False].append((1e15, 30.0))  # the shortest epoch so far: 30 s (at a rate that prices every config cheap)
+    assert searcher.suggest("t0") != HonestOptunaSearch.FINISHED, "100 s left: a 30-s epoch may fit"
+    clock.started -= 45  # 55 s left, under 2 x 30 s
+    assert searcher.suggest("t1") == HonestOptunaSearch.FINISHED
+    assert len(searcher._ot_study.trials) == 1 and run.trials().empty, "no draw, no not_started row"
+
+
 def test_a_space_that_holds_only_dominated_configs_stops_starting_trials(tmp_path):
     only = parse_space_text(f"backbone: {{name: {LITE}}}\nparams: {{resolution: 32, freeze_policy: head_only, head: linear, "
                             "lr: {low: 0.0003, high: 0.01, log: true}}\n", "s.yaml")

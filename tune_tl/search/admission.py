@@ -141,6 +141,17 @@ class FirstEpochFit:
                 return rate * scale
         return self.prior
 
+    def nothing_fits(self) -> str | None:
+        """Why no config can start now: the seconds left are under :data:`FIT_MARGIN` times the shortest epoch any trial
+        of the search has taken, so every draw would be refused (``None`` while something may fit). At the end of a
+        600 s photo search the searcher drew 16 proposals with 0-1 s left, each a ``not_started`` row, before it stopped."""
+        left = self.clock.seconds_left()
+        shortest = min((s for kind in self.measured.values() for _, s in kind), default=None)
+        if left is None or shortest is None or left >= FIT_MARGIN * shortest:
+            return None
+        return (f"the time budget has {max(left, 0.0):.0f} s left, less than {FIT_MARGIN:g}x the shortest epoch a trial has "
+                f"taken ({shortest:.0f} s)")
+
     def refusal(self, cfg: TrialConfig) -> str | None:
         left = self.clock.seconds_left()
         if left is None:

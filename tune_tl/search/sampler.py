@@ -214,9 +214,13 @@ class HonestOptunaSearch(OptunaSearch):
         left = clock.seconds_left() if clock is not None else None
         if left is not None and left <= 0:  # Ray's clock is about to end the Tuner: nothing to draw, refuse or record
             return Searcher.FINISHED
+        admission = getattr(self, "_admission", None)  # None in a searcher pickled before admission existed
+        out_of_time = admission.fit.nothing_fits() if admission is not None and admission.fit is not None else None
+        if out_of_time is not None:  # every draw would be refused: draw none, record none
+            log.info("searcher: %s; no more trials are started", out_of_time)
+            return Searcher.FINISHED
         for _ in range(MAX_REDRAWS):
             config = super().suggest(trial_id)
-            admission = getattr(self, "_admission", None)  # None in a searcher pickled before admission existed
             refusal = admission.refusal(config) if admission is not None and config else None
             if refusal is None:
                 break
