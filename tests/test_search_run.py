@@ -2,6 +2,8 @@
 
 import ast
 import json
+import subprocess
+import sys
 from pathlib import Path
 
 import pytest
@@ -187,3 +189,11 @@ def test_search_and_analysis_never_import_each_other(lower, upper):
     arrows = sorted(f"{module} -> {name}" for module, names in imported_packages().items() if module.startswith(f"{lower}/")
                     for name in names if name == f"tune_tl.{upper}" or name.startswith(f"tune_tl.{upper}."))
     assert arrows == []
+
+
+def test_a_trial_worker_starts_without_importing_scikit_learn():
+    # Every trial worker imports the trainable; scikit-learn (and the SciPy it brings) cost each start about 1.3 s,
+    # and a trial never needs them (the driver splits the data and fits the probes).
+    code = "import sys, tune_tl.search.trainable; print(sorted(m for m in ('sklearn', 'scipy') if m in sys.modules))"
+    done = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=120, check=True)
+    assert done.stdout.strip() == "[]", done.stdout + done.stderr
