@@ -201,13 +201,14 @@ def _bootstrap(rank: int, world_size: int, store: str, use_gpus: bool, target, j
     except BaseException as exc:  # noqa: BLE001 - reported to the trial, then the worker exits non-zero
         log.error("data-parallel worker %d failed:\n%s", rank, traceback.format_exc())
         link.send("error", f"{type(exc).__name__}: {exc}"[:2000])
-        conn.close()
         raise SystemExit(1) from None
-    # Done before the group's teardown: gloo aborted a worker that had finished its work ("terminate called without an
-    # active exception", exit -6) in about 1 of 30 runs of tests/test_distributed.py under load, with or without a
-    # barrier before destroy_process_group. The trial has every result by now and does not wait on what follows.
-    link.send("done")
-    conn.close()
+    else:
+        # Done before the group's teardown: gloo aborted a worker that had finished its work ("terminate called without
+        # an active exception", exit -6) in about 1 of 30 runs of tests/test_distributed.py under load, with or without a
+        # barrier before destroy_process_group. The trial has every result by now and does not wait on what follows.
+        link.send("done")
+    finally:
+        conn.close()
     with contextlib.suppress(Exception):
         dist.destroy_process_group()
 
