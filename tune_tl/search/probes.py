@@ -214,8 +214,8 @@ class _Stage0:
         return self.probe(name, resolution, subset, subset=len(subset.train_y))
 
     def _too_few_log(self, name: str, train: int, split) -> None:
-        log.info("probe budget: %s not probed: the %.0f s left of the probes' share fit %d of its %d train images, fewer than "
-                 "%.0f%%", name, max(self.budget.left, 0.0), max(train, 0), len(split.train_y), 100 * MIN_SUBSET_SHARE)
+        log.info("probe budget: %s not probed: the %.0f s left of the probes' share %s", name, max(self.budget.left, 0.0),
+                 _too_few(train, split))
 
     @staticmethod
     def _fewest_train(split, shrink_val: bool) -> int:
@@ -241,8 +241,7 @@ class _Stage0:
             split = data.splits[resolution]
             then = (("ranking it by LogME on a stratified subset" if len(fit) > 1 else "probing it on a stratified subset")
                     if (name, resolution) in fit else
-                    f"not probed: that time fits {max(room[(name, resolution)], 0)} of its {len(split.train_y)} train images, "
-                    f"fewer than {100 * MIN_SUBSET_SHARE:.0f}%")
+                    f"not probed: that time {_too_few(room[(name, resolution)], split)}")
             self.skip_log(name, resolution, probe_flops(self.prepared.backbones[name], split), then)
         if not fit:
             return
@@ -256,6 +255,11 @@ class _Stage0:
                 log.info("probe budget: %s not probed (LogME %.3f on %d images, below %s's)", name,
                          scores[(name, resolution)], LOGME_IMAGES, best[0])
         self.probe_subset(*best, data.splits[best[1]], shrink_val=False)
+
+
+def _too_few(train: int, split) -> str:
+    """Why a best-ranked probe is not run: the train images the time left fits, against :data:`MIN_SUBSET_SHARE`."""
+    return f"fits {max(train, 0)} of its {len(split.train_y)} train images, fewer than {100 * MIN_SUBSET_SHARE:.0f}%"
 
 
 def finished_probes(run: SearchRun, plan: SearchPlan, prepared: PreparedSearch) -> dict[str, Probe]:
