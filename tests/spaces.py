@@ -23,6 +23,12 @@ BASE: dict[str, Any] = {
     "params": {"resolution": 32, "batch_size": 128},
 }
 
+#: The tests' tiny backbone (``tests/tiny_backbone.py``), for a search whose point is not the backbone:
+#: ``write_tiny_space(tmp, backbone=TINY_CNN)``. About half the CPU of the same search on Lite0. Not for a search
+#: whose model leaves the test's processes (``tune-tl predict`` in a process of its own, the second node of a
+#: cluster): only processes that import ``tests/`` know it.
+TINY_CNN = {"name": "tiny_test_cnn", "weights": "imagenet"}
+
 #: The space of the session's finished search (``finished_search`` in conftest.py): five linear-probe
 #: trials of at most two epochs, a linear or an MLP head, under the default cost-aware ASHA.
 FINISHED = {"budget": {"samples": 5, "max_epochs": 2},

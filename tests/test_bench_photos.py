@@ -123,15 +123,15 @@ def test_the_generated_textures_become_a_train_and_val_folder(tmp_path):
 def test_a_quick_run_measures_every_row_and_writes_the_tables(ray_local, tmp_path, capsys):
     ds = textures_folder(tmp_path / "data", per_class=5, size=32)
     out = tmp_path / "photos.md"
-    assert main(["--quick", "--data", str(ds.path), "--time-budget", "20", "--out", str(out), "--keep", str(tmp_path / "kept")]) == 0
+    assert main(["--quick", "--data", str(ds.path), "--time-budget", "10", "--out", str(out), "--keep", str(tmp_path / "kept")]) == 0
     text = out.read_text()
     for kind in ("(a) linear probe", "(b) textbook fine-tune", "(c) hand-written", "(d) previous default", "(e) new default"):
         assert kind in text
-    assert "### textures\n" in text and "| at 20 s |" in text and "Targets over the real sets:" in text
+    assert "### textures\n" in text and "| at 10 s |" in text and "Targets over the real sets:" in text
     new = next(line for line in text.splitlines() if line.startswith("| (e)"))
     assert new.split(" | ")[-2].endswith(" MB"), ("the disk its search folder uses "
-                                                  "(whether an epoch ends in 20 s depends on the machine's load)")
-    assert {p.name for p in (tmp_path / "kept").iterdir()} >= {"textures-new-20s", "textures-previous-20s", "textures-handwritten-20s"}
+                                                  "(whether an epoch ends in 10 s depends on the machine's load)")
+    assert {p.name for p in (tmp_path / "kept").iterdir()} >= {"textures-new-10s", "textures-previous-10s", "textures-handwritten-10s"}
 
 
 def test_two_folders_with_one_base_name_get_distinct_safe_search_names(tmp_path):

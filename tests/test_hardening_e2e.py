@@ -9,7 +9,7 @@ from faults import Driver
 pytestmark = pytest.mark.processes
 
 PY_SPACE = '''
-SETTINGS = {"seed": 0, "resolutions": [32],
+SETTINGS = {"seed": 0, "resolutions": [32], "backbone": {"name": "tiny_test_cnn", "weights": "imagenet"},
             "budget": {"samples": 1, "max_epochs": 1, "grace_period": 1, "reduction_factor": 2}}
 
 

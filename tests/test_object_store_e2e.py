@@ -3,7 +3,7 @@
 import optuna
 import pytest
 from s3_server import LocalS3
-from spaces import write_tiny_space
+from spaces import TINY_CNN, write_tiny_space
 
 from tune_tl.analysis.frame import load_results
 from tune_tl.cli import main
@@ -24,7 +24,7 @@ def test_a_search_on_s3_keeps_results_study_and_checkpoints_in_the_bucket_and_re
     monkeypatch.chdir(tmp_path)  # anything written locally by mistake would land here
     s3.bucket("runs")
     # Four checkpoints kept: the probe's stays whatever the fine-tunes score (retention keeps the best 3 by default).
-    space = write_tiny_space(tmp_path, budget={"samples": 3, "max_epochs": 2, "keep_checkpoints": 4}, params={
+    space = write_tiny_space(tmp_path, backbone=TINY_CNN, budget={"samples": 3, "max_epochs": 2, "keep_checkpoints": 4}, params={
         "freeze_blocks": {"low": 7, "high": "all"}, "lr": {"low": 1.0e-4, "high": 1.0e-2, "log": True}, "head": "linear"})
 
     assert main(["search", str(space), "--output", s3.uri("runs/tune"), "--name", "s3demo"]) == 0
@@ -40,7 +40,7 @@ def test_a_search_on_s3_keeps_results_study_and_checkpoints_in_the_bucket_and_re
     res = load_results(uri)
     probe = res.trials["probe"]
     assert len(res.trials[~probe]) == 3 and probe.sum() == 1 and res.trials.loc[~probe, "node_id"].notna().all()
-    assert any(f.startswith("probe-efficientnet_lite0-32/checkpoint_") for f in files) and "probe_heads.pt" in files, \
+    assert any(f.startswith(f"probe-{TINY_CNN['name']}-32/checkpoint_") for f in files) and "probe_heads.pt" in files, \
         "the probe's weights and head are in the bucket too"
     assert res.search["root"] == "s3://runs/tune/s3demo"
     study_copy = tmp_path / "study" / "optuna.db"

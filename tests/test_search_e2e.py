@@ -2,14 +2,14 @@
 
 import pandas as pd
 import pytest
-from spaces import write_tiny_space
+from spaces import TINY_CNN, write_tiny_space
 
 from tune_tl.cli import main
 
 
 @pytest.mark.slow
 def test_cli_search_writes_one_row_per_trial_and_epoch_and_asha_stops_weak_trials(ray_local, tmp_path, capsys):
-    space = write_tiny_space(tmp_path, budget={"samples": 6, "max_epochs": 3}, params={
+    space = write_tiny_space(tmp_path, backbone=TINY_CNN, budget={"samples": 6, "max_epochs": 3}, params={
         "freeze_blocks": {"low": 5, "high": "all"}, "optimizer": ["adamw", "sgd"],
         "lr": {"low": 1.0e-5, "high": 3.0e-2, "log": True}, "head": ["linear", "mlp"], "head_hidden": 64})
     # Epoch-rung ASHA (not the cost-aware default): on this tiny space it is sure to stop someone.
@@ -40,7 +40,8 @@ def test_cli_search_writes_one_row_per_trial_and_epoch_and_asha_stops_weak_trial
     assert trials["freeze_blocks"].between(5, 9).all()
 
     best = trials.sort_values("best_val_acc").iloc[-1]
-    assert best["best_val_acc"] > 0.5, "pretrained features on digits should beat chance (0.1) clearly"
+    # The tiny backbone's seeded features: a linear head reaches about 35 % in one epoch (chance: 10 %).
+    assert best["best_val_acc"] > 0.25, "a trained head beats chance clearly"
     out = capsys.readouterr().out
     assert f"Best trial {best['trial_id']}: val_acc {best['best_val_acc']:.4f}" in out
     assert "Search finished:" in out and str(root / "trials") in out

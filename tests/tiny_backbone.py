@@ -12,8 +12,11 @@ in every ``tune-tl`` process a test starts (``faults.Driver``). Ray's workers ge
 by value (this module is not importable there).
 """
 
+import importlib.util
 import sys
+from pathlib import Path
 
+import numpy as np
 import ray.cloudpickle
 import torch
 from torch import nn
@@ -37,9 +40,7 @@ def seeded_weights() -> dict[str, torch.Tensor]:
     """The same "pretrained" weights in every process, without a file: a seeded init whose BatchNorm statistics are
     those of scikit-learn's digits at 32 px (bundled, no download), so that each block's output has unit scale on
     the tests' data, as trained weights' have, and a linear head learns from it in a few steps."""
-    from sklearn.datasets import load_digits
-
-    images = torch.tensor(load_digits().images, dtype=torch.float32)[:, None].expand(-1, 3, -1, -1) / 16
+    images = torch.tensor(digits_images(), dtype=torch.float32)[:, None].expand(-1, 3, -1, -1) / 16
     images = nn.functional.interpolate(images, size=32, mode="bilinear") * 2 - 1  # mean = std = 0.5
     with torch.random.fork_rng():
         torch.manual_seed(0)
@@ -58,6 +59,15 @@ def seeded_weights() -> dict[str, torch.Tensor]:
         last.weight /= std
         last.bias.copy_((last.bias - mean) / std)
     return model.state_dict()
+
+
+def digits_images() -> np.ndarray:
+    """scikit-learn's digits (1,797 images of 8 x 8, values 0-16), read from the file it bundles: ``load_digits``
+    would import scikit-learn, a second of CPU in every process that builds this backbone (trial workers do not
+    import it otherwise)."""
+    folder = importlib.util.find_spec("sklearn").submodule_search_locations[0]
+    rows = np.loadtxt(Path(folder) / "datasets" / "data" / "digits.csv.gz", delimiter=",")
+    return rows[:, :-1].reshape(-1, 8, 8)  # the last column is the label
 
 
 def blocks(model: nn.Module) -> list[nn.Module]:
