@@ -8,7 +8,7 @@ from pathlib import Path
 import numpy as np
 import pandas as pd
 import pytest
-from spaces import write_tiny_space
+from spaces import TINY_CNN, write_tiny_space
 
 import tune_tl.search.run
 from tests.data.images import write_split_folder
@@ -33,7 +33,7 @@ def searched(ray_local, tmp_path_factory):
     """One search over train/val/test folders; what the Tuner was handed is kept."""
     tmp = tmp_path_factory.mktemp("honest")
     photos = write_split_folder(tmp / "photos", train=8, val=5, test=4)
-    space = write_tiny_space(tmp, data={"source": None}, budget={"samples": 2, "max_epochs": 1}, params=PARAMS)
+    space = write_tiny_space(tmp, data={"source": None}, backbone=TINY_CNN, budget={"samples": 2, "max_epochs": 1}, params=PARAMS)
     handed = {}
     build_tuner = tune_tl.search.run.build_tuner
 
@@ -148,7 +148,7 @@ def test_an_exported_ensemble_of_a_probe_and_a_trial_predicts_val_as_its_probabi
     assert len(rows) == len(kept.labels)
     assert np.mean([label == Path(path).parent.name for path, label, _ in rows]) == pytest.approx(expected)
     # Its test figure (scored once when a search ends, never to choose) is what the exported ensemble does on test/.
-    record = score_on_test(run, handed["tests"], {"efficientnet_lite0": build_backbone("efficientnet_lite0", "imagenet")})
+    record = score_on_test(run, handed["tests"], {TINY_CNN["name"]: build_backbone(TINY_CNN["name"], "imagenet")})
     on_test = predict(out, [root.parent.parent / "held-out"])
     assert record["ensemble_test_acc"] == pytest.approx(np.mean([label == Path(path).parent.name for path, label, _ in on_test]))
     assert f"test {record['ensemble_test_acc']:.4f} vs the shipped trial's {record['test_acc']:.4f}" in format_summary(
