@@ -140,6 +140,8 @@ def test_an_exif_rotated_jpeg_is_upright_in_memory_streamed_and_in_predict(tmp_p
     files = streamed.train_files + streamed.val_files
     image, _ = ImageFiles(files, np.zeros(len(files), np.int64), 32)[files.index(str(file))]
     assert_upright(image.numpy())
+    # Its own memory, not a view of PIL's read-only buffer (torch warns on those, into the trial's log).
+    assert image.is_contiguous() and image.numpy().flags.writeable
 
     pre = Preprocessing(32, (0.0, 0.0, 0.0), (1.0, 1.0, 1.0))  # normalised = pixels / 255, as predict feeds the model
     assert_upright((pre.batch([load_rgb(str(file))])[0] * 255).round().to(torch.uint8).numpy())

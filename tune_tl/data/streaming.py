@@ -26,7 +26,9 @@ class ImageFiles(Dataset):
         return len(self.files)
 
     def __getitem__(self, i: int):
-        return torch.from_numpy(square_uint8(load_rgb(self.files[i]), self.resolution)), int(self.labels[i])
+        # A contiguous copy: the square is a transposed view of PIL's read-only buffer, which torch warns about.
+        pixels = np.ascontiguousarray(square_uint8(load_rgb(self.files[i]), self.resolution))
+        return torch.from_numpy(pixels), int(self.labels[i])
 
 
 def file_batches(files: tuple[str, ...], labels: np.ndarray, resolution: int, batches: Iterable[np.ndarray],
