@@ -9,6 +9,7 @@ import pytest
 import torch
 from toy_models import toy_model
 
+from tune_tl.analysis.model_folder import save_model_folder
 from tune_tl.data.augment import AugmentConfig
 from tune_tl.data.types import FileSplit, Split
 from tune_tl.training import device as placement
@@ -96,3 +97,11 @@ def test_on_cuda_the_model_is_channels_last_the_data_resident_and_it_trains(spli
     assert set(placed[0]) == {"train", "val"} and placed[0]["train"][0].is_cuda  # a few KB fit easily
     assert all(np.isfinite(m.train_loss) and not m.diverged for m in history)
     assert history[-1].train_loss < history[0].train_loss
+
+
+def test_a_model_folder_holds_plain_contiguous_tensors_though_trials_train_channels_last(tmp_path):
+    model = toy_model(num_classes=4).to(memory_format=torch.channels_last)
+    assert not all(v.is_contiguous() for v in model.state_dict().values())
+    save_model_folder(model, {"classes": list("abcd")}, tmp_path / "m", program=False)
+    state = torch.load(tmp_path / "m" / "model.pt", weights_only=True)
+    assert state.keys() == model.state_dict().keys() and all(v.is_contiguous() for v in state.values())

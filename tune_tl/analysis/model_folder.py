@@ -55,7 +55,8 @@ def save_model_folder(model: torch.nn.Module, info: dict[str, Any], folder: Path
 
 def _write_files(model: torch.nn.Module, info: dict[str, Any], folder: Path, program: bool) -> None:
     model = model.cpu().eval()
-    torch.save({k: v.detach().cpu() for k, v in model.state_dict().items()}, folder / WEIGHTS_FILE)
+    # contiguous: a trial's model is channels_last (training.device); the file holds plain tensors for any reader
+    torch.save({k: v.detach().cpu().contiguous() for k, v in model.state_dict().items()}, folder / WEIGHTS_FILE)
     if program:
         r = int(info["preprocessing"]["resolution"])
         example = (torch.zeros(2, 3, r, r),)

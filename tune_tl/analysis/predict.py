@@ -22,10 +22,12 @@ from tune_tl.analysis.ensemble_export import ensemble_members, is_ensemble
 from tune_tl.analysis.model_folder import load_model_folder
 from tune_tl.data.preprocess import load_rgb
 from tune_tl.errors import TuneTLError
+from tune_tl.training.device import memory_format
 
 COLUMNS = ("path", "label", "confidence")
 #: The validation batch size (``FitConfig.eval_batch_size``): the same batches give the same numbers.
 BATCH = 256
+CPU = torch.device("cpu")
 
 
 def image_files(paths: list[str | Path]) -> list[str]:
@@ -91,7 +93,8 @@ def predict_files(model_path: str | Path, paths: list[str | Path], skip_bad_imag
             images.append(image)
         if not images:
             continue
-        probs = sum(weight * torch.softmax(model(pre.batch(images)).float(), dim=1) for (model, _, pre), weight in models)
+        batches = [pre.batch(images).contiguous(memory_format=memory_format(CPU)) for (_, _, pre), _ in models]  # as trials ran
+        probs = sum(weight * torch.softmax(model(x).float(), dim=1) for ((model, _, _), weight), x in zip(models, batches, strict=True))
         p, idx = probs.max(dim=1)
         rows.extend((f, info["classes"][int(i)], float(q)) for f, i, q in zip(chunk, idx, p, strict=True))
     return Predictions(rows, skipped)
