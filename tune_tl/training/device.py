@@ -3,7 +3,7 @@
 Models and image batches use ``channels_last``: on CUDA the layout tensor-core convolutions run in natively (AMP
 needs no transposes); on the CPU, oneDNN's depthwise convolutions run in it about twice as fast (EfficientNet-Lite0
 at 224 px on 2 cores, measured: 43 -> 72 images/s in eval, 9.7 -> 15.7 training; at 32 px 705 -> 4,184 and
-218 -> 782; ResNet-18 1.1-1.35x). On CUDA, in-memory uint8 data is also copied to the GPU once when it fits, so
+218 -> 782; ResNet-18 1.0-1.35x: no depthwise convolutions). On CUDA, in-memory uint8 data is also copied to the GPU once when it fits, so
 batches are indexed there instead of crossing PCIe every step.
 """
 
