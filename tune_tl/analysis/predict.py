@@ -93,8 +93,8 @@ def predict_files(model_path: str | Path, paths: list[str | Path], skip_bad_imag
             images.append(image)
         if not images:
             continue
-        batches = [pre.batch(images).contiguous(memory_format=memory_format(CPU)) for (_, _, pre), _ in models]  # as trials ran
-        probs = sum(weight * torch.softmax(model(x).float(), dim=1) for ((model, _, _), weight), x in zip(models, batches, strict=True))
+        probs = sum(weight * torch.softmax(model(pre.batch(images).contiguous(memory_format=memory_format(CPU))).float(), dim=1)
+                    for (model, _, pre), weight in models)  # channels_last, as the trials ran
         p, idx = probs.max(dim=1)
         rows.extend((f, info["classes"][int(i)], float(q)) for f, i, q in zip(chunk, idx, p, strict=True))
     return Predictions(rows, skipped)
