@@ -48,8 +48,29 @@ SHARED_FIXTURES = {
 }
 
 
+#: The longest tests (or groups), longest first, as measured in a full run (``--durations``; CONTRIBUTING, "How long the
+#: suite takes"): started first, one per process, they end with the rest instead of after it. Measured in one run of the
+#: whole suite, four processes on two cores: the first chain 249 s, the seeded pair 205 s, the second chain 122 s, the
+#: two-node cluster 122 s, the piped search 103 s, the stage-0 resume 96 s, the same-name pair 90 s.
+LONGEST_FIRST = (
+    "tests/test_kill_anywhere_e2e.py::test_a_search_killed_at_any_moment_resumes_to_one_consistent_search[first_trial]",
+    "tests/test_reproducible_e2e.py::",
+    "tests/test_kill_anywhere_e2e.py::test_a_search_killed_at_any_moment_resumes_to_one_consistent_search[second_trial]",
+    "tests/test_cluster.py::test_search_with_address_runs_trials_on_both_nodes_of_a_two_node_cluster",
+    "tests/test_output_e2e.py::",
+    "tests/test_stage0_resume_e2e.py::",
+    "tests/test_hardening_e2e.py::",
+)
+
+
 class SharedFixtureScheduling(LoadScopeScheduling):
-    """pytest-xdist's scope scheduling with :data:`SHARED_FIXTURES` as the scopes (and each other test its own)."""
+    """pytest-xdist's scope scheduling with :data:`SHARED_FIXTURES` as the scopes (and each other test its own), handed
+    out in collection order (``pytest_collection_modifyitems``), not xdist's default of the scopes with most tests first:
+    that default started the kill chains, single tests, after every group, and the suite waited minutes for them."""
+
+    def __init__(self, config, log=None):
+        config.option.loadscopereorder = False  # what ``--no-loadscope-reorder`` sets
+        super().__init__(config, log)
 
     def _split_scope(self, nodeid: str) -> str:
         return next((group for group, prefixes in SHARED_FIXTURES.items() if nodeid.startswith(prefixes)), nodeid)
@@ -61,10 +82,15 @@ def pytest_xdist_make_scheduler(config, log):
 
 
 def pytest_collection_modifyitems(items):
-    """Files with a real search or process first, each file's tests kept together and in order: pytest-xdist starts the
-    long tests first and fills the end with quick ones."""
+    """:data:`LONGEST_FIRST` first, then the other files with a real search or process, each file's tests otherwise kept
+    together and in order: pytest-xdist starts the long tests first and fills the end with quick ones."""
     slow = {item.path for item in items if item.get_closest_marker("slow") or item.get_closest_marker("processes")}
-    items.sort(key=lambda item: item.path not in slow)
+
+    def rank(item) -> int:
+        listed = [i for i, prefix in enumerate(LONGEST_FIRST) if item.nodeid.startswith(prefix)]
+        return listed[0] if listed else len(LONGEST_FIRST) + (item.path not in slow)
+
+    items.sort(key=rank)
 
 
 @pytest.fixture(scope="session")
