@@ -4,6 +4,8 @@ Trials, probes and ``predict`` run in ``channels_last`` (``training.device``); b
 default (``contiguous_format``). Both are timed in one process on the same random batches: eval (a probe's pass,
 ``predict``) and a training step (forward and backward through every block, as a whole-model fine-tune), the
 fastest of a few repeats. The outputs in eval are compared too: the layout changes the speed, not the answer.
+A third eval column times what the frozen passes (a probe's features, kept boundaries) run since: ``channels_last``
+with each batch norm folded into its convolution (``models.folding``), against the same outputs.
 
     python -m tune_tl.bench.layout                                    # the bundled Lites at 32, 64, 128, 224 px
     python -m tune_tl.bench.layout --backbones efficientnet_lite0 --resolutions 224 --threads 1
@@ -18,8 +20,10 @@ import time
 import torch
 
 from tune_tl.models import build_backbone
+from tune_tl.models.folding import folded
 
 LAYOUTS = {"contiguous_format (before)": torch.contiguous_format, "channels_last (now)": torch.channels_last}
+FOLDED = "eval, channels_last + folded batch norms (frozen passes)"
 
 
 def images_per_second(module: torch.nn.Module, x: torch.Tensor, train: bool, repeats: int) -> float:
@@ -51,18 +55,24 @@ def measure_layouts(backbone: str, resolution: int, batch_size: int, repeats: in
         row[f"eval, {name}"] = images_per_second(module, batch, False, repeats)
         row[f"train, {name}"] = images_per_second(module, batch, True, max(2, repeats - 1))
     row["eval outputs differ by"] = float((outputs[0] - outputs[1]).abs().max())
+    plain = copy.deepcopy(features).to(memory_format=torch.channels_last).eval()
+    fast = folded(plain, batch[:2])
+    with torch.inference_mode():
+        row["folded outputs differ by"] = float((fast(batch) - outputs[1]).abs().max())
+    row[FOLDED] = images_per_second(fast, batch, False, repeats)
     return row
 
 
 def markdown(rows: list[dict]) -> str:
     names = list(LAYOUTS)
     head = ["backbone", "px", *(f"{kind}, {n}" for kind in ("eval", "train") for n in names), "eval speed-up", "train speed-up",
-            "eval outputs differ by"]
+            "eval outputs differ by", FOLDED, "folding speed-up", "folded outputs differ by"]
     lines = ["| " + " | ".join(head) + " |", "|" + "---|" * len(head)]
     for r in rows:
         cells = [r["backbone"], str(r["resolution"]), *(f"{r[f'{kind}, {n}']:.1f}" for kind in ("eval", "train") for n in names),
                  *(f"{r[f'{kind}, {names[1]}'] / r[f'{kind}, {names[0]}']:.2f}x" for kind in ("eval", "train")),
-                 f"{r['eval outputs differ by']:.1e}"]
+                 f"{r['eval outputs differ by']:.1e}", f"{r[FOLDED]:.1f}", f"{r[FOLDED] / r[f'eval, {names[1]}']:.2f}x",
+                 f"{r['folded outputs differ by']:.1e}"]
         lines.append("| " + " | ".join(cells) + " |")
     return "\n".join(lines)
 

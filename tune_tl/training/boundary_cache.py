@@ -25,7 +25,8 @@ import torch
 
 from tune_tl.data.preprocess import Normaliser
 from tune_tl.data.types import Split
-from tune_tl.models import TransferModel
+from tune_tl.models import Backbone, TransferModel
+from tune_tl.models.folding import folded_blocks
 from tune_tl.training.batches import amp, batches, in_order, to_device
 from tune_tl.training.device import free_memory, memory_format
 
@@ -45,7 +46,7 @@ def boundary_bytes(model: TransferModel, blocks: int, split: Split, normalise: N
     """Bytes the output of the first ``blocks`` blocks takes for every train and val image, measured on one image."""
     x, _ = to_device(torch.tensor(split.train_x[:1]), torch.zeros(1), normalise)  # a copy: Ray's arrays are read-only
     with _eval_mode(model):
-        one = _prefix(model, blocks, x, contextlib.nullcontext())
+        one = _prefix(model.backbone, blocks, x, contextlib.nullcontext())
     return one[0].numel() * FLOAT32_BYTES * (len(split.train_y) + len(split.val_y))
 
 
@@ -57,7 +58,7 @@ def boundary_activations(model: TransferModel, blocks: int, split: Split, normal
     Float32 on ``normalise.device``; ``resident`` is ``fit``'s GPU copy of the images (``training.device``).
     """
     device = normalise.device
-    out = []
+    out, fast = [], None
     with _eval_mode(model):
         for part in ("train", "val"):
             n = len(getattr(split, f"{part}_y"))
@@ -66,7 +67,10 @@ def boundary_activations(model: TransferModel, blocks: int, split: Split, normal
             autocast = amp(device)[0] if part == "train" else contextlib.nullcontext()
             rows = None
             for idx, (images, labels) in zip(indices, batches(split, part, indices, 0, resident), strict=False):
-                y = _prefix(model, blocks, to_device(images, labels, normalise)[0], autocast)
+                x = to_device(images, labels, normalise)[0]
+                if fast is None:  # batch norms folded into their convolutions: the same activations, sooner (models.folding)
+                    fast = folded_blocks(model.backbone, x[:2])
+                y = _prefix(fast, blocks, x, autocast)
                 if rows is None:
                     layout = memory_format(device) if y.dim() == 4 else torch.contiguous_format
                     rows = torch.empty((n, *y.shape[1:]), device=device, memory_format=layout)
@@ -75,10 +79,10 @@ def boundary_activations(model: TransferModel, blocks: int, split: Split, normal
     return out[0], out[1]
 
 
-def _prefix(model: TransferModel, blocks: int, x: torch.Tensor, autocast) -> torch.Tensor:
-    """``blocks[:blocks]`` on ``x`` (under ``autocast``), as float32."""
+def _prefix(backbone: Backbone, blocks: int, x: torch.Tensor, autocast) -> torch.Tensor:
+    """``backbone``'s first ``blocks`` blocks on ``x`` (under ``autocast``), as float32."""
     with autocast:
-        return model.backbone.run_blocks(x, 0, blocks).float()
+        return backbone.run_blocks(x, 0, blocks).float()
 
 
 @contextlib.contextmanager

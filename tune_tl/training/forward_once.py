@@ -27,6 +27,7 @@ from torch import nn
 from tune_tl.data.preprocess import Normaliser
 from tune_tl.data.types import FileSplit, Split
 from tune_tl.models import Backbone
+from tune_tl.models.folding import folded_blocks
 from tune_tl.training.batches import amp, batches, in_order, to_device
 from tune_tl.training.device import memory_format
 from tune_tl.training.feature_cache import FeatureCache, fingerprint_module, make_key
@@ -122,14 +123,17 @@ def _pass(backbone: Backbone, split: Split, part: str, normalise: Normaliser, ba
     autocast, _ = amp(normalise.device)
     n = len(getattr(split, f"{part}_y"))
     out: dict = {"pooled": []} | {k: [] for k in cuts}
+    fast = None
     for images, labels in batches(split, part, in_order(n, batch_size)):
         x = to_device(images, labels, normalise)[0]
+        if fast is None:  # batch norms folded into their convolutions: the same outputs, sooner (models.folding)
+            fast = folded_blocks(backbone, x[:2])
         start = 0
         with autocast:
             for k in sorted(cuts):
-                x = backbone.run_blocks(x, start, k)
+                x = fast.run_blocks(x, start, k)
                 out[k].append(x.float().half().cpu())
                 start = k
-            out["pooled"].append(backbone.pool(backbone.run_blocks(x, start)).float().cpu())
+            out["pooled"].append(fast.pool(fast.run_blocks(x, start)).float().cpu())
     backbone.features.train(was_training)
     return {k: torch.cat(v).numpy() for k, v in out.items()}

@@ -22,6 +22,7 @@ from tune_tl.data.manifest import fingerprint_arrays
 from tune_tl.data.preprocess import Normaliser
 from tune_tl.data.types import FileSplit, Split
 from tune_tl.models import Backbone, FreezePolicy, TransferModel
+from tune_tl.models.folding import folded
 from tune_tl.training.batches import amp, batches, in_order, to_device
 from tune_tl.training.feature_cache import FeatureCache, fingerprint_module, make_key
 from tune_tl.training.regularisers import RegulariseConfig
@@ -148,10 +149,12 @@ def encode(features: nn.Module, split: Split | FileSplit, part: str, normalise: 
     was_training = features.training
     features.eval()
     autocast, _ = amp(normalise.device)
-    out = []
+    out, fast = [], None
     for images, labels in batches(split, part, in_order(len(getattr(split, f"{part}_y")), batch_size), num_workers, resident):
         x, _ = to_device(images, labels, normalise)
+        if fast is None:  # batch norms folded into their convolutions: the same features, sooner (models.folding)
+            fast = folded(features, x[:2])
         with autocast:
-            out.append(features(x).float().cpu())
+            out.append(fast(x).float().cpu())
     features.train(was_training)
     return torch.cat(out).numpy()
