@@ -70,8 +70,10 @@ def test_cached_features_give_the_same_metrics_as_running_the_backbone(split, tm
     assert not any(m.cached_features for m in plain)
     for a, b, c in zip(plain, cached, again, strict=False):
         assert a.val_acc == b.val_acc == c.val_acc
-        assert a.train_loss == pytest.approx(b.train_loss, rel=1e-5, abs=1e-6)
-        assert a.val_loss == pytest.approx(b.val_loss, rel=1e-5, abs=1e-6)
+        # The cached features come from a pass with batch norm folded into the convolutions (models.folding): the same
+        # function, summed in another order (about 1e-6 of each feature); an epoch that trains on them moves by as little.
+        assert a.train_loss == pytest.approx(b.train_loss, rel=1e-4, abs=1e-6)
+        assert a.val_loss == pytest.approx(b.val_loss, rel=1e-4, abs=1e-6)
         assert b.train_loss == c.train_loss and b.val_loss == c.val_loss
     assert len(list((tmp_path / "cache").glob("*.npz"))) == 1
 
