@@ -135,3 +135,20 @@ def test_the_cost_model_prices_a_subset_first_epoch_at_its_share(backbone, data)
     whole, half = TrialConfig.from_dict(base), TrialConfig.from_dict({**base, "first_epoch_fraction": 0.5})
     assert model.epoch_cost(half, 1) < model.epoch_cost(whole, 1)
     assert model.epoch_cost(half, 2) == model.epoch_cost(whole, 2)
+
+
+def test_the_frozen_passes_run_no_batch_norm_of_the_backbone_they_read(backbone, data, tmp_path):
+    """Each batch norm is folded into its convolution in a copy (``models.folding``): the backbone's own batch norms run
+    only on the two images that check the copy, once per pass."""
+    split = data.splits[RESOLUTION]
+    norms = [m for m in backbone.features.modules() if isinstance(m, torch.nn.BatchNorm2d)]
+    seen: list[int] = []
+    hooks = [m.register_forward_hook(lambda _m, x, _y: seen.append(len(x[0]))) for m in norms]
+    try:
+        forward_once(backbone, split, normaliser(backbone), 32, str(tmp_path / "cache"), cuts=(8, 5))
+        pooled_features(NAME, backbone.features, split, normaliser(backbone), 32, None)
+    finally:
+        for hook in hooks:
+            hook.remove()
+    assert seen and set(seen) == {2}, "only the check's two images went through an unfolded batch norm"
+    assert len(seen) == 4 * len(norms), "one check per pass over a part: forward once's train and val, the pooled features' too"
