@@ -3,7 +3,7 @@
 In eval mode a BatchNorm2d is a per-channel scale and shift of its convolution's output, so it can be
 written into that convolution's weights and bias (``torch.nn.utils.fusion.fuse_conv_bn_eval``) and its own
 pass over the activations disappears. On 2 CPU cores that pass was a quarter of the probe's one pass (Lite0,
-2,000 images at 224 px: 13.7 of 57 s). The passes that run a backbone without training it (the probe's
+2,000 images at 224 px: 13.7 of 57 s); folded, the probe took 39 s. The passes that run a backbone without training it (the probe's
 pooled features, the kept freeze boundaries, a trial's own boundary cache) run a folded copy; training and
 validation of a fine-tune keep the model as it is.
 
