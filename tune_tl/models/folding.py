@@ -20,9 +20,9 @@ from __future__ import annotations
 import copy
 import dataclasses
 import logging
+import sys
 
 import torch
-from timm.layers import BatchNormAct2d
 from torch import nn
 from torch.nn.utils.fusion import fuse_conv_bn_eval
 
@@ -70,11 +70,18 @@ def _fold_children(parent: nn.Module) -> int:
             if conv.weight.is_contiguous(memory_format=torch.channels_last):  # as the trial laid it out (training.device)
                 fused.weight.data = fused.weight.data.contiguous(memory_format=torch.channels_last)
             setattr(parent, conv_name, fused)
-            setattr(parent, bn_name, nn.Sequential(bn.drop, bn.act) if isinstance(bn, BatchNormAct2d) else nn.Identity())
+            setattr(parent, bn_name, nn.Identity() if type(bn) is nn.BatchNorm2d else nn.Sequential(bn.drop, bn.act))
             count += 1
     return count
 
 
 def _affine_in_eval(module: nn.Module) -> bool:
     """A batch norm whose eval forward is its running statistics' affine map (then, for timm's, dropout and activation)."""
-    return type(module) in (nn.BatchNorm2d, BatchNormAct2d) and module.running_var is not None and not module.training
+    return type(module) in _batch_norms() and module.running_var is not None and not module.training
+
+
+def _batch_norms() -> tuple[type[nn.Module], ...]:
+    """``nn.BatchNorm2d``, and timm's ``BatchNormAct2d`` once timm is loaded: until then no module can be one, and
+    importing timm (with torchvision) costs a process about 2 s of CPU that a search on other backbones never needs."""
+    timm_layers = sys.modules.get("timm.layers")
+    return (nn.BatchNorm2d,) if timm_layers is None else (nn.BatchNorm2d, timm_layers.BatchNormAct2d)

@@ -10,13 +10,11 @@ import logging
 import os
 import platform
 import socket
+from importlib.metadata import version
 from typing import Any
 
-import optuna
 import ray
-import timm
 import torch
-import torchvision
 
 from tune_tl.errors import TuneTLError
 from tune_tl.store.storage import Location
@@ -73,12 +71,16 @@ def storage_config(root: Location) -> dict[str, Any]:
     return {"storage_path": root.parent.path, "storage_filesystem": root.fs}
 
 
+#: The libraries whose versions ``search.json`` records, besides torch's own (its build tag says CPU or which CUDA).
+LIBRARIES = ("torchvision", "timm", "ray", "optuna")
+
+
 def versions() -> dict[str, Any]:
-    """Where and with what the search ran (recorded in ``search.json``)."""
+    """Where and with what the search ran (recorded in ``search.json``). Read from the installed packages' metadata:
+    importing torchvision and timm costs a process about 2 s of CPU, and a search on other backbones never needs them."""
     return {
         "host": platform.node(),
-        "versions": {"python": platform.python_version(), "torch": torch.__version__, "torchvision": torchvision.__version__,
-                     "timm": timm.__version__, "ray": ray.__version__, "optuna": optuna.__version__},
+        "versions": {"python": platform.python_version(), "torch": torch.__version__, **{name: version(name) for name in LIBRARIES}},
     }
 
 
