@@ -1,15 +1,18 @@
-"""A real search whose trial trains with two data-parallel workers (gloo on CPU), end to end."""
+"""A real search whose trial trains with two data-parallel workers (gloo on CPU), end to end.
+
+On the tests' registered tiny backbone: the workers are spawned processes that never registered it (nor could
+import ``tests/tiny_backbone.py``), so its recipe must reach them with the job, as it reaches the trial."""
 
 import pandas as pd
 import pytest
-from spaces import write_tiny_space
+from spaces import TINY_CNN, write_tiny_space
 
 from tune_tl.cli import main
 
 
 @pytest.mark.slow
 def test_a_two_worker_trial_runs_in_a_real_search_and_its_rows_record_two_workers(ray_local, tmp_path):
-    space = write_tiny_space(tmp_path, budget={"samples": 1}, params={"freeze_blocks": 8, "optimizer": "adamw", "lr": 1.0e-3,
+    space = write_tiny_space(tmp_path, backbone=TINY_CNN, budget={"samples": 1}, params={"freeze_blocks": 8, "optimizer": "adamw", "lr": 1.0e-3,
                                                                       "head": "linear"})
     out = tmp_path / "out"
     assert main(["search", str(space), "--no-probes", "--workers-per-trial", "2", "--output", str(out), "--name", "ddp"]) == 0

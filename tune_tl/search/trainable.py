@@ -105,13 +105,29 @@ def _report_oom(text: str, last: dict) -> None:
 
 @dataclasses.dataclass(frozen=True)
 class TrialJob:
-    """What each data-parallel worker of a trial needs to build and train the trial's model."""
+    """What each data-parallel worker of a trial needs to build and train the trial's model.
+
+    The workers are spawned processes, which get it through plain pickle; that pickles a function by its module's
+    name, and a backbone the user registered from a script or notebook has no module a worker could import. So the
+    context's user families travel cloudpickled (by value, as Ray brought them to this trial): ``for_workers``.
+    """
 
     config: dict
     context: TrialContext
     resume: dict | None
     device: str  # "cuda" (one GPU per worker) or "cpu"
     threads: int  # torch threads per worker: the trial's CPUs shared out
+    families: bytes = b""  # ``context.families``, cloudpickled (``for_workers``)
+
+    def for_workers(self) -> TrialJob:
+        """This job with its context's user families moved into ``families``."""
+        return dataclasses.replace(self, context=dataclasses.replace(self.context, families=()),
+                                   families=ray.cloudpickle.dumps(self.context.families))
+
+    def in_worker(self) -> TrialContext:
+        """The context, its user families back in it (in a worker, from ``for_workers``)."""
+        families = ray.cloudpickle.loads(self.families) if self.families else ()
+        return dataclasses.replace(self.context, families=families)
 
 
 def _run_data_parallel(job: TrialJob, workers: int, report: Callable[[dict, str], None]) -> None:
@@ -122,7 +138,7 @@ def _run_data_parallel(job: TrialJob, workers: int, report: Callable[[dict, str]
         elif kind == "oom":
             raise torch.cuda.OutOfMemoryError(payload)
 
-    run_workers(workers, train_worker, job, on_message, use_gpus=job.device == "cuda")
+    run_workers(workers, train_worker, job.for_workers(), on_message, use_gpus=job.device == "cuda")
 
 
 def train_worker(link, job: TrialJob) -> None:
@@ -131,7 +147,7 @@ def train_worker(link, job: TrialJob) -> None:
     Worker 0 saves each epoch's state into a folder and waits until the trial has reported it.
     """
     torch.set_num_threads(job.threads)
-    plan = build_trial(job.config, job.context, link.device)
+    plan = build_trial(job.config, job.in_worker(), link.device)
     fit_cfg = dataclasses.replace(plan.fit, shard=Shard(link.rank, link.world_size))
 
     def send_epoch(metrics: dict, folder: str) -> None:
