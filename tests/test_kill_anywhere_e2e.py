@@ -7,8 +7,8 @@ checks what a user relies on: every table the kill left is readable, the resume 
 the search has exactly its trials, one ``epochs`` row per trial and epoch, each Parquet trial has one Optuna
 trial whose final state matches its ``status``, no trial is left running in the study, no Optuna warning
 reached the terminal, and checkpoint retention kept exactly the best epoch of the top trials: no other
-checkpoint is left anywhere in the folder, and besides them and the feature cache it holds well under 1 MB. One chain's search is then extended by a trial
-(``tune-tl resume --samples 3``), which joins the same study.
+checkpoint is left anywhere in the folder, and besides them and the feature cache it holds well under 1 MB.
+One chain's search is then extended by a trial (``tune-tl resume --samples 3``), which joins the same study.
 
 The search (``SPACE``): two trials of the tests' frozen tiny backbone (``tests/tiny_backbone.py``: the point
 here is the kills, not the backbone, and its processes never import timm or torchvision) at 32 px on digits

@@ -12,8 +12,8 @@ from tune_tl.cli import main
 
 @pytest.mark.slow
 def test_a_two_worker_trial_runs_in_a_real_search_and_its_rows_record_two_workers(ray_local, tmp_path):
-    space = write_tiny_space(tmp_path, backbone=TINY_CNN, budget={"samples": 1}, params={"freeze_blocks": 8, "optimizer": "adamw", "lr": 1.0e-3,
-                                                                      "head": "linear"})
+    space = write_tiny_space(tmp_path, backbone=TINY_CNN, budget={"samples": 1},
+                             params={"freeze_blocks": 8, "optimizer": "adamw", "lr": 1.0e-3, "head": "linear"})
     out = tmp_path / "out"
     assert main(["search", str(space), "--no-probes", "--workers-per-trial", "2", "--output", str(out), "--name", "ddp"]) == 0
 
