@@ -22,8 +22,7 @@ from pathlib import Path
 from types import SimpleNamespace
 
 import numpy as np
-import optuna
-import ray
+import torch
 
 from tune_tl.analysis.frame import load_results
 from tune_tl.bench.cache import measure_feature_cache
@@ -31,6 +30,7 @@ from tune_tl.config import Fixed, ParamSpec, SearchSpec, parse_settings
 from tune_tl.config.params import TrialConfig
 from tune_tl.search.options import SearchOptions
 from tune_tl.search.run import run_search
+from tune_tl.search.session import versions
 from tune_tl.store.results import ParquetSink
 from tune_tl.training.context import prepare_context
 from tune_tl.training.loop import fit
@@ -47,12 +47,10 @@ class Row:
 
 
 def machine() -> str:
-    import timm
-    import torch
-
+    """The benchmarks' machine line: CPU, GPU, and the library versions a search records (``search.session.versions``)."""
     gpu = torch.cuda.get_device_name(0) if torch.cuda.is_available() else "none"
-    return (f"{platform.processor() or platform.machine()}, {os.cpu_count()} CPUs, GPU: {gpu}; python {platform.python_version()}, "
-            f"torch {torch.__version__}, timm {timm.__version__}, ray {ray.__version__}, optuna {optuna.__version__}")
+    libraries = ", ".join(f"{name} {version}" for name, version in versions()["versions"].items())
+    return f"{platform.processor() or platform.machine()}, {os.cpu_count()} CPUs, GPU: {gpu}; {libraries}"
 
 
 # ------------------------------------------------------------------ searches
