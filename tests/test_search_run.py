@@ -4,6 +4,7 @@ import ast
 import json
 import subprocess
 import sys
+import textwrap
 from pathlib import Path
 
 import pytest
@@ -196,12 +197,13 @@ def test_trial_workers_and_drivers_start_without_the_libraries_they_may_not_need
     # and a trial never needs them (the driver splits the data and fits the probes). timm and torchvision (which
     # imports torch._dynamo) cost a worker or a driver about 2 s more; the builds that use them load them, and a
     # search on a registered backbone, or one that skips its probes, never does. One process checks both, in turn.
-    code = """if True:
+    code = textwrap.dedent("""
         import sys
         import tune_tl.search.trainable
         print(sorted(m for m in ("sklearn", "scipy", "timm", "torchvision", "torch._dynamo") if m in sys.modules))
         import tune_tl.cli, tune_tl.search.run
-        print(sorted(m for m in ("timm", "torchvision", "torch._dynamo") if m in sys.modules))"""
+        print(sorted(m for m in ("timm", "torchvision", "torch._dynamo") if m in sys.modules))
+    """)
     done = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=120, check=True)
     worker, driver = done.stdout.split("\n")[:2]
     assert (worker, driver) == ("[]", "[]"), done.stdout + done.stderr
