@@ -29,7 +29,7 @@ from tune_tl.store.search_run import SearchRun
 from tune_tl.store.storage import Location
 from tune_tl.training.context import prepare_context
 from tune_tl.training.evaluate import evaluate_split
-from tune_tl.training.linear_probe import fit_linear_probe, measure_probe
+from tune_tl.training.linear_probe import fit_linear_probe, fit_start_head, measure_probe
 from tune_tl.training.recipe import build_trial
 
 
@@ -156,8 +156,41 @@ def test_a_time_budget_too_short_for_any_probe_still_probes_the_cheapest_on_a_su
 def test_with_room_for_every_probe_each_runs_on_all_images_cheapest_first(two_backbones, tmp_path):
     spec, prepared = two_backbones
     roomy = dataclasses.replace(spec, budget=dataclasses.replace(spec.budget, time=3600))
-    probes = run_probes(resolve_plan(roomy, prepared), prepared, SearchRun(Location.parse(tmp_path)), cache=None)
+    run = SearchRun(Location.parse(tmp_path))
+    probes = run_probes(resolve_plan(roomy, prepared), prepared, run, cache=None)
     assert [(p.backbone, p.subset) for p in probes] == [("efficientnet_lite0", None), ("efficientnet_lite1", None)]
+    # Each probe keeps its own head (its predictions) and, beside it, the head fine-tunes of its backbone start from.
+    heads, starts = run.probe_heads(), run.start_heads()
+    assert set(heads) == set(starts) == {(p.backbone, 32) for p in probes}
+    assert all(starts[k][0].shape == heads[k][0].shape and not torch.equal(starts[k][0], heads[k][0]) for k in heads)
+
+
+def test_the_start_head_weighs_the_features_that_vary_and_predicts_like_the_probe():
+    rng = np.random.default_rng(0)
+    labels = rng.integers(0, 3, 300)
+    features = rng.normal(size=(300, 20))
+    features[np.arange(300), labels] += 2.0
+    features[:, 10] = 1e-4 * (labels + rng.normal(size=300))  # near-constant, and it carries the labels too
+    probe, start = fit_linear_probe(features, labels, 3, seed=0), fit_start_head(features, labels, 3, seed=0)
+    # Standardised, the near-constant feature weighs like any other, so on raw features its weight is ~10^4 times theirs:
+    # a fine-tune that moves it by a hair moves the probe's logits by a lot. One scale for all keeps its weight small.
+    assert np.abs(probe.weight[:, 10]).max() > 100 * np.abs(probe.weight[:, :3]).max()
+    assert np.abs(start.weight[:, 10]).max() < np.abs(start.weight[:, :3]).max()
+    assert start.accuracy(features, labels) >= probe.accuracy(features, labels) - 0.05
+
+
+def test_a_search_from_before_start_heads_were_kept_starts_its_fine_tunes_from_its_probes_heads(tmp_path):
+    run = SearchRun(Location.parse(tmp_path))
+    probe, start = (torch.ones(2, 4), torch.zeros(2)), (torch.full((2, 4), 0.5), torch.zeros(2))
+    key = ("efficientnet_lite0", 32)
+
+    def weights(heads):
+        return {k: w.tolist() for k, (w, _) in heads.items()}
+
+    run.save_probe_heads({key: probe})  # what a search wrote before 2026-12-07
+    assert weights(run.start_heads()) == weights(run.probe_heads()) == {key: probe[0].tolist()}
+    run.save_probe_heads({key: probe}, {key: start})
+    assert weights(run.probe_heads()) == {key: probe[0].tolist()} and weights(run.start_heads()) == {key: start[0].tolist()}
 
 
 def test_a_stratified_subset_keeps_every_class_in_proportion():

@@ -12,8 +12,9 @@ fitted by scikit-learn. Each probe is a real trial of the search:
   folder and ``tune-tl predict`` reproduces its val accuracy;
 - a COMPLETE trial in the Optuna study holding only its backbone and resolution (where the space samples
   them), so TPE starts knowing which backbones fit the data;
-- a head that fine-tunes with ``head_init: probe`` at the same backbone and resolution start from (kept in
-  ``<search>/probe_heads.pt``, ``SearchRun.probe_heads``, so ``tune-tl resume`` gives trials the same heads).
+- a head that fine-tunes with ``head_init: probe`` at the same backbone and resolution start from, fitted on the
+  same features (``training.linear_probe.fit_start_head``; kept beside the probe's own in ``<search>/probe_heads.pt``,
+  ``SearchRun.start_heads``, so ``tune-tl resume`` gives trials the same heads).
 
 A probe runs at the backbone's native resolution when the space can sample it, else at the largest
 resolution the space allows for that backbone. Cheapest backbone first: the first answer comes soonest.
@@ -151,6 +152,7 @@ class _Stage0:
         self.plan, self.spec, self.prepared, self.run, self.cache, self.budget = plan, plan.spec, prepared, run, cache, budget
         self.probes: list[Probe] = []
         self.heads = run.probe_heads()  # a resumed stage 0's finished probes' heads among them
+        self.starts = run.start_heads()
 
     def keep(self, probe: Probe) -> None:
         """A probe a search stopped in stage 0 finished: kept as it was, its seconds spent from the probes' share."""
@@ -180,14 +182,16 @@ class _Stage0:
     def probe(self, name: str, resolution: int, split, subset: int | None = None) -> Probe:
         started = time.time()
         data = self.prepared.context.data
-        measured = measure_probe(self.prepared.backbones[name], split, data.num_classes, self.spec.seed, None if subset else self.cache)
+        measured = measure_probe(self.prepared.backbones[name], split, data.num_classes, self.spec.seed, None if subset else self.cache,
+                                 start_head=True)
         self.budget.measured(probe_flops(self.prepared.backbones[name], split), measured.seconds)
         config = probe_config(self.plan, name, resolution)
         probe = Probe(probe_id(name, resolution), name, resolution, measured.logme, measured.val_acc, measured.probe.C, measured.seconds,
                       config, subset)
         _record(self.run, self.prepared, probe, measured, started)
         self.heads[(name, resolution)] = tuple(torch.from_numpy(a) for a in (measured.probe.weight, measured.probe.bias))
-        self.run.save_probe_heads(self.heads)
+        self.starts[(name, resolution)] = tuple(torch.from_numpy(a) for a in (measured.start.weight, measured.start.bias))
+        self.run.save_probe_heads(self.heads, self.starts)
         best = max(self.probes + [probe], key=lambda p: p.val_acc)
         self.probes.append(probe)
         self.run.update_metadata(probes=[p.record() for p in self.probes])  # last: a probe listed here is whole (resume keeps it)

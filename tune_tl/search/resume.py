@@ -73,7 +73,7 @@ def _resume_locked(run: SearchRun, samples: int | None) -> SearchSummary:
     prepared, tests = without_test(prepare_context(spec))  # before Ray: bad weights or data fail here; test images stay here
     check_unchanged(run, prepared.loaded, "tune-tl resume", lambda: data_fingerprint(prepared.loaded.data))
     plan = resolve_plan(spec, prepared, feature_cache=options.feature_cache)
-    context = dataclasses.replace(prepared.context, feature_cache=feature_cache(options, root), probe_heads=run.probe_heads())
+    context = dataclasses.replace(prepared.context, feature_cache=feature_cache(options, root), probe_heads=run.start_heads())
     log.info("resuming search %s: %d trials in all", root, target)
     study = run.study_file(fresh=False)  # an object store's study: fetch its copy before Ray unpickles the searcher
     with ray_output(root, options.verbose):  # Ray's log lines: <search>/logs/ray.log

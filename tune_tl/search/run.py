@@ -109,7 +109,7 @@ def _run_locked(spec: SearchSpec, options: SearchOptions, name: str, root: Locat
         spec = plan.spec
         run.update_metadata(backbone=dataclasses.asdict(spec.backbone), probes=probe_records,
                             backbone_ranking=table.to_dict("records") if spec.backbone_selection is not None else None)
-    context = dataclasses.replace(prepared.context, feature_cache=cache, probe_heads=run.probe_heads())
+    context = dataclasses.replace(prepared.context, feature_cache=cache, probe_heads=run.start_heads())
     if options.feature_cache:
         _log_uncacheable(spec)
     space = plan.space

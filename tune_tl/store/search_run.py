@@ -8,7 +8,7 @@ A search lives in ``<output>/<name>/`` (a local or shared folder, or an ``s3://`
     recheck/               the top configs re-run with more seeds (``--recheck``)
     optuna.db              the Optuna study (SQLite)
     scheduler.json         what cost-aware ASHA learned: its unit and rungs (resume and the report read it)
-    probe_heads.pt         the stage-0 probes' linear heads, which fine-tunes start from (``search.probes``)
+    probe_heads.pt         the stage-0 probes' linear heads, and the heads fine-tunes start from (``search.probes``)
     tuner.pkl              Ray Tune's Tuner (``tune-tl resume`` restores it)
     experiment_state-*.json, searcher-state-*.pkl, ...   Ray Tune's experiment snapshot, copied here by Ray
     <trial_id>/checkpoint_*/state.pt   per-trial checkpoints: latest and best epoch while a trial runs, then
@@ -75,6 +75,7 @@ RECHECK_DIR = "recheck"
 TIME_FORMAT = "%Y-%m-%dT%H:%M:%S%z"
 SCHEDULER_FILE = "scheduler.json"
 PROBE_HEADS_FILE = "probe_heads.pt"
+START_PREFIX = "start:"  # probe_heads.pt's keys of the heads fine-tunes start from, beside the probes' own
 #: The file in each Ray checkpoint folder that holds a trial's training state (``training.state.training_state``).
 CHECKPOINT_FILE = "state.pt"
 #: Ray's name for a trial's checkpoint folders (``checkpoint_000003``).
@@ -446,14 +447,27 @@ class SearchRun:
         (folder / CHECKPOINT_FILE).write_bytes(buffer.getvalue())
         return folder
 
-    def save_probe_heads(self, heads: dict[tuple[str, int], tuple[torch.Tensor, torch.Tensor]]) -> None:
-        """Keep the probes' heads ((backbone, resolution) -> (weight, bias)) for ``tune-tl resume``."""
+    def save_probe_heads(self, heads: dict[tuple[str, int], tuple[torch.Tensor, torch.Tensor]],
+                         starts: dict[tuple[str, int], tuple[torch.Tensor, torch.Tensor]] | None = None) -> None:
+        """Keep the probes' heads and the heads fine-tunes start from (each (backbone, resolution) -> (weight, bias))."""
+        stored = {f"{name}@{resolution}": [w, b] for (name, resolution), (w, b) in heads.items()}
+        stored.update({f"{START_PREFIX}{name}@{resolution}": [w, b] for (name, resolution), (w, b) in (starts or {}).items()})
         buffer = io.BytesIO()
-        torch.save({f"{name}@{resolution}": [w, b] for (name, resolution), (w, b) in heads.items()}, buffer)
+        torch.save(stored, buffer)
         (self.root / PROBE_HEADS_FILE).write_bytes(buffer.getvalue())
 
     def probe_heads(self) -> dict[tuple[str, int], tuple[torch.Tensor, torch.Tensor]]:
-        """The heads :meth:`save_probe_heads` kept; ``{}`` for a search without probes."""
+        """The probes' heads :meth:`save_probe_heads` kept, as measured; ``{}`` for a search without probes."""
+        return {key: head for key, head in self._heads().items() if not key[0].startswith(START_PREFIX)}
+
+    def start_heads(self) -> dict[tuple[str, int], tuple[torch.Tensor, torch.Tensor]]:
+        """The heads fine-tunes with ``head_init: probe`` start from (``training.linear_probe.fit_start_head``); a
+        search from before they were kept (2026-12-07) starts from its probes' heads, as it did."""
+        heads = self._heads()
+        starts = {(name.removeprefix(START_PREFIX), res): head for (name, res), head in heads.items() if name.startswith(START_PREFIX)}
+        return {key: starts.get(key, head) for key, head in heads.items() if not key[0].startswith(START_PREFIX)}
+
+    def _heads(self) -> dict[tuple[str, int], tuple[torch.Tensor, torch.Tensor]]:
         file = self.root / PROBE_HEADS_FILE
         if not file.is_file():
             return {}

@@ -43,8 +43,9 @@ class TrialContext:
     #: Every candidate's weights (name -> state) when the backbone is a search parameter; they travel to
     #: Ray's object store once, with the context. Empty: ``backbone_name`` is the only backbone.
     backbone_states: Mapping[str, Mapping[str, torch.Tensor]] = field(default_factory=dict)
-    #: The search's linear probes as heads: (backbone, resolution) -> (weight, bias) of an ``nn.Linear``; a trial
-    #: with ``head_init: probe`` and that backbone and resolution starts from it (``training.recipe.build_model``).
+    #: The heads stage 0 fitted for fine-tunes (``SearchRun.start_heads``): (backbone, resolution) -> (weight, bias) of
+    #: an ``nn.Linear``; a trial with ``head_init: probe`` and that backbone and resolution starts from it
+    #: (``training.recipe.build_model``).
     probe_heads: Mapping[tuple[str, int], tuple[torch.Tensor, torch.Tensor]] = field(default_factory=dict)
     #: The user-registered backbones (``tune_tl.register_backbone``) among the search's: a trial's process never
     #: ran that call, so their recipes travel with the context (cloudpickled) and ``build_model`` registers them.

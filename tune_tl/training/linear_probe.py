@@ -34,6 +34,9 @@ from tune_tl.training.forward_once import forward_once
 #: digits measured (docs/benchmarks.md) the chosen C was 0.1 or 1; a grid to 10 and 5 folds cost 6x the time
 #: (291 s instead of 45 s for digits' 1,437 images on a loaded 2-core machine) for the same val accuracy.
 CS = (1e-3, 1e-2, 1e-1, 1.0)
+#: The start head's strengths (``fit_start_head``): on one scale for all features, C was 0.01 or 0.1 for every backbone
+#: of the four photo sets measured (docs/benchmarks.md), and two strengths cost half the fit's seconds of four.
+START_CS = (1e-2, 1e-1)
 #: Cross-validation folds on the train split (fewer when a class has fewer images).
 FOLDS = 3
 
@@ -72,11 +75,29 @@ def fit_linear_probe(features: np.ndarray, labels: np.ndarray, num_classes: int,
     ``num_classes`` is the search's class count: a class absent from the train split gets a row that never wins.
     """
     x = np.asarray(features, dtype=np.float64)
-    y = np.asarray(labels)
-    mean, scale = x.mean(0), x.std(0)
+    scale = x.std(0)
     scale[scale == 0] = 1.0  # a constant feature carries nothing; keep it from dividing by zero
+    return _fit(x, np.asarray(labels), num_classes, seed, scale, CS)
+
+
+def fit_start_head(features: np.ndarray, labels: np.ndarray, num_classes: int, seed: int) -> LinearProbe:
+    """The linear head a fine-tune starts from (``head_init: probe``): the probe's fit with one scale for every feature.
+
+    The probe standardises each feature, so a near-constant one weighs as much as any after scaling and, folded back
+    to raw features, gets a huge weight (Lite0 on the blood cells: weight norm 5,457 against 10 here). A fine-tune moves
+    such features by far more than their spread, and the scaled-down head it had to start from (``build_model``)
+    pointed along them: its first epochs scored 53-88 % against the probe's 85.8 % (docs/benchmarks.md, "The head a
+    fine-tune starts from"). One scale for all keeps the weights where the features vary; as a probe it scores within
+    a few points of the standardised one either way (12 backbone-set pairs), so the probe itself stays as it is.
+    """
+    x = np.asarray(features, dtype=np.float64)
+    return _fit(x, np.asarray(labels), num_classes, seed, float(x.std(0).mean()) or 1.0, START_CS)
+
+
+def _fit(x: np.ndarray, y: np.ndarray, num_classes: int, seed: int, scale: np.ndarray | float, cs: tuple[float, ...]) -> LinearProbe:
+    mean = x.mean(0)
     folds = max(2, min(FOLDS, int(np.unique(y, return_counts=True)[1].min())))
-    model = LogisticRegressionCV(Cs=list(CS), cv=StratifiedKFold(folds, shuffle=True, random_state=seed), l1_ratios=(0.0,),
+    model = LogisticRegressionCV(Cs=list(cs), cv=StratifiedKFold(folds, shuffle=True, random_state=seed), l1_ratios=(0.0,),
                                  scoring="neg_log_loss", max_iter=300, tol=1e-3, use_legacy_attributes=False)
     with warnings.catch_warnings():  # an unconverged fold at a weak C still ranks the Cs; the refit is what counts
         warnings.simplefilter("ignore", ConvergenceWarning)
@@ -92,26 +113,30 @@ def fit_linear_probe(features: np.ndarray, labels: np.ndarray, num_classes: int,
 
 @dataclass(frozen=True)
 class ProbeMeasurement:
-    """One backbone on one split at one resolution: its transferability score and its fitted probe."""
+    """One backbone on one split at one resolution: its transferability score, its fitted probe and, when asked for,
+    the head a fine-tune starts from (:func:`fit_start_head`)."""
 
     logme: float
     probe: LinearProbe
     val_acc: float
     train_loss: float
     val_loss: float
-    seconds: float  # feature extraction (or the cache read) plus the fit
+    seconds: float  # feature extraction (or the cache read) plus the fits
+    start: LinearProbe | None = None
 
 
 def measure_probe(backbone: Backbone, split: Split | FileSplit, num_classes: int, seed: int, cache: str | None = None,
-                  device: str | None = None, batch_size: int = 128) -> ProbeMeasurement:
+                  device: str | None = None, batch_size: int = 128, start_head: bool = False) -> ProbeMeasurement:
     """Pooled features of ``backbone`` on ``split`` (once, through the feature cache when ``cache`` is given, which
     also keeps the activations fine-tunes start from: ``training.forward_once``), LogME on the train features,
-    and a linear probe fitted on them and scored on the val features."""
+    and a linear probe fitted on them and scored on the val features; with ``start_head``, also the head fine-tunes
+    of this backbone start from (a search's stage 0)."""
     start = time.perf_counter()
     device = torch.device(device or ("cuda" if torch.cuda.is_available() else "cpu"))
     backbone.features.to(device)
     features = forward_once(backbone, split, Normaliser(backbone.mean, backbone.std, device), batch_size, cache)
     train, val = features["train"], features["val"]
     probe = fit_linear_probe(train, split.train_y, num_classes, seed)
+    head = fit_start_head(train, split.train_y, num_classes, seed) if start_head else None
     return ProbeMeasurement(logme(train, split.train_y), probe, probe.accuracy(val, split.val_y), probe.log_loss(train, split.train_y),
-                            probe.log_loss(val, split.val_y), time.perf_counter() - start)
+                            probe.log_loss(val, split.val_y), time.perf_counter() - start, head)

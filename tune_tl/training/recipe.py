@@ -35,12 +35,12 @@ from tune_tl.training.schedules import ScheduleConfig
 def build_model(cfg: TrialConfig, ctx: TrialContext) -> TransferModel:
     """The trial's network: the shared pretrained backbone + its head, frozen per the trial's policy.
 
-    The head is fresh (seeded), or with ``head_init: probe`` the search's linear probe for the trial's backbone
-    and resolution when there is one: the fine-tune then starts at the probe's accuracy (LP→FT, no LP epochs).
-    The probe's weights are scaled down to a fresh head's norm, which keeps its predictions (a temperature): fitted
-    on standardised features, a probe weighs low-variance features heavily (norm ~500 against a fresh head's ~2
-    for Lite0 on digits), and its first gradients wrecked the backbone (digits, a whole-model fine-tune at
-    lr 1e-3: 87 % → 30 % after one epoch, 66 % after four; scaled: 97 %, above a fresh head's 96.7 %).
+    The head is fresh (seeded), or with ``head_init: probe`` the head stage 0 fitted for the trial's backbone and
+    resolution when there is one (LP→FT, no LP epochs): a linear probe on one scale for all features
+    (``training.linear_probe.fit_start_head``). Larger than a fresh head, it is scaled down to a fresh head's norm,
+    which keeps its predictions (a temperature): at full size its first gradients wrecked the backbone (digits, a
+    whole-model fine-tune at lr 1e-3, from a probe of norm ~500: 87 % → 30 % after one epoch; scaled: 97 %, above a
+    fresh head's 96.7 %). A search from before start heads were kept passes its probes' own heads.
     """
     torch.manual_seed(ctx.seed)
     registry.restore(ctx.families)  # a Ray worker never ran the driver's register_backbone calls
