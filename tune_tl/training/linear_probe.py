@@ -34,8 +34,8 @@ from tune_tl.training.forward_once import forward_once
 #: digits measured (docs/benchmarks.md) the chosen C was 0.1 or 1; a grid to 10 and 5 folds cost 6x the time
 #: (291 s instead of 45 s for digits' 1,437 images on a loaded 2-core machine) for the same val accuracy.
 CS = (1e-3, 1e-2, 1e-1, 1.0)
-#: The start head's strengths (``fit_start_head``): on one scale for all features, C was 0.01 or 0.1 for every backbone
-#: of the four photo sets measured (docs/benchmarks.md), and two strengths cost half the fit's seconds of four.
+#: The start head's strengths (``fit_start_head``): on one scale for all features, cross-validation over ``CS`` chose 0.01
+#: or 0.1 for every backbone of the four photo sets measured (docs/benchmarks.md); each strength dropped is 3 fits fewer.
 START_CS = (1e-2, 1e-1)
 #: Cross-validation folds on the train split (fewer when a class has fewer images).
 FOLDS = 3
