@@ -26,7 +26,7 @@ import torch
 from tune_tl.config import TrialConfig, parse_settings
 from tune_tl.models import build_backbone
 from tune_tl.training.context import prepare_context
-from tune_tl.training.linear_probe import LinearProbe, measure_probe
+from tune_tl.training.linear_probe import measure_probe
 from tune_tl.training.loop import fit
 from tune_tl.training.recipe import build_trial
 
@@ -50,15 +50,11 @@ def measure_start_heads(data: str, backbone: str = "efficientnet_lite0", resolut
                                             "weight_decay": 1e-4, "freeze_blocks": freeze, "bn_stats": bn, "head_init": "probe"})
             row = {"freeze_blocks": freeze, "bn_stats": bn, "lr": lr}
             for name, head in heads.items():
-                trial_context = dataclasses.replace(context, feature_cache=cache, probe_heads={(backbone, resolution): _tensors(head)})
+                trial_context = dataclasses.replace(context, feature_cache=cache, probe_heads={(backbone, resolution): head.tensors()})
                 plan = build_trial(config, trial_context, "cpu")
                 row[name] = [m.val_acc for m in fit(plan.model, plan.split, plan.fit, param_groups=plan.param_groups)]
             rows.append(row)
     return measured.val_acc, rows
-
-
-def _tensors(head: LinearProbe) -> tuple[torch.Tensor, torch.Tensor]:
-    return torch.from_numpy(head.weight), torch.from_numpy(head.bias)
 
 
 def main(argv: list[str] | None = None) -> None:

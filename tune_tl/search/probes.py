@@ -33,7 +33,6 @@ from dataclasses import asdict, dataclass
 import numpy as np
 import optuna
 import pandas as pd
-import torch
 from optuna.trial import FrozenTrial, TrialState
 
 from tune_tl.compat import distribution_contains
@@ -189,8 +188,8 @@ class _Stage0:
         probe = Probe(probe_id(name, resolution), name, resolution, measured.logme, measured.val_acc, measured.probe.C, measured.seconds,
                       config, subset)
         _record(self.run, self.prepared, probe, measured, started)
-        self.heads[(name, resolution)] = tuple(torch.from_numpy(a) for a in (measured.probe.weight, measured.probe.bias))
-        self.starts[(name, resolution)] = tuple(torch.from_numpy(a) for a in (measured.start.weight, measured.start.bias))
+        self.heads[(name, resolution)] = measured.probe.tensors()
+        self.starts[(name, resolution)] = measured.start.tensors()
         self.run.save_probe_heads(self.heads, self.starts)
         best = max(self.probes + [probe], key=lambda p: p.val_acc)
         self.probes.append(probe)

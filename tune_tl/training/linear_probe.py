@@ -60,12 +60,17 @@ class LinearProbe:
         logits = torch.from_numpy(self.logits(features))
         return float(nn.functional.cross_entropy(logits, torch.from_numpy(np.asarray(labels, dtype=np.int64))))
 
+    def tensors(self) -> tuple[torch.Tensor, torch.Tensor]:
+        """(weight, bias) as tensors: how ``probe_heads.pt`` and a trial's context hold a head."""
+        return torch.from_numpy(self.weight), torch.from_numpy(self.bias)
+
     def as_linear(self) -> nn.Linear:
         """The probe as the ``nn.Linear`` head of a ``TransferModel``."""
         head = nn.Linear(self.weight.shape[1], self.weight.shape[0])
+        weight, bias = self.tensors()
         with torch.no_grad():
-            head.weight.copy_(torch.from_numpy(self.weight))
-            head.bias.copy_(torch.from_numpy(self.bias))
+            head.weight.copy_(weight)
+            head.bias.copy_(bias)
         return head
 
 
