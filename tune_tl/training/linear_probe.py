@@ -20,7 +20,7 @@ from dataclasses import dataclass
 import numpy as np
 import torch
 from sklearn.exceptions import ConvergenceWarning
-from sklearn.linear_model import LogisticRegressionCV
+from sklearn.linear_model import LogisticRegression, LogisticRegressionCV
 from sklearn.model_selection import StratifiedKFold
 from torch import nn
 
@@ -34,9 +34,11 @@ from tune_tl.training.forward_once import forward_once
 #: digits measured (docs/benchmarks.md) the chosen C was 0.1 or 1; a grid to 10 and 5 folds cost 6x the time
 #: (291 s instead of 45 s for digits' 1,437 images on a loaded 2-core machine) for the same val accuracy.
 CS = (1e-3, 1e-2, 1e-1, 1.0)
-#: The start head's strengths (``fit_start_head``): on one scale for all features, cross-validation over ``CS`` chose 0.01
-#: or 0.1 for every backbone of the four photo sets measured (docs/benchmarks.md); each strength dropped is 3 fits fewer.
-START_CS = (1e-2, 1e-1)
+#: The start head's strength (``fit_start_head``), fitted once without cross-validation. On one scale for all features,
+#: cross-validation over ``CS`` chose 0.01 for 9 and 0.1 for 3 of the 12 backbone-set pairs measured; the head is
+#: scaled to a fresh head's norm before a fine-tune (``training.recipe.build_model``), so only its direction counts, and
+#: one fit took 0.4-2.2 s where cross-validating (0.01, 0.1) took 1.7-8.0 s (docs/benchmarks.md).
+START_C = 1e-2
 #: Cross-validation folds on the train split (fewer when a class has fewer images).
 FOLDS = 3
 
@@ -79,14 +81,18 @@ def fit_linear_probe(features: np.ndarray, labels: np.ndarray, num_classes: int,
 
     ``num_classes`` is the search's class count: a class absent from the train split gets a row that never wins.
     """
-    x = np.asarray(features, dtype=np.float64)
+    x, y = np.asarray(features, dtype=np.float64), np.asarray(labels)
     scale = x.std(0)
     scale[scale == 0] = 1.0  # a constant feature carries nothing; keep it from dividing by zero
-    return _fit(x, np.asarray(labels), num_classes, seed, scale, CS)
+    folds = max(2, min(FOLDS, int(np.unique(y, return_counts=True)[1].min())))
+    model = LogisticRegressionCV(Cs=list(CS), cv=StratifiedKFold(folds, shuffle=True, random_state=seed), l1_ratios=(0.0,),
+                                 scoring="neg_log_loss", max_iter=300, tol=1e-3, use_legacy_attributes=False)
+    return _fit(model, x, y, num_classes, scale)
 
 
 def fit_start_head(features: np.ndarray, labels: np.ndarray, num_classes: int, seed: int) -> LinearProbe:
-    """The linear head a fine-tune starts from (``head_init: probe``): the probe's fit with one scale for every feature.
+    """The linear head a fine-tune starts from (``head_init: probe``): one logistic regression at :data:`START_C` with
+    one scale for every feature.
 
     The probe standardises each feature, so a near-constant one weighs as much as any after scaling and, folded back
     to raw features, gets a huge weight (Lite0 on the blood cells: weight norm 5,457 against 10 here). A fine-tune moves
@@ -96,14 +102,14 @@ def fit_start_head(features: np.ndarray, labels: np.ndarray, num_classes: int, s
     a few points of the standardised one either way (12 backbone-set pairs), so the probe itself stays as it is.
     """
     x = np.asarray(features, dtype=np.float64)
-    return _fit(x, np.asarray(labels), num_classes, seed, float(x.std(0).mean()) or 1.0, START_CS)
+    model = LogisticRegression(C=START_C, max_iter=300, tol=1e-3, random_state=seed)
+    return _fit(model, x, np.asarray(labels), num_classes, float(x.std(0).mean()) or 1.0)
 
 
-def _fit(x: np.ndarray, y: np.ndarray, num_classes: int, seed: int, scale: np.ndarray | float, cs: tuple[float, ...]) -> LinearProbe:
+def _fit(model: LogisticRegression | LogisticRegressionCV, x: np.ndarray, y: np.ndarray, num_classes: int,
+         scale: np.ndarray | float) -> LinearProbe:
+    """Fit ``model`` on ``x`` centred and divided by ``scale``, then fold both back into the weights."""
     mean = x.mean(0)
-    folds = max(2, min(FOLDS, int(np.unique(y, return_counts=True)[1].min())))
-    model = LogisticRegressionCV(Cs=list(cs), cv=StratifiedKFold(folds, shuffle=True, random_state=seed), l1_ratios=(0.0,),
-                                 scoring="neg_log_loss", max_iter=300, tol=1e-3, use_legacy_attributes=False)
     with warnings.catch_warnings():  # an unconverged fold at a weak C still ranks the Cs; the refit is what counts
         warnings.simplefilter("ignore", ConvergenceWarning)
         model.fit((x - mean) / scale, y)
@@ -113,7 +119,8 @@ def _fit(x: np.ndarray, y: np.ndarray, num_classes: int, seed: int, scale: np.nd
     weight = np.zeros((num_classes, x.shape[1]))
     bias = np.full(num_classes, -1e4)
     weight[model.classes_], bias[model.classes_] = coef / scale, intercept - (coef / scale) @ mean
-    return LinearProbe(weight.astype(np.float32), bias.astype(np.float32), float(np.atleast_1d(model.C_)[0]))
+    chosen = model.C_ if isinstance(model, LogisticRegressionCV) else model.C
+    return LinearProbe(weight.astype(np.float32), bias.astype(np.float32), float(np.atleast_1d(chosen)[0]))
 
 
 @dataclass(frozen=True)
