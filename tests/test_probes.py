@@ -24,10 +24,10 @@ from tune_tl.data.preprocess import Normaliser
 from tune_tl.data.types import Split
 from tune_tl.search.plan import resolve_plan
 from tune_tl.search.probe_budget import MIN_PER_CLASS, PROBE_SHARE, ProbeBudget, stratified_subset
-from tune_tl.search.probes import run_probes
+from tune_tl.search.probes import run_probes, trials_context
 from tune_tl.store.search_run import SearchRun
 from tune_tl.store.storage import Location
-from tune_tl.training.context import prepare_context
+from tune_tl.training.context import PreparedSearch, TrialContext, prepare_context
 from tune_tl.training.evaluate import evaluate_split
 from tune_tl.training.linear_probe import fit_linear_probe, fit_start_head, measure_probe
 from tune_tl.training.recipe import build_trial
@@ -191,6 +191,15 @@ def test_a_search_from_before_start_heads_were_kept_starts_its_fine_tunes_from_i
     assert weights(run.start_heads()) == weights(run.probe_heads()) == {key: probe[0].tolist()}
     run.save_probe_heads({key: probe}, {key: start})
     assert weights(run.probe_heads()) == {key: probe[0].tolist()} and weights(run.start_heads()) == {key: start[0].tolist()}
+
+
+def test_trials_start_from_the_start_heads_not_the_probes_own(tmp_path):
+    run = SearchRun(Location.parse(tmp_path))
+    key = ("efficientnet_lite0", 32)
+    run.save_probe_heads({key: (torch.ones(2, 4), torch.zeros(2))}, {key: (torch.full((2, 4), 0.5), torch.zeros(2))})
+    prepared = PreparedSearch(TrialContext("efficientnet_lite0", {}, data=None, max_epochs=1, seed=0), {}, loaded=None)
+    context = trials_context(prepared, run, "cache")
+    assert context.probe_heads[key][0].tolist() == [[0.5] * 4] * 2 and context.feature_cache == "cache"
 
 
 def test_a_stratified_subset_keeps_every_class_in_proportion():

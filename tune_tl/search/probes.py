@@ -57,7 +57,7 @@ from tune_tl.store.results import epoch_row, trial_row, write_table_atomic
 from tune_tl.store.schema import EPOCH_SCHEMA, TRIAL_SCHEMA
 from tune_tl.store.search_run import SearchRun
 from tune_tl.store.trial_record import TrialRecord
-from tune_tl.training.context import PreparedSearch
+from tune_tl.training.context import PreparedSearch, TrialContext
 from tune_tl.training.frozen_features import pooled_features
 from tune_tl.training.linear_probe import ProbeMeasurement, measure_probe
 from tune_tl.training.recipe import build_network
@@ -274,6 +274,12 @@ def finished_probes(run: SearchRun, plan: SearchPlan, prepared: PreparedSearch) 
             config = probe_config(plan, record["backbone"], int(record["resolution"]))
             out[record["trial_id"]] = Probe(**{**record, "resolution": int(record["resolution"])}, config=config)
     return out
+
+
+def trials_context(prepared: PreparedSearch, run: SearchRun, cache: str | None) -> TrialContext:
+    """What every trial of ``run`` receives (a search's and its resume's): the prepared data, the feature cache, and the
+    heads fine-tunes start from (``SearchRun.start_heads``, not the probes' own: see ``fit_start_head``)."""
+    return dataclasses.replace(prepared.context, feature_cache=cache, probe_heads=run.start_heads())
 
 
 def ranking(probes: list[Probe], prepared: PreparedSearch) -> pd.DataFrame:

@@ -18,7 +18,6 @@ on from its finished probes instead (``search.run.continue_stage0``).
 
 from __future__ import annotations
 
-import dataclasses
 import logging
 from pathlib import Path
 
@@ -31,6 +30,7 @@ from tune_tl.search.finish import finish_search
 from tune_tl.search.held_out import without_test
 from tune_tl.search.options import SearchOptions
 from tune_tl.search.plan import resolve_plan
+from tune_tl.search.probes import trials_context
 from tune_tl.search.ray_logs import ray_output
 from tune_tl.search.reconcile import reconcile
 from tune_tl.search.resources import check_resources
@@ -73,7 +73,7 @@ def _resume_locked(run: SearchRun, samples: int | None) -> SearchSummary:
     prepared, tests = without_test(prepare_context(spec))  # before Ray: bad weights or data fail here; test images stay here
     check_unchanged(run, prepared.loaded, "tune-tl resume", lambda: data_fingerprint(prepared.loaded.data))
     plan = resolve_plan(spec, prepared, feature_cache=options.feature_cache)
-    context = dataclasses.replace(prepared.context, feature_cache=feature_cache(options, root), probe_heads=run.start_heads())
+    context = trials_context(prepared, run, feature_cache(options, root))
     log.info("resuming search %s: %d trials in all", root, target)
     study = run.study_file(fresh=False)  # an object store's study: fetch its copy before Ray unpickles the searcher
     with ray_output(root, options.verbose):  # Ray's log lines: <search>/logs/ray.log

@@ -21,7 +21,7 @@ from tune_tl.search.finish import finish_search, wrap_up_seconds
 from tune_tl.search.held_out import without_test
 from tune_tl.search.options import SearchOptions
 from tune_tl.search.plan import resolve_plan
-from tune_tl.search.probes import finished_probes, ranked_plan, ranking, run_probes, study_trials
+from tune_tl.search.probes import finished_probes, ranked_plan, ranking, run_probes, study_trials, trials_context
 from tune_tl.search.rank import rank_prepared
 from tune_tl.search.ray_logs import ray_output
 from tune_tl.search.resources import check_resources
@@ -109,7 +109,7 @@ def _run_locked(spec: SearchSpec, options: SearchOptions, name: str, root: Locat
         spec = plan.spec
         run.update_metadata(backbone=dataclasses.asdict(spec.backbone), probes=probe_records,
                             backbone_ranking=table.to_dict("records") if spec.backbone_selection is not None else None)
-    context = dataclasses.replace(prepared.context, feature_cache=cache, probe_heads=run.start_heads())
+    context = trials_context(prepared, run, cache)
     if options.feature_cache:
         _log_uncacheable(spec)
     space = plan.space
