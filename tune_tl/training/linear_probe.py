@@ -35,7 +35,7 @@ from tune_tl.training.forward_once import forward_once
 #: (291 s instead of 45 s for digits' 1,437 images on a loaded 2-core machine) for the same val accuracy.
 CS = (1e-3, 1e-2, 1e-1, 1.0)
 #: The start head's strength (``fit_start_head``), fitted once without cross-validation. On one scale for all features,
-#: cross-validation over ``CS`` chose 0.01 for 9 and 0.1 for 3 of the 12 backbone-set pairs measured; the head is
+#: cross-validating 0.01 and 0.1 chose 0.01 for 9 and 0.1 for 3 of the 12 backbone-set pairs measured; the head is
 #: scaled to a fresh head's norm before a fine-tune (``training.recipe.build_model``), so only its direction counts, and
 #: one fit took 0.4-2.2 s where cross-validating (0.01, 0.1) took 1.7-8.0 s (docs/benchmarks.md).
 START_C = 1e-2
@@ -110,7 +110,7 @@ def _fit(model: LogisticRegression | LogisticRegressionCV, x: np.ndarray, y: np.
          scale: np.ndarray | float) -> LinearProbe:
     """Fit ``model`` on ``x`` centred and divided by ``scale``, then fold both back into the weights."""
     mean = x.mean(0)
-    with warnings.catch_warnings():  # an unconverged fold at a weak C still ranks the Cs; the refit is what counts
+    with warnings.catch_warnings():  # an unconverged fold still ranks the Cs, an unconverged start head still starts
         warnings.simplefilter("ignore", ConvergenceWarning)
         model.fit((x - mean) / scale, y)
     coef, intercept = model.coef_, model.intercept_
