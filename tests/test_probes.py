@@ -22,6 +22,7 @@ from tune_tl.config import parse_settings
 from tune_tl.config.params import TrialConfig
 from tune_tl.data.preprocess import Normaliser
 from tune_tl.data.types import Split
+from tune_tl.search import probes as probes_module
 from tune_tl.search.plan import resolve_plan
 from tune_tl.search.probe_budget import MIN_PER_CLASS, PROBE_SHARE, ProbeBudget, stratified_subset
 from tune_tl.search.probes import run_probes, trials_context
@@ -241,13 +242,31 @@ def test_probes_that_do_not_fit_the_share_are_ranked_by_logme_and_only_the_best_
     spec, prepared = three_backbones
     answers = iter([True, False])  # the cheapest fits, the next does not (nor, then, the dearer one); the ranking does
     monkeypatch.setattr(ProbeBudget, "fits", lambda self, flops: next(answers, True))
+    monkeypatch.setattr(probes_module, "train_images_that_fit", lambda *args: 16)  # two thirds of the 24 train images
     with caplog.at_level(logging.INFO, logger="tune_tl.search.probes"):
         probes = run_probes(resolve_plan(spec, prepared), prepared, SearchRun(Location.parse(tmp_path / "run")), cache=None)
     assert [p.backbone for p in probes][0] == "efficientnet_lite0" and len(probes) == 2
     text = caplog.text
     assert text.count("ranking it by LogME on a stratified subset") == 2
     left_out = ({"efficientnet_lite1", "efficientnet_lite2"} - {probes[1].backbone}).pop()
-    assert f"probe budget: {left_out} not probed (LogME" in text and probes[1].subset is not None
+    assert f"probe budget: {left_out} not probed (LogME" in text and 12 <= probes[1].subset < 24, "on a stratified two thirds"
+
+
+def test_a_best_ranked_probe_with_time_for_nine_tenths_of_train_runs_on_all_of_it_and_keeps_its_boundaries(three_backbones, tmp_path,
+                                                                                                          monkeypatch, caplog):
+    # A subset probe keeps no freeze-boundary activations: on chest X-rays one on 1,571 of 1,601 images left its
+    # backbone's fine-tunes to decode every image in their first epoch (157-201 s against 55 s from the boundary).
+    spec, prepared = three_backbones
+    answers = iter([True, False])
+    monkeypatch.setattr(ProbeBudget, "fits", lambda self, flops: next(answers, True))
+    monkeypatch.setattr(probes_module, "train_images_that_fit", lambda *args: 22)  # 92 % of the 24 train images
+    with caplog.at_level(logging.INFO, logger="tune_tl.search.probes"):
+        probes = run_probes(resolve_plan(spec, prepared), prepared, SearchRun(Location.parse(tmp_path / "run")),
+                            cache=str(tmp_path / "cache"))
+    assert len(probes) == 2 and probes[1].subset is None
+    assert f"probe budget: {probes[1].backbone} is probed on all 24 train images: the time left fits 22 (90% or more)" in caplog.text
+    plan = resolve_plan(spec, prepared).with_probed_boundaries(prepared, [(p.backbone, p.resolution) for p in probes if p.subset is None])
+    assert plan.cost_model.probed_boundaries.get(probes[1].backbone), "its fine-tunes start from the boundaries it kept"
 
 
 def test_a_probe_that_did_not_fit_is_not_probed_on_less_than_half_of_train_nor_ranked(three_backbones, tmp_path, monkeypatch, caplog):

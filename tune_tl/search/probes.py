@@ -45,6 +45,7 @@ from tune_tl.search.probe_budget import (
     MIN_SUBSET_SHARE,
     PROBE_SHARE,
     RATE_IMAGES,
+    WHOLE_SPLIT_SHARE,
     ProbeBudget,
     per_image_flops,
     probe_flops,
@@ -202,10 +203,16 @@ class _Stage0:
     def probe_subset(self, name: str, resolution: int, split, shrink_val: bool) -> Probe | None:
         """A probe on as many stratified train images as the share has time for, scored on all of val (or, with
         ``shrink_val`` when val alone does not fit, on a stratified half of what fits). Without ``shrink_val`` (a
-        best-ranked probe: another probe ran in full), ``None`` when fewer than :data:`MIN_SUBSET_SHARE` of train fit."""
+        best-ranked probe: another probe ran in full), ``None`` when fewer than :data:`MIN_SUBSET_SHARE` of train fit;
+        on all of train when at least :data:`WHOLE_SPLIT_SHARE` of it fits."""
         per_image = per_image_flops(self.prepared.backbones[name], resolution)
         classes = len(np.unique(split.train_y))
         train = train_images_that_fit(self.budget, per_image, len(split.val_y))
+        if train is None or train >= WHOLE_SPLIT_SHARE * len(split.train_y):
+            log.info("probe budget: %s is probed on all %d train images: the time left fits %s of them, and only a probe on "
+                     "every image keeps the boundaries its fine-tunes start from", name, len(split.train_y),
+                     "all" if train is None else f"{min(train, len(split.train_y))} ({100 * WHOLE_SPLIT_SHARE:.0f}% or more)")
+            return self.probe(name, resolution, split)
         val = None
         if train is not None and train < self._fewest_train(split, shrink_val):
             if not shrink_val:
