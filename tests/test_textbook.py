@@ -2,11 +2,15 @@
 
 import optuna
 import pytest
+from ray.tune.search.optuna import OptunaSearch
 
 from tune_tl.config import load_space, parse_settings
 from tune_tl.config.distributions import resolve_all
-from tune_tl.search.sampler import make_sampler, startup_trials
+from tune_tl.config.space import parse_space_text
+from tune_tl.search.plan import plan_for
+from tune_tl.search.sampler import enqueue_textbook, make_sampler, startup_trials
 from tune_tl.search.textbook import textbook_trials
+from tune_tl.training.cost_model import CostModel
 
 BLOCKS = 9
 
@@ -34,6 +38,31 @@ def test_after_the_probes_a_budget_too_short_for_a_whole_model_epoch_starts_with
     assert [(name, values["freeze_blocks"]) for name, values in short] == [("fine-tune of the top blocks", 6),
                                                                            ("fine-tune of the top half", 4)]
     assert short[1][1]["lr"] == 1e-3 and short[1][1]["aug_crop_scale"] == 1.0, "the textbook recipe, augmentation off"
+
+
+def test_the_top_half_freezes_down_to_the_deepest_boundary_the_probe_kept_so_its_first_epoch_reads_it():
+    # Lite2 at 260 px on 2,000 X-rays: the probe's pass kept blocks 5-8; freezing 4 decoded every image (205 s).
+    params = resolve_all(load_space("search_spaces/imagefolder.yaml").params, BLOCKS, "imagefolder.yaml")
+
+    def top_half(kept):
+        return dict(textbook_trials(params, BLOCKS, after_probes=True, whole_model_fits=False, kept=kept))["fine-tune of the top half"]
+
+    assert top_half((8, 7, 6, 5))["freeze_blocks"] == 5
+    assert top_half((8, 7, 6, 5, 4))["freeze_blocks"] == 4, "half the blocks, where the probe kept that boundary"
+    assert top_half((8, 7, 6))["freeze_blocks"] == 4, "no kept boundary below the top blocks': half, from pixels"
+    assert top_half(())["freeze_blocks"] == 4
+
+
+def test_a_search_s_textbook_start_reads_the_boundaries_its_first_backbone_s_probe_kept():
+    space = parse_space_text("backbone: {name: efficientnet_lite2}\nparams: {resolution: 32, freeze_blocks: {low: 0, high: 8}, "
+                             "head: linear, head_init: probe}\n", "s.yaml")
+    costs = CostModel({"efficientnet_lite2": {32: (1e7,) * BLOCKS}}, {"efficientnet_lite2": 1280}, num_classes=2, train_images=100,
+                      val_images=20, probed_boundaries={"efficientnet_lite2": {32: (8, 7, 6, 5)}})
+    searcher = OptunaSearch(space=plan_for(space, BLOCKS).space, metric="val_acc", mode="max")
+    names = enqueue_textbook(searcher, plan_for(space, BLOCKS, cost_model=costs), after_probes=True, whole_model_fits=False)
+    assert names == ["fine-tune of the top blocks", "fine-tune of the top half"]
+    enqueued = [t.system_attrs["fixed_params"]["freeze_blocks"] for t in searcher._ot_study.get_trials(deepcopy=False)]
+    assert enqueued == [6, 5]
 
 
 def test_a_prefix_only_space_expresses_the_recipes_by_frozen_blocks():

@@ -342,7 +342,9 @@ def enqueue_textbook(searcher: OptunaSearch, plan: SearchPlan, backbone: str | N
     if plan.spec.space_fn is not None:
         return []
     first = plan.backbones[backbone] if backbone else plan.first
-    recipes = textbook_trials(first.params, first.num_blocks, after_probes, whole_model_fits)
+    resolution = first.fixed.get("resolution")
+    kept = plan.cost_model.probed_boundaries.get(first.name, {}).get(resolution, ()) if plan.cost_model is not None else ()
+    recipes = textbook_trials(first.params, first.num_blocks, after_probes, whole_model_fits, kept)
     if plan.spec.backbone.is_choice:
         recipes = [(name, {"backbone": first.name, **params}) for name, params in recipes]
     for _, params in recipes:

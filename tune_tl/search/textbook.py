@@ -15,7 +15,9 @@ cheaper still with the boundary cache) and the whole-model fine-tune (:data:`AFT
 whose third cannot hold one whole-model epoch (``whole_model_fits``, judged by ``search.tuner`` from the probes'
 measured seconds), the second is the fine-tune of the top half instead (:data:`SHORT_BUDGET`): on 1,600 photos at
 224 px on two cores a Lite0 whole-model epoch took 349 s of a 452 s Tuner budget and scored below the probe, while
-the search finished its fine-tune of the top blocks and had time for nothing else.
+the search finished its fine-tune of the top blocks and had time for nothing else. Its frozen prefix ends at the
+deepest boundary the probes' pass kept at or above half the blocks (:func:`top_half`), so its first epoch reads
+that boundary instead of decoding every image.
 
 Only values inside the space are enqueued: Optuna would otherwise use an out-of-range fixed value
 (with a warning). A recipe whose defining choice (its freeze policy, its ``lp_epochs``) the space
@@ -26,6 +28,7 @@ would be fixed. Python spaces (``space(trial)``) get no textbook start: their pa
 
 from __future__ import annotations
 
+from collections.abc import Sequence
 from typing import Any
 
 from tune_tl.config.distributions import Fixed, ParamSpec, contains
@@ -44,9 +47,11 @@ RECIPES: tuple[tuple[str, dict[str, Any], dict[str, Any]], ...] = (
     ("linear probe", {"freeze_policy": "head_only", "lp_epochs": 0}, _COMMON),
     ("LP→FT", {"freeze_policy": "full", "lp_epochs": 1}, _COMMON),
 )
+#: The blocks the fine-tune of the top blocks trains (after the probes).
+TOP_BLOCKS = 3
 #: The recipes when the probes ran (see the module docstring); a negative ``freeze_blocks`` counts from the last block.
 AFTER_PROBES: tuple[tuple[str, dict[str, Any], dict[str, Any]], ...] = (
-    ("fine-tune of the top blocks", {"freeze_policy": "prefix", "freeze_blocks": -3, "lp_epochs": 0}, _COMMON),
+    ("fine-tune of the top blocks", {"freeze_policy": "prefix", "freeze_blocks": -TOP_BLOCKS, "lp_epochs": 0}, _COMMON),
     ("fine-tune", {"freeze_policy": "full", "lp_epochs": 0}, _COMMON),
 )
 #: The second recipe after the probes when a whole-model epoch would take more than a third of the time left.
@@ -57,12 +62,13 @@ _ALTERNATIVES = {("freeze_policy", "full"): {"freeze_policy": "prefix", "freeze_
 
 
 def textbook_trials(params: tuple[ParamSpec, ...], num_blocks: int, after_probes: bool = False,
-                    whole_model_fits: bool = True) -> list[tuple[str, dict[str, Any]]]:
+                    whole_model_fits: bool = True, kept: Sequence[int] = ()) -> list[tuple[str, dict[str, Any]]]:
     """``(recipe name, Optuna params to enqueue)`` for each textbook recipe that fits ``params``.
 
     ``params`` are the space's parameters with block symbols resolved (a :class:`~tune_tl.search.plan.BackbonePlan`'s ``params``);
     ``after_probes``: the search's probes ran (:data:`AFTER_PROBES` instead of :data:`RECIPES`); ``whole_model_fits``
-    false: the time budget is too short for a whole-model epoch (:data:`SHORT_BUDGET` replaces it after the probes).
+    false: the time budget is too short for a whole-model epoch (:data:`SHORT_BUDGET` replaces it after the probes);
+    ``kept``: the freeze boundaries the probe of this backbone kept (:func:`top_half`).
     """
     space = {p.name: p.dist for p in params}
     out: list[tuple[str, dict[str, Any]]] = []
@@ -70,7 +76,7 @@ def textbook_trials(params: tuple[ParamSpec, ...], num_blocks: int, after_probes
     if after_probes:
         recipes = AFTER_PROBES if whole_model_fits else (AFTER_PROBES[0], SHORT_BUDGET)
     for name, defining, values in recipes:
-        chosen = fit_to_space(defining, space, num_blocks)
+        chosen = fit_to_space(defining, space, num_blocks, top_half(num_blocks, kept))
         if chosen is None:
             continue
         enqueue: dict[str, Any] = {}
@@ -83,13 +89,24 @@ def textbook_trials(params: tuple[ParamSpec, ...], num_blocks: int, after_probes
     return out
 
 
-def fit_to_space(defining: dict[str, Any], space: dict, num_blocks: int) -> dict[str, Any] | None:
+def top_half(num_blocks: int, kept: Sequence[int] = ()) -> int:
+    """The blocks the fine-tune of the top half freezes: half of them, or, when the probes' pass kept no boundary
+    there, the deepest one it kept between half and the top-blocks recipe's. On chest X-rays the probe of Lite2 at
+    260 px kept blocks 5 to 8 (the 4-block boundary did not fit ``training.forward_once.BUDGET_BYTES``); the fine-tune
+    freezing 4 decoded every image in its first epoch, 205 s of the Tuner's 310, beside 57-s epochs from the boundary."""
+    half = num_blocks // 2
+    deeper = [k for k in kept if half <= k < num_blocks - TOP_BLOCKS]
+    return half if half in kept or not deeper else min(deeper)
+
+
+def fit_to_space(defining: dict[str, Any], space: dict, num_blocks: int, half: int | None = None) -> dict[str, Any] | None:
     """``defining`` values made to fit ``space`` (name -> distribution, block symbols resolved), or ``None`` when
-    they cannot: ``head_only`` becomes ``prefix`` with every block frozen, ``full`` becomes ``prefix`` with none."""
+    they cannot: ``head_only`` becomes ``prefix`` with every block frozen, ``full`` becomes ``prefix`` with none.
+    ``half``: what ``freeze_blocks: half`` means (default: half the blocks)."""
     chosen: dict[str, Any] = {}
     for key, value in defining.items():
         if key == "freeze_blocks" and value == "half":
-            value = num_blocks // 2
+            value = num_blocks // 2 if half is None else half
         if key == "freeze_blocks" and isinstance(value, int) and value < 0:
             value = max(0, num_blocks + value)
         if _allowed(space, key, value):
