@@ -8,6 +8,7 @@ from pathlib import Path
 import numpy as np
 import pandas as pd
 import pytest
+import torch
 from spaces import TINY_CNN, write_tiny_space
 
 import tune_tl.search.run
@@ -17,9 +18,9 @@ from tune_tl.cli import main
 from tune_tl.models import build_backbone
 from tune_tl.search.held_out import score_on_test, without_test
 from tune_tl.search.summary import format_summary, summarize
-from tune_tl.search.val_predictions import read_val_predictions
+from tune_tl.search.val_predictions import class_probabilities, read_val_predictions, state_model
 from tune_tl.store.ranking import ranked
-from tune_tl.store.search_run import SearchRun
+from tune_tl.store.search_run import VAL_PROBS, SearchRun
 from tune_tl.store.storage import Location
 
 #: One trial at a time, no time budget: a seeded search is then reproducible (tests/test_reproducible_e2e.py).
@@ -113,6 +114,21 @@ def test_every_candidates_val_probabilities_reproduce_its_recorded_accuracy(sear
         assert (probs.argmax(1) == kept.labels).mean() == pytest.approx(trials.loc[trial_id, "best_val_acc"])
     table = pd.read_parquet(root / "val_predictions")
     assert list(table.columns) == ["trial_id", "row", "label", "probs"]
+
+
+@pytest.mark.slow
+def test_a_kept_trial_s_val_probabilities_are_its_best_epoch_s_as_saved_with_its_checkpoint_and_match_a_forward_pass(searched):
+    # Saved while the trial trained, they spare the end of the search a forward pass over val per kept trial.
+    root, handed = searched
+    run = SearchRun(root)
+    kept = read_val_predictions(run)
+    rows = run.trials().set_index("trial_id", drop=False)
+    trial = next(t for t in kept.probs if not t.startswith("probe-"))
+    state = run.best_checkpoint(trial)
+    assert np.array_equal(state[VAL_PROBS].numpy(), kept.probs[trial])
+    split = handed["prepared"].context.data.splits[int(rows.loc[trial, "resolution"])]
+    forward = class_probabilities(state_model(run, rows.loc[trial].to_dict(), state), split, "val", torch.device("cpu"))
+    assert np.allclose(forward, kept.probs[trial], atol=1e-4), "what export's network predicts on val"
 
 
 @pytest.mark.slow

@@ -70,7 +70,7 @@ def test_a_fine_tune_that_starts_from_the_probe_scores_the_probes_accuracy_befor
     for init, expected in (("probe", measured.val_acc), ("random", None)):
         cfg = TrialConfig.from_dict({"backbone": "efficientnet_lite0", "resolution": 32, "freeze_policy": "full", "head_init": init})
         plan = build_trial(cfg, context, "cpu")
-        _, acc = evaluate_split(plan.model, split, Normaliser(plan.fit.mean, plan.fit.std))
+        acc = evaluate_split(plan.model, split, Normaliser(plan.fit.mean, plan.fit.std)).acc
         norms[init] = float(plan.model.head.weight.norm())
         if expected is None:
             assert acc < 0.5, "a random head is near chance before training"

@@ -12,7 +12,7 @@ from tune_tl.config import load_space, parse_settings
 from tune_tl.config.params import TrialConfig
 from tune_tl.config.spec import DEFAULT_TIME_BUDGET
 from tune_tl.errors import TuneTLError
-from tune_tl.search.finish import wrap_up_seconds
+from tune_tl.search.finish import TEST_PASSES, wrap_up_seconds
 from tune_tl.training.cost_model import CostModel
 
 #: Many fast trials (head only) and a time limit.
@@ -39,8 +39,13 @@ def test_the_end_of_a_search_is_priced_as_forward_passes_at_the_probes_rate_and_
     model = CostModel({"net": {32: blocks}}, {"net": 16}, num_classes=2, train_images=800, val_images=200)
     probe_work = model.epoch_cost(TrialConfig.from_dict({"backbone": "net", "resolution": 32, "freeze_policy": "head_only"}), 1)
     probes = [{"backbone": "net", "resolution": 32, "seconds": 2e-9 * probe_work}]  # 2 s per GFLOP
-    # three kept trials over 200 val images; they and the probe over 100 test images: 1,000 forwards of 4 MFLOP
-    assert wrap_up_seconds(model, probes, 3, 100, "net", budget=600) == pytest.approx(2e-9 * 4e6 * (3 * 200 + 4 * 100))
+    # The kept trials' val probabilities are in their checkpoints: three of them and the probe are up to TEST_PASSES
+    # passes over 100 test images of 4 MFLOP each.
+    assert wrap_up_seconds(model, probes, 3, 100, "net", budget=600) == pytest.approx(2e-9 * 4e6 * TEST_PASSES * 100)
+    assert wrap_up_seconds(model, probes, 1, 100, "net", budget=600) == pytest.approx(2e-9 * 4e6 * 2 * 100), "one trial, one probe"
+    assert wrap_up_seconds(model, probes, 1, 0, "net", budget=600) == 0.0, "no test split: nothing to pass over"
+    subset = [{**probes[0], "subset": 50}]  # its val features were not cached: one val pass (200 images)
+    assert wrap_up_seconds(model, subset, 1, 0, "net", budget=600) == pytest.approx(2e-9 * 4e6 * 200)
     assert wrap_up_seconds(model, probes, 3, 100, "net", budget=0.024) == pytest.approx(0.004), "at most a sixth of the budget"
     assert wrap_up_seconds(model, [], 3, 100, "net", budget=600) == 0.0, "no probe to calibrate on: nothing reserved"
 

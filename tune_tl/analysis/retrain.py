@@ -83,9 +83,9 @@ def retrain(search_dir: str | Path, trial_id: str | None = None, device: str | N
     test = _test_as_val(split)
     normalise = Normaliser(plan.fit.mean, plan.fit.std, device)
     if test is not None:
-        on, (loss, acc) = "test", evaluate_split(plan.model, test, normalise, plan.fit.eval_batch_size)
+        on, (loss, acc, _) = "test", evaluate_split(plan.model, test, normalise, plan.fit.eval_batch_size)
     elif train_on == "train":  # no held-out test split in this data source: say so rather than pretend
-        on, (loss, acc) = "val", evaluate_split(plan.model, split, normalise, plan.fit.eval_batch_size)
+        on, (loss, acc, _) = "val", evaluate_split(plan.model, split, normalise, plan.fit.eval_batch_size)
     else:
         on, loss, acc = None, None, None  # trained on every labelled image: nothing left to evaluate on
     metrics = {"evaluated_on": on, "loss": loss, "accuracy": acc, "epochs": epochs, "train_on": train_on,

@@ -530,15 +530,11 @@ class SearchRun:
         """Keep only what an ended trial's checkpoint is still read for (its epoch, weights and metric history:
         ``export``, a resume's rebuilt rows): the optimizer state, the AMP scaler and the RNG states only
         served to continue training, and they are up to twice the weights."""
-        import io
-
-        import torch  # here, not at the top: reading a search's tables must not cost a torch import
-
         state = self.checkpoint_state(folder)
         if state is None or set(state) <= set(_SLIM_KEYS):
             return
         buffer = io.BytesIO()
-        torch.save({key: state[key] for key in _SLIM_KEYS}, buffer)
+        torch.save({key: state[key] for key in _SLIM_KEYS if key in state}, buffer)
         (folder / CHECKPOINT_FILE).write_bytes(buffer.getvalue())
 
     def prune_checkpoints(self, trial_id: str, keep: Location | None = None) -> list[str]:
@@ -562,8 +558,11 @@ def trial_folder_name(trial) -> str:
     return trial.trial_id
 
 
-#: What a kept checkpoint of an ended trial holds (``SearchRun.slim_checkpoint``).
-_SLIM_KEYS = ("epoch", "model", "history")
+#: A checkpoint's key for its epoch's val probabilities (``training.state.training_state``), which an ensemble is
+#: selected on (``search.val_predictions``); absent from checkpoints written before 2026-12-07.
+VAL_PROBS = "val_probs"
+#: What a kept checkpoint of an ended trial holds, where it has them (``SearchRun.slim_checkpoint``).
+_SLIM_KEYS = ("epoch", "model", "history", VAL_PROBS)
 
 
 def _load_state(file: Location, lazy: bool) -> dict | None:

@@ -33,7 +33,7 @@ from tune_tl.data.preprocess import Normaliser
 from tune_tl.data.types import FileSplit, Split
 from tune_tl.training.batches import batches, to_device
 from tune_tl.training.boundary_cache import boundary_activations, boundary_bytes, memory_cap
-from tune_tl.training.evaluate import evaluate_cached, evaluate_split
+from tune_tl.training.evaluate import Evaluation, evaluate_cached, evaluate_split
 from tune_tl.training.forward_once import probe_boundary
 from tune_tl.training.frozen_features import frozen_features, log_cache_blocked, model_cached_blocks
 
@@ -99,8 +99,8 @@ class EpochInputs:
             x, y = self.mixer(x, y)  # y becomes soft targets, which cross_entropy accepts
         return x, y
 
-    def evaluate(self) -> tuple[float, float]:
-        """Validation loss and accuracy of the model as it is now, from the same inputs the epoch trained on."""
+    def evaluate(self) -> Evaluation:
+        """The model as it is now on the validation images, from the same inputs the epoch trained on."""
         if self._rows is not None:
             return evaluate_cached(self.module, self._rows[1], self.split.val_y, self.cfg.eval_batch_size)
         return evaluate_split(self.model, self.split, self.normalise, self.cfg.eval_batch_size, self.resident, self.cfg.num_workers)

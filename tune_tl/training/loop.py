@@ -126,7 +126,8 @@ def fit(
         resume: A state from ``on_state``: training continues at the next epoch exactly where the
             saved run would have gone on (same LR schedule position, same batch order), which is
             how a killed trial is retried.
-        on_state: Receives, after every epoch, the state dict of ``training.state.training_state``.
+        on_state: Receives, after every epoch, the state dict of ``training.state.training_state`` (with the epoch's
+            val probabilities).
     """
     device = torch.device(cfg.device)
     torch.manual_seed(cfg.seed)
@@ -187,15 +188,15 @@ def fit(
         schedule.after_epoch()
         train_loss = total_loss / max(seen, 1) if cfg.shard is None else cfg.shard.mean_loss(total_loss, seen)
         diverged = is_diverged(train_loss, history[0].train_loss if history else math.log(max(2, int(split.train_y.max()) + 1)))
-        val_loss, val_acc = inputs.evaluate()
+        evaluation = inputs.evaluate()
         seconds = time.perf_counter() - start
-        metrics = EpochMetrics(epoch + 1, train_loss, val_loss, val_acc, lr, seconds, trainable, diverged, phase, inputs.pooled,
-                               inputs.cached_blocks)
+        metrics = EpochMetrics(epoch + 1, train_loss, evaluation.loss, evaluation.acc, lr, seconds, trainable, diverged, phase,
+                               inputs.pooled, inputs.cached_blocks)
         history.append(metrics)
         if on_epoch is not None:
             on_epoch(metrics)
         if on_state is not None:
-            on_state(metrics, training_state(epoch + 1, model, optimizer, scaler, rng, augment, history, schedule))
+            on_state(metrics, training_state(epoch + 1, model, optimizer, scaler, rng, augment, history, schedule, evaluation.probs))
         if diverged:  # a NaN never recovers; stop rather than waste the budget
             break
     return history

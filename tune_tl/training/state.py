@@ -13,13 +13,17 @@ import numpy as np
 import torch
 
 from tune_tl.data.augment import Augment
+from tune_tl.store.search_run import VAL_PROBS
 from tune_tl.training.schedules import LRSchedule
 
 
 def training_state(epoch: int, model, optimizer, scaler, rng: np.random.Generator, augment: Augment, history: list,
-                   schedule: LRSchedule) -> dict[str, Any]:
-    """Everything needed to go on after ``epoch`` completed epochs (``history``: their ``EpochMetrics``)."""
+                   schedule: LRSchedule, val_probs: np.ndarray | None = None) -> dict[str, Any]:
+    """Everything needed to go on after ``epoch`` completed epochs (``history``: their ``EpochMetrics``), and the
+    epoch's val probabilities (``val_probs``, ``(images, classes)``): read back by ``search.val_predictions``
+    for the epochs retention keeps, instead of a forward pass over val per kept trial when the search ends."""
     return {
+        **({} if val_probs is None else {VAL_PROBS: torch.from_numpy(np.ascontiguousarray(val_probs, np.float32))}),
         "epoch": epoch,  # epochs completed; training resumes at this 0-based index
         "model": model.state_dict(),
         "optimizer": optimizer.state_dict(),
