@@ -127,7 +127,7 @@ def _run_locked(spec: SearchSpec, options: SearchOptions, name: str, root: Locat
         reserve = wrap_up_seconds(plan.cost_model, probe_records, kept, test_images, plan.first.name, spec.budget.time)
         deadline -= reserve
         if reserve:
-            log.info("time budget: %.0f s of it kept for the end (val predictions, test score)", reserve)
+            log.info("time budget: %.0f s of it kept for the end (the test score of the shipped model and the ensemble)", reserve)
     remaining = None if deadline is None else deadline - time.monotonic()
     timed_out = remaining is not None and remaining <= 0
     if not timed_out:
