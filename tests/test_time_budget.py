@@ -41,16 +41,13 @@ def test_the_end_of_a_search_is_priced_as_forward_passes_at_the_probes_rate_and_
     probes = [{"backbone": "net", "resolution": 32, "seconds": 2e-9 * probe_work}]  # 2 s per GFLOP
     # The kept trials' val probabilities are in their checkpoints: three of them and the probe are up to TEST_PASSES
     # passes over 100 test images of 4 MFLOP each.
-    assert wrap_up_seconds(model, probes, 3, 100, budget=600) == pytest.approx(2e-9 * 4e6 * TEST_PASSES * 100)
-    assert wrap_up_seconds(model, probes, 1, 100, budget=600) == pytest.approx(2e-9 * 4e6 * 2 * 100), "one trial, one probe"
-    assert wrap_up_seconds(model, probes, 1, 0, budget=600) == 0.0, "no test split: nothing to pass over"
+    assert wrap_up_seconds(model, probes, 3, 100, "net", budget=600) == pytest.approx(2e-9 * 4e6 * TEST_PASSES * 100)
+    assert wrap_up_seconds(model, probes, 1, 100, "net", budget=600) == pytest.approx(2e-9 * 4e6 * 2 * 100), "one trial, one probe"
+    assert wrap_up_seconds(model, probes, 1, 0, "net", budget=600) == 0.0, "no test split: nothing to pass over"
     subset = [{**probes[0], "subset": 50}]  # its val features were not cached: one val pass (200 images)
-    assert wrap_up_seconds(model, subset, 1, 0, budget=600) == pytest.approx(2e-9 * 4e6 * 200)
-    mixed = CostModel({"net": {32: blocks}, "big": {32: (2e6, 6e6)}}, {"net": 16, "big": 16}, num_classes=2, train_images=800,
-                      val_images=200)
-    assert wrap_up_seconds(mixed, probes, 1, 100, budget=600) == pytest.approx(2e-9 * 8e6 * 2 * 100), "priced at the dearest backbone"
-    assert wrap_up_seconds(model, probes, 3, 100, budget=0.024) == pytest.approx(0.004), "at most a sixth of the budget"
-    assert wrap_up_seconds(model, [], 3, 100, budget=600) == 0.0, "no probe to calibrate on: nothing reserved"
+    assert wrap_up_seconds(model, subset, 1, 0, "net", budget=600) == pytest.approx(2e-9 * 4e6 * 200)
+    assert wrap_up_seconds(model, probes, 3, 100, "net", budget=0.024) == pytest.approx(0.004), "at most a sixth of the budget"
+    assert wrap_up_seconds(model, [], 3, 100, "net", budget=600) == 0.0, "no probe to calibrate on: nothing reserved"
 
 
 def test_a_bad_time_budget_flag_exits_2_with_one_line_before_any_ray_work(tmp_path, capsys):

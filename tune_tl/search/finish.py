@@ -48,17 +48,17 @@ def finish_search(run: SearchRun, splits: dict[int, Split | FileSplit], tests: d
              time.monotonic() - selected)
 
 
-def wrap_up_seconds(model: CostModel, probes: Sequence[Mapping], kept: int, test_images: int, budget: float) -> float:
+def wrap_up_seconds(model: CostModel, probes: Sequence[Mapping], kept: int, test_images: int, backbone: str, budget: float) -> float:
     """Predicted seconds of :func:`finish_search`, at most :data:`WRAP_UP_SHARE` of ``budget``: forward passes over
     ``test_images`` of up to :data:`TEST_PASSES` of the ``kept`` trials and probes, and over val of each probe fitted
-    on a subset (it left no cached val features), each priced at the dearest backbone's forward FLOPs per image (an
-    ensemble mixes backbones: on blood cells Lite1's trials with a Lite2 one, whose pass costs 1.4x theirs) and the
-    probes' measured seconds per FLOP (they were forward passes in this driver too). The kept trials' val
-    probabilities are read from their checkpoints, not computed. 0 without a probe to calibrate on."""
+    on a subset (it left no cached val features), priced at ``backbone``'s forward FLOPs per image (the best-ranked
+    one, which the textbook trials use) and the probes' measured seconds per FLOP (they were forward passes in this
+    driver too). The kept trials' val probabilities are read from their checkpoints, not computed. 0 without a probe
+    to calibrate on."""
     rate = probe_rate(probes, model, 1, 1)
-    if rate is None or not model.blocks:
+    if rate is None or backbone not in model.blocks:
         return 0.0
-    forward = max(sum(flops) for by_resolution in model.blocks.values() for flops in by_resolution.values())
+    forward = max(sum(flops) for flops in model.blocks[backbone].values())
     subset_probes = sum(1 for p in probes if p.get("subset"))
     images = min(TEST_PASSES, kept + len(probes)) * test_images + subset_probes * model.val_images
     return min(WRAP_UP_SHARE * budget, rate * forward * images)

@@ -124,7 +124,7 @@ def _run_locked(spec: SearchSpec, options: SearchOptions, name: str, root: Locat
     if deadline is not None:  # the end's forward passes come out of the budget, not after it
         kept = min(spec.budget.samples, max(spec.budget.keep_checkpoints, options.recheck))
         test_images = max((len(s.test_y) for s in tests.values()), default=0)
-        reserve = wrap_up_seconds(plan.cost_model, probe_records, kept, test_images, spec.budget.time)
+        reserve = wrap_up_seconds(plan.cost_model, probe_records, kept, test_images, plan.first.name, spec.budget.time)
         deadline -= reserve
         if reserve:
             log.info("time budget: %.0f s of it kept for the end (the test score of the shipped model and the ensemble)", reserve)
