@@ -54,7 +54,9 @@ def wrap_up_seconds(model: CostModel, probes: Sequence[Mapping], kept: int, test
     on a subset (it left no cached val features), priced at ``backbone``'s forward FLOPs per image (the best-ranked
     one, which the textbook trials use) and the probes' measured seconds per FLOP (they were forward passes in this
     driver too). The kept trials' val probabilities are read from their checkpoints, not computed. 0 without a probe
-    to calibrate on."""
+    to calibrate on. Priced at the dearest backbone instead, the ends of four 600 s photo searches would have been
+    reserved 28 s more than they took on average (13 s as here), to spare one of them an 8-s overrun (its ensemble
+    held a Lite2 trial beside Lite1 ones)."""
     rate = probe_rate(probes, model, 1, 1)
     if rate is None or backbone not in model.blocks:
         return 0.0
