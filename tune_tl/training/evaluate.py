@@ -65,5 +65,6 @@ def _measured(logits: list[torch.Tensor], targets: list[torch.Tensor]) -> Evalua
     if not logits:
         return Evaluation(0.0, 0.0, np.zeros((0, 0), np.float32))
     out, y = torch.cat(logits), torch.cat(targets)
-    return Evaluation(F.cross_entropy(out, y).item(), (out.argmax(1) == y).float().mean().item(),
+    n = len(y)  # an exact fraction of images, as tune-tl predict counts them (a float32 mean is off in the 9th digit)
+    return Evaluation(F.cross_entropy(out, y, reduction="sum").item() / n, int((out.argmax(1) == y).sum()) / n,
                       torch.softmax(out, 1).cpu().numpy().astype(np.float32))
