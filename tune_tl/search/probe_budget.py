@@ -1,7 +1,8 @@
 """How much of a time budget stage 0 may spend, and what each probe is predicted to cost before it runs.
 
 A probe's work is one forward pass of every train and val image through its backbone (the fit on the pooled
-features takes a fraction of that): ``images × forward FLOPs per image`` (``cost_model.count_block_flops``).
+features takes a fraction of that): ``images × forward FLOPs per image`` (the plan's ``CostModel.image_flops``:
+counted once per search, not again per probe).
 Seconds per FLOP come from the machine itself: a forward of :data:`RATE_IMAGES` images of the cheapest backbone
 (after a one-image warm-up) before the first probe, then every finished probe's measured seconds over its predicted FLOPs (the latest wins).
 
@@ -30,8 +31,7 @@ from dataclasses import dataclass, field
 import numpy as np
 
 from tune_tl.data.types import FileSplit, Split
-from tune_tl.models import Backbone
-from tune_tl.training.cost_model import count_block_flops
+from tune_tl.training.cost_model import CostModel
 
 #: The share of ``budget.time`` (``--time-budget``) that stage-0 probes may spend: the rest is for fine-tunes.
 PROBE_SHARE = 1 / 3
@@ -53,13 +53,9 @@ MIN_SUBSET_SHARE = 0.5
 WHOLE_SPLIT_SHARE = 0.9
 
 
-def probe_flops(backbone: Backbone, split: Split | FileSplit) -> float:
+def probe_flops(costs: CostModel, backbone: str, split: Split | FileSplit) -> float:
     """Predicted FLOPs of a probe of ``backbone`` on ``split``: one forward of every train and val image."""
-    return per_image_flops(backbone, split.resolution) * (len(split.train_y) + len(split.val_y))
-
-
-def per_image_flops(backbone: Backbone, resolution: int) -> float:
-    return float(sum(count_block_flops(backbone, resolution)))
+    return costs.image_flops(backbone, split.resolution) * (len(split.train_y) + len(split.val_y))
 
 
 @dataclass

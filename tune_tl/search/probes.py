@@ -47,7 +47,6 @@ from tune_tl.search.probe_budget import (
     RATE_IMAGES,
     WHOLE_SPLIT_SHARE,
     ProbeBudget,
-    per_image_flops,
     probe_flops,
     stratified_subset,
     train_images_that_fit,
@@ -105,7 +104,7 @@ def probe_plan(plan: SearchPlan, prepared: PreparedSearch) -> list[tuple[str, in
         allowed = plan.allowed_resolutions(name)
         chosen.append((name, backbone.native_size if backbone.native_size in allowed else max(allowed)))
     params = {name: sum(p.numel() for p in prepared.backbones[name].features.parameters()) for name in plan.backbones}
-    flops = {(n, r): probe_flops(prepared.backbones[n], prepared.context.data.splits[r]) for n, r in chosen}
+    flops = {(n, r): probe_flops(plan.cost_model, n, prepared.context.data.splits[r]) for n, r in chosen}
     return sorted(chosen, key=lambda p: (flops[p], p[1], params[p[0]]))
 
 
@@ -129,7 +128,7 @@ def run_probes(plan: SearchPlan, prepared: PreparedSearch, run: SearchRun, cache
     over: list[tuple[str, int]] = []
     for name, resolution in order:
         split = prepared.context.data.splits[resolution]
-        flops = probe_flops(prepared.backbones[name], split)
+        flops = probe_flops(plan.cost_model, name, split)
         if deadline is not None and time.monotonic() >= deadline and stage.probes:
             stage.skip_log(name, resolution, flops, "the time budget has run out: not probed")
             continue
@@ -170,7 +169,7 @@ class _Stage0:
         split = stratified_subset(full, RATE_IMAGES, 1, self.spec.seed)
         started = time.perf_counter()
         pooled_features(name, backbone.features, split, normalise, RATE_IMAGES, None)
-        self.budget.measured(probe_flops(backbone, split), time.perf_counter() - started)
+        self.budget.measured(probe_flops(self.plan.cost_model, name, split), time.perf_counter() - started)
         log.info("probe budget: %.0f s for the probes (%.0f%% of the time budget); this machine runs %s at %.2g s per GFLOP",
                  self.budget.allowed, 100 * PROBE_SHARE, name, self.budget.rate * 1e9)
 
@@ -184,7 +183,7 @@ class _Stage0:
         data = self.prepared.context.data
         measured = measure_probe(self.prepared.backbones[name], split, data.num_classes, self.spec.seed, None if subset else self.cache,
                                  start_head=True)
-        self.budget.measured(probe_flops(self.prepared.backbones[name], split), measured.seconds)
+        self.budget.measured(probe_flops(self.plan.cost_model, name, split), measured.seconds)
         config = probe_config(self.plan, name, resolution)
         probe = Probe(probe_id(name, resolution), name, resolution, measured.logme, measured.val_acc, measured.probe.C, measured.seconds,
                       config, subset)
@@ -205,7 +204,7 @@ class _Stage0:
         ``shrink_val`` when val alone does not fit, on a stratified half of what fits). Without ``shrink_val`` (a
         best-ranked probe: another probe ran in full), ``None`` when fewer than :data:`MIN_SUBSET_SHARE` of train fit;
         on all of train when at least :data:`WHOLE_SPLIT_SHARE` of it fits."""
-        per_image = per_image_flops(self.prepared.backbones[name], resolution)
+        per_image = self.plan.cost_model.image_flops(name, resolution)
         classes = len(np.unique(split.train_y))
         train = train_images_that_fit(self.budget, per_image, len(split.val_y))
         if train is None or train >= WHOLE_SPLIT_SHARE * len(split.train_y):
@@ -237,14 +236,14 @@ class _Stage0:
         """Rank the probes that did not fit by LogME on a stratified train subset; probe only the best, on a subset of
         at least :data:`MIN_SUBSET_SHARE` of train. Those with no time for that are neither ranked nor probed."""
         data = self.prepared.context.data
-        ranking_flops = sum(per_image_flops(self.prepared.backbones[n], r) * (LOGME_IMAGES + data.num_classes) for n, r in over)
+        ranking_flops = sum(self.plan.cost_model.image_flops(n, r) * (LOGME_IMAGES + data.num_classes) for n, r in over)
         if len(over) > 1 and not self.budget.fits(ranking_flops):
             for name, resolution in over:
-                self.skip_log(name, resolution, probe_flops(self.prepared.backbones[name], data.splits[resolution]),
+                self.skip_log(name, resolution, probe_flops(self.plan.cost_model, name, data.splits[resolution]),
                               "no time left to rank it by LogME: not probed")
             return
         spent = ranking_flops if len(over) > 1 else 0.0
-        room = {(n, r): train_images_that_fit(self.budget, per_image_flops(self.prepared.backbones[n], r), len(data.splits[r].val_y),
+        room = {(n, r): train_images_that_fit(self.budget, self.plan.cost_model.image_flops(n, r), len(data.splits[r].val_y),
                                               spent) for n, r in over}
         fit = [p for p in over if room[p] is None or room[p] >= self._fewest_train(data.splits[p[1]], shrink_val=False)]
         for name, resolution in over:
@@ -252,7 +251,7 @@ class _Stage0:
             then = (("ranking it by LogME on a stratified subset" if len(fit) > 1 else "probing it on a stratified subset")
                     if (name, resolution) in fit else
                     f"not probed: that time {_too_few(room[(name, resolution)], split)}")
-            self.skip_log(name, resolution, probe_flops(self.prepared.backbones[name], split), then)
+            self.skip_log(name, resolution, probe_flops(self.plan.cost_model, name, split), then)
         if not fit:
             return
         scores = {}

@@ -180,6 +180,10 @@ class CostModel:
         """Predicted FLOPs of ``cfg``'s first ``epochs`` epochs."""
         return float(sum(self.epoch_cost(cfg, e) for e in range(1, epochs + 1)))
 
+    def image_flops(self, backbone: str, resolution: int) -> float:
+        """One forward of one ``resolution``-px image through all of ``backbone``: what a probe spends per image."""
+        return float(sum(self.blocks[backbone][resolution]))
+
     def fine_tune_epoch(self, backbone: str | None = None, resolution: int | None = None) -> float:
         """One whole-model fine-tune epoch of ``backbone`` (default: the first) at ``resolution`` (default: its largest)."""
         backbone = backbone or self.default_backbone
