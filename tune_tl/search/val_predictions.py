@@ -37,6 +37,7 @@ from tune_tl.data.preprocess import Normaliser
 from tune_tl.data.types import FileSplit, Split
 from tune_tl.errors import TuneTLError
 from tune_tl.models import Backbone, build_backbone
+from tune_tl.models.folding import folded
 from tune_tl.store.ranking import ranked
 from tune_tl.store.results import write_table_atomic
 from tune_tl.store.schema import read_table
@@ -67,13 +68,17 @@ def device_for(device: str | None = None) -> torch.device:
 
 @torch.no_grad()
 def class_probabilities(model: nn.Module, split: Split | FileSplit, part: str, device: torch.device, batch_size: int = 256) -> np.ndarray:
-    """Softmax of ``model`` (a ``TransferModel``) on ``split``'s ``part`` (``val`` or ``test``), in order, never augmented."""
+    """Softmax of ``model`` (a ``TransferModel``) on ``split``'s ``part`` (``val`` or ``test``), in order, never augmented.
+    Runs a copy with batch norm folded (``models.folding``: on the CPU about 1.45x faster; used only if its outputs on
+    the first batch are the unfolded model's)."""
     model.to(device).eval()
     normalise = Normaliser(model.backbone.mean, model.backbone.std, device)
-    out = []
+    fast, out = None, []
     for images, labels in batches(split, part, in_order(len(getattr(split, f"{part}_y")), batch_size)):
         x, _ = to_device(images, labels, normalise)
-        out.append(torch.softmax(model(x).float(), 1).cpu())
+        if fast is None:
+            fast = folded(model, x[:2])
+        out.append(torch.softmax(fast(x).float(), 1).cpu())
     return torch.cat(out).numpy()
 
 
