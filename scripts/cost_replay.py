@@ -19,7 +19,7 @@ from tune_tl.bench.sim import Curve, curves_from_table, simulate
 from tune_tl.config.params import PARAMS, TrialConfig
 from tune_tl.models import build_backbone
 from tune_tl.search.cost_asha import CostASHA
-from tune_tl.training.cost_model import CostModel, count_block_flops, seconds_per_flop
+from tune_tl.training.cost_model import CostModel, block_flops, seconds_per_flop
 
 TRAIN, VAL, CLASSES = 1437, 360, 10  # digits, val_fraction 0.2
 
@@ -55,7 +55,7 @@ def main(path: str = "tune_tl/bench/curves/digits64.parquet") -> None:
         c.params.update({k: v.item() if hasattr(v, "item") else v for k, v in c.params.items()})
     resolution = int(table["resolution"].iloc[0])
     lite0 = build_backbone("efficientnet_lite0", "none")
-    model = CostModel({lite0.name: {resolution: count_block_flops(lite0, resolution)}}, {lite0.name: lite0.num_features}, CLASSES,
+    model = CostModel({lite0.name: block_flops(lite0, [resolution])}, {lite0.name: lite0.num_features}, CLASSES,
                       TRAIN, VAL)
     predicted = [model.epoch_cost(config(c), e) for c in curves for e in range(1, len(c.seconds) + 1)]
     measured = [float(s) for c in curves for s in c.seconds]

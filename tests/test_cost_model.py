@@ -11,7 +11,7 @@ from tune_tl.config import load_space
 from tune_tl.config.params import TrialConfig
 from tune_tl.models import build_backbone
 from tune_tl.search.plan import plan_for
-from tune_tl.training.cost_model import CostModel, block_flops, count_block_flops, seconds_per_flop
+from tune_tl.training.cost_model import CostModel, block_flops, seconds_per_flop
 
 
 @pytest.fixture(scope="module")
@@ -38,16 +38,16 @@ def whole_network_flops(backbone, resolution):
 
 @pytest.mark.parametrize("resolution", [32, 64])
 def test_block_flops_add_up_to_the_whole_network_and_are_the_same_every_time(lite0, resolution):
-    flops = count_block_flops(lite0, resolution)
+    flops = block_flops(lite0, [resolution])[resolution]
     assert len(flops) == len(lite0.blocks) == 9 and all(f > 0 for f in flops)
     assert sum(flops) == whole_network_flops(lite0, resolution)
-    assert count_block_flops(lite0, resolution) == flops == block_flops(lite0, [16, resolution])[resolution]
+    assert block_flops(lite0, [resolution])[resolution] == flops == block_flops(lite0, [16, resolution])[resolution]
     assert not lite0.features._forward_hooks and all(not m._forward_hooks for m in lite0.features.modules())
 
 
 def test_block_flops_of_a_backbone_whose_blocks_are_its_own_modules():
     toy = toy_backbone()
-    flops = count_block_flops(toy, 16)
+    flops = block_flops(toy, [16])[16]
     assert toy.features.training, "counting leaves the network in the mode it found it"
     assert sum(flops) == whole_network_flops(toy, 16) and flops[0] == 2 * 3 * 9 * 8 * 8 * 8  # conv 3→8, 3×3, 8×8 out
 

@@ -60,7 +60,7 @@ def wrap_up_seconds(model: CostModel, probes: Sequence[Mapping], kept: int, test
     rate = probe_rate(probes, model, 1, 1)
     if rate is None or backbone not in model.blocks:
         return 0.0
-    forward = max(sum(flops) for flops in model.blocks[backbone].values())
+    forward = max(model.image_flops(backbone, resolution) for resolution in model.blocks[backbone])
     subset_probes = sum(1 for p in probes if p.get("subset"))
     images = min(TEST_PASSES, kept + len(probes)) * test_images + subset_probes * model.val_images
     return min(WRAP_UP_SHARE * budget, rate * forward * images)

@@ -19,7 +19,7 @@ An epoch, per image, is what ``training.loop.fit`` runs:
   kept that boundary (``training.forward_once``: :attr:`CostModel.probed_boundaries`), which no trial pays for.
 
 Each block's forward FLOPs are counted once per backbone and resolution with
-``torch.utils.flop_counter.FlopCounterMode`` on one image (:func:`count_block_flops`): convolutions and
+``torch.utils.flop_counter.FlopCounterMode`` on one image (:func:`block_flops`): convolutions and
 matrix products; BatchNorm, activations, pooling and decoding are not counted, nor per-batch overhead.
 The batch size does not change the count. Data-parallel workers share the same FLOPs: they change the
 seconds, which the calibration absorbs (every trial of a search has the same workers).
@@ -65,13 +65,8 @@ def cached_prefix(cfg: TrialConfig, trains: Sequence[bool], feature_cache: bool,
     return cached_blocks(leading_frozen(trains), len(trains), chainable, inputs_vary(cfg))
 
 
-def count_block_flops(backbone: Backbone, resolution: int) -> tuple[float, ...]:
-    """Forward FLOPs of one ``resolution``-px image through each of ``backbone``'s blocks (stem first)."""
-    return block_flops(backbone, [resolution])[resolution]
-
-
 def block_flops(backbone: Backbone, resolutions: Sequence[int]) -> dict[int, tuple[float, ...]]:
-    """:func:`count_block_flops` at each of ``resolutions``.
+    """Forward FLOPs of one image through each of ``backbone``'s blocks (stem first), at each of ``resolutions``.
 
     Hooks on each block's modules read ``FlopCounterMode``'s running total before and after them during one
     forward per resolution, in eval mode, of a copy of ``backbone.features`` on the meta device (shapes only: no
