@@ -227,6 +227,8 @@ def test_the_probes_calibrate_seconds_per_flop_for_a_trial_s_share_of_the_cores(
     assert probe_rate(probes, model, driver_threads=2, trial_cpus=2) == pytest.approx(10.0 / work)
     assert probe_rate(probes, model, driver_threads=2, trial_cpus=1) == pytest.approx(20.0 / work)  # half the cores: twice the time
     assert probe_rate([], model, 2, 1) is None
+    bf16 = [{**probes[0], "float32_factor": 2.2}]  # its pass ran in bfloat16, 2.2x float32's speed; trials train in float32
+    assert probe_rate(bf16, model, driver_threads=2, trial_cpus=2) == pytest.approx(22.0 / work)
 
 
 def test_the_textbook_start_keeps_the_whole_model_fine_tune_only_when_its_epoch_fits_a_third_of_the_budget():

@@ -14,6 +14,7 @@ from tune_tl.data.digits import load_digits_images
 from tune_tl.data.prepare import prepare
 from tune_tl.data.types import LabelledImages
 from tune_tl.models import Backbone, FreezePolicy, build_backbone
+from tune_tl.training.batches import FROZEN_DTYPE_ENV
 from tune_tl.training.context import TrialContext
 from tune_tl.training.frozen_features import cached_prefix_blocks
 from tune_tl.training.loop import fit
@@ -60,7 +61,8 @@ def assert_same_training(a, b):
     ({"freeze_policy": "surgical", "train_block": 6}, [6, 6]),  # the blocks after the trained one are frozen but still run
     ({"freeze_blocks": 5, "lp_epochs": 1}, [9, 5]),  # LP→FT: pooled features while probing, then the boundary
 ])
-def test_a_boundary_cached_trial_matches_its_uncached_twin(context, params, cached_blocks):
+def test_a_boundary_cached_trial_matches_its_uncached_twin(context, params, cached_blocks, monkeypatch):
+    monkeypatch.setenv(FROZEN_DTYPE_ENV, "float32")  # LP→FT's pooled features as the uncached run computes them
     plain, plain_model = train(context, params, cache=False)
     cached, cached_model = train(context, params)
     assert [m.cached_blocks for m in cached] == cached_blocks

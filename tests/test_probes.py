@@ -28,6 +28,7 @@ from tune_tl.search.probe_budget import MIN_PER_CLASS, PROBE_SHARE, ProbeBudget,
 from tune_tl.search.probes import run_probes, trials_context
 from tune_tl.store.search_run import SearchRun
 from tune_tl.store.storage import Location
+from tune_tl.training.batches import FROZEN_DTYPE_ENV
 from tune_tl.training.context import PreparedSearch, TrialContext, prepare_context
 from tune_tl.training.evaluate import evaluate_split
 from tune_tl.training.linear_probe import fit_linear_probe, fit_start_head, measure_probe
@@ -61,7 +62,8 @@ def digits():
     return prepare_context(spec)
 
 
-def test_a_fine_tune_that_starts_from_the_probe_scores_the_probes_accuracy_before_its_first_step(digits):
+def test_a_fine_tune_that_starts_from_the_probe_scores_the_probes_accuracy_before_its_first_step(digits, monkeypatch):
+    monkeypatch.setenv(FROZEN_DTYPE_ENV, "float32")  # the probe's features as the network computes them (not bfloat16's)
     split = stratified_subset(digits.context.data.splits[32], 400, 200, seed=0)  # a probe on every digit costs 4x the time
     measured = measure_probe(digits.backbones["efficientnet_lite0"], split, 10, seed=0, device="cpu")
     heads = {("efficientnet_lite0", 32): (torch.from_numpy(measured.probe.weight), torch.from_numpy(measured.probe.bias))}

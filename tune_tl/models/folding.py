@@ -37,27 +37,31 @@ TOLERANCE = 1e-4
 
 
 @torch.no_grad()
-def folded(module: nn.Module, example: torch.Tensor) -> nn.Module:
+def folded(module: nn.Module, example: torch.Tensor, dtype: torch.dtype = torch.float32) -> nn.Module:
     """A copy of ``module`` with every foldable batch norm folded into its convolution; ``module`` itself when it is in
     training mode (its batch norms use the batch's statistics), none folds, or the copy's output on ``example`` is
-    not the original's."""
+    not the original's. With another ``dtype`` (an eval-mode ``module``), a copy in it: folded and checked in float32
+    first, then cast (its inputs must be cast too)."""
     if module.training:
         return module
     fast = copy.deepcopy(module)
     if not sum(_fold_children(parent) for parent in list(fast.modules())):
-        return module
-    expected, got = module(example), fast(example)
-    if not torch.allclose(got, expected, rtol=0, atol=TOLERANCE * max(float(expected.abs().max()), 1.0)):
-        log.debug("folding the batch norms of %s changed its outputs: it runs unfolded", type(module).__name__)
-        return module
-    return fast
+        fast = module
+    else:
+        expected, got = module(example), fast(example)
+        if not torch.allclose(got, expected, rtol=0, atol=TOLERANCE * max(float(expected.abs().max()), 1.0)):
+            log.debug("folding the batch norms of %s changed its outputs: it runs unfolded", type(module).__name__)
+            fast = module
+    if dtype == torch.float32:
+        return fast
+    return (copy.deepcopy(fast) if fast is module else fast).to(dtype)
 
 
-def folded_blocks(backbone: Backbone, example: torch.Tensor) -> Backbone:
+def folded_blocks(backbone: Backbone, example: torch.Tensor, dtype: torch.dtype = torch.float32) -> Backbone:
     """``backbone`` with its blocks (a chain, in eval mode) replaced by one folded copy of them (``folded``)."""
     chain = nn.Sequential(*backbone.blocks)
     chain.training = False  # the blocks' own modes decide (``eval()`` would set theirs too)
-    fast = folded(chain, example)
+    fast = folded(chain, example, dtype)
     return backbone if fast is chain else dataclasses.replace(backbone, blocks=list(fast))
 
 

@@ -183,8 +183,9 @@ class FirstEpochFit:
 
 def probe_rate(probes: Sequence[Mapping], model: CostModel, driver_threads: int, trial_cpus: float) -> float | None:
     """Seconds per FLOP a trial would run at, from the probes' records (``search.json``'s ``probes``): each probe's
-    measured seconds over the predicted cost of its work (one forward of every image, the cache-filling epoch of a
-    head-only config), times ``driver_threads`` / ``trial_cpus`` (the probes ran with the driver's threads)."""
+    measured seconds in float32 (its ``float32_factor``: a probe's pass may run in bfloat16, trials do not) over the
+    predicted cost of its work (one forward of every image, the cache-filling epoch of a head-only config), times
+    ``driver_threads`` / ``trial_cpus`` (the probes ran with the driver's threads)."""
     predicted, measured = [], []
     for probe in probes:
         cfg = TrialConfig.from_dict({"backbone": probe["backbone"], "resolution": probe["resolution"], "freeze_policy": "head_only"})
@@ -192,7 +193,7 @@ def probe_rate(probes: Sequence[Mapping], model: CostModel, driver_threads: int,
             predicted.append(model.epoch_cost(cfg, 1))
         except (ValueError, KeyError):
             continue
-        measured.append(float(probe["seconds"]))
+        measured.append(float(probe["seconds"]) * float(probe.get("float32_factor", 1.0)))
     rate = seconds_per_flop(predicted, measured)
     return None if rate is None else rate * max(1.0, driver_threads / max(trial_cpus, 1e-9))
 

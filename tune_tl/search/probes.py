@@ -33,6 +33,7 @@ from dataclasses import asdict, dataclass
 import numpy as np
 import optuna
 import pandas as pd
+import torch
 from optuna.trial import FrozenTrial, TrialState
 
 from tune_tl.compat import distribution_contains
@@ -57,6 +58,7 @@ from tune_tl.store.results import epoch_row, trial_row, write_table_atomic
 from tune_tl.store.schema import EPOCH_SCHEMA, TRIAL_SCHEMA
 from tune_tl.store.search_run import SearchRun
 from tune_tl.store.trial_record import TrialRecord
+from tune_tl.training.batches import frozen_dtype
 from tune_tl.training.context import PreparedSearch, TrialContext
 from tune_tl.training.frozen_features import pooled_features
 from tune_tl.training.linear_probe import ProbeMeasurement, measure_probe
@@ -86,6 +88,8 @@ class Probe:
     config: TrialConfig
     #: Train images it was fitted on when the time budget allowed only a stratified subset (``None``: all of them).
     subset: int | None = None
+    #: How many times ``seconds`` its pass would have taken in float32 (``ProbeBudget.float32_factor``).
+    float32_factor: float = 1.0
 
     def record(self) -> dict:
         """What ``search.json`` keeps of it (under ``probes``)."""
@@ -165,13 +169,20 @@ class _Stage0:
         backbone, full = self.prepared.backbones[name], self.prepared.context.data.splits[resolution]
         normalise = Normaliser(backbone.mean, backbone.std)
         warm = stratified_subset(full, 1, 1, self.spec.seed)  # the first call's one-off costs (allocation, kernels) are not per image
-        pooled_features(name, backbone.features, warm, normalise, RATE_IMAGES, None)
         split = stratified_subset(full, RATE_IMAGES, 1, self.spec.seed)
-        started = time.perf_counter()
-        pooled_features(name, backbone.features, split, normalise, RATE_IMAGES, None)
-        self.budget.measured(probe_flops(self.plan.cost_model, name, split), time.perf_counter() - started)
-        log.info("probe budget: %.0f s for the probes (%.0f%% of the time budget); this machine runs %s at %.2g s per GFLOP",
-                 self.budget.allowed, 100 * PROBE_SHARE, name, self.budget.rate * 1e9)
+        seconds = {}
+        for dtype in dict.fromkeys((frozen_dtype(normalise.device), torch.float32)):
+            pooled_features(name, backbone.features, warm, normalise, RATE_IMAGES, None, dtype=dtype)
+            started = time.perf_counter()
+            pooled_features(name, backbone.features, split, normalise, RATE_IMAGES, None, dtype=dtype)
+            seconds[dtype] = time.perf_counter() - started
+        passes = next(iter(seconds.values()))
+        self.budget.measured(probe_flops(self.plan.cost_model, name, split), passes)
+        self.budget.float32_factor = max(1.0, seconds[torch.float32] / passes)
+        log.info("probe budget: %.0f s for the probes (%.0f%% of the time budget); this machine runs %s at %.2g s per GFLOP%s",
+                 self.budget.allowed, 100 * PROBE_SHARE, name, self.budget.rate * 1e9,
+                 f" in {str(frozen_dtype(normalise.device)).removeprefix('torch.')} ({self.budget.float32_factor:.1f}x float32's speed)"
+                 if len(seconds) > 1 else "")
 
     def skip_log(self, name: str, resolution: int, flops: float, then: str) -> None:
         log.info("probe budget: the probe of %s at %d px is predicted to take %.0f s, more than the %.0f s left of the probes' "
@@ -186,7 +197,7 @@ class _Stage0:
         self.budget.measured(probe_flops(self.plan.cost_model, name, split), measured.seconds)
         config = probe_config(self.plan, name, resolution)
         probe = Probe(probe_id(name, resolution), name, resolution, measured.logme, measured.val_acc, measured.probe.C, measured.seconds,
-                      config, subset)
+                      config, subset, self.budget.float32_factor)
         _record(self.run, self.prepared, probe, measured, started)
         self.heads[(name, resolution)] = measured.probe.tensors()
         self.starts[(name, resolution)] = measured.start.tensors()

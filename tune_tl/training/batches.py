@@ -7,6 +7,7 @@ images for the same indices, so a seed means the same batches wherever a trial r
 from __future__ import annotations
 
 import math
+import os
 from collections.abc import Iterator
 from contextlib import nullcontext
 
@@ -17,7 +18,8 @@ from tune_tl.data.augment import Augment
 from tune_tl.data.preprocess import Normaliser
 from tune_tl.data.streaming import file_batches
 from tune_tl.data.types import FileSplit, Split
-from tune_tl.training.device import memory_format
+from tune_tl.errors import TuneTLError
+from tune_tl.training.device import cpu_runs_bfloat16, memory_format
 
 
 def epoch_batches(order: np.ndarray, batch_size: int) -> list[np.ndarray]:
@@ -63,6 +65,25 @@ def to_device(images: torch.Tensor, labels: torch.Tensor, normalise: Normaliser,
         x = augment(x)
     x = normalise(x).contiguous(memory_format=memory_format(device))
     return x, labels.to(device, non_blocking=True)
+
+
+#: The environment variable that overrides :func:`frozen_dtype`'s choice.
+FROZEN_DTYPE_ENV = "TUNE_TL_FROZEN_DTYPE"
+
+
+def frozen_dtype(device: torch.device) -> torch.dtype:
+    """What a frozen backbone's no-grad passes compute in (the probes' pass, the boundaries it keeps, pooled features):
+    bfloat16 weights and inputs on a CPU that multiplies bfloat16 natively (``device.cpu_runs_bfloat16``), else float32
+    (CUDA's passes use :func:`amp`'s autocast). EfficientNet-Lite0 at 224 px, eval, 2 cores: 52 -> 124 images/s, the
+    pooled features within 2 % (relative norm); the probes' val accuracies moved by about a point either way on four
+    photo sets. Training and the passes that predict (test, ensemble, ``tune-tl predict``) stay float32.
+    ``TUNE_TL_FROZEN_DTYPE=float32`` (or ``bfloat16``) decides instead, e.g. for features equal to the uncached run's."""
+    chosen = os.environ.get(FROZEN_DTYPE_ENV, "").strip().lower()
+    if chosen:
+        if chosen not in ("float32", "bfloat16"):
+            raise TuneTLError(f"{FROZEN_DTYPE_ENV}={chosen!r}: use float32 or bfloat16, or unset it to let tune_tl choose")
+        return getattr(torch, chosen)
+    return torch.bfloat16 if device.type == "cpu" and cpu_runs_bfloat16() else torch.float32
 
 
 def amp(device: torch.device):

@@ -26,6 +26,14 @@ def memory_format(device: torch.device) -> torch.memory_format:
     return torch.channels_last
 
 
+def cpu_runs_bfloat16() -> bool:
+    """Whether this CPU multiplies bfloat16 natively (AVX512-BF16 or AMX), so oneDNN's bfloat16 convolutions beat its
+    float32 ones (``batches.frozen_dtype``). torch says so only through ``torch.cpu``'s private probes
+    (``tests/test_frozen_dtype.py`` checks the installed torch has them); without them the answer is no: slower, never wrong."""
+    probes = [getattr(torch.cpu, name, None) for name in ("_is_avx512_bf16_supported", "_is_amx_tile_supported")]
+    return any(bool(probe()) for probe in probes if callable(probe))
+
+
 def resident_on_device(nbytes: int, device: torch.device, free_bytes: int | None = None) -> bool:
     """Whether ``nbytes`` of data should live on ``device`` for the whole run.
 

@@ -28,7 +28,7 @@ from tune_tl.data.preprocess import Normaliser
 from tune_tl.data.types import FileSplit, Split
 from tune_tl.models import Backbone
 from tune_tl.models.folding import folded_blocks
-from tune_tl.training.batches import amp, batches, in_order, to_device
+from tune_tl.training.batches import amp, batches, frozen_dtype, in_order, to_device
 from tune_tl.training.device import memory_format
 from tune_tl.training.feature_cache import FeatureCache, fingerprint_module, make_key
 from tune_tl.training.frozen_features import pooled_features, pooled_key, split_fingerprint
@@ -72,7 +72,7 @@ def boundary_key(backbone: Backbone, cut: int, split: Split, normalise: Normalis
     probe's pass and a fine-tune (whose prefix is frozen at the same pretrained weights) name the same entry."""
     return make_key(backbone=backbone.name, weights=fingerprint_module(nn.ModuleList(backbone.blocks[:cut])),
                     mean=normalise.mean_values, std=normalise.std_values, resolution=split.resolution, cut=cut,
-                    data=split_fingerprint(split), device=normalise.device.type)
+                    data=split_fingerprint(split), device=normalise.device.type, precision=str(frozen_dtype(normalise.device)))
 
 
 def forward_once(backbone: Backbone, split: Split | FileSplit, normalise: Normaliser, batch_size: int, cache: str | None,
@@ -117,23 +117,25 @@ def probe_boundary(backbone: Backbone, cut: int, split: Split | FileSplit, norma
 @torch.no_grad()
 def _pass(backbone: Backbone, split: Split, part: str, normalise: Normaliser, batch_size: int,
           cuts: tuple[int, ...]) -> dict:
-    """One eval-mode pass over ``part``: pooled features (float32) and the float16 activations after each cut."""
+    """One eval-mode pass over ``part``, in ``batches.frozen_dtype``: pooled features (float32) and the float16
+    activations after each cut."""
     was_training = backbone.features.training
     backbone.features.eval()
-    autocast, _ = amp(normalise.device)
+    autocast, dtype = amp(normalise.device)[0], frozen_dtype(normalise.device)
     n = len(getattr(split, f"{part}_y"))
     out: dict = {"pooled": []} | {k: [] for k in cuts}
     fast = None
     for images, labels in batches(split, part, in_order(n, batch_size)):
         x = to_device(images, labels, normalise)[0]
         if fast is None:  # batch norms folded into their convolutions: the same outputs, sooner (models.folding)
-            fast = folded_blocks(backbone, x[:2])
+            fast = folded_blocks(backbone, x[:2], dtype)
+        x = x.to(dtype)
         start = 0
         with autocast:
             for k in sorted(cuts):
                 x = fast.run_blocks(x, start, k)
                 out[k].append(x.float().half().cpu())
                 start = k
-            out["pooled"].append(fast.pool(fast.run_blocks(x, start)).float().cpu())
+            out["pooled"].append(fast.pool(fast.run_blocks(x, start).float()).float().cpu())  # pooling's own weights, if any, are float32
     backbone.features.train(was_training)
     return {k: torch.cat(v).numpy() for k, v in out.items()}

@@ -23,7 +23,7 @@ from tune_tl.data.preprocess import Normaliser
 from tune_tl.data.types import FileSplit, Split
 from tune_tl.models import Backbone, FreezePolicy, TransferModel
 from tune_tl.models.folding import folded
-from tune_tl.training.batches import amp, batches, in_order, to_device
+from tune_tl.training.batches import amp, batches, frozen_dtype, in_order, to_device
 from tune_tl.training.feature_cache import FeatureCache, fingerprint_module, make_key
 from tune_tl.training.regularisers import RegulariseConfig
 
@@ -109,21 +109,24 @@ def frozen_features(model: nn.Module, split: Split, cache: str, normalise: Norma
 
 
 def pooled_features(name: str, features: nn.Module, split: Split | FileSplit, normalise: Normaliser, batch_size: int,
-                    cache: str | None, resident=None) -> dict[str, np.ndarray]:
+                    cache: str | None, resident=None, dtype: torch.dtype | None = None) -> dict[str, np.ndarray]:
     """``{"train", "val"}`` pooled features of backbone ``name`` (its ``features`` module, eval mode), through the
-    shared cache when ``cache`` names one: a trial's head-only epochs and the search's probes read the same entry."""
-    key = pooled_key(name, features, split, normalise)
+    shared cache when ``cache`` names one: a trial's head-only epochs and the search's probes read the same entry.
+    Computed in ``dtype`` (default: ``batches.frozen_dtype``)."""
+    dtype = dtype or frozen_dtype(normalise.device)
+    key = pooled_key(name, features, split, normalise, dtype)
 
     def compute() -> dict[str, np.ndarray]:
-        return {part: encode(features, split, part, normalise, batch_size, resident) for part in ("train", "val")}
+        return {part: encode(features, split, part, normalise, batch_size, resident, dtype=dtype) for part in ("train", "val")}
 
     if cache is None:
         return compute()
     return FeatureCache(cache).load_or_compute(key, compute, {"train": len(split.train_y), "val": len(split.val_y)})
 
 
-def pooled_key(name: str, features: nn.Module, split: Split | FileSplit, normalise: Normaliser) -> str:
-    """What identifies backbone ``name``'s pooled features on ``split``: its weights, input statistics, size and images."""
+def pooled_key(name: str, features: nn.Module, split: Split | FileSplit, normalise: Normaliser, dtype: torch.dtype | None = None) -> str:
+    """What identifies backbone ``name``'s pooled features on ``split``: its weights, input statistics, size and images,
+    and what they were computed in (``dtype``, default ``batches.frozen_dtype``)."""
     return make_key(
         backbone=name,
         weights=fingerprint_module(features),
@@ -132,6 +135,7 @@ def pooled_key(name: str, features: nn.Module, split: Split | FileSplit, normali
         cut="pooled",  # after every block: the cut point
         data=split_fingerprint(split),
         device=normalise.device.type,  # GPU (AMP) and CPU features differ in the last bits
+        precision=str(dtype or frozen_dtype(normalise.device)),
     )
 
 
@@ -144,17 +148,19 @@ def split_fingerprint(split: Split | FileSplit) -> str:
 
 @torch.no_grad()
 def encode(features: nn.Module, split: Split | FileSplit, part: str, normalise: Normaliser, batch_size: int,
-           resident=None, num_workers: int = 0) -> np.ndarray:
-    """Pooled features (float32, one row per image, in order) of ``split``'s ``part``, never augmented."""
+           resident=None, num_workers: int = 0, dtype: torch.dtype | None = None) -> np.ndarray:
+    """Pooled features (float32, one row per image, in order) of ``split``'s ``part``, never augmented, computed in
+    ``dtype`` (default: ``batches.frozen_dtype``)."""
     was_training = features.training
     features.eval()
     autocast, _ = amp(normalise.device)
+    dtype = dtype or frozen_dtype(normalise.device)
     out, fast = [], None
     for images, labels in batches(split, part, in_order(len(getattr(split, f"{part}_y")), batch_size), num_workers, resident):
         x, _ = to_device(images, labels, normalise)
         if fast is None:  # batch norms folded into their convolutions: the same features, sooner (models.folding)
-            fast = folded(features, x[:2])
+            fast = folded(features, x[:2], dtype)
         with autocast:
-            out.append(fast(x).float().cpu())
+            out.append(fast(x.to(dtype)).float().cpu())
     features.train(was_training)
     return torch.cat(out).numpy()
