@@ -3,9 +3,15 @@
 import pytest
 import torch
 
+from tune_tl.data.digits import load_digits_images
+from tune_tl.data.prepare import prepare
+from tune_tl.data.preprocess import Normaliser
+from tune_tl.data.types import LabelledImages
 from tune_tl.errors import TuneTLError
+from tune_tl.models import build_backbone
 from tune_tl.training.batches import FROZEN_DTYPE_ENV, frozen_dtype
 from tune_tl.training.device import cpu_runs_bfloat16
+from tune_tl.training.frozen_features import float32_slowdown
 
 
 def test_the_installed_torch_still_says_whether_the_cpu_runs_bfloat16():
@@ -30,3 +36,25 @@ def test_an_unknown_dtype_in_the_environment_is_refused_naming_the_variable(monk
     monkeypatch.setenv(FROZEN_DTYPE_ENV, "float16")
     with pytest.raises(TuneTLError, match="TUNE_TL_FROZEN_DTYPE='float16': use float32 or bfloat16"):
         frozen_dtype(torch.device("cpu"))
+
+
+def digits_split():
+    digits = load_digits_images()
+    return prepare(LabelledImages(digits.images[:40], digits.labels[:40], digits.classes), [32], 0.25, 0).splits[32]
+
+
+def test_where_the_passes_are_float32_they_are_not_timed_against_it(monkeypatch):
+    monkeypatch.setenv(FROZEN_DTYPE_ENV, "float32")
+    backbone = build_backbone("efficientnet_lite0")
+    monkeypatch.setattr(backbone.features, "forward", lambda x: pytest.fail("timed a pass it did not need"))
+    assert float32_slowdown(backbone.features, digits_split(), Normaliser(backbone.mean, backbone.std)) == 1.0
+
+
+def test_in_bfloat16_the_slowdown_is_measured_and_the_backbone_left_as_it_was(monkeypatch):
+    monkeypatch.setenv(FROZEN_DTYPE_ENV, "bfloat16")
+    backbone = build_backbone("efficientnet_lite0")
+    backbone.features.train()
+    before = {k: v.clone() for k, v in backbone.features.state_dict().items()}
+    factor = float32_slowdown(backbone.features, digits_split(), Normaliser(backbone.mean, backbone.std))
+    assert factor >= 1.0 and backbone.features.training
+    assert all(torch.equal(v, before[k]) and v.dtype == before[k].dtype for k, v in backbone.features.state_dict().items())

@@ -6,7 +6,7 @@ counted once per search, not again per probe).
 Seconds per FLOP come from the machine itself: a forward of :data:`RATE_IMAGES` images of the cheapest backbone
 (after a one-image warm-up) before the first probe, then every finished probe's measured seconds over its predicted FLOPs (the latest wins).
 Where the probes' passes run in bfloat16 (``batches.frozen_dtype``) the same images are also timed in float32, the
-dtype trials train in (:attr:`ProbeBudget.float32_factor`).
+dtype trials train in (:attr:`ProbeBudget.float32_factor`, ``frozen_features.float32_slowdown``).
 
 The probes may spend :data:`PROBE_SHARE` of ``budget.time`` (a third: on a 600-s budget, 200 s; on the
 medical-scan folder of issue 30 three probes took 366 of 600 s and left no fine-tune time). ``search.probes``
@@ -70,7 +70,7 @@ class ProbeBudget:
     allowed: float | None
     started: float = field(default_factory=time.monotonic)
     rate: float | None = None
-    #: How many times longer the calibration's images took in float32 than in the probes' dtype
+    #: How many times longer the calibration's images take in float32 than in the probes' dtype
     #: (``batches.frozen_dtype``: bfloat16 on a CPU that runs it natively, 1 otherwise). Trials train in float32, so
     #: the probes' seconds are scaled by it where they price a trial or the end (``admission.probe_rate``).
     float32_factor: float = 1.0

@@ -60,7 +60,7 @@ from tune_tl.store.search_run import SearchRun
 from tune_tl.store.trial_record import TrialRecord
 from tune_tl.training.batches import frozen_dtype
 from tune_tl.training.context import PreparedSearch, TrialContext
-from tune_tl.training.frozen_features import pooled_features
+from tune_tl.training.frozen_features import float32_slowdown, pooled_features
 from tune_tl.training.linear_probe import ProbeMeasurement, measure_probe
 from tune_tl.training.recipe import build_network
 
@@ -169,20 +169,16 @@ class _Stage0:
         backbone, full = self.prepared.backbones[name], self.prepared.context.data.splits[resolution]
         normalise = Normaliser(backbone.mean, backbone.std)
         warm = stratified_subset(full, 1, 1, self.spec.seed)  # the first call's one-off costs (allocation, kernels) are not per image
+        pooled_features(name, backbone.features, warm, normalise, RATE_IMAGES, None)
         split = stratified_subset(full, RATE_IMAGES, 1, self.spec.seed)
-        seconds = {}
-        for dtype in dict.fromkeys((frozen_dtype(normalise.device), torch.float32)):
-            pooled_features(name, backbone.features, warm, normalise, RATE_IMAGES, None, dtype=dtype)
-            started = time.perf_counter()
-            pooled_features(name, backbone.features, split, normalise, RATE_IMAGES, None, dtype=dtype)
-            seconds[dtype] = time.perf_counter() - started
-        passes = next(iter(seconds.values()))
-        self.budget.measured(probe_flops(self.plan.cost_model, name, split), passes)
-        self.budget.float32_factor = max(1.0, seconds[torch.float32] / passes)
+        started = time.perf_counter()
+        pooled_features(name, backbone.features, split, normalise, RATE_IMAGES, None)
+        self.budget.measured(probe_flops(self.plan.cost_model, name, split), time.perf_counter() - started)
+        dtype = frozen_dtype(normalise.device)
+        self.budget.float32_factor = float32_slowdown(backbone.features, split, normalise)
+        precision = f" in {str(dtype).removeprefix('torch.')} ({self.budget.float32_factor:.1f}x float32's speed)"
         log.info("probe budget: %.0f s for the probes (%.0f%% of the time budget); this machine runs %s at %.2g s per GFLOP%s",
-                 self.budget.allowed, 100 * PROBE_SHARE, name, self.budget.rate * 1e9,
-                 f" in {str(frozen_dtype(normalise.device)).removeprefix('torch.')} ({self.budget.float32_factor:.1f}x float32's speed)"
-                 if len(seconds) > 1 else "")
+                 self.budget.allowed, 100 * PROBE_SHARE, name, self.budget.rate * 1e9, precision if dtype != torch.float32 else "")
 
     def skip_log(self, name: str, resolution: int, flops: float, then: str) -> None:
         log.info("probe budget: the probe of %s at %d px is predicted to take %.0f s, more than the %.0f s left of the probes' "

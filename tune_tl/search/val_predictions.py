@@ -140,7 +140,8 @@ def member_probabilities(run: SearchRun, row: dict, split: Split | FileSplit, pa
 
 def _probe_features(backbone: Backbone, split, part: str, cache: str | None, device: torch.device) -> np.ndarray:
     """The pooled features of ``part`` the probe is scored on: from the cache entry its probe filled, else computed for
-    ``part`` alone (a probe fitted on a subset of train, under a short budget, left no entry: train is not needed)."""
+    ``part`` alone (a probe fitted on a subset of train, under a short budget, left no entry: train is not needed), in
+    float32 as the exported model computes them (``tune-tl predict``), whatever dtype the probe's own pass used."""
     backbone.features.to(device)
     normalise = Normaliser(backbone.mean, backbone.std, device)
     if cache is not None and part in ("train", "val"):  # what a cache entry holds: test is never cached
@@ -148,7 +149,7 @@ def _probe_features(backbone: Backbone, split, part: str, cache: str | None, dev
         kept = FeatureCache(cache).get(key, {"train": len(split.train_y), "val": len(split.val_y)})
         if kept is not None and part in kept:
             return kept[part].astype(np.float32)
-    return encode(backbone.features, split, part, normalise, _PROBE_BATCH).astype(np.float32)
+    return encode(backbone.features, split, part, normalise, _PROBE_BATCH, dtype=torch.float32).astype(np.float32)
 
 
 def write_val_predictions(run: SearchRun, predictions: ValPredictions) -> None:

@@ -12,6 +12,7 @@ short of the whole backbone is cached in memory for one trial instead (``trainin
 from __future__ import annotations
 
 import logging
+import time
 
 import numpy as np
 import torch
@@ -137,6 +138,31 @@ def pooled_key(name: str, features: nn.Module, split: Split | FileSplit, normali
         device=normalise.device.type,  # GPU (AMP) and CPU features differ in the last bits
         precision=str(dtype or frozen_dtype(normalise.device)),
     )
+
+
+@torch.no_grad()
+def float32_slowdown(features: nn.Module, split: Split | FileSplit, normalise: Normaliser) -> float:
+    """How many times longer ``features`` runs ``split``'s train images (one batch) in float32 than in
+    ``batches.frozen_dtype`` (1.0 where that is float32): a folded copy in each, timed on its second call (the first
+    pays oneDNN's one-off costs for the shape). Trials train in float32, so the probes' seconds are scaled by it where
+    they price a trial (``ProbeBudget.float32_factor``). Timing whole ``pooled_features`` calls instead, 32 images
+    at 224 px gave 1.2-1.9 (the fold's fixed cost in both) against the probes' 1.5-2.4."""
+    dtype = frozen_dtype(normalise.device)
+    if dtype == torch.float32:
+        return 1.0
+    images, labels = next(batches(split, "train", in_order(len(split.train_y), len(split.train_y))))
+    x = to_device(images, labels, normalise)[0]
+    was_training = features.training
+    features.eval()
+    seconds = {}
+    for each in (dtype, torch.float32):
+        fast, inputs = folded(features, x[:2], each), x.to(each)
+        fast(inputs)
+        started = time.perf_counter()
+        fast(inputs)
+        seconds[each] = time.perf_counter() - started
+    features.train(was_training)
+    return max(1.0, seconds[torch.float32] / seconds[dtype])
 
 
 def split_fingerprint(split: Split | FileSplit) -> str:
