@@ -22,6 +22,7 @@ from tune_tl.search.val_predictions import class_probabilities, read_val_predict
 from tune_tl.store.ranking import ranked
 from tune_tl.store.search_run import VAL_PROBS, SearchRun
 from tune_tl.store.storage import Location
+from tune_tl.training.batches import frozen_dtype
 
 #: One trial at a time, no time budget: a seeded search is then reproducible (tests/test_reproducible_e2e.py).
 ARGS = ["--concurrency", "1", "--time-budget", "none"]
@@ -128,7 +129,10 @@ def test_a_kept_trial_s_val_probabilities_are_its_best_epoch_s_as_saved_with_its
     assert np.array_equal(state[VAL_PROBS].numpy(), kept.probs[trial])
     split = handed["prepared"].context.data.splits[int(rows.loc[trial, "resolution"])]
     forward = class_probabilities(state_model(run, rows.loc[trial].to_dict(), state), split, "val", torch.device("cpu"))
-    assert np.allclose(forward, kept.probs[trial], atol=1e-4), "what export's network predicts on val"
+    # Trained on the probe's pooled features, computed in bfloat16 where the CPU runs it natively (batches.frozen_dtype):
+    # then the float32 network's probabilities differ in the third decimal (measured: up to 4e-3).
+    atol = 1e-4 if frozen_dtype(torch.device("cpu")) == torch.float32 else 1e-2
+    assert np.allclose(forward, kept.probs[trial], atol=atol), "what export's network predicts on val"
 
 
 @pytest.mark.slow
