@@ -405,6 +405,14 @@ def test_a_search_refused_after_its_own_ray_started_leaves_the_output_folder_as_
     assert snapshot(out) == before, "the refused search left something in its --output folder"
 
 
+@pytest.mark.parametrize("build", [flags_case(), lambda tmp: ["resume", str(search_folder(tmp, tmp / "space.yaml", TINY))]],
+                         ids=["search", "resume"])
+def test_a_bad_frozen_dtype_in_the_environment_is_refused_before_the_data_and_ray(build, tmp_path, capsys, monkeypatch):
+    monkeypatch.chdir(tmp_path)
+    monkeypatch.setenv("TUNE_TL_FROZEN_DTYPE", "float16")
+    run_case(build, "TUNE_TL_FROZEN_DTYPE='float16': use float32 or bfloat16", tmp_path, capsys)
+
+
 def test_the_table_has_at_least_60_cases():
     assert len(CASES) + len(RESOURCE_CASES) >= 60
     assert len({c[0] for c in CASES}) == len(CASES)

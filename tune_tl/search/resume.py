@@ -40,6 +40,7 @@ from tune_tl.search.session import check_address, init_ray, storage_config
 from tune_tl.search.summary import SearchSummary, summarize
 from tune_tl.search.tuner import make_trainable
 from tune_tl.store.search_run import SearchRun
+from tune_tl.training.batches import check_frozen_dtype
 from tune_tl.training.context import prepare_context
 
 log = logging.getLogger(__name__)
@@ -56,6 +57,7 @@ def resume_search(path: str | Path, samples: int | None = None, space: str | Pat
     if not stage0:
         run.check_resumable()  # a folder that is not a search is named before anything is created
     run.spec  # noqa: B018 - a .py space without --space (or a changed one) is refused before the lock or Ray
+    check_frozen_dtype()
     check_address(run.options.get("address"))
     if stage0:
         return continue_stage0(run, samples)

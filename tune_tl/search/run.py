@@ -31,6 +31,7 @@ from tune_tl.search.tuner import build_tuner
 from tune_tl.search.warm_start import seed_study, warm_trials
 from tune_tl.store.search_run import SearchRun
 from tune_tl.store.storage import Location
+from tune_tl.training.batches import check_frozen_dtype
 from tune_tl.training.context import prepare_context
 from tune_tl.training.frozen_features import INPUT_VARYING_PARAMS
 
@@ -47,6 +48,7 @@ def run_search(spec: SearchSpec, options: SearchOptions | None = None) -> Search
     """
     options = options or SearchOptions()
     options.validate()
+    check_frozen_dtype()
     check_address(options.address)  # a bad --address fails in seconds, before the data is decoded
     name = options.name or time.strftime("search-%Y%m%d-%H%M%S")
     root = Location.parse(options.output) / name

@@ -86,6 +86,12 @@ def frozen_dtype(device: torch.device) -> torch.dtype:
     return torch.bfloat16 if device.type == "cpu" and cpu_runs_bfloat16() else torch.float32
 
 
+def check_frozen_dtype() -> None:
+    """Refuse a bad ``TUNE_TL_FROZEN_DTYPE`` now: a search and a resume call it before Ray starts, where
+    :func:`frozen_dtype` would otherwise raise first in stage 0 (after the data and Ray) or inside a trial."""
+    frozen_dtype(torch.device("cpu"))
+
+
 def amp(device: torch.device):
     """Mixed precision on CUDA (bf16 where supported, else fp16 with loss scaling); none on CPU."""
     if device.type != "cuda":
